@@ -1,0 +1,34 @@
+# Two commands do everything on a fresh machine: `make serve` and `make test`.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+PIP := $(BIN)/python -m pip
+# The constraints file pins torch to the CPU build on disk; PIP_CONSTRAINT makes pip apply
+# it inside isolated build environments too.
+export PIP_CONSTRAINT := $(CURDIR)/constraints.txt
+HOST ?= 127.0.0.1
+PORT ?= 8080
+
+.PHONY: install serve test lint bench clean
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml setup.py constraints.txt djl/_batch.pyx
+	test -d $(VENV) || $(PY) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	$(PIP) install -q -c constraints.txt -e '.[test,torch]'
+	touch $@
+
+serve: install
+	$(BIN)/djl-serving --models echo=file:examples/echo/ \
+	    --inference-address http://$(HOST):$(PORT)
+
+test: install
+	$(BIN)/ruff check djl djl_python tests bench
+	$(BIN)/python -m pytest -q
+
+bench: install
+	$(BIN)/python bench/echo.py
+
+clean:
+	rm -rf $(VENV) build *.egg-info djl/_batch.c djl/*.so

@@ -1,0 +1,130 @@
+"""``djl-serving`` / ``python -m djl``: command line → ServerConfig → hypercorn (trio).
+
+Start-up failures (bad configuration, a start-up model that cannot load, a port in use)
+print one line to stderr and exit with status 1. SIGTERM and SIGINT shut down cleanly:
+hypercorn stops accepting, in-flight requests finish, then every worker is stopped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+from typing import Any
+
+import trio
+from hypercorn.config import Config as HypercornConfig
+from hypercorn.trio import serve
+
+from djl.app import SHUTDOWN_GRACE_S, Listener, create_app
+from djl.config import Address, ConfigError, ServerConfig, load_server_config
+
+log = logging.getLogger("djl")
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="djl-serving", description="djl model server")
+    parser.add_argument("-f", "--config-file", help="config.properties to read")
+    parser.add_argument("-m", "--models", nargs="+", metavar="URL",
+                        help="start-up models: [name[:version[:engine[:devices]]]=]url")
+    parser.add_argument("-s", "--model-store", help="folder of models to load at start-up")
+    return parser.parse_args(argv)
+
+
+def hypercorn_config(address: Address, config: ServerConfig) -> HypercornConfig:
+    hc = HypercornConfig()
+    hc.bind = [address.bind]
+    hc.graceful_timeout = SHUTDOWN_GRACE_S
+    hc.startup_timeout = max(600.0, config.model_loading_timeout_s + 60)
+    hc.shutdown_timeout = SHUTDOWN_GRACE_S * 3
+    hc.accesslog = None
+    hc.errorlog = logging.getLogger("hypercorn.error")
+    hc.keep_alive_timeout = 60
+    if address.scheme == "https":
+        cert = getattr(config, "certificate_file", "")
+        key = getattr(config, "private_key_file", "")
+        hc.certfile, hc.keyfile = cert or None, key or None
+    return hc
+
+
+async def run_server(config: ServerConfig, *, task_status: Any = trio.TASK_STATUS_IGNORED,
+                     shutdown: trio.Event | None = None) -> None:
+    """Serve until SIGTERM/SIGINT (or ``shutdown`` is set); started() gets the bind list."""
+    app = create_app(config)
+    stop = shutdown or trio.Event()
+
+    async def trigger() -> None:
+        await stop.wait()
+
+    async def watch_signals() -> None:
+        with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+            async for signum in signals:
+                log.info("received %s: shutting down", signal.Signals(signum).name)
+                stop.set()
+                return
+
+    if not config.management_address.is_loopback:
+        log.warning(
+            "The management API is bound to %s, reachable from other hosts: anyone who can "
+            "reach it can run code on this machine. Set management_token or bind 127.0.0.1.",
+            config.management_address,
+        )
+    async with trio.open_nursery() as nursery:
+        if shutdown is None:
+            nursery.start_soon(watch_signals)
+        binds: list[str] = []
+        if config.dual_listeners:
+            first = Listener(app, "management", lifespan=True)
+            binds += await nursery.start(
+                _serve, first, hypercorn_config(config.management_address, config), trigger)
+            second = Listener(app, "inference", lifespan=False)
+            binds += await nursery.start(
+                _serve, second, hypercorn_config(config.inference_address, config), trigger)
+        else:
+            both = Listener(app, "both", lifespan=True)
+            binds += await nursery.start(
+                _serve, both, hypercorn_config(config.inference_address, config), trigger)
+        log.info("djl serving on %s", ", ".join(binds))
+        task_status.started(binds)
+        await stop.wait()
+        # Hypercorn's servers stop by themselves once the trigger fires.
+
+
+async def _serve(app: Any, hc: HypercornConfig, trigger: Any, *,
+                 task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+    await serve(app, hc, shutdown_trigger=trigger, task_status=task_status)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        config = load_server_config(config_file=args.config_file, models=args.models,
+                                    model_store=args.model_store)
+    except (ConfigError, ValueError) as exc:
+        print(f"djl-serving: {exc}", file=sys.stderr)
+        return 1
+    logging.getLogger("djl").setLevel(config.log_level.upper()
+                                      if config.log_level.upper() in logging._nameToLevel
+                                      else logging.INFO)
+    try:
+        trio.run(run_server, config)
+    except KeyboardInterrupt:
+        return 0
+    except BaseException as exc:  # noqa: BLE001 — one clear line, then exit 1
+        print(f"djl-serving: start-up failed: {_describe(exc)}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, BaseExceptionGroup):
+        return "; ".join(_describe(e) for e in exc.exceptions)
+    text = getattr(exc, "message", None) or str(exc)
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+if __name__ == "__main__":
+    sys.exit(main())

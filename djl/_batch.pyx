@@ -1,0 +1,527 @@
+# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
+"""The hot path, shared by both ends of the worker pipe.
+
+* ``Job`` and ``JobQueue``: the per-model priority queue (server side). FIFO within a
+  priority, lower priority first, the queue-full rule of spec §5.3, cancelled jobs
+  dropped lazily in O(1).
+* The frame codec (both sides): whole length-prefixed frames; ``FrameDecoder`` is
+  sans-IO — ``feed(bytes)`` then iterate — so the trio server and the blocking worker
+  share it (like hypercorn's ``protocol/``).
+* ``encode_batch`` builds one request out of a batch with the ``batch_NNN.`` key
+  convention of spec §6.8 in a single preallocated buffer; ``split_batch`` maps a
+  batched response back to its jobs.
+
+Frame layout (all integers big-endian)::
+
+    u32 length      bytes that follow this field
+    u8  kind        REQUEST=1 RESPONSE=2 CHUNK=3 ERROR=4
+    ... payload
+
+    REQUEST   i32 P, P x (str key, str value), i32 C, C x (str key-or-null, i32 n, n bytes)
+    RESPONSE  i32 code, str message, then as REQUEST; C == -1 announces CHUNK frames
+    CHUNK     u8 more, then the chunk's bytes (to the end of the frame)
+    ERROR     str kind, str message
+
+``str`` is an i32 byte length (-1 for None) and that many UTF-8 bytes. Counts are i32
+(the Java protocol's i16 caps a batch at 32767 items; ours does not need to).
+"""
+
+from cpython.bytearray cimport PyByteArray_AS_STRING, PyByteArray_FromStringAndSize
+from libc.stdint cimport int32_t, uint32_t
+from libc.string cimport memcpy
+
+from collections import deque
+
+from djl.errors import Capacity, FrameError, TranslateError
+
+REQUEST = 1
+RESPONSE = 2
+CHUNK = 3
+ERROR = 4
+
+#: Largest frame either side accepts; a larger length prefix means a corrupt stream.
+MAX_FRAME = (1 << 31) - 1
+
+
+# -- jobs and the queue -------------------------------------------------------------------
+
+
+cdef class Job:
+    """One request for one model: its input, priority and the slot its answer lands in.
+
+    ``queued`` is True exactly while the job sits in a JobQueue; ``discard`` clears it so
+    that a job whose client went away costs nothing more (spec §5.5 step 5).
+    """
+
+    cdef public object input
+    cdef public int priority
+    cdef public bint queued
+    cdef public bint cancelled
+    cdef public object done      # trio.Event set once result or error is filled in
+    cdef public object result    # Output
+    cdef public object error     # DjlError
+    cdef public double enqueued_at
+
+    def __init__(self, input, int priority=3, done=None):
+        self.input = input
+        self.priority = priority
+        self.queued = False
+        self.cancelled = False
+        self.done = done
+        self.result = None
+        self.error = None
+        self.enqueued_at = 0.0
+
+    cpdef bint finished(self):
+        return self.result is not None or self.error is not None
+
+    cpdef set_result(self, result):
+        if self.result is None and self.error is None:
+            self.result = result
+            if self.done is not None:
+                self.done.set()
+
+    cpdef set_error(self, error):
+        if self.result is None and self.error is None:
+            self.error = error
+            if self.done is not None:
+                self.done.set()
+
+
+cdef class JobQueue:
+    """Priority queue of Jobs with a capacity (spec §5.1, §5.3).
+
+    Jobs of equal priority leave in arrival order. ``len()`` counts live jobs only.
+    """
+
+    cdef dict _lanes          # priority -> deque of Jobs (may hold discarded jobs)
+    cdef list _priorities     # sorted priorities that have a lane
+    cdef Py_ssize_t _live     # jobs with queued == True
+    cdef readonly Py_ssize_t capacity
+    cdef readonly str model_id
+
+    def __init__(self, Py_ssize_t capacity, str model_id=""):
+        if capacity < 1:
+            raise ValueError(f"queue capacity must be >= 1, got {capacity}")
+        self._lanes = {}
+        self._priorities = []
+        self._live = 0
+        self.capacity = capacity
+        self.model_id = model_id
+
+    def __len__(self):
+        return self._live
+
+    cpdef set_capacity(self, Py_ssize_t capacity):
+        if capacity < 1:
+            raise ValueError(f"queue capacity must be >= 1, got {capacity}")
+        self.capacity = capacity
+
+    cpdef put_nowait(self, Job job, bint worker_idle=True):
+        """Enqueue ``job`` or raise ``Capacity``.
+
+        The last free slot is only usable while some worker is idle (spec §5.3), so a
+        burst never parks a request behind a queue that no worker will drain in time.
+        """
+        cdef Py_ssize_t remaining = self.capacity - self._live
+        if remaining < 1 or (remaining == 1 and not worker_idle):
+            raise Capacity.queue_full(self.model_id)
+        lane = self._lanes.get(job.priority)
+        if lane is None:
+            lane = deque()
+            self._lanes[job.priority] = lane
+            self._priorities.append(job.priority)
+            self._priorities.sort()
+        lane.append(job)
+        job.queued = True
+        self._live += 1
+
+    cpdef bint discard(self, Job job):
+        """Forget a queued job (its client went away). O(1); True if it was queued."""
+        if not job.queued:
+            return False
+        job.queued = False
+        self._live -= 1
+        return True
+
+    cpdef list take(self, Py_ssize_t max_items):
+        """Remove and return up to ``max_items`` live jobs, best priority first."""
+        cdef list out = []
+        cdef Job job
+        if self._live == 0 or max_items <= 0:
+            return out
+        for priority in self._priorities:
+            lane = self._lanes[priority]
+            while lane and len(out) < max_items:
+                job = lane.popleft()
+                if job.queued:
+                    job.queued = False
+                    self._live -= 1
+                    out.append(job)
+            if len(out) >= max_items:
+                break
+        return out
+
+    cpdef list drain(self):
+        """Remove and return every live job (unregister, shutdown)."""
+        return self.take(self._live)
+
+
+# -- encoding -----------------------------------------------------------------------------
+
+
+cdef inline void _put_u32(char* buf, Py_ssize_t* pos, uint32_t v) noexcept:
+    buf[pos[0]] = <char>((v >> 24) & 0xFF)
+    buf[pos[0] + 1] = <char>((v >> 16) & 0xFF)
+    buf[pos[0] + 2] = <char>((v >> 8) & 0xFF)
+    buf[pos[0] + 3] = <char>(v & 0xFF)
+    pos[0] += 4
+
+
+cdef inline void _put_bytes(char* buf, Py_ssize_t* pos, const unsigned char[::1] data) noexcept:
+    cdef Py_ssize_t n = data.shape[0]
+    _put_u32(buf, pos, <uint32_t>n)
+    if n:
+        memcpy(buf + pos[0], &data[0], n)
+    pos[0] += n
+
+
+cdef inline bytes _utf8(object s):
+    if isinstance(s, bytes):
+        return <bytes>s
+    return (<str>s if isinstance(s, str) else str(s)).encode("utf-8")
+
+
+cdef class _Writer:
+    """Collects encoded pieces, then writes them into one exactly-sized bytearray."""
+
+    cdef list parts   # bytes-like objects, or None for a null string
+    cdef Py_ssize_t size
+
+    def __init__(self):
+        self.parts = []
+        self.size = 0
+
+    cdef inline void string(self, object s):
+        cdef bytes b
+        if s is None:
+            self.parts.append(None)
+        else:
+            b = _utf8(s)
+            self.parts.append(b)
+            self.size += len(b)
+        self.size += 4
+
+    cdef inline void blob(self, object data):
+        self.parts.append(data)
+        self.size += 4 + len(data)
+
+    cdef inline void count(self, int32_t n):
+        self.parts.append(n)
+        self.size += 4
+
+    cdef bytearray finish(self, int kind):
+        cdef Py_ssize_t total = 5 + self.size
+        cdef bytearray out = PyByteArray_FromStringAndSize(NULL, total)
+        cdef char* buf = PyByteArray_AS_STRING(out)
+        cdef Py_ssize_t pos = 0
+        _put_u32(buf, &pos, <uint32_t>(total - 4))
+        buf[4] = <char>kind
+        pos = 5
+        for part in self.parts:
+            if part is None:
+                _put_u32(buf, &pos, <uint32_t>0xFFFFFFFF)
+            elif isinstance(part, int):
+                _put_u32(buf, &pos, <uint32_t><int32_t>part)
+            else:
+                _put_bytes(buf, &pos, part)
+        return out
+
+
+cdef inline void _write_properties(_Writer w, dict properties):
+    w.count(len(properties))
+    for k, v in properties.items():
+        w.string(k)
+        w.string(v)
+
+
+def encode_request(dict properties, list keys, list values):
+    """One request frame: ``properties`` (str -> str) and content (keys, values)."""
+    cdef _Writer w = _Writer()
+    _write_properties(w, properties)
+    w.count(len(keys))
+    for i in range(len(keys)):
+        w.string(keys[i])
+        w.blob(values[i])
+    return w.finish(REQUEST)
+
+
+def encode_batch(list inputs, dict extra=None):
+    """One request frame for a batch of Inputs (spec §6.8).
+
+    A batch of one is sent unchanged. Otherwise property ``batch_size`` is added and
+    every property and content key of input ``i`` is prefixed ``batch_%03d.``; a null
+    content key becomes ``data``. ``extra`` properties (e.g. ``handler``) are added
+    unprefixed.
+    """
+    cdef _Writer w = _Writer()
+    cdef Py_ssize_t n = len(inputs)
+    cdef Py_ssize_t nprops = 0, nitems = 0
+    cdef str prefix
+    if n > 999:
+        raise ValueError("a batch holds at most 999 requests")
+    if n == 1:
+        item = inputs[0]
+        props = item.properties
+        if extra:
+            props = dict(props)
+            props.update(extra)
+        return encode_request(props, item.content.keys, item.content.values)
+    for item in inputs:
+        nprops += len(item.properties)
+        nitems += len(item.content.keys)
+    w.count(<int32_t>(nprops + 1 + (len(extra) if extra else 0)))
+    w.string("batch_size")
+    w.string(str(n))
+    if extra:
+        for k, v in extra.items():
+            w.string(k)
+            w.string(v)
+    for i in range(n):
+        prefix = f"batch_{i:03d}."
+        for k, v in inputs[i].properties.items():
+            w.string(prefix + k)
+            w.string(v)
+    w.count(<int32_t>nitems)
+    for i in range(n):
+        prefix = f"batch_{i:03d}."
+        content = inputs[i].content
+        for k, v in zip(content.keys, content.values):
+            w.string(prefix + (k if k is not None else "data"))
+            w.blob(v)
+    return w.finish(REQUEST)
+
+
+def encode_response(int code, str message, dict properties, list keys, list values):
+    """One response frame; ``keys is None`` announces a stream of CHUNK frames."""
+    cdef _Writer w = _Writer()
+    w.count(code)
+    w.string(message)
+    _write_properties(w, properties)
+    if keys is None:
+        w.count(-1)
+    else:
+        w.count(len(keys))
+        for i in range(len(keys)):
+            w.string(keys[i])
+            w.blob(values[i])
+    return w.finish(RESPONSE)
+
+
+def encode_chunk(bint more, data):
+    cdef const unsigned char[::1] view = data
+    cdef Py_ssize_t n = view.shape[0]
+    cdef bytearray out = PyByteArray_FromStringAndSize(NULL, 6 + n)
+    cdef char* buf = PyByteArray_AS_STRING(out)
+    cdef Py_ssize_t pos = 0
+    _put_u32(buf, &pos, <uint32_t>(n + 2))
+    buf[4] = <char>CHUNK
+    buf[5] = <char>(1 if more else 0)
+    if n:
+        memcpy(buf + 6, &view[0], n)
+    return out
+
+
+def encode_error(str kind, str message):
+    cdef _Writer w = _Writer()
+    w.string(kind)
+    w.string(message)
+    return w.finish(ERROR)
+
+
+# -- decoding -----------------------------------------------------------------------------
+
+
+cdef inline uint32_t _get_u32(const unsigned char[::1] buf, Py_ssize_t pos) noexcept:
+    return ((<uint32_t>buf[pos] << 24) | (<uint32_t>buf[pos + 1] << 16)
+            | (<uint32_t>buf[pos + 2] << 8) | <uint32_t>buf[pos + 3])
+
+
+cdef class _Reader:
+    cdef const unsigned char[::1] buf
+    cdef object owner
+    cdef Py_ssize_t pos
+    cdef Py_ssize_t end
+
+    def __init__(self, data):
+        self.owner = data
+        self.buf = data
+        self.pos = 0
+        self.end = self.buf.shape[0]
+
+    cdef inline int32_t i32(self) except? -2147483647:
+        if self.pos + 4 > self.end:
+            raise FrameError("truncated frame")
+        cdef int32_t v = <int32_t>_get_u32(self.buf, self.pos)
+        self.pos += 4
+        return v
+
+    cdef inline object string(self):
+        cdef int32_t n = self.i32()
+        if n == -1:
+            return None
+        if n < 0 or self.pos + n > self.end:
+            raise FrameError("bad string length in frame")
+        s = bytes(self.buf[self.pos:self.pos + n]).decode("utf-8", "replace")
+        self.pos += n
+        return s
+
+    cdef inline object blob(self):
+        cdef int32_t n = self.i32()
+        if n < 0 or self.pos + n > self.end:
+            raise FrameError("bad item length in frame")
+        b = bytes(self.buf[self.pos:self.pos + n])
+        self.pos += n
+        return b
+
+    cdef dict properties(self):
+        cdef int32_t n = self.i32()
+        cdef dict out = {}
+        if n < 0:
+            raise FrameError("negative property count in frame")
+        for _ in range(n):
+            k = self.string()
+            out[k] = self.string()
+        return out
+
+    cdef tuple content(self, int32_t n):
+        cdef list keys = []
+        cdef list values = []
+        for _ in range(n):
+            keys.append(self.string())
+            values.append(self.blob())
+        return keys, values
+
+
+def decode_request(payload):
+    """(properties, keys, values) of a REQUEST payload."""
+    cdef _Reader r = _Reader(payload)
+    props = r.properties()
+    n = r.i32()
+    if n < 0:
+        raise FrameError("negative item count in request frame")
+    keys, values = r.content(n)
+    return props, keys, values
+
+
+def decode_response(payload):
+    """(code, message, properties, keys, values) of a RESPONSE payload.
+
+    ``keys`` is None when the response announces a stream of CHUNK frames.
+    """
+    cdef _Reader r = _Reader(payload)
+    code = r.i32()
+    message = r.string()
+    props = r.properties()
+    n = r.i32()
+    if n == -1:
+        return code, message, props, None, None
+    if n < 0:
+        raise FrameError("negative item count in response frame")
+    keys, values = r.content(n)
+    return code, message, props, keys, values
+
+
+def decode_error(payload):
+    cdef _Reader r = _Reader(payload)
+    return r.string(), r.string()
+
+
+def decode_chunk(payload):
+    """(more, data) of a CHUNK payload."""
+    cdef const unsigned char[::1] view = payload
+    if view.shape[0] < 1:
+        raise FrameError("empty chunk frame")
+    return view[0] != 0, bytes(view[1:])
+
+
+cdef class FrameDecoder:
+    """Sans-IO frame splitter: ``feed(data)``, then iterate ``(kind, payload)`` pairs.
+
+    Iteration stops when the buffered bytes hold no complete frame; it never blocks.
+    A frame larger than ``max_frame`` raises FrameError (the peer is broken or hostile).
+    """
+
+    cdef bytearray _buf
+    cdef Py_ssize_t _start
+    cdef readonly Py_ssize_t max_frame
+
+    def __init__(self, Py_ssize_t max_frame=MAX_FRAME):
+        self._buf = bytearray()
+        self._start = 0
+        self.max_frame = max_frame
+
+    def feed(self, data):
+        if self._start and self._start == len(self._buf):
+            self._buf.clear()
+            self._start = 0
+        self._buf += data
+
+    @property
+    def buffered(self):
+        return len(self._buf) - self._start
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        cdef Py_ssize_t avail = len(self._buf) - self._start
+        cdef const unsigned char[::1] view
+        cdef uint32_t length
+        if avail < 5:
+            self._compact()
+            raise StopIteration
+        view = self._buf
+        length = _get_u32(view, self._start)
+        if length < 1 or length > <uint32_t>self.max_frame:
+            raise FrameError(f"frame of {length} bytes exceeds the limit of {self.max_frame}")
+        if avail < 4 + <Py_ssize_t>length:
+            self._compact()
+            raise StopIteration
+        kind = view[self._start + 4]
+        payload = bytes(view[self._start + 5:self._start + 4 + length])
+        view = None
+        self._start += 4 + length
+        return kind, payload
+
+    cdef void _compact(self):
+        if self._start:
+            del self._buf[:self._start]
+            self._start = 0
+
+
+# -- batch results ------------------------------------------------------------------------
+
+
+def split_batch(Py_ssize_t n, list keys, list values):
+    """Map a batched response's items back to its n requests (spec §6.8).
+
+    Returns a list of n ``(key, value)`` pairs. Raises TranslateError when the count
+    differs from n or a key is not ``batch_<i>.<name>``.
+    """
+    cdef list out = [None] * n
+    cdef Py_ssize_t index
+    if len(keys) != n:
+        raise TranslateError.batch_size_mismatch(n, len(keys))
+    for key, value in zip(keys, values):
+        if key is None or not key.startswith("batch_"):
+            raise TranslateError.unexpected_key(str(key))
+        head, dot, name = key.partition(".")
+        try:
+            index = int(head[6:])
+        except ValueError:
+            raise TranslateError.unexpected_key(key) from None
+        if not dot or index < 0 or index >= n or out[index] is not None:
+            raise TranslateError.unexpected_key(key)
+        out[index] = (name if name else "data", value)
+    return out

@@ -1,0 +1,157 @@
+"""create_app(config): the QuartTrio app, its routing, and the lifespan that owns the models.
+
+Routing follows spec §1.2 rather than Quart's URL map, because the spec matches regular
+expressions on the raw URI (query included), drops trailing empty segments and answers
+405/404 with its own wording. One catch-all route hands every request to ``dispatch``.
+
+Lifespan: ``before_serving`` starts the ModelManager in ``app.nursery`` and registers the
+start-up models (a failure aborts start-up); ``after_serving`` unregisters everything,
+letting in-flight requests finish for up to ``SHUTDOWN_GRACE_S``.
+
+Also usable directly: ``hypercorn -k trio 'djl.app:create_app()'``.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from typing import Any
+
+from quart import Response, request
+from quart_trio import QuartTrio
+from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
+
+from djl.config import ServerConfig, load_server_config
+from djl.errors import DjlError, MethodNotAllowed, NotFound, PayloadTooLarge, Unauthorized
+from djl.http import codec, inference, management
+from djl.registry import ModelManager
+from djl.startup import load_startup_models
+
+log = logging.getLogger("djl.app")
+
+#: Shutdown: how long in-flight requests get to finish before their workers are stopped.
+SHUTDOWN_GRACE_S = 10.0
+ALL_METHODS = ["GET", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "HEAD"]
+
+_INFERENCE = re.compile(r"^/(ping|invocations|predictions|v1/chat/completions)([/?].*)?$")
+_INVOKE = re.compile(r"^/models/.+/invoke$")
+_MANAGEMENT = re.compile(r"^/(workflows([/?].*)?|server/.+|models([/?].*)?)$")
+_ADAPTERS = re.compile(r"^(/models/[^/?]+)?/adapters([/?].*)?$")
+
+#: ASGI scope key naming the listener a request came in on: "both", "inference", "management".
+ROLE_KEY = "djl.role"
+
+
+def create_app(config: ServerConfig | None = None) -> QuartTrio:
+    config = config or load_server_config()
+    app = QuartTrio("djl")
+    app.config["MAX_CONTENT_LENGTH"] = config.max_request_size
+    app.config["BACKGROUND_TASK_SHUTDOWN_TIMEOUT"] = SHUTDOWN_GRACE_S
+    app.config["PROVIDE_AUTOMATIC_OPTIONS"] = False
+    app.config["BODY_TIMEOUT"] = 600
+    manager = ModelManager(config)
+    app.extensions["djl.manager"] = manager
+    app.extensions["djl.config"] = config
+
+    @app.before_serving
+    async def _start() -> None:
+        await app.nursery.start(manager.run)
+        await load_startup_models(manager, config)
+
+    @app.after_serving
+    async def _stop() -> None:
+        await manager.aclose(SHUTDOWN_GRACE_S)
+
+    @app.route("/", defaults={"path": ""}, methods=ALL_METHODS, provide_automatic_options=False)
+    @app.route("/<path:path>", methods=ALL_METHODS, provide_automatic_options=False)
+    async def _catch_all(path: str) -> Response:
+        return await dispatch(manager, config)
+
+    @app.errorhandler(HTTPException)
+    async def _http_error(error: HTTPException) -> Response:
+        req_id = codec.request_id(request, config)
+        if isinstance(error, RequestEntityTooLarge):
+            err: DjlError = PayloadTooLarge(
+                f"Request body exceeds max_request_size ({config.max_request_size} bytes)"
+            )
+        elif error.code == 405:
+            err = MethodNotAllowed()
+        elif error.code == 404:
+            err = NotFound.resource()
+        else:
+            err = DjlError(error.description or error.name, status=error.code or 500)
+        return codec.error_response(err, req_id, config)
+
+    return app
+
+
+async def dispatch(manager: ModelManager, config: ServerConfig) -> Response:
+    """Route one request (spec §1.2) and render whatever it raises (spec §1.4)."""
+    scope: dict[str, Any] = request.scope  # type: ignore[assignment]
+    role = scope.get(ROLE_KEY, "both")
+    req_id = codec.request_id(request, config)
+    raw_path: bytes = scope.get("raw_path") or request.path.encode()
+    query_string: bytes = scope.get("query_string", b"")
+    uri = raw_path.decode("latin-1") + ("?" + query_string.decode("latin-1") if query_string else "")
+    method = request.method
+    try:
+        if method == "OPTIONS" and raw_path == b"/":
+            return codec.json_response({}, 200, req_id, config)
+        segments = codec.path_segments(raw_path)
+        call = management.Call(request, method, segments, codec.Query(
+            codec.parse_query(query_string)), req_id, config, manager)
+        is_inference = bool(_INFERENCE.match(uri)) or (
+            bool(_INVOKE.match(uri)) and not query_string
+        )
+        if is_inference and role != "management":
+            if segments[1] == "ping":
+                return await inference.ping(call)
+            return await inference.predict(call)
+        if role == "inference":
+            raise NotFound.resource()
+        if _ADAPTERS.match(uri):
+            raise NotFound("The adapter API is not supported by this server.")
+        if _MANAGEMENT.match(uri) and not (method == "POST" and _INVOKE.match(uri)):
+            _check_token(config)
+            return await management.handle(call)
+        raise NotFound.resource()
+    except Exception as exc:  # noqa: BLE001 — rendered as the spec's error body
+        return codec.error_response(exc, req_id, config)
+
+
+def _check_token(config: ServerConfig) -> None:
+    token = config.management_token
+    if not token:
+        return
+    supplied = request.headers.get("Authorization", "")
+    if supplied != f"Bearer {token}":
+        raise Unauthorized("Management API requires a valid bearer token")
+
+
+class Listener:
+    """ASGI wrapper marking which listener a request arrived on (spec §1.1).
+
+    With two listeners the app runs behind two hypercorn servers; only the one built with
+    ``lifespan=True`` forwards lifespan events, so models load and stop exactly once.
+    """
+
+    def __init__(self, app: QuartTrio, role: str, lifespan: bool) -> None:
+        self.app = app
+        self.role = role
+        self.lifespan = lifespan
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "lifespan" and not self.lifespan:
+            while True:
+                message = await receive()
+                if message["type"] == "lifespan.startup":
+                    await send({"type": "lifespan.startup.complete"})
+                elif message["type"] == "lifespan.shutdown":
+                    await send({"type": "lifespan.shutdown.complete"})
+                    return
+        scope = dict(scope)
+        scope[ROLE_KEY] = self.role
+        await self.app(scope, receive, send)
+
+
+__all__ = ["Listener", "create_app", "dispatch"]

@@ -1,0 +1,509 @@
+"""Configuration: the one home of every default and every environment variable read.
+
+``ServerConfig`` merges, once, at start-up (spec §8.3, lowest first):
+``config.properties`` < command line < ``SERVING_<KEY>`` environment < SageMaker size
+overrides. ``ModelConfig`` merges a model's settings: global defaults < environment
+defaults (``OPTION_*``/``ARGS_*``, "put if absent") < ``serving.properties`` < register
+parameters (spec §4.6). Both are frozen; nothing else reads ``os.environ``.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+from djl.errors import BadRequest, IllegalArgument
+from djl.properties import read_properties
+
+MIB = 1024 * 1024
+SECONDS = 1.0
+
+
+class ConfigError(ValueError):
+    """A configuration that prevents start-up (one clear line, exit status 1)."""
+
+
+@dataclass(frozen=True)
+class Address:
+    """A listener address: ``http://host:port``, ``https://host:port`` or ``unix:/path``."""
+
+    scheme: str  # "http", "https" or "unix"
+    host: str = ""
+    port: int = 0
+    path: str = ""  # unix socket path
+
+    @classmethod
+    def parse(cls, text: str) -> Address:
+        m = re.fullmatch(r"(?i)unix:(/.+)", text)
+        if m:
+            return cls("unix", path=m.group(1))
+        m = re.fullmatch(r"(?i)(https?)://([^:/]+)(?::(\d+))?/?", text)
+        if not m:
+            raise ConfigError(f"Invalid binding address: {text}")
+        scheme = m.group(1).lower()
+        port = int(m.group(3)) if m.group(3) else (443 if scheme == "https" else 80)
+        # The spec's Java server also rejects 65535 (an off-by-one); we accept the real range.
+        if port > 65535:
+            raise ConfigError(f"Invalid port number: {text}")
+        return cls(scheme, host=m.group(2), port=port)
+
+    @property
+    def bind(self) -> str:
+        """The address in hypercorn's ``bind`` syntax."""
+        return f"unix:{self.path}" if self.scheme == "unix" else f"{self.host}:{self.port}"
+
+    @property
+    def is_loopback(self) -> bool:
+        if self.scheme == "unix":
+            return True
+        return self.host in ("localhost", "::1") or self.host.startswith("127.")
+
+    def __str__(self) -> str:
+        if self.scheme == "unix":
+            return f"unix:{self.path}"
+        return f"{self.scheme}://{self.host}:{self.port}"
+
+
+_JAVA_INT = re.compile(r"[+-]?\d+")
+
+
+def _parse_int(value: Any) -> int:
+    """Java ``Integer.parseInt`` syntax: no ``_``, blanks or fractions (Python's int() allows
+    the first two and truncates floats and bools); ValueError otherwise."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if not isinstance(value, str) or not _JAVA_INT.fullmatch(value):
+        raise ValueError(value)
+    return int(value)
+
+
+def _int(key: str, value: str) -> int:
+    try:
+        return _parse_int(value.strip())
+    except ValueError:
+        raise ConfigError(f"Invalid integer for {key}: {value!r}") from None
+
+
+def _bool(value: str) -> bool:
+    return value.strip().lower() == "true"
+
+
+def _env_key(suffix: str) -> str:
+    """``OPTION_X_Y`` → ``x_y`` when the suffix is all upper case, digits and underscores."""
+    return suffix.lower() if re.fullmatch(r"[A-Z0-9_]+", suffix) else suffix
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    """Global settings (spec §8.4), alphabetical. Units are in the names."""
+
+    allow_multi_status: bool = False
+    #: Regexes (full match) a model or workflow URL must satisfy to be registered at all.
+    allowed_urls: tuple[str, ...] = (r"file:.*", r"[^:]*", r"https?://.*")
+    #: Extracted-archive limits against archive bombs (issue: model sources).
+    archive_max_bytes: int = 20 * 1024 * MIB
+    archive_max_entries: int = 100_000
+    archive_max_ratio: int = 200
+    bad_request_http_code: int = 400
+    batch_size: int = 1
+    #: Root of downloads and extracted archives (``DJL_CACHE_DIR``, default ``~/.djl.ai``).
+    cache_dir: Path = Path("~/.djl.ai").expanduser()
+    chunked_read_timeout_s: float = 120 * SECONDS
+    cors_allowed_headers: str = ""
+    cors_allowed_methods: str = ""
+    cors_allowed_origin: str = ""
+    download_connect_timeout_s: float = 10 * SECONDS
+    download_max_bytes: int = 20 * 1024 * MIB
+    download_read_timeout_s: float = 60 * SECONDS
+    #: Environment defaults for models: ``OPTION_*`` → option.*, ``ARGS_*`` → arguments.
+    env_arguments: Mapping[str, str] = field(default_factory=dict)
+    env_options: Mapping[str, str] = field(default_factory=dict)
+    #: ``SAGEMAKER_*`` model settings that overwrite serving.properties (spec §4.6).
+    model_overrides: Mapping[str, str] = field(default_factory=dict)
+    error_rate_any: str = ""
+    error_rate_server: str = ""
+    error_rate_wlm: str = ""
+    fail_fast: bool = False
+    health_check_override: bool = False
+    inference_address: Address = Address("http", "127.0.0.1", 8080)
+    job_queue_size: int = 1000
+    load_models: str = ""
+    load_on_devices: str = "*"
+    log_level: str = "info"
+    management_address: Address = Address("http", "127.0.0.1", 8080)
+    #: Bearer token the management routes require when set (TorchServe-style).
+    management_token: str = ""
+    max_batch_delay_ms: int = 100
+    max_idle_time_s: int = 60
+    max_request_size: int = 64 * MIB
+    #: Largest single content item or stream chunk a worker may send back.
+    max_worker_item_bytes: int = 20 * MIB
+    model_loading_timeout_s: float = 240 * SECONDS
+    model_server_home: Path = Path(".")
+    model_store: str = ""
+    model_url_pattern: str = ""
+    predict_timeout_s: float = 120 * SECONDS
+    prometheus: bool = False
+    python_executable: str = ""
+    request_id_header_key: str = "x-request-id"
+    #: Worker crashes tolerated per model before it turns FAILED (see README, "Failures").
+    retry_threshold: int = 3
+    server_error_http_code: int = 500
+    serving_max_workers: str = ""
+    serving_min_workers: str = ""
+    throttle_error_http_code: int = 503
+    wait_model_loading: bool = True
+    wlm_error_http_code: int = 503
+
+    @property
+    def dual_listeners(self) -> bool:
+        return self.inference_address != self.management_address
+
+    def status_for(self, config_key: str | None, default: int) -> int:
+        """The HTTP status of an inference failure (spec §1.4 mapping B)."""
+        return int(getattr(self, config_key)) if config_key else default
+
+    def with_overrides(self, **kwargs: Any) -> ServerConfig:
+        return replace(self, **kwargs)
+
+
+# Property keys whose names differ from the dataclass field (units appended).
+_KEY_ALIASES = {
+    "chunked_read_timeout": "chunked_read_timeout_s",
+    "max_batch_delay": "max_batch_delay_ms",
+    "max_idle_time": "max_idle_time_s",
+    "predict_timeout": "predict_timeout_s",
+    "model_loading_timeout": "model_loading_timeout_s",
+    "download_connect_timeout": "download_connect_timeout_s",
+    "download_read_timeout": "download_read_timeout_s",
+}
+_FIELDS = {f.name: f for f in fields(ServerConfig)}
+
+
+def _coerce(name: str, value: str) -> Any:
+    default = _FIELDS[name].default
+    if isinstance(default, bool):
+        return _bool(value)
+    if isinstance(default, int):
+        return _int(name, value)
+    if isinstance(default, float):
+        try:
+            return float(value)
+        except ValueError:
+            raise ConfigError(f"Invalid number for {name}: {value!r}") from None
+    if isinstance(default, Address):
+        return Address.parse(value.strip())
+    if isinstance(default, Path):
+        return Path(value).expanduser()
+    if name == "allowed_urls":
+        return tuple(p.strip() for p in value.split(",") if p.strip())
+    return value
+
+
+def locate_config_file(cli_file: str | None, env: Mapping[str, str]) -> Path | None:
+    """Spec §8.2: ``-f``, then ``$MODEL_SERVER_HOME/conf/``, then ``$MODEL_SERVER_HOME/``."""
+    if cli_file:
+        path = Path(cli_file)
+        if not path.is_file():
+            raise ConfigError(f"Configuration file not found: {cli_file}")
+        return path
+    home = Path(env.get("MODEL_SERVER_HOME", "."))
+    for candidate in (home / "conf" / "config.properties", home / "config.properties"):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def load_server_config(
+    *,
+    config_file: str | None = None,
+    models: list[str] | None = None,
+    model_store: str | None = None,
+    env: Mapping[str, str] | None = None,
+    overrides: Mapping[str, str] | None = None,
+) -> ServerConfig:
+    """Build the ServerConfig from file < CLI < ``SERVING_*`` env < SageMaker overrides.
+
+    ``overrides`` (property-style keys) sit between the CLI and the environment; tests and
+    embedders use it instead of writing a file.
+    """
+    env = dict(os.environ if env is None else env)
+    raw: dict[str, str] = {}
+    path = locate_config_file(config_file, env)
+    if path is not None:
+        try:
+            raw.update(read_properties(path))
+        except ValueError as e:  # a malformed \uxxxx escape
+            raise ConfigError(f"Invalid configuration file {path}: {e}") from None
+    if model_store:
+        raw["model_store"] = model_store
+    if models:
+        raw["load_models"] = ",".join(models)
+    raw.update(overrides or {})
+    for key, value in env.items():
+        if key.startswith("SERVING_") and key not in ("SERVING_MIN_WORKERS", "SERVING_MAX_WORKERS"):
+            raw[key[len("SERVING_") :].lower()] = value
+    if "SAGEMAKER_MAX_REQUEST_SIZE" in env:
+        raw["max_request_size"] = env["SAGEMAKER_MAX_REQUEST_SIZE"]
+    elif "SAGEMAKER_MAX_PAYLOAD_IN_MB" in env:
+        mb = _int("SAGEMAKER_MAX_PAYLOAD_IN_MB", env["SAGEMAKER_MAX_PAYLOAD_IN_MB"])
+        raw["max_request_size"] = str(mb * MIB)
+
+    values: dict[str, Any] = {}
+    for key, value in raw.items():
+        name = _KEY_ALIASES.get(key, key)
+        if name in _FIELDS and name not in ("env_options", "env_arguments", "model_overrides"):
+            values[name] = _coerce(name, value)
+
+    home = Path(env.get("MODEL_SERVER_HOME", ".")).resolve()
+    if not home.is_dir():  # spec §8.2: it must exist
+        raise ConfigError(f"Model server home not exist: {home}")
+    values["model_server_home"] = home
+    if values.get("model_store"):
+        store = Path(values["model_store"]).expanduser()
+        values["model_store"] = str(store if store.is_absolute() else home / store)
+    values.setdefault(
+        "cache_dir", Path(env.get("DJL_CACHE_DIR") or Path.home() / ".djl.ai").expanduser()
+    )
+    if "PREDICT_TIMEOUT" in env:
+        values.setdefault("predict_timeout_s", _coerce("predict_timeout_s", env["PREDICT_TIMEOUT"]))
+    if "MODEL_LOADING_TIMEOUT" in env:
+        values.setdefault(
+            "model_loading_timeout_s",
+            _coerce("model_loading_timeout_s", env["MODEL_LOADING_TIMEOUT"]),
+        )
+    values.setdefault("python_executable", env.get("PYTHON_EXECUTABLE", ""))
+    values["fail_fast"] = _bool(env.get("SERVING_FAIL_FAST", "false"))
+    values["health_check_override"] = _bool(env.get("SERVING_HEALTH_CHECK_OVERRIDE", "false"))
+    values["prometheus"] = _bool(env.get("SERVING_PROMETHEUS", "false"))
+    values["serving_min_workers"] = env.get("SERVING_MIN_WORKERS", "")
+    values["serving_max_workers"] = env.get("SERVING_MAX_WORKERS", "")
+
+    options: dict[str, str] = {}
+    arguments: dict[str, str] = {}
+    for key, value in env.items():
+        if not value:
+            continue
+        if key == "OPTION_ENTRYPOINT":
+            options["entryPoint"] = value
+        elif key == "OPTION_ENGINE":
+            arguments["engine"] = value
+        elif key.startswith("OPTION_"):
+            options[_env_key(key[len("OPTION_") :])] = value
+        elif key.startswith("ARGS_"):
+            arguments[_env_key(key[len("ARGS_") :])] = value
+    if "DJL_ENTRY_POINT" in env:
+        options.setdefault("entryPoint", env["DJL_ENTRY_POINT"])
+    values["env_options"] = options
+    values["env_arguments"] = arguments
+    sagemaker: dict[str, str] = {}
+    if env.get("SAGEMAKER_NUM_MODEL_WORKERS"):
+        sagemaker["minWorkers"] = sagemaker["maxWorkers"] = env["SAGEMAKER_NUM_MODEL_WORKERS"]
+    if env.get("SAGEMAKER_STARTUP_TIMEOUT"):
+        sagemaker["option.model_loading_timeout"] = env["SAGEMAKER_STARTUP_TIMEOUT"]
+    if env.get("SAGEMAKER_MODEL_SERVER_TIMEOUT_SECONDS"):
+        sagemaker["option.predict_timeout"] = env["SAGEMAKER_MODEL_SERVER_TIMEOUT_SECONDS"]
+    values["model_overrides"] = sagemaker
+    return ServerConfig(**values)
+
+
+# -- per-model configuration -----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RegisterParams:
+    """What a registration asked for; ``None`` means "not given" (spec §2.2)."""
+
+    url: str
+    model_name: str | None = None
+    model_version: str | None = None
+    engine: str | None = None
+    device: str | None = None
+    job_queue_size: int | None = None
+    batch_size: int | None = None
+    max_batch_delay_ms: int | None = None
+    max_idle_time_s: int | None = None
+    min_workers: int | None = None
+    max_workers: int | None = None
+    synchronous: bool = True
+
+    @classmethod
+    def from_query(cls, get: Any) -> RegisterParams:
+        """Build from a ``get(name) -> str | None`` lookup (query string or JSON body)."""
+        url = get("url")
+        if not url:
+            raise BadRequest("Parameter url is required.")
+
+        def number(name: str) -> int | None:
+            value = get(name)
+            if value is None or value == "":
+                return None
+            try:
+                return _parse_int(value)
+            except ValueError:
+                raise IllegalArgument.number(str(value)) from None
+
+        sync = get("synchronous")
+        return cls(
+            url=str(url),
+            model_name=get("model_name") or None,
+            model_version=get("model_version") or None,
+            engine=get("engine") or None,
+            device=get("device") or None,
+            job_queue_size=number("job_queue_size"),
+            batch_size=number("batch_size"),
+            max_batch_delay_ms=number("max_batch_delay"),
+            max_idle_time_s=number("max_idle_time"),
+            min_workers=number("min_worker"),
+            max_workers=number("max_worker"),
+            synchronous=True if sync is None or sync == "" else str(sync).lower() == "true",
+        )
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """A model's effective settings once its directory is known (spec §4.6)."""
+
+    batch_size: int
+    max_batch_delay_ms: int
+    max_idle_time_s: int
+    job_queue_size: int
+    load_on_devices: str
+    engine: str | None
+    #: ``option.*`` keys (prefix removed) and plain keys, as handed to the worker.
+    options: Mapping[str, str]
+    arguments: Mapping[str, str]
+    predict_timeout_s: float
+    model_loading_timeout_s: float
+    retry_threshold: int
+    python_executable: str
+    explicit_min_workers: int | None = None
+    explicit_max_workers: int | None = None
+
+    def workers_for(self, device_type: str, cpu_count: int | None = None) -> tuple[int, int]:
+        """(min, max) workers of a group on ``device_type`` (spec §4.6)."""
+
+        def arg(key: str) -> int | None:
+            value = self.arguments.get(key)
+            if value is None or str(value).strip() == "":
+                return None
+            try:
+                return _parse_int(value)
+            except ValueError:
+                raise IllegalArgument.number(str(value)) from None
+
+        hi = self.explicit_max_workers
+        if hi is None or hi < 0:
+            hi = arg(f"{device_type}.maxWorkers")
+            if hi is None or hi <= 0:
+                hi = arg("maxWorkers")
+            if hi is None or hi <= 0:
+                if device_type == "cpu":
+                    cores = cpu_count or os.cpu_count() or 1
+                    omp = os.environ.get("OMP_NUM_THREADS", "")
+                    threads = int(omp) if omp.isdigit() and int(omp) > 0 else 1
+                    hi = max(1, min(cores, cores // threads))
+                else:
+                    hi = 1
+        lo = self.explicit_min_workers
+        if lo is None or lo < 0:
+            lo = arg(f"{device_type}.minWorkers")
+            if lo is None or lo < 0:
+                lo = arg("minWorkers")
+            if lo is None or lo < 0:
+                lo = 1
+        return min(lo, hi), hi
+
+
+def _positive(*candidates: Any) -> int | None:
+    for value in candidates:
+        if value is None or value == "":
+            continue
+        try:
+            number = _parse_int(value)
+        except ValueError:
+            raise IllegalArgument.number(str(value)) from None
+        if number > 0:
+            return number
+    return None
+
+
+def _retry_threshold(value: str | None, default: int) -> int:
+    if value is None or value == "":
+        return default
+    try:
+        return _parse_int(value)
+    except ValueError:
+        raise IllegalArgument.number(value) from None
+
+
+def _seconds(value: str | None, default: float) -> float:
+    if value is None or value == "":
+        return default
+    try:
+        return float(value)
+    except ValueError:
+        return default  # spec §4.6: a non-integer timeout is ignored with a warning
+
+
+def build_model_config(
+    server: ServerConfig,
+    properties: Mapping[str, str],
+    params: RegisterParams | None = None,
+    url_arguments: Mapping[str, str] | None = None,
+) -> ModelConfig:
+    """Merge env defaults < ``serving.properties`` (+ URL query args) < register params."""
+    merged: dict[str, str] = {}
+    for key, value in server.env_options.items():
+        merged[f"option.{key}"] = value
+    merged.update(server.env_arguments)
+    if server.serving_min_workers:
+        merged["minWorkers"] = server.serving_min_workers
+    if server.serving_max_workers:
+        merged["maxWorkers"] = server.serving_max_workers
+    merged.update(url_arguments or {})
+    merged.update(properties)
+    merged.update(server.model_overrides)
+    if "max_dynamic_batch_size" in merged and "batch_size" not in merged:
+        merged["batch_size"] = merged["max_dynamic_batch_size"]
+
+    options = {k[len("option.") :]: v for k, v in merged.items() if k.startswith("option.")}
+    arguments = {k: v for k, v in merged.items() if not k.startswith("option.")}
+    p = params or RegisterParams(url="")
+
+    explicit_min = p.min_workers if p.min_workers is not None and p.min_workers >= 0 else None
+    explicit_max = p.max_workers if p.max_workers is not None and p.max_workers >= 0 else None
+    if explicit_min is not None and explicit_max is not None:
+        explicit_min = min(explicit_min, explicit_max)
+
+    return ModelConfig(
+        batch_size=_positive(p.batch_size, arguments.get("batch_size"), server.batch_size) or 1,
+        max_batch_delay_ms=_positive(
+            p.max_batch_delay_ms, arguments.get("max_batch_delay"), server.max_batch_delay_ms
+        )
+        or 100,
+        max_idle_time_s=_positive(
+            p.max_idle_time_s, arguments.get("max_idle_time"), server.max_idle_time_s
+        )
+        or 60,
+        job_queue_size=_positive(
+            p.job_queue_size, arguments.get("job_queue_size"), server.job_queue_size
+        )
+        or 1000,
+        load_on_devices=p.device or arguments.get("load_on_devices") or server.load_on_devices,
+        engine=p.engine or arguments.get("engine"),
+        options=options,
+        arguments=arguments,
+        predict_timeout_s=_seconds(options.get("predict_timeout"), server.predict_timeout_s),
+        model_loading_timeout_s=_seconds(
+            options.get("model_loading_timeout"), server.model_loading_timeout_s
+        ),
+        retry_threshold=_retry_threshold(arguments.get("retry_threshold"), server.retry_threshold),
+        python_executable=options.get("pythonExecutable") or server.python_executable,
+        explicit_min_workers=explicit_min,
+        explicit_max_workers=explicit_max,
+    )

@@ -1,0 +1,226 @@
+"""The exception hierarchy: every error a client can see, with its HTTP status and wording.
+
+Each class carries the HTTP ``status`` and the ``type`` name that the error body shows
+(the Java class names of DJL Serving, spec §1.4). Messages that appear in more than one
+place are built by class methods here, so each wording exists once.
+
+Inference failures (spec §1.4 "mapping B") have a ``config_key``: the global setting that
+may override their status (``throttle_error_http_code`` and friends). ``http/codec.py``
+alone renders these objects as ``{"code", "type", "message"}``.
+
+This module is shared with the worker runtime, so it imports nothing from djl.
+"""
+
+from __future__ import annotations
+
+
+class DjlError(Exception):
+    """Base class: an error with an HTTP status and a spec type name."""
+
+    status: int = 500
+    type: str = "ServerError"
+    #: Global config key whose value, if set, replaces ``status`` for inference failures.
+    config_key: str | None = None
+
+    def __init__(self, message: str = "", *, status: int | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        if status is not None:
+            self.status = status
+
+
+# -- mapping A: management and routing ------------------------------------------------------
+
+
+class BadRequest(DjlError):
+    status = 400
+    type = "BadRequestException"
+
+
+class IllegalArgument(BadRequest):
+    """Malformed parameter values (Java's IllegalArgumentException). The spec's [REC] is 400."""
+
+    type = "IllegalArgumentException"
+
+    @classmethod
+    def number(cls, value: str) -> IllegalArgument:
+        err = cls(f'For input string: "{value}"')
+        err.type = "NumberFormatException"
+        return err
+
+
+class Conflict(DjlError):
+    status = 409
+    type = "BadRequestException"
+
+    @classmethod
+    def already_registered(cls, name: str, version: str | None) -> Conflict:
+        label = f"{name}:{version}" if version else name
+        return cls(f"Workflow {label} is already registered.")
+
+
+class NotFound(DjlError):
+    status = 404
+    type = "ResourceNotFoundException"
+
+    @classmethod
+    def resource(cls) -> NotFound:
+        return cls("Requested resource is not found, please refer to API document.")
+
+
+class ModelNotFound(NotFound):
+    type = "ModelNotFoundException"
+
+    @classmethod
+    def model_or_workflow(cls, name: str) -> ModelNotFound:
+        return cls(f"Model or workflow not found: {name}")
+
+    @classmethod
+    def workflow(cls, name: str) -> ModelNotFound:
+        return cls(f"Workflow not found: {name}")
+
+    @classmethod
+    def invalid_url(cls, url: str) -> ModelNotFound:
+        return cls(f"Invalid model url: {url}")
+
+    @classmethod
+    def no_engine(cls, model_dir: str) -> ModelNotFound:
+        return cls(f"Failed to detect engine of the model: {model_dir}")
+
+
+class MethodNotAllowed(DjlError):
+    status = 405
+    type = "MethodNotAllowedException"
+
+    def __init__(self, message: str = "") -> None:
+        super().__init__(
+            message or "Requested method is not allowed, please refer to API document."
+        )
+
+
+class PayloadTooLarge(DjlError):
+    status = 413
+    type = "PayloadTooLargeException"
+
+
+class Unauthorized(DjlError):
+    status = 401
+    type = "UnauthorizedException"
+
+
+class Forbidden(DjlError):
+    """A source the ``allowed_urls`` setting does not admit."""
+
+    status = 403
+    type = "ForbiddenException"
+
+
+class SourceError(BadRequest):
+    """A model or workflow source that cannot be used: unreachable, corrupt, unsafe, too big.
+
+    ``status`` is set per case (400 corrupt/unsafe, 404 remote missing, 413 too large,
+    502 upstream failure, 504 upstream timeout); the message names the URL or entry.
+    """
+
+    type = "ModelSourceException"
+
+
+class ServiceUnavailable(DjlError):
+    status = 503
+    type = "ServiceUnavailableException"
+
+    @classmethod
+    def not_ready(cls, name: str) -> ServiceUnavailable:
+        return cls(f"Model or workflow is not ready: {name}")
+
+
+class ModelLoadError(DjlError):
+    """A model that cannot be loaded (Java's EngineException at load time)."""
+
+    status = 500
+    type = "EngineException"
+
+
+class MalformedModel(DjlError):
+    status = 400
+    type = "MalformedModelException"
+
+
+# -- mapping B: inference failures -----------------------------------------------------------
+
+
+class WlmError(DjlError):
+    """Workload-manager failure: not ready, workers gone, worker died."""
+
+    status = 503
+    type = "WlmException"
+    config_key = "wlm_error_http_code"
+
+    @classmethod
+    def not_ready(cls, model_id: str) -> WlmError:
+        return cls(f"Model is not ready: {model_id}")
+
+    @classmethod
+    def shutting_down(cls) -> WlmError:
+        return cls("Worker shutting down")
+
+
+class WlmShutdown(WlmError):
+    type = "WlmShutdownException"
+
+    @classmethod
+    def all_workers(cls, model_id: str) -> WlmShutdown:
+        return cls(f"All model workers has been shutdown: {model_id}")
+
+
+class Capacity(WlmError):
+    """The job queue is full (spec §5.3)."""
+
+    type = "WlmCapacityException"
+    config_key = "throttle_error_http_code"
+
+    @classmethod
+    def queue_full(cls, model_id: str) -> Capacity:
+        return cls(f"Worker queue capacity exceeded for model: {model_id}")
+
+
+class OutOfMemory(DjlError):
+    status = 507
+    type = "WlmOutOfMemoryException"
+
+    @classmethod
+    def admission(cls) -> OutOfMemory:
+        return cls("No enough memory to load the model.")
+
+
+class TranslateError(DjlError):
+    """A batch the engine could not map back to its requests; the worker lives on."""
+
+    status = 400
+    type = "TranslateException"
+    config_key = "bad_request_http_code"
+
+    @classmethod
+    def batch_size_mismatch(cls, expected: int, actual: int) -> TranslateError:
+        return cls(f"Batch output size mismatch, expected: {expected}, actual: {actual}")
+
+    @classmethod
+    def unexpected_key(cls, key: str) -> TranslateError:
+        return cls(f"Unexpected batch output key: {key}")
+
+
+class FrameError(DjlError):
+    """The worker pipe carried bytes that are not a valid frame: the worker is unusable."""
+
+    status = 503
+    type = "WlmException"
+    config_key = "wlm_error_http_code"
+
+
+#: Error kinds a worker may report in an ERROR frame, mapped back to classes server-side.
+WORKER_ERROR_KINDS: dict[str, type[DjlError]] = {
+    "load": ModelLoadError,
+    "oom": ModelLoadError,
+    "not_found": ModelLoadError,
+    "protocol": FrameError,
+}

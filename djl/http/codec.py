@@ -1,0 +1,292 @@
+"""HTTP ⇄ domain: request → Input, Output → response, and every JSON body we render.
+
+The spec's camelCase names live here and nowhere else (spec §1.3–§1.5, §2.4–§2.6,
+§3.3, §3.5). Only this module turns a ``DjlError`` into ``{"code", "type", "message"}``.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import logging
+import uuid
+from collections.abc import AsyncIterator, Mapping
+from typing import Any
+from urllib.parse import unquote, unquote_plus
+
+import trio
+from quart import Request, Response
+
+from djl.config import ServerConfig
+from djl.errors import BadRequest, DjlError
+from djl.io import Input, Output, PairList
+from djl.registry import Model, Workflow
+from djl.wlm.pool import ModelStatus
+
+log = logging.getLogger("djl.http")
+
+NO_CACHE_HEADERS = {
+    "Pragma": "no-cache",
+    "Cache-Control": "no-cache; no-store, must-revalidate, private",
+    "Expires": "Thu, 01 Jan 1970 00:00:00 UTC",
+}
+_FORM_TYPES = ("multipart/form-data", "application/x-www-form-urlencoded")
+
+
+# -- parsing --------------------------------------------------------------------------------
+
+
+def path_segments(raw_path: bytes) -> list[str]:
+    """Spec §1.2: split on '/', percent-decode, drop trailing empty segments."""
+    segments = [unquote(s) for s in raw_path.decode("latin-1").split("/")]
+    while len(segments) > 1 and segments[-1] == "":
+        segments.pop()
+    return segments
+
+
+def parse_query(query_string: bytes) -> list[tuple[str, str]]:
+    """Spec §1.2: '&' and ';' separate parameters; '+' is a space; no '=' means ''."""
+    text = query_string.decode("latin-1").split("#", 1)[0]
+    pairs: list[tuple[str, str]] = []
+    for part in text.replace(";", "&").split("&"):
+        if not part:
+            continue
+        key, _, value = part.partition("=")
+        pairs.append((unquote_plus(key), unquote_plus(value)))
+    return pairs
+
+
+class Query:
+    """Query parameters with the spec's "first value, empty means absent" lookup."""
+
+    def __init__(self, pairs: list[tuple[str, str]]) -> None:
+        self.pairs = pairs
+
+    def get(self, name: str) -> str | None:
+        for key, value in self.pairs:
+            if key == name:
+                return value if value != "" else None
+        return None
+
+    def get_int(self, name: str, default: int) -> int:
+        from djl.errors import IllegalArgument
+
+        value = self.get(name)
+        if value is None:
+            return default
+        try:
+            return int(value)
+        except ValueError:
+            raise IllegalArgument.number(value) from None
+
+    def single_valued(self) -> dict[str, str]:
+        counts: dict[str, int] = {}
+        for key, _ in self.pairs:
+            counts[key] = counts.get(key, 0) + 1
+        return {k: v for k, v in self.pairs if counts[k] == 1}
+
+
+def request_id(request: Request, config: ServerConfig) -> str:
+    return request.headers.get(config.request_id_header_key) or str(uuid.uuid4())
+
+
+async def to_input(request: Request, query: Query, req_id: str, config: ServerConfig,
+                   *, allow_handler_override: bool = False) -> Input:
+    """Spec §3.3: query → content, headers → properties, body → content ``data``."""
+    content = PairList(query.pairs)
+    content.values = [v.encode("utf-8") for v in content.values]
+    properties: dict[str, Any] = {}
+    for name, value in request.headers.items():
+        if name.lower() == "x-amzn-sagemaker-custom-attributes":
+            for token in value.split(";"):
+                key, sep, val = token.partition("=")
+                if sep:
+                    properties[key.strip()] = val.strip()
+            continue
+        properties[name] = value
+    media_type = (request.mimetype or "").lower()
+    if media_type in _FORM_TYPES:
+        form = await request.form
+        for key, value in form.items(multi=True):
+            content.add(key, value.encode("utf-8"))
+        files = await request.files
+        for key, storage in files.items(multi=True):
+            content.add(key, storage.read())
+    else:
+        content.add("data", await request.get_data(cache=False))
+    if not allow_handler_override and any(k.lower() == "handler" for k in properties):
+        raise BadRequest("The handler can't be overridden in a request")
+    properties["requestId"] = req_id
+    return Input(properties, content)
+
+
+# -- rendering ------------------------------------------------------------------------------
+
+
+def render_json(value: Any) -> bytes:
+    """Gson-style: pretty, 2-space indent, null members omitted, trailing newline."""
+    return (json.dumps(_drop_nulls(value), indent=2, ensure_ascii=False) + "\n").encode("utf-8")
+
+
+def _drop_nulls(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _drop_nulls(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list):
+        return [_drop_nulls(v) for v in value]
+    return value
+
+
+def common_headers(req_id: str, status: int, config: ServerConfig) -> dict[str, str]:
+    headers = {"x-request-id": req_id, **NO_CACHE_HEADERS}
+    if config.cors_allowed_origin:
+        headers["Access-Control-Allow-Origin"] = config.cors_allowed_origin
+    if config.cors_allowed_methods:
+        headers["Access-Control-Allow-Methods"] = config.cors_allowed_methods
+    if config.cors_allowed_headers:
+        headers["Access-Control-Allow-Headers"] = config.cors_allowed_headers
+    if status >= 400:
+        # Spec §1.3: an error closes the connection, whatever the client asked for.
+        headers["connection"] = "close"
+    return headers
+
+
+def json_response(value: Any, status: int, req_id: str, config: ServerConfig) -> Response:
+    headers = common_headers(req_id, status, config)
+    headers["content-type"] = "application/json"
+    return Response(render_json(value), status=status, headers=headers)
+
+
+def status_response(text: str, status: int, req_id: str, config: ServerConfig) -> Response:
+    return json_response({"status": text}, status, req_id, config)
+
+
+def error_body(error: DjlError | Exception, status: int) -> dict[str, Any]:
+    if isinstance(error, DjlError):
+        return {"code": status, "type": error.type, "message": error.message or None}
+    return {"code": status, "type": type(error).__name__, "message": str(error) or None}
+
+
+def error_response(error: Exception, req_id: str, config: ServerConfig, *,
+                   inference: bool = False) -> Response:
+    """Mapping A (management, routing) or B (inference failures) of spec §1.4."""
+    if isinstance(error, DjlError):
+        status = error.status
+        if inference and error.config_key:
+            status = config.status_for(error.config_key, status)
+    else:
+        status = config.server_error_http_code if inference else 500
+        log.exception("unexpected error", exc_info=error)
+    return json_response(error_body(error, status), status, req_id, config)
+
+
+async def output_response(output: Output, req_id: str, config: ServerConfig) -> Response:
+    """Spec §3.5: properties → headers, body = item ``data`` or the first; streams."""
+    headers: dict[str, str] = {str(k): str(v) for k, v in output.properties.items()}
+    stream = output.stream
+    if stream is None:
+        body = output.get_data_item() or b""
+        headers.update(common_headers(req_id, output.code, config))
+        return Response(bytes(body), status=output.code, headers=headers)
+    first = None
+    with trio.move_on_after(config.chunked_read_timeout_s):
+        first = await _next_chunk(stream)
+    headers.update(common_headers(req_id, output.code, config))
+    if first is None:
+        stream.close()  # type: ignore[attr-defined]
+        return Response(b"", status=output.code, headers=headers)
+    return Response(_chunks(first, stream, config.chunked_read_timeout_s),
+                    status=output.code, headers=headers)
+
+
+async def _next_chunk(stream: Any) -> bytes | None:
+    try:
+        return await stream.receive()
+    except (trio.EndOfChannel, trio.ClosedResourceError):
+        return None
+
+
+async def _chunks(first: bytes, stream: Any, timeout_s: float) -> AsyncIterator[bytes]:
+    try:
+        yield first
+        while True:
+            with trio.fail_after(timeout_s):
+                chunk = await _next_chunk(stream)
+            if chunk is None:
+                return
+            yield chunk
+    finally:
+        stream.close()
+
+
+# -- domain objects → the spec's JSON ------------------------------------------------------
+
+
+def _iso(moment: datetime.datetime) -> str:
+    return moment.astimezone(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%S.") + (
+        f"{moment.microsecond // 1000:03d}Z"
+    )
+
+
+def describe_model(model: Model, startup_names: list[str]) -> dict[str, Any]:
+    """One element of a workflow's ``models`` array (spec §2.6)."""
+    pool = model.pool
+    config = model.config
+    status = model.status
+    if pool is None or config is None:
+        return {
+            "batchSize": 0, "maxBatchDelayMillis": 0, "maxIdleSeconds": 0, "queueSize": 0,
+            "requestInQueue": 0, "status": status.value,
+            "loadedAtStartup": model.model_id in startup_names, "workerGroups": [],
+        }
+    if status is ModelStatus.READY:
+        shown = "Healthy" if pool.healthy() else "Unhealthy"
+    else:
+        shown = status.value
+    groups = []
+    for group in pool.groups.values():
+        groups.append({
+            "device": {"deviceType": group.device.device_type,
+                       "deviceId": group.device.device_id},
+            "minWorkers": group.min_workers,
+            "maxWorkers": group.max_workers,
+            "workers": [
+                {"id": w.id, "startTime": _iso(w.start_time),
+                 "status": "READY" if w.running and not w.retiring else "UNLOADING"}
+                for w in group.workers
+            ],
+        })
+    return {
+        "modelName": model.model_id,
+        "modelUrl": model.url,
+        "batchSize": config.batch_size,
+        "maxBatchDelayMillis": config.max_batch_delay_ms,
+        "maxIdleSeconds": config.max_idle_time_s,
+        "queueSize": pool.queue.capacity,
+        "requestInQueue": len(pool.queue),
+        "status": shown,
+        "loadedAtStartup": model.model_id in startup_names,
+        "workerGroups": groups,
+    }
+
+
+def describe_workflows(workflows: list[Workflow], startup_names: list[str]) -> list[Any]:
+    return [
+        {"workflowName": w.name, "version": w.version,
+         "models": [describe_model(m, startup_names) for m in w.models.values()]}
+        for w in workflows
+    ]
+
+
+def model_rows(workflows: list[Workflow]) -> list[dict[str, Any]]:
+    rows = []
+    for workflow in workflows:
+        for model in workflow.models.values():
+            name = (workflow.name if workflow.name == model.model_id
+                    else f"{workflow.name}:{model.model_id}")
+            rows.append({"modelName": name, "version": workflow.version,
+                         "modelUrl": model.url, "status": model.status.value})
+    return rows
+
+
+def health_body(statuses: Mapping[str, str]) -> dict[str, Any]:
+    return {key: {"status": value} for key, value in statuses.items()}

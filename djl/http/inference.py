@@ -1,0 +1,65 @@
+"""Inference API: /ping, /predictions, /invocations, /models/{m}/invoke (spec §3)."""
+
+from __future__ import annotations
+
+import os
+
+from quart import Response
+
+from djl.errors import BadRequest, NotFound
+from djl.http import codec
+from djl.http.management import Call
+
+
+async def ping(call: Call) -> Response:
+    """Spec §3.2: per-model health; 500 on any FAILED, 207 while pending if allowed."""
+    statuses, failed, pending = call.manager.health()
+    status = 200
+    if failed:
+        status = 500
+    elif pending and call.config.allow_multi_status:
+        status = 207
+    return codec.json_response(codec.health_body(statuses), status, call.req_id, call.config)
+
+
+def _target(call: Call) -> tuple[str, str | None]:
+    """The (model name, version) a request addresses (spec §3.1)."""
+    segments = call.segments
+    route = segments[1]
+    if route == "predictions":
+        if len(segments) < 3 or not segments[2]:
+            raise NotFound.resource()
+        version = segments[3] if len(segments) > 3 and segments[3] else None
+        return segments[2], version
+    if route == "models":  # /models/{name}/invoke
+        name: str | None = segments[2]
+    else:  # /invocations, /v1/chat/completions
+        name = None
+    headers = call.request.headers
+    name = name or call.query.get("model_name") or headers.get("model_name")
+    if not name:
+        if len(call.manager.startup_names) == 1:
+            name = call.manager.startup_names[0]
+        else:
+            raise BadRequest("Parameter model_name is required.")
+    version = call.query.get("model_version") or headers.get("model_version") or None
+    return name, version
+
+
+async def predict(call: Call) -> Response:
+    name, version = _target(call)
+    if call.method == "OPTIONS":
+        call.manager.endpoint(name)
+        return call.json({})
+    workflow = call.manager.find_workflow(name, version)
+    inputs = await codec.to_input(
+        call.request, call.query, call.req_id, call.config,
+        allow_handler_override=os.environ.get("ALLOW_REQUEST_HANDLER_OVERRIDE") == "true",
+    )
+    if call.segments[1] != "predictions" and not workflow.name:
+        raise BadRequest("Parameter model_name is required.")
+    try:
+        output = await call.manager.infer(workflow, inputs)
+    except Exception as exc:  # noqa: BLE001 — every failure gets mapping B's answer
+        return codec.error_response(exc, call.req_id, call.config, inference=True)
+    return await codec.output_response(output, call.req_id, call.config)

@@ -1,0 +1,491 @@
+"""ModelManager: endpoints → versions → workflows → models, and their worker pools.
+
+Everything is a workflow (spec §0, §7.7): ``POST /models`` wraps one model in a
+single-model workflow of the same name. Models with the same (id, version) share one
+WorkerPool, reference-counted, released with the last workflow that uses it (§4.3).
+
+The manager's nursery lives as long as the app; each pool runs inside it and fails at
+its own boundary. Registration is a two-step affair: the workflow enters the registry
+synchronously (conflicts are 409 at once), then its models load — awaited for
+``synchronous=true`` (rolled back on failure), in the background otherwise.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import trio
+
+from djl import store
+from djl.config import ModelConfig, RegisterParams, ServerConfig, build_model_config
+from djl.errors import (
+    BadRequest,
+    Conflict,
+    DjlError,
+    ModelLoadError,
+    ModelNotFound,
+    OutOfMemory,
+    ServiceUnavailable,
+    WlmError,
+)
+from djl.io import Input, Output
+from djl.properties import read_properties
+from djl.wlm.devices import Device, resolve_devices
+from djl.wlm.pool import ModelStatus, WorkerPool, first_error, priority_of
+from djl.wlm.worker import WorkerCommand
+
+log = logging.getLogger("djl.registry")
+
+#: How long unregister lets in-flight requests finish before their workers are stopped.
+UNREGISTER_GRACE_S = 5.0
+PYTHON_ENGINES = ("Python", "MPI")
+
+
+@dataclass(eq=False)
+class Model:
+    """One model of a workflow. ``pool`` appears once loading has created or found it."""
+
+    model_id: str
+    version: str | None
+    url: str
+    params: RegisterParams
+    #: Extra settings from a workflow file's model object (arguments/options maps).
+    arguments: dict[str, str] = field(default_factory=dict)
+    options: dict[str, str] = field(default_factory=dict)
+    pool: WorkerPool | None = None
+    source: store.ModelSource | None = None
+    config: ModelConfig | None = None
+    #: Set when loading failed: the model shows FAILED (or PENDING before a pool existed).
+    load_error: DjlError | None = None
+
+    @property
+    def key(self) -> tuple[str, str | None]:
+        return (self.model_id, self.version)
+
+    @property
+    def status(self) -> ModelStatus:
+        if self.pool is not None:
+            return self.pool.status
+        if self.load_error is not None and self.config is not None:
+            return ModelStatus.FAILED
+        return ModelStatus.PENDING
+
+
+@dataclass(eq=False)
+class Workflow:
+    """A named, optionally versioned graph of models (a single model for POST /models)."""
+
+    name: str
+    version: str | None
+    models: dict[str, Model]
+    #: The parsed workflow file; None for a single-model workflow.
+    spec: Any = None
+    loaded_at_startup: bool = False
+
+    @property
+    def single_model(self) -> Model | None:
+        return next(iter(self.models.values())) if self.spec is None else None
+
+
+@dataclass(eq=False)
+class Endpoint:
+    """A registry slot: the versions of one workflow name, in insertion order."""
+
+    name: str
+    versions: list[Workflow] = field(default_factory=list)
+    _turn: Iterator[int] = field(default_factory=itertools.count)
+
+    def find(self, version: str | None) -> Workflow | None:
+        for workflow in self.versions:
+            if workflow.version == version:
+                return workflow
+        if version == "default":
+            return next((w for w in self.versions if w.version is None), None)
+        return None
+
+    def next_version(self) -> Workflow:
+        """Round-robin across versions (spec §3.4)."""
+        return self.versions[next(self._turn) % len(self.versions)]
+
+
+class ModelManager:
+    """The registry of endpoints and the owner of every worker pool."""
+
+    def __init__(self, config: ServerConfig) -> None:
+        self.config = config
+        self.endpoints: dict[str, Endpoint] = {}
+        #: (model id, version) → [pool, reference count]
+        self._pools: dict[tuple[str, str | None], list[Any]] = {}
+        #: Endpoint names registered at start-up (spec §4.5).
+        self.startup_names: list[str] = []
+        self._nursery: trio.Nursery | None = None
+        self._pool_lock = trio.Lock()
+
+    # -- lifetime ----------------------------------------------------------------------
+    async def run(self, *, task_status: trio.TaskStatus[ModelManager] = trio.TASK_STATUS_IGNORED):
+        """The manager's nursery: every pool and background load lives here."""
+        try:
+            async with trio.open_nursery() as nursery:
+                self._nursery = nursery
+                task_status.started(self)
+                await trio.sleep_forever()
+        finally:
+            self._nursery = None
+
+    async def aclose(self, grace_s: float = UNREGISTER_GRACE_S) -> None:
+        """Shutdown: unregister everything, answering or failing every request."""
+        with trio.CancelScope(shield=True):
+            async with trio.open_nursery() as nursery:
+                for entry in list(self._pools.values()):
+                    nursery.start_soon(entry[0].aclose, grace_s)
+            self._pools.clear()
+            self.endpoints.clear()
+
+    @property
+    def nursery(self) -> trio.Nursery:
+        if self._nursery is None:
+            raise RuntimeError("ModelManager.run is not running")
+        return self._nursery
+
+    # -- registration ------------------------------------------------------------------
+    def _add(self, workflow: Workflow) -> None:
+        """Insert into the registry or raise 409 (spec §4.3)."""
+        endpoint = self.endpoints.get(workflow.name)
+        if endpoint is not None:
+            if workflow.version is None and endpoint.versions:
+                raise Conflict.already_registered(workflow.name, None)
+            if any(w.version == workflow.version for w in endpoint.versions):
+                raise Conflict.already_registered(workflow.name, workflow.version)
+        else:
+            endpoint = self.endpoints[workflow.name] = Endpoint(workflow.name)
+        endpoint.versions.append(workflow)
+
+    async def register_model(self, params: RegisterParams, *, startup: bool = False) -> Workflow:
+        """POST /models: a single-model workflow. Returns once loaded if synchronous."""
+        store.check_url_allowed(params.url, self.config)
+        name = params.model_name or store.infer_model_name(params.url)
+        model = Model(name, params.model_version, params.url, params)
+        workflow = Workflow(name, params.model_version, {name: model}, loaded_at_startup=startup)
+        await self._register(workflow, params.synchronous)
+        return workflow
+
+    async def register_workflow(
+        self, spec: Any, *, name: str | None = None, synchronous: bool = True,
+        startup: bool = False,
+    ) -> Workflow:
+        """A parsed workflow file (djl.workflow.spec.WorkflowSpec)."""
+        workflow_name = name or spec.name
+        if not workflow_name:
+            raise BadRequest("The workflow has no name: set \"name\" in the file or model_name")
+        models: dict[str, Model] = {}
+        for local_name, ref in spec.models.items():
+            store.check_url_allowed(ref.url, self.config)
+            models[local_name] = Model(
+                local_name, ref.version, ref.url, ref.params,
+                arguments=dict(ref.arguments), options=dict(ref.options),
+            )
+        workflow = Workflow(workflow_name, spec.version, models, spec=spec,
+                            loaded_at_startup=startup)
+        await self._register(workflow, synchronous)
+        return workflow
+
+    async def _register(self, workflow: Workflow, synchronous: bool) -> None:
+        self._add(workflow)
+        if workflow.loaded_at_startup and workflow.name not in self.startup_names:
+            self.startup_names.append(workflow.name)
+        if not synchronous:
+            self.nursery.start_soon(self._load_in_background, workflow)
+            return
+        try:
+            # A client hanging up must not leave a half-loaded model behind.
+            with trio.CancelScope(shield=True):
+                await self._load_workflow(workflow)
+        except BaseException:
+            with trio.CancelScope(shield=True):
+                await self._remove(workflow)
+            raise
+
+    async def _load_in_background(self, workflow: Workflow) -> None:
+        try:
+            await self._load_workflow(workflow)
+        except DjlError as exc:
+            log.error("loading %s failed: %s", workflow.name, exc.message)
+
+    async def _load_workflow(self, workflow: Workflow) -> None:
+        for model in workflow.models.values():
+            await self._load_model(model)
+
+    async def _load_model(self, model: Model) -> None:
+        """Resolve, configure and start (or share) the model's worker pool (spec §4.7)."""
+        async with self._pool_lock:
+            shared = self._pools.get(model.key)
+            if shared is not None:
+                shared[1] += 1
+                model.pool = shared[0]
+                model.config = shared[0].config
+                return
+        try:
+            model.source = await store.resolve_model(model.url, self.config)
+            pool = await self._create_pool(model)
+        except DjlError as exc:
+            model.load_error = exc
+            raise
+        async with self._pool_lock:
+            shared = self._pools.get(model.key)
+            if shared is not None:  # another workflow loaded it meanwhile: use that one
+                shared[1] += 1
+                model.pool = shared[0]
+                self.nursery.start_soon(pool.aclose)
+                return
+            self._pools[model.key] = [pool, 1]
+            model.pool = pool
+
+    async def _create_pool(self, model: Model) -> WorkerPool:
+        source = model.source
+        assert source is not None
+        properties_file = source.model_dir / "serving.properties"
+        properties = (
+            await trio.to_thread.run_sync(read_properties, properties_file)
+            if properties_file.is_file()
+            else {}
+        )
+        properties = {**{f"option.{k}": v for k, v in model.options.items()},
+                      **model.arguments, **properties}
+        config = build_model_config(self.config, properties, model.params, source.arguments)
+        model.config = config
+        engine = config.engine or store.infer_engine(
+            source.model_dir, source.artifact_name, config.options, config.arguments
+        )
+        if engine not in PYTHON_ENGINES:
+            raise BadRequest(f"{engine} is not supported")
+        entry_point = self._entry_point(source, config)
+        check_memory(config)
+        devices = resolve_devices(config.load_on_devices)
+        init = {k: str(v) for k, v in config.options.items()}
+        init.update({k: str(v) for k, v in config.arguments.items()})
+        init.update({k: str(v) for k, v in source.arguments.items()})
+        command = WorkerCommand(
+            python=config.python_executable,
+            model_dir=source.model_dir,
+            entry_point=entry_point,
+            init_properties=init,
+            handler=config.options.get("handler", "handle"),
+            env=_parse_env(config.options.get("env", "")),
+            log_level=self.config.log_level,
+            max_item_bytes=self.config.max_worker_item_bytes,
+        )
+        pool = WorkerPool(
+            model.model_id, model.version, config, command, devices,
+            fail_fast=self.config.fail_fast,
+            health_check_override=self.config.health_check_override,
+        )
+        try:
+            await self.nursery.start(pool.run)
+        except ModelLoadError:
+            raise
+        except BaseExceptionGroup as group:
+            raise first_error(group) from None
+        return pool
+
+    def _entry_point(self, source: store.ModelSource, config: ModelConfig) -> str:
+        """Spec §6.2, server side."""
+        entry = config.options.get("entryPoint")
+        if entry:
+            return entry
+        if source.entry_point:
+            return source.entry_point
+        model_name = config.options.get("modelName")
+        if model_name and (source.model_dir / model_name).is_file():
+            return model_name
+        if (source.model_dir / "model.py").is_file():
+            return "model.py"
+        err = ModelLoadError(f".py file not found in: {source.model_dir}")
+        err.type = "FileNotFoundException"
+        raise err
+
+    # -- unregister --------------------------------------------------------------------
+    async def unregister(self, name: str, version: str | None = None) -> None:
+        """DELETE: one version, or all of them (spec §2.9)."""
+        endpoint = self.endpoints.get(name)
+        if endpoint is None:
+            raise ModelNotFound.model_or_workflow(name)
+        if version is not None:
+            workflow = endpoint.find(version)
+            if workflow is None:
+                raise ModelNotFound.model_or_workflow(name)
+            targets = [workflow]
+        else:
+            targets = list(endpoint.versions)
+            if name in self.startup_names:
+                self.startup_names.remove(name)
+        for workflow in targets:
+            await self._remove(workflow)
+
+    async def _remove(self, workflow: Workflow) -> None:
+        endpoint = self.endpoints.get(workflow.name)
+        if endpoint is not None and workflow in endpoint.versions:
+            endpoint.versions.remove(workflow)
+            if not endpoint.versions:
+                del self.endpoints[workflow.name]
+        for model in workflow.models.values():
+            await self._release(model)
+
+    async def _release(self, model: Model) -> None:
+        pool = model.pool
+        model.pool = None
+        if pool is not None:
+            entry = self._pools.get(model.key)
+            if entry is not None and entry[0] is pool:
+                entry[1] -= 1
+                if entry[1] > 0:
+                    return
+                del self._pools[model.key]
+            await pool.aclose(UNREGISTER_GRACE_S)
+        if model.source is not None:
+            await store.release(model.source)
+            model.source = None
+
+    # -- lookup ------------------------------------------------------------------------
+    def endpoint(self, name: str) -> Endpoint:
+        endpoint = self.endpoints.get(name)
+        if endpoint is None:
+            raise ModelNotFound.model_or_workflow(name)
+        return endpoint
+
+    def find_workflow(self, name: str, version: str | None) -> Workflow:
+        """For inference: the exact version, or the next one in round-robin order."""
+        endpoint = self.endpoint(name)
+        workflow = endpoint.find(version) if version else endpoint.next_version()
+        if workflow is None:
+            raise ModelNotFound.model_or_workflow(name)
+        return workflow
+
+    def describe(self, name: str, version: str | None) -> list[Workflow]:
+        endpoint = self.endpoints.get(name)
+        if endpoint is None:
+            raise ModelNotFound.workflow(name)
+        if version is None:
+            return list(endpoint.versions)
+        workflow = endpoint.find(version)
+        if workflow is None:
+            raise ModelNotFound.workflow(f"Workflow not found: {name}/{version}")
+        return [workflow]
+
+    def page(self, limit: int, token: int) -> tuple[list[Endpoint], int, int]:
+        """Endpoints of one page, sorted by name (spec §2.4): (page, next index, total)."""
+        if limit > 100 or limit < 0:
+            limit = 100
+        token = max(token, 0)
+        names = sorted(self.endpoints)
+        last = min(token + limit, len(names))
+        return [self.endpoints[n] for n in names[token:last]], token + limit, len(names)
+
+    # -- scaling -----------------------------------------------------------------------
+    async def scale(
+        self, name: str, version: str | None, min_workers: int | None,
+        max_workers: int | None, device: str | None,
+    ) -> list[Workflow]:
+        endpoint = self.endpoint(name)
+        if version is not None:
+            workflow = endpoint.find(version)
+            if workflow is None:
+                raise ModelNotFound.model_or_workflow(name)
+            targets = [workflow]
+        else:
+            targets = list(endpoint.versions)
+        for workflow in targets:
+            for model in workflow.models.values():
+                if model.status is not ModelStatus.READY or model.pool is None:
+                    raise ServiceUnavailable.not_ready(workflow.name)
+        target_device = Device.parse(device) if device else None
+        for workflow in targets:
+            for model in workflow.models.values():
+                assert model.pool is not None
+                await model.pool.scale(min_workers, max_workers, target_device)
+        return targets
+
+    # -- inference ---------------------------------------------------------------------
+    async def infer(self, workflow: Workflow, inputs: Input) -> Output:
+        model = workflow.single_model
+        if model is not None:
+            return await self.call_model(model, inputs)
+        from djl.workflow.graph import execute
+
+        async def call(local_name: str, model_input: Input) -> Output:
+            return await self.call_model(workflow.models[local_name], model_input)
+
+        return await execute(workflow.spec, inputs, call)
+
+    async def call_model(self, model: Model, inputs: Input) -> Output:
+        pool = model.pool
+        if pool is None or pool.status is not ModelStatus.READY:
+            raise WlmError.not_ready(model.model_id)
+        job = pool.submit(inputs, priority_of(inputs))
+        try:
+            await job.done.wait()
+        finally:
+            if not job.finished():
+                pool.discard(job)
+        if job.error is not None:
+            raise job.error
+        return job.result
+
+    # -- health ------------------------------------------------------------------------
+    def health(self) -> tuple[dict[str, str], bool, bool]:
+        """(key → status, any failed, any pending) over every model (spec §3.2)."""
+        statuses: dict[str, str] = {}
+        failed = pending = False
+        for endpoint in self.endpoints.values():
+            for workflow in endpoint.versions:
+                for model in workflow.models.values():
+                    key = (workflow.name if workflow.name == model.model_id
+                           else f"{workflow.name}:{model.model_id}")
+                    status = model.status
+                    if status is ModelStatus.FAILED:
+                        statuses[key] = "FAILED"
+                        failed = True
+                    elif status is ModelStatus.PENDING:
+                        statuses[key] = "PENDING"
+                        pending = True
+                    else:
+                        healthy = model.pool is not None and model.pool.healthy()
+                        statuses[key] = "Healthy" if healthy else "Unhealthy"
+        return statuses, failed, pending
+
+
+def _parse_env(text: str) -> dict[str, str]:
+    env: dict[str, str] = {}
+    for pair in text.split(","):
+        key, sep, value = pair.partition("=")
+        if sep and key.strip():
+            env[key.strip()] = value.strip()
+    return env
+
+
+def check_memory(config: ModelConfig) -> None:
+    """Memory admission (spec §4.8): free - required must stay above reserved."""
+    required_mb = _int_arg(config.arguments.get("required_memory_mb"), 0)
+    reserved_mb = _int_arg(config.arguments.get("reserved_memory_mb"), 500)
+    try:
+        text = Path("/proc/meminfo").read_text()
+    except OSError:
+        return
+    m = re.search(r"^MemAvailable:\s+(\d+) kB", text, re.M)
+    if not m:
+        return
+    free_mb = int(m.group(1)) // 1024
+    if free_mb - required_mb < reserved_mb:
+        raise OutOfMemory.admission()
+
+
+def _int_arg(value: str | None, default: int) -> int:
+    try:
+        return int(value) if value not in (None, "") else default
+    except ValueError:
+        return default

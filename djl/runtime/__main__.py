@@ -1,0 +1,138 @@
+"""``python -m djl.runtime``: one worker process serving one model over a socket.
+
+The server creates a socketpair and hands this process its end as ``--fd``; stdout and
+stderr stay free for logs, which the server forwards line by line. The loop is strictly
+request → response: the server sends one (possibly batched) request frame and waits for
+its answer, so this side needs no concurrency. The first request is the init call
+(empty content, the model's properties); the entry point is imported before it is
+answered, so a broken model fails its registration rather than its first request.
+
+Never imports the HTTP or workload-manager side of djl.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import socket
+import sys
+import traceback
+from pathlib import Path
+
+from djl import _batch
+from djl.errors import FrameError
+from djl.io import Input, Output, PairList
+from djl.runtime.python_engine import EntryPointError, PythonEngine, is_out_of_memory
+
+log = logging.getLogger("djl.runtime")
+
+RECV_SIZE = 1 << 20
+
+
+def _parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m djl.runtime")
+    p.add_argument("--fd", type=int, required=True, help="inherited socket file descriptor")
+    p.add_argument("--model-dir", required=True)
+    p.add_argument("--entry-point", required=True)
+    p.add_argument("--device-id", default="-1")
+    p.add_argument("--log-level", default="info")
+    p.add_argument("--max-item-bytes", type=int, default=20 * 1024 * 1024)
+    return p.parse_args(argv)
+
+
+def _send_output(sock: socket.socket, output: Output) -> None:
+    props = {str(k): str(v) for k, v in output.properties.items()}
+    if output.stream is None:
+        sock.sendall(
+            _batch.encode_response(
+                output.code, output.message, props, output.content.keys, output.content.values
+            )
+        )
+        return
+    sock.sendall(_batch.encode_response(output.code, output.message, props, None, None))
+    formatter = output.stream_formatter
+    try:
+        for item in output.stream:
+            if formatter is not None:
+                data = formatter(item)
+            elif isinstance(item, bytes | bytearray):
+                data = item
+            elif isinstance(item, str):
+                data = item.encode("utf-8")
+            else:
+                from djl.io import encode_json
+
+                data = encode_json(item)
+            if isinstance(data, str):
+                data = data.encode("utf-8")
+            sock.sendall(_batch.encode_chunk(True, data))
+    except Exception as exc:  # noqa: BLE001 — the error text becomes the final chunk
+        log.warning("stream generator raised:\n%s", traceback.format_exc())
+        sock.sendall(_batch.encode_chunk(False, str(exc).encode("utf-8")))
+        return
+    sock.sendall(_batch.encode_chunk(False, b""))
+
+
+def _run_finalizers(output: Output) -> None:
+    for function, args in output.finalizers:
+        try:
+            function(*args)
+        except Exception:  # noqa: BLE001 — a finalizer must not take the worker down
+            log.warning("finalizer raised:\n%s", traceback.format_exc())
+
+
+def serve(sock: socket.socket, engine: PythonEngine) -> None:
+    decoder = _batch.FrameDecoder()
+    initialised = False
+    while True:
+        data = sock.recv(RECV_SIZE)
+        if not data:
+            return  # the server closed the channel: shut down quietly
+        decoder.feed(data)
+        for kind, payload in decoder:
+            if kind != _batch.REQUEST:
+                raise FrameError(f"unexpected frame kind {kind}")
+            props, keys, values = _batch.decode_request(payload)
+            inputs = Input(props, PairList(zip(keys, values, strict=True)))
+            if not initialised:
+                initialised = True
+                try:
+                    engine.load()
+                except EntryPointError as exc:
+                    sock.sendall(_batch.encode_error("load", str(exc)))
+                    return
+                except Exception as exc:  # noqa: BLE001 — the user's module failed to import
+                    log.error("model failed to load:\n%s", traceback.format_exc())
+                    kind_name = "oom" if is_out_of_memory(exc) else "load"
+                    sock.sendall(_batch.encode_error(kind_name, f"{type(exc).__name__}: {exc}"))
+                    return
+            output = engine.invoke(inputs)
+            _send_output(sock, output)
+            _run_finalizers(output)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parse_args(argv)
+    logging.basicConfig(
+        level=getattr(logging, args.log_level.upper(), logging.INFO),
+        format="%(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    sock = socket.socket(fileno=args.fd)
+    model_dir = Path(args.model_dir)
+    os.chdir(model_dir)
+    engine = PythonEngine(model_dir, args.entry_point, args.device_id)
+    try:
+        serve(sock, engine)
+    except (BrokenPipeError, ConnectionResetError):
+        return 0
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        sock.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

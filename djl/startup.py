@@ -1,0 +1,85 @@
+"""Models loaded at start-up (spec §4.5): ``load_models`` / ``-m`` and the model store.
+
+Entries load one after another in the listed order (the spec's [REC]); any failure
+aborts start-up, which the CLI turns into one line and exit status 1.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from djl.config import RegisterParams, ServerConfig
+from djl.registry import ModelManager
+
+log = logging.getLogger("djl.startup")
+
+_ARCHIVES = (".zip", ".mar", ".tgz", ".tar.gz", ".tar.z", ".tar")
+
+
+@dataclass(frozen=True)
+class StartupEntry:
+    """One ``[name[:version[:engine[:devices]]]=]url`` item."""
+
+    url: str
+    name: str | None = None
+    version: str | None = None
+    engine: str | None = None
+    devices: str | None = None
+
+    @classmethod
+    def parse(cls, text: str) -> StartupEntry:
+        query_at = text.find("?")
+        eq = text.find("=")
+        if eq <= 0 or (query_at != -1 and eq > query_at):
+            return cls(url=text)
+        endpoint, url = text[:eq], text[eq + 1 :]
+        if endpoint.startswith("[") and endpoint.endswith("]"):
+            endpoint = endpoint[1:-1]
+        parts = endpoint.split(":", 3) + [""] * 3
+        return cls(url=url, name=parts[0] or None, version=parts[1] or None,
+                   engine=parts[2] or None, devices=parts[3] or None)
+
+
+def startup_entries(config: ServerConfig) -> list[StartupEntry]:
+    spec = config.load_models.strip()
+    if spec.upper() == "NONE":
+        return []
+    if spec and spec.upper() != "ALL":
+        return [StartupEntry.parse(item) for item in re.split(r"[,\s]+", spec) if item]
+    if not config.model_store:
+        log.warning("Model store is not configured.")
+        return []
+    store = Path(config.model_store)
+    if not store.is_dir():
+        log.warning("Model store %s does not exist.", store)
+        return []
+    children = sorted(p for p in store.iterdir() if not p.name.startswith("."))
+    candidates = [p for p in children if p.is_dir() or p.name.lower().endswith(_ARCHIVES)]
+    if len(candidates) != len(children):
+        return [StartupEntry(url=f"file:{store.resolve()}/")]
+    entries = []
+    for path in candidates:
+        if path.is_dir() and any(path.iterdir()):
+            entries.append(StartupEntry(url=f"file:{path.resolve()}/"))
+        else:
+            log.warning("Skipping %s in the model store: only non-empty folders load", path)
+    return entries
+
+
+async def load_startup_models(manager: ModelManager, config: ServerConfig) -> None:
+    from djl.workflow.spec import load_workflow, workflow_file_of
+
+    for entry in startup_entries(config):
+        log.info("loading start-up model %s", entry.url)
+        workflow_file = workflow_file_of(entry.url)
+        if workflow_file is not None:
+            spec = await load_workflow(workflow_file, config)
+            await manager.register_workflow(spec, name=entry.name, startup=True)
+            continue
+        params = RegisterParams(url=entry.url, model_name=entry.name,
+                                model_version=entry.version, engine=entry.engine,
+                                device=entry.devices)
+        await manager.register_model(params, startup=True)

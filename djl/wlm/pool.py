@@ -1,0 +1,408 @@
+"""WorkerPool: one model's job queue, its worker groups, batching and scaling (spec §5).
+
+Nursery layout (DESIGN.md)::
+
+    WorkerPool.run          the model's nursery; cancelling it means "unregister"
+     └─ _keep_worker × n    one per worker slot: run a Worker, replace it if it died
+
+Workers pull batches with ``next_batch`` (the aggregation rule of §5.5). Requests enter
+with ``submit`` (§5.2, §5.3); a queue that grows past twice the batch size adds a
+temporary worker (§5.4), which retires after ``max_idle_time`` idle. A worker that dies
+is replaced with back-off while the model's failures stay within ``retry_threshold``;
+past it the model is FAILED (§6.9).
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import trio
+
+from djl import _batch
+from djl.config import ModelConfig
+from djl.errors import BadRequest, DjlError, ModelLoadError, WlmError, WlmShutdown
+from djl.io import Input
+from djl.wlm.devices import Device
+from djl.wlm.worker import ExitReason, Worker, WorkerCommand, WorkerState
+
+log = logging.getLogger("djl.wlm")
+
+#: Stopped workers stay listed (and count for health) this long (spec §5.7).
+STOPPED_LISTED_S = 60.0
+#: Restart back-off after a crash: BASE × 2^(n-1), capped.
+RESTART_BACKOFF_BASE_S = 0.2
+RESTART_BACKOFF_MAX_S = 10.0
+
+
+class ModelStatus(enum.Enum):
+    PENDING = "PENDING"
+    READY = "READY"
+    FAILED = "FAILED"
+
+
+@dataclass
+class WorkerGroup:
+    """The workers of one model on one device, with the group's bounds."""
+
+    device: Device
+    min_workers: int
+    max_workers: int
+    workers: list[Worker]
+
+    def running(self) -> list[Worker]:
+        return [w for w in self.workers if w.running and not w.retiring]
+
+    def permanent(self) -> list[Worker]:
+        return [w for w in self.running() if w.permanent]
+
+    def purge(self, now: float) -> None:
+        self.workers = [
+            w
+            for w in self.workers
+            if w.stopped_at is None or now - w.stopped_at <= STOPPED_LISTED_S
+        ]
+
+
+@dataclass(frozen=True)
+class PoolStatistics:
+    """A snapshot for describe and benchmarks."""
+
+    queued: int
+    running_workers: int
+    idle_workers: int
+    failures: int
+    batches: int
+    jobs: int
+
+
+class WorkerPool:
+    """Everything that runs one model version: queue, groups, workers, scaler."""
+
+    def __init__(
+        self,
+        model_id: str,
+        version: str | None,
+        config: ModelConfig,
+        command: WorkerCommand,
+        devices: Iterable[Device],
+        *,
+        fail_fast: bool = False,
+        health_check_override: bool = False,
+    ) -> None:
+        self.model_id = model_id
+        self.version = version
+        self.config = config
+        self.command = command
+        self.queue = _batch.JobQueue(config.job_queue_size, model_id)
+        self.groups: dict[Device, WorkerGroup] = {}
+        for device in devices:
+            lo, hi = config.workers_for(device.device_type)
+            self.groups[device] = WorkerGroup(device, lo, hi, [])
+        self.status = ModelStatus.PENDING
+        #: Worker deaths (crash, timeout, failed reload) since registration (spec §6.9).
+        self.failures = 0
+        self.fail_fast = fail_fast
+        self.health_check_override = health_check_override
+        #: Workers parked in next_batch wait here; every put wakes one.
+        self._lot = trio.lowlevel.ParkingLot()
+        self._idle = 0
+        #: Set when unregister begins: no new jobs are accepted.
+        self._closing = False
+        self._nursery: trio.Nursery | None = None
+        self._cancel_scope = trio.CancelScope()
+        self.closed = trio.Event()
+        self._batches = 0
+        self._jobs = 0
+
+    # -- lifecycle ---------------------------------------------------------------------
+    async def run(self, *, task_status: trio.TaskStatus[WorkerPool] = trio.TASK_STATUS_IGNORED):
+        """Load ``min`` workers per group, report ready, then serve until cancelled.
+
+        A worker that cannot load raises ModelLoadError out of ``nursery.start``.
+        """
+        started = False
+        try:
+            with self._cancel_scope:
+                async with trio.open_nursery() as nursery:
+                    self._nursery = nursery
+                    for group in self.groups.values():
+                        for _ in range(group.min_workers):
+                            await nursery.start(self._keep_worker, group, True)
+                    self.status = ModelStatus.READY
+                    started = True
+                    task_status.started(self)
+                    await trio.sleep_forever()
+        except BaseExceptionGroup as group:
+            error = first_error(group)
+            if not started:
+                raise error from None
+            if error is group:
+                raise
+            # A pool fails at its own boundary: its failure becomes its status.
+            log.error("model %s failed: %s", self.model_id, error)
+            self.status = ModelStatus.FAILED
+        finally:
+            self._closing = True
+            for job in self.queue.drain():
+                job.set_error(WlmError.shutting_down())
+            self.closed.set()
+
+    async def aclose(self, grace_s: float = 0.0) -> None:
+        """Unregister: refuse new jobs, answer queued ones, let in-flight ones finish for
+        up to ``grace_s``, then stop every worker and wait for the processes to exit."""
+        self._closing = True
+        for job in self.queue.drain():
+            job.set_error(WlmError.shutting_down())
+        if grace_s > 0:
+            with trio.move_on_after(grace_s):
+                while any(w.inflight for w in self.all_workers()):
+                    await trio.sleep(0.05)
+        self._cancel_scope.cancel()
+        await self.closed.wait()
+
+    # -- requests ----------------------------------------------------------------------
+    def submit(self, inputs: Input, priority: int = 3) -> _batch.Job:
+        """Queue a job (spec §5.2) or raise: not ready, shut down, queue full (503s)."""
+        if self.status is not ModelStatus.READY or self._closing:
+            raise WlmError.not_ready(self.model_id)
+        max_total = sum(g.max_workers for g in self.groups.values())
+        if max_total == 0:
+            raise WlmShutdown.all_workers(self.model_id)
+        job = _batch.Job(inputs, priority, trio.Event())
+        job.enqueued_at = trio.current_time()
+        try:
+            self.queue.put_nowait(job, self._idle > 0)
+        except DjlError:
+            self._maybe_scale_up(force=True)
+            raise
+        self._jobs += 1
+        self._lot.unpark()
+        self._maybe_scale_up()
+        return job
+
+    def discard(self, job: _batch.Job) -> None:
+        """The client went away: a queued job is dropped, an in-flight one is ignored."""
+        job.cancelled = True
+        self.queue.discard(job)
+
+    async def next_batch(self, worker: Worker) -> list[_batch.Job] | None:
+        """The batch a worker should run next, or None when it should exit (spec §5.5).
+
+        First job: permanent workers wait forever; temporary ones retire once idle for
+        ``max_idle_time``. Then whatever is queued, then more within the remaining
+        ``max_batch_delay``. Jobs whose client has gone are dropped.
+        """
+        size = self.config.batch_size
+        while True:
+            if worker.retiring or self._closing:
+                return None
+            batch = self.queue.take(size)
+            if batch:
+                break
+            worker.state = WorkerState.IDLE
+            self._idle += 1
+            try:
+                if worker.permanent:
+                    await self._lot.park()
+                else:
+                    idle_s = self.config.max_idle_time_s
+                    with trio.move_on_after(idle_s):
+                        await self._lot.park()
+                    if trio.current_time() - worker.last_active >= idle_s and not self.queue:
+                        log.info("worker %s idle for %ss: scaling down", worker.label, idle_s)
+                        return None
+            finally:
+                self._idle -= 1
+        if len(batch) < size:
+            deadline = trio.current_time() + self.config.max_batch_delay_ms / 1000
+            while len(batch) < size:
+                more = self.queue.take(size - len(batch))
+                if more:
+                    batch.extend(more)
+                    continue
+                with trio.move_on_at(deadline) as scope:
+                    await self._lot.park()
+                if scope.cancelled_caught:
+                    batch.extend(self.queue.take(size - len(batch)))
+                    break
+        return [job for job in batch if not job.cancelled]
+
+    def batch_done(self, worker: Worker, size: int) -> None:
+        self._batches += 1
+
+    # -- scaling -----------------------------------------------------------------------
+    def all_workers(self) -> list[Worker]:
+        return [w for g in self.groups.values() for w in g.workers]
+
+    def running_workers(self) -> list[Worker]:
+        return [w for g in self.groups.values() for w in g.running()]
+
+    def _maybe_scale_up(self, force: bool = False) -> None:
+        """Add one temporary worker when the queue outgrows the workers (spec §5.4)."""
+        if self._nursery is None or self._closing or self.status is not ModelStatus.READY:
+            return
+        running = self.running_workers()
+        if not force and running and len(self.queue) <= 2 * self.config.batch_size:
+            return
+        if running and any(w.state is WorkerState.STARTING for w in running):
+            return  # one scale-up at a time; the starting worker will take the load
+        best = max(
+            self.groups.values(),
+            key=lambda g: g.max_workers - len(g.running()),
+            default=None,
+        )
+        if best is None or len(best.running()) >= best.max_workers:
+            return
+        log.info("scaling up %s on %s: %d queued", self.model_id, best.device, len(self.queue))
+        self._nursery.start_soon(self._keep_worker, best, False)
+
+    async def scale(self, min_workers: int | None, max_workers: int | None,
+                    device: Device | None = None) -> None:
+        """Set group bounds and adjust permanent workers synchronously (spec §2.7)."""
+        if device is not None and device not in self.groups:
+            lo, hi = self.config.workers_for(device.device_type)
+            self.groups[device] = WorkerGroup(device, lo, hi, [])
+        targets = [self.groups[device]] if device is not None else list(self.groups.values())
+        for group in targets:
+            if min_workers is not None and min_workers >= 0:
+                group.min_workers = min_workers
+            if max_workers is not None and max_workers >= 0:
+                group.max_workers = max_workers
+            permanent = group.permanent()
+            surplus = len(permanent) - group.min_workers
+            # Idle workers go first, newest first, so busy ones finish their batch.
+            for worker in sorted(permanent, key=lambda w: (w.state is WorkerState.BUSY, -w.id)):
+                if surplus <= 0:
+                    break
+                self._retire(worker)
+                surplus -= 1
+            temporary = [w for w in group.running() if not w.permanent]
+            excess = len(group.running()) - group.max_workers
+            for worker in sorted(temporary, key=lambda w: w.state is WorkerState.BUSY):
+                if excess <= 0:
+                    break
+                self._retire(worker)
+                excess -= 1
+            assert self._nursery is not None
+            for _ in range(group.min_workers - len(group.permanent())):
+                await self._nursery.start(self._keep_worker, group, True)
+        self._lot.unpark_all()
+
+    def _retire(self, worker: Worker) -> None:
+        worker.retiring = True
+        if worker.state is not WorkerState.BUSY:
+            worker.kill()
+
+    async def _keep_worker(
+        self, group: WorkerGroup, permanent: bool,
+        *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
+        """Run one worker slot: start a worker, and replace it while it keeps dying.
+
+        The first start's load failure propagates to the caller of ``nursery.start``.
+        """
+        started = False
+        restarts = 0
+        while True:
+            worker = Worker(self, group, permanent)
+            group.purge(trio.current_time())
+            group.workers.append(worker)
+            try:
+                if started:
+                    await worker.run()
+                else:
+                    await worker.run(task_status=task_status)
+                    started = True
+            except ModelLoadError as exc:
+                if not started:
+                    raise
+                log.error("worker %s failed to reload: %s", worker.label, exc)
+            started = True
+            if worker.exit_reason not in (ExitReason.DIED, ExitReason.LOAD_FAILED):
+                return
+            if not self._record_failure():
+                return
+            if not permanent or len(group.permanent()) >= group.min_workers:
+                return
+            restarts += 1
+            delay = min(RESTART_BACKOFF_MAX_S, RESTART_BACKOFF_BASE_S * 2 ** (restarts - 1))
+            log.warning("restarting worker for %s in %.1fs", self.model_id, delay)
+            await trio.sleep(delay)
+            if self._closing or len(group.permanent()) >= group.min_workers:
+                return
+
+    def _record_failure(self) -> bool:
+        """Count a worker death; False once the model has turned FAILED (spec §6.9)."""
+        self.failures += 1
+        if self.health_check_override or self.failures <= self.config.retry_threshold:
+            return True
+        log.error(
+            "model %s FAILED: %d worker failures exceed retry_threshold=%d",
+            self.model_id, self.failures, self.config.retry_threshold,
+        )
+        if self.fail_fast:
+            log.critical("SERVING_FAIL_FAST is set: exiting with status 137")
+            os._exit(137)
+        self.status = ModelStatus.FAILED
+        for job in self.queue.drain():
+            job.set_error(WlmError.not_ready(self.model_id))
+        for worker in self.running_workers():
+            worker.retiring = True
+        self._lot.unpark_all()
+        return False
+
+    # -- health and statistics ---------------------------------------------------------
+    def healthy(self) -> bool:
+        """Listed workers meet every group's minimum (spec §3.2, §5.7)."""
+        now = trio.current_time()
+        for group in self.groups.values():
+            group.purge(now)
+            if len(group.workers) < group.min_workers:
+                return False
+        return True
+
+    def statistics(self) -> PoolStatistics:
+        running = self.running_workers()
+        return PoolStatistics(
+            queued=len(self.queue),
+            running_workers=len(running),
+            idle_workers=self._idle,
+            failures=self.failures,
+            batches=self._batches,
+            jobs=self._jobs,
+        )
+
+
+def priority_of(inputs: Input) -> int:
+    """The ``x-priority`` property (spec §3.4): an int, default 3, lower runs first."""
+    value = inputs.get_property("x-priority")
+    if value is None or value == "":
+        return 3
+    try:
+        return int(value)
+    except ValueError:
+        raise BadRequest(f"Invalid x-priority: {value}") from None
+
+
+def first_error(group: BaseExceptionGroup) -> BaseException:
+    """The error to report from a nursery's group: a DjlError if there is one.
+
+    Cancellation is never hidden: a group holding trio.Cancelled is re-raised whole.
+    """
+    cancelled, rest = group.split(trio.Cancelled)
+    if cancelled is not None:
+        return group
+    for exc in _leaves(group):
+        if isinstance(exc, DjlError):
+            return exc
+    return group
+
+
+def _leaves(exc: BaseException) -> list[BaseException]:
+    if isinstance(exc, BaseExceptionGroup):
+        return [leaf for sub in exc.exceptions for leaf in _leaves(sub)]
+    return [exc]

@@ -1,0 +1,396 @@
+"""Worker: one model process, its socket, and the batches it serves.
+
+A Worker spawns ``python -m djl.runtime`` with one end of a socketpair, sends the init
+request, then loops: take a batch from its pool, send one frame, read the answer, hand
+each job its Output. Whatever ends the loop — the process dying, a predict timeout, a
+corrupt frame, scale-down, unregister — the ``finally`` answers every job still in
+flight and stops the process the way ``trio.run_process`` does (close the channel,
+grace, SIGTERM, SIGKILL, wait), shielded, so no process outlives its Worker.
+"""
+
+from __future__ import annotations
+
+import datetime
+import enum
+import itertools
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import trio
+
+from djl import _batch
+from djl.errors import WORKER_ERROR_KINDS, DjlError, FrameError, ModelLoadError, WlmError
+from djl.io import Output, PairList
+
+if TYPE_CHECKING:
+    from djl.wlm.pool import WorkerGroup, WorkerPool
+
+log = logging.getLogger("djl.worker")
+
+RECV_SIZE = 1 << 20
+#: How long a process gets to exit by itself after its channel closes, then after SIGTERM.
+STOP_GRACE_S = 2.0
+#: Bound on a streamed response's chunks waiting for a slow HTTP client.
+STREAM_BUFFER = 64
+
+_worker_ids = itertools.count(1)
+
+
+class WorkerState(enum.Enum):
+    STARTING = "STARTING"
+    IDLE = "IDLE"
+    BUSY = "BUSY"
+    STOPPED = "STOPPED"
+
+
+class ExitReason(enum.Enum):
+    RETIRED = "retired"  # scaled down or idle: a normal end
+    DIED = "died"  # crash, timeout, corrupt frame: counts as a failure
+    LOAD_FAILED = "load_failed"
+    CANCELLED = "cancelled"  # unregister or shutdown
+
+
+@dataclass(frozen=True)
+class WorkerCommand:
+    """How to start a model's worker process."""
+
+    python: str
+    model_dir: Path
+    entry_point: str
+    init_properties: dict[str, str]
+    handler: str = "handle"
+    env: dict[str, str] = field(default_factory=dict)
+    log_level: str = "info"
+    max_item_bytes: int = 20 * 1024 * 1024
+
+    def argv(self, fd: int, device_id: int) -> list[str]:
+        return [
+            self.python or sys.executable,
+            "-m",
+            "djl.runtime",
+            "--fd",
+            str(fd),
+            "--model-dir",
+            str(self.model_dir),
+            "--entry-point",
+            self.entry_point,
+            "--device-id",
+            str(device_id),
+            "--log-level",
+            self.log_level,
+            "--max-item-bytes",
+            str(self.max_item_bytes),
+        ]
+
+
+class WorkerDied(WlmError):
+    """The worker process is gone or unusable; its in-flight jobs get this (503)."""
+
+
+class Worker:
+    """One model process. Owned by a WorkerPool; ``run`` is its whole life."""
+
+    def __init__(self, pool: WorkerPool, group: WorkerGroup, permanent: bool) -> None:
+        self.id = next(_worker_ids)
+        self.pool = pool
+        self.group = group
+        #: Permanent workers make up the group's minimum; temporary ones retire when idle.
+        self.permanent = permanent
+        self.start_time = datetime.datetime.now(datetime.UTC)
+        self.state = WorkerState.STARTING
+        #: Set by the pool to ask this worker to stop after its current batch.
+        self.retiring = False
+        self.exit_reason: ExitReason | None = None
+        self.stopped_at: float | None = None
+        #: trio.current_time() of the last finished batch (or start): idle scale-down.
+        self.last_active = trio.current_time()
+        #: The jobs sent to the process and not yet answered.
+        self.inflight: list[_batch.Job] = []
+        self.pid: int | None = None
+        self._cancel_scope = trio.CancelScope()
+
+    @property
+    def running(self) -> bool:
+        return self.state is not WorkerState.STOPPED
+
+    @property
+    def label(self) -> str:
+        return f"{self.pool.model_id}/{self.id}"
+
+    def kill(self) -> None:
+        """Stop now: in-flight jobs are answered with ``Worker shutting down``."""
+        self._cancel_scope.cancel()
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Start the process, load the model, serve until told to stop or the process dies.
+
+        Raises ModelLoadError before ``task_status.started()`` if the model cannot load.
+        Afterwards never raises: how it ended is in ``exit_reason``.
+        """
+        command = self.pool.command
+        parent, child = socket.socketpair()
+        process: trio.Process | None = None
+        stream: trio.SocketStream | None = None
+        try:
+            with self._cancel_scope:
+                try:
+                    process = await trio.lowlevel.open_process(
+                        command.argv(child.fileno(), self.group.device.device_id),
+                        pass_fds=(child.fileno(),),
+                        stdin=subprocess.DEVNULL,
+                        stdout=-1,
+                        stderr=-1,
+                        cwd=str(command.model_dir),
+                        env=self._environment(),
+                        start_new_session=True,
+                    )
+                finally:
+                    child.close()
+                self.pid = process.pid
+                stream = trio.SocketStream(trio.socket.from_stdlib_socket(parent))
+                decoder = _batch.FrameDecoder(max_frame=self._max_frame())
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(self._forward_logs, process.stdout, logging.INFO)
+                    nursery.start_soon(self._forward_logs, process.stderr, logging.WARNING)
+                    await self._initialise(stream, decoder, process)
+                    self.state = WorkerState.IDLE
+                    self.last_active = trio.current_time()
+                    task_status.started()
+                    await self._serve(stream, decoder)
+                    nursery.cancel_scope.cancel()
+            if self.exit_reason is None:
+                self.exit_reason = ExitReason.CANCELLED
+        except ModelLoadError:
+            self.exit_reason = ExitReason.LOAD_FAILED
+            raise
+        except (WorkerDied, FrameError, trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+            self.exit_reason = ExitReason.DIED
+            log.error("worker %s died: %s", self.label, exc)
+            self._fail_inflight(exc if isinstance(exc, DjlError) else WorkerDied(str(exc)))
+        finally:
+            self.state = WorkerState.STOPPED
+            self.stopped_at = trio.current_time()
+            self._fail_inflight(WlmError.shutting_down())
+            with trio.CancelScope(shield=True):
+                await self._stop(process, stream if stream is not None else parent)
+
+    # -- start-up ----------------------------------------------------------------------
+    def _environment(self) -> dict[str, str]:
+        env = dict(os.environ)
+        command = self.pool.command
+        paths = [p for p in (env.get("PYTHONPATH"), str(command.model_dir)) if p]
+        env["PYTHONPATH"] = os.pathsep.join(paths)
+        env["PYTHONUNBUFFERED"] = "1"
+        env.update(command.env)
+        return env
+
+    def _max_frame(self) -> int:
+        batch = max(1, self.pool.config.batch_size)
+        return min(_batch.MAX_FRAME, self.pool.command.max_item_bytes * batch + (1 << 20))
+
+    async def _initialise(
+        self, stream: trio.SocketStream, decoder: _batch.FrameDecoder, process: trio.Process
+    ) -> None:
+        command = self.pool.command
+        props = dict(command.init_properties)
+        props["handler"] = command.handler
+        try:
+            await stream.send_all(_batch.encode_request(props, [], []))
+            with trio.fail_after(self.pool.config.model_loading_timeout_s):
+                kind, payload = await self._next_frame(stream, decoder)
+        except trio.TooSlowError:
+            raise ModelLoadError(
+                f"Model loading timed out after {self.pool.config.model_loading_timeout_s:g}s"
+            ) from None
+        except FrameError as exc:
+            raise ModelLoadError(f"Failed to initialize model: {exc.message}") from None
+        except (WorkerDied, trio.BrokenResourceError, trio.ClosedResourceError):
+            with trio.move_on_after(STOP_GRACE_S):
+                await process.wait()
+            raise ModelLoadError(
+                f"Python stream closed unexpectedly, exit code: {process.returncode}"
+            ) from None
+        if kind == _batch.ERROR:
+            error_kind, message = _batch.decode_error(payload)
+            if error_kind == "oom":
+                raise ModelLoadError("OOM", status=507)
+            raise WORKER_ERROR_KINDS.get(error_kind, ModelLoadError)(
+                f"Failed to initialize model: {message}"
+            )
+        code, message, _props, keys, values = _batch.decode_response(payload)
+        if code == 507:
+            raise ModelLoadError("OOM", status=507)
+        if code >= 300:
+            detail = b"".join(values or []).decode("utf-8", "replace")
+            raise ModelLoadError(f"Failed to initialize model: {message}: {detail}".rstrip(": "))
+
+    async def _forward_logs(self, pipe: trio.abc.ReceiveStream | None, level: int) -> None:
+        if pipe is None:
+            return
+        pending = b""
+        try:
+            async for data in pipe:
+                pending += data
+                *lines, pending = pending.split(b"\n")
+                for line in lines:
+                    log.log(level, "[%s] %s", self.label, line.decode("utf-8", "replace"))
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            pass
+        if pending:
+            log.log(level, "[%s] %s", self.label, pending.decode("utf-8", "replace"))
+
+    # -- serving -----------------------------------------------------------------------
+    async def _next_frame(
+        self, stream: trio.SocketStream, decoder: _batch.FrameDecoder
+    ) -> tuple[int, bytes]:
+        while True:
+            for frame in decoder:
+                return frame
+            data = await stream.receive_some(RECV_SIZE)
+            if not data:
+                raise WorkerDied("Python worker disconnected.")
+            decoder.feed(data)
+
+    async def _serve(self, stream: trio.SocketStream, decoder: _batch.FrameDecoder) -> None:
+        pool = self.pool
+        extra = {"handler": pool.command.handler}
+        while True:
+            batch = await pool.next_batch(self)
+            if batch is None:
+                self.exit_reason = ExitReason.RETIRED
+                return
+            if not batch:
+                continue
+            self.state = WorkerState.BUSY
+            self.inflight = batch
+            await stream.send_all(_batch.encode_batch([job.input for job in batch], extra))
+            timeout = pool.config.predict_timeout_s
+            with trio.move_on_after(timeout) as scope:
+                kind, payload = await self._next_frame(stream, decoder)
+            if scope.cancelled_caught:
+                raise WorkerDied(f"Prediction timed out after {timeout:g}s")
+            if kind != _batch.RESPONSE:
+                raise FrameError(f"unexpected frame kind {kind} from worker")
+            await self._deliver(batch, payload, stream, decoder)
+            self.inflight = []
+            self.state = WorkerState.IDLE
+            self.last_active = trio.current_time()
+            pool.batch_done(self, len(batch))
+
+    async def _deliver(
+        self,
+        batch: Sequence[_batch.Job],
+        payload: bytes,
+        stream: trio.SocketStream,
+        decoder: _batch.FrameDecoder,
+    ) -> None:
+        code, message, props, keys, values = _batch.decode_response(payload)
+        if keys is None:
+            await self._relay_stream(batch, code, message, props, stream, decoder)
+            return
+        limit = self.pool.command.max_item_bytes
+        for value in values:
+            if len(value) > limit:
+                raise FrameError(f"worker sent an item of {len(value)} bytes (limit {limit})")
+        n = len(batch)
+        if n == 1 or code >= 300:
+            for job in batch:
+                job.set_result(_output(code, message, props, keys, values))
+            return
+        try:
+            items = _batch.split_batch(n, keys, values)
+        except DjlError as exc:
+            for job in batch:
+                job.set_error(exc)
+            return
+        for job, (key, value) in zip(batch, items, strict=True):
+            job.set_result(_output(code, message, props, [key], [value]))
+
+    async def _relay_stream(
+        self,
+        batch: Sequence[_batch.Job],
+        code: int,
+        message: str,
+        props: dict[str, str],
+        stream: trio.SocketStream,
+        decoder: _batch.FrameDecoder,
+    ) -> None:
+        """Forward CHUNK frames to the job until the last one; a gone client is skipped."""
+        send, receive = trio.open_memory_channel[bytes | None](STREAM_BUFFER)
+        output = Output(code, message)
+        output.properties.update(props)
+        output.stream = receive  # type: ignore[assignment]
+        batch[0].set_result(output)
+        for job in batch[1:]:
+            job.set_error(WorkerDied("A streamed response cannot be batched"))
+        timeout = self.pool.config.predict_timeout_s
+        async with send:
+            while True:
+                with trio.move_on_after(timeout) as scope:
+                    kind, payload = await self._next_frame(stream, decoder)
+                if scope.cancelled_caught:
+                    raise WorkerDied(f"Stream chunk timed out after {timeout:g}s")
+                if kind != _batch.CHUNK:
+                    raise FrameError(f"expected a stream chunk, got frame kind {kind}")
+                more, data = _batch.decode_chunk(payload)
+                if data:
+                    try:
+                        await send.send(data)
+                    except (trio.BrokenResourceError, trio.ClosedResourceError):
+                        pass  # the client went away; keep draining the worker
+                if not more:
+                    return
+
+    def _fail_inflight(self, error: DjlError) -> None:
+        jobs, self.inflight = self.inflight, []
+        for job in jobs:
+            job.set_error(error)
+
+    # -- stopping ----------------------------------------------------------------------
+    async def _stop(self, process: trio.Process | None, channel: object) -> None:
+        """Close the channel (the runtime exits on EOF), then SIGTERM, then SIGKILL."""
+        try:
+            if isinstance(channel, trio.SocketStream):
+                await channel.aclose()
+            else:
+                channel.close()  # type: ignore[attr-defined]
+        except Exception:  # noqa: BLE001 — closing a dead socket may fail; the process matters
+            pass
+        if process is None:
+            return
+        with trio.move_on_after(STOP_GRACE_S):
+            await process.wait()
+            return
+        self._signal(process, signal.SIGTERM)
+        with trio.move_on_after(STOP_GRACE_S):
+            await process.wait()
+            return
+        self._signal(process, signal.SIGKILL)
+        await process.wait()
+
+    def _signal(self, process: trio.Process, sig: int) -> None:
+        # The process leads its own session: signal the group so its children go too.
+        try:
+            os.killpg(process.pid, sig)
+        except (ProcessLookupError, PermissionError):
+            try:
+                process.send_signal(sig)
+            except ProcessLookupError:
+                pass
+
+
+def _output(
+    code: int, message: str, props: dict[str, str], keys: list[str | None], values: list[bytes]
+) -> Output:
+    output = Output(code, message)
+    output.properties = dict(props)
+    output.content = PairList(zip(keys, values, strict=True))
+    return output
