@@ -17,11 +17,13 @@ $(VENV)/.installed: pyproject.toml setup.py constraints.txt djl/_batch.pyx
 	test -d $(VENV) || $(PY) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 	$(PIP) install -q -c constraints.txt -e '.[test,torch]'
+	$(BIN)/python -c "import djl._batch"
 	touch $@
 
 serve: install
-	$(BIN)/djl-serving --models echo=file:examples/echo/ \
-	    --inference-address http://$(HOST):$(PORT)
+	SERVING_INFERENCE_ADDRESS=http://$(HOST):$(PORT) \
+	SERVING_MANAGEMENT_ADDRESS=http://$(HOST):$(PORT) \
+	$(BIN)/djl-serving --models echo=file:examples/echo/
 
 test: install
 	$(BIN)/ruff check djl djl_python tests bench

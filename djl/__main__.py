@@ -52,7 +52,7 @@ async def run_server(config: ServerConfig, *, task_status: Any = trio.TASK_STATU
                      shutdown: trio.Event | None = None) -> None:
     """Serve until SIGTERM/SIGINT (or ``shutdown`` is set); started() gets the bind list."""
     app = create_app(config)
-    stop = shutdown or trio.Event()
+    stop = shutdown if shutdown is not None else trio.Event()
 
     async def trigger() -> None:
         await stop.wait()

@@ -70,19 +70,22 @@ def create_app(config: ServerConfig | None = None) -> QuartTrio:
     @app.errorhandler(HTTPException)
     async def _http_error(error: HTTPException) -> Response:
         req_id = codec.request_id(request, config)
-        if isinstance(error, RequestEntityTooLarge):
-            err: DjlError = PayloadTooLarge(
-                f"Request body exceeds max_request_size ({config.max_request_size} bytes)"
-            )
-        elif error.code == 405:
-            err = MethodNotAllowed()
-        elif error.code == 404:
-            err = NotFound.resource()
-        else:
-            err = DjlError(error.description or error.name, status=error.code or 500)
-        return codec.error_response(err, req_id, config)
+        return codec.error_response(_as_djl_error(error, config), req_id, config)
 
     return app
+
+
+def _as_djl_error(error: HTTPException, config: ServerConfig) -> DjlError:
+    """Quart's own HTTP errors (body too large, ...) in the spec's error form."""
+    if isinstance(error, RequestEntityTooLarge):
+        return PayloadTooLarge(
+            f"Request body exceeds max_request_size ({config.max_request_size} bytes)"
+        )
+    if error.code == 405:
+        return MethodNotAllowed()
+    if error.code == 404:
+        return NotFound.resource()
+    return DjlError(error.description or error.name, status=error.code or 500)
 
 
 async def dispatch(manager: ModelManager, config: ServerConfig) -> Response:
@@ -92,7 +95,9 @@ async def dispatch(manager: ModelManager, config: ServerConfig) -> Response:
     req_id = codec.request_id(request, config)
     raw_path: bytes = scope.get("raw_path") or request.path.encode()
     query_string: bytes = scope.get("query_string", b"")
-    uri = raw_path.decode("latin-1") + ("?" + query_string.decode("latin-1") if query_string else "")
+    uri = raw_path.decode("latin-1")
+    if query_string:
+        uri += "?" + query_string.decode("latin-1")
     method = request.method
     try:
         if method == "OPTIONS" and raw_path == b"/":
@@ -115,6 +120,8 @@ async def dispatch(manager: ModelManager, config: ServerConfig) -> Response:
             _check_token(config)
             return await management.handle(call)
         raise NotFound.resource()
+    except HTTPException as exc:
+        return codec.error_response(_as_djl_error(exc, config), req_id, config)
     except Exception as exc:  # noqa: BLE001 — rendered as the spec's error body
         return codec.error_response(exc, req_id, config)
 

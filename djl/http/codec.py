@@ -186,7 +186,8 @@ async def output_response(output: Output, req_id: str, config: ServerConfig) -> 
     if stream is None:
         body = output.get_data_item() or b""
         headers.update(common_headers(req_id, output.code, config))
-        return Response(bytes(body), status=output.code, headers=headers)
+        return _without_default_type(
+            Response(bytes(body), status=output.code, headers=headers), output)
     first = None
     with trio.move_on_after(config.chunked_read_timeout_s):
         first = await _next_chunk(stream)
@@ -194,8 +195,16 @@ async def output_response(output: Output, req_id: str, config: ServerConfig) -> 
     if first is None:
         stream.close()  # type: ignore[attr-defined]
         return Response(b"", status=output.code, headers=headers)
-    return Response(_chunks(first, stream, config.chunked_read_timeout_s),
-                    status=output.code, headers=headers)
+    return _without_default_type(Response(
+        _chunks(first, stream, config.chunked_read_timeout_s), status=output.code,
+        headers=headers), output)
+
+
+def _without_default_type(response: Response, output: Output) -> Response:
+    """Spec §3.5: no default Content-Type; only what the model set."""
+    if output.get_property("content-type") is None:
+        del response.headers["Content-Type"]
+    return response
 
 
 async def _next_chunk(stream: Any) -> bytes | None:

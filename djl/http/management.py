@@ -181,7 +181,9 @@ async def _scale(call: Call, name: str, version: str | None) -> Response:
         try:
             return int(value)
         except ValueError:
-            raise IllegalArgument(f'parameter is invalid number.For input string: "{value}"') from None
+            raise IllegalArgument(
+                f'parameter is invalid number.For input string: "{value}"'
+            ) from None
 
     min_workers = number("min_worker")
     max_workers = number("max_worker")

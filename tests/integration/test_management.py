@@ -1,0 +1,256 @@
+"""Management API through real HTTP and real worker processes (spec §2, §1.3-§1.4)."""
+
+from __future__ import annotations
+
+import trio
+from serving import model_url, register, running_server
+
+
+def body_of(r):
+    assert r.headers["content-type"] == "application/json"
+    assert r.text.endswith("\n")
+    return r.json()
+
+
+async def test_register_describe_list_unregister(tmp_path):
+    async with running_server(tmp_path) as server:
+        c = server.client
+        r = await c.post("/models", params={"url": model_url("echo")})
+        assert r.status_code == 200
+        assert body_of(r) == {"status": 'Model "echo" registered.'}
+        assert r.headers["x-request-id"]
+        assert r.headers["cache-control"] == "no-cache; no-store, must-revalidate, private"
+        assert r.headers["pragma"] == "no-cache"
+
+        r = await c.get("/models/echo")
+        [workflow] = body_of(r)
+        assert workflow["workflowName"] == "echo" and "version" not in workflow
+        [model] = workflow["models"]
+        assert model["modelName"] == "echo"
+        assert model["modelUrl"] == model_url("echo")
+        assert (model["batchSize"], model["maxBatchDelayMillis"]) == (8, 10)  # serving.properties
+        assert (model["maxIdleSeconds"], model["queueSize"]) == (60, 1000)
+        assert model["status"] == "Healthy" and model["loadedAtStartup"] is False
+        [group] = model["workerGroups"]
+        assert group["device"] == {"deviceType": "cpu", "deviceId": -1}
+        assert (group["minWorkers"], group["maxWorkers"]) == (1, 2)
+        [worker] = group["workers"]
+        assert worker["id"] > 0 and worker["status"] == "READY"
+        assert worker["startTime"].endswith("Z")
+
+        r = await c.get("/models")
+        assert body_of(r) == {"models": [
+            {"modelName": "echo", "modelUrl": model_url("echo"), "status": "READY"}]}
+
+        r = await c.delete("/models/echo")
+        assert body_of(r) == {"status": 'Model or workflow "echo" unregistered'}
+        assert (await c.get("/models")).json() == {"models": []}
+        r = await c.get("/models/echo")
+        assert r.status_code == 404
+        assert body_of(r) == {"code": 404, "type": "ModelNotFoundException",
+                              "message": "Workflow not found: echo"}
+
+
+async def test_register_errors_are_clear_4xx(tmp_path):
+    async with running_server(tmp_path) as server:
+        c = server.client
+        cases = [
+            ({}, 400, "BadRequestException", "Parameter url is required."),
+            ({"url": model_url("echo"), "batch_size": "x"}, 400, "NumberFormatException",
+             'For input string: "x"'),
+            ({"url": "InvalidUrl"}, 404, "ModelNotFoundException",
+             "Invalid model url: InvalidUrl"),
+        ]
+        for params, status, kind, message in cases:
+            r = await c.post("/models", params=params)
+            assert r.status_code == status, r.text
+            assert body_of(r) == {"code": status, "type": kind, "message": message}
+            assert r.headers["connection"] == "close"
+
+        r = await c.post("/models", params={"url": model_url("failinit")})
+        assert r.status_code == 500
+        assert "weights are missing" in r.json()["message"]
+        assert (await c.get("/models")).json() == {"models": []}  # rolled back
+
+        (tmp_path / "onnx").mkdir()
+        (tmp_path / "onnx" / "model.onnx").write_bytes(b"\0")
+        r = await c.post("/models", params={"url": f"file:{tmp_path / 'onnx'}/"})
+        assert r.status_code == 400
+        assert r.json()["message"] == "OnnxRuntime is not supported"
+
+        (tmp_path / "nopy").mkdir()
+        (tmp_path / "nopy" / "serving.properties").write_text("engine=Python\n")
+        r = await c.post("/models", params={"url": f"file:{tmp_path / 'nopy'}/"})
+        assert r.status_code == 500
+        assert r.json()["message"].startswith(".py file not found in: ")
+        assert r.json()["type"] == "FileNotFoundException"
+
+
+async def test_duplicate_versions_and_json_body(tmp_path):
+    async with running_server(tmp_path) as server:
+        c = server.client
+        await register(server, "m", "echo")
+        r = await c.post("/models", params={"url": model_url("echo"), "model_name": "m"})
+        assert r.status_code == 409
+        assert r.json()["message"] == "Workflow m is already registered."
+        # A JSON body: the name is inferred from the URL like the query form.
+        r = await c.post("/models", json={"url": model_url("echo"), "model_version": "v2",
+                                          "model_name": "m"})
+        assert r.status_code == 200, r.text
+        r = await c.post("/models", json={"url": model_url("echo"), "model_name": "m",
+                                          "model_version": "v2"})
+        assert r.status_code == 409
+        assert r.json()["message"] == "Workflow m:v2 is already registered."
+        r = await c.post("/models", json={"url": model_url("echo")})
+        assert r.status_code == 200 and r.json()["status"] == 'Model "echo" registered.'
+        r = await c.post("/models", content=b"{not json", headers={
+            "content-type": "application/json"})
+        assert r.status_code == 400
+
+        versions = [w.get("version") for w in (await c.get("/models/m")).json()]
+        assert versions == [None, "v2"]
+        rows = (await c.get("/models")).json()["models"]
+        assert [(r["modelName"], r.get("version")) for r in rows] == [
+            ("echo", None), ("m", None), ("m", "v2")]
+        # Round-robin over the versions, or one version by path.
+        r = await c.post("/predictions/m/v2", content=b"x",
+                         headers={"content-type": "text/plain"})
+        assert r.text == "x"
+        r = await c.delete("/models/m/v2")
+        assert r.status_code == 200
+        assert [w.get("version") for w in (await c.get("/models/m")).json()] == [None]
+        r = await c.delete("/models/m/v9")
+        assert r.status_code == 404
+        assert r.json()["message"] == "Model or workflow not found: m"
+
+
+async def test_async_registration_goes_pending_then_ready(tmp_path):
+    async with running_server(tmp_path) as server:
+        c = server.client
+        r = await c.post("/models", params={"url": model_url("echo"), "synchronous": "false"})
+        assert r.status_code == 202
+        assert r.json() == {"status": 'Model "echo" registration scheduled.'}
+        seen = set()
+        with trio.fail_after(30):
+            while True:
+                status = (await c.get("/models")).json()["models"][0]["status"]
+                seen.add(status)
+                if status == "READY":
+                    break
+                await trio.sleep(0.02)
+        assert seen <= {"PENDING", "READY"}
+        assert (await c.get("/ping")).json() == {"echo": {"status": "Healthy"}}
+
+
+async def test_pagination(tmp_path):
+    async with running_server(tmp_path) as server:
+        c = server.client
+        for name in ("c", "a", "B"):
+            await register(server, name, "behave", min_worker="0", max_worker="1")
+        r = (await c.get("/models", params={"limit": 2})).json()
+        assert [m["modelName"] for m in r["models"]] == ["B", "a"]
+        assert r["nextPageToken"] == "2"
+        r = (await c.get("/models", params={"limit": 2, "next_page_token": 2})).json()
+        assert [m["modelName"] for m in r["models"]] == ["c"] and "nextPageToken" not in r
+        r = (await c.get("/workflows")).json()
+        assert r == {"nextPageToken": "3", "workflows": [
+            {"workflowName": "B"}, {"workflowName": "a"}, {"workflowName": "c"}]}
+        r = await c.get("/models", params={"limit": "many"})
+        assert r.status_code == 400 and r.json()["type"] == "NumberFormatException"
+
+
+async def test_scale_workers(tmp_path):
+    async with running_server(tmp_path) as server:
+        c = server.client
+        await register(server, "mlp", "behave")
+        r = await c.put("/models/mlp", params={"min_worker": 2, "max_worker": 4})
+        assert r.status_code == 200
+        assert r.json()["status"] == ('Workflow "mlp" worker scaled. New Worker configuration '
+                                      "min workers:2 max workers:4")
+        [group] = (await c.get("/models/mlp")).json()[0]["models"][0]["workerGroups"]
+        assert (group["minWorkers"], group["maxWorkers"]) == (2, 4)
+        assert len([w for w in group["workers"] if w["status"] == "READY"]) == 2
+        assert len({w["id"] for w in group["workers"]}) == len(group["workers"])
+
+        r = await c.put("/models/mlp", params={"min_worker": 0, "max_worker": 0})
+        assert r.status_code == 200
+        r = await c.post("/predictions/mlp", content=b"x")
+        assert r.status_code == 503
+        assert r.json() == {"code": 503, "type": "WlmShutdownException",
+                            "message": "All model workers has been shutdown: mlp"}
+        r = await c.put("/models/fake", params={"min_worker": 1})
+        assert r.status_code == 404
+        assert r.json()["message"] == "Model or workflow not found: fake"
+        r = await c.put("/models/mlp", params={"min_worker": "two"})
+        assert r.status_code == 400
+
+
+async def test_routing_conventions(tmp_path):
+    async with running_server(tmp_path) as server:
+        c = server.client
+        r = await c.request("OPTIONS", "/")
+        assert r.status_code == 200 and r.text == "{}\n"
+        for method, path, status in [("PUT", "/models", 405), ("POST", "/models/noop", 405),
+                                     ("PUT", "/server/metrics", 405), ("GET", "/nope", 404),
+                                     ("GET", "/server/other", 404)]:
+            r = await c.request(method, path)
+            assert r.status_code == status, (method, path)
+            assert r.json()["code"] == status
+        r = await c.get("/models/", headers={"x-request-id": "abc-123"})
+        assert r.status_code == 200 and r.headers["x-request-id"] == "abc-123"
+        r = await c.get("/server/logging", params={"level": "debug"})
+        assert r.json() == {"status": "OK"}
+        r = await c.get("/server/metrics")
+        assert r.status_code == 400 and "SERVING_PROMETHEUS" in r.json()["message"]
+
+
+async def test_request_size_limit(tmp_path):
+    async with running_server(tmp_path, max_request_size="1024") as server:
+        await register(server, "echo")
+        r = await server.client.post("/predictions/echo", content=b"x" * 2048,
+                                     headers={"content-type": "text/plain"})
+        assert r.status_code == 413
+        r = await server.client.post("/predictions/echo", content=b"x" * 512,
+                                     headers={"content-type": "text/plain"})
+        assert r.status_code == 200 and len(r.content) == 512
+
+
+async def test_management_token(tmp_path):
+    async with running_server(tmp_path, management_token="s3cret") as server:
+        c = server.client
+        r = await c.get("/models")
+        assert r.status_code == 401
+        r = await c.get("/models", headers={"Authorization": "Bearer s3cret"})
+        assert r.status_code == 200
+        assert (await c.get("/ping")).status_code == 200  # inference stays open
+
+
+async def test_dual_listeners_serve_only_their_routes(tmp_path):
+    import httpx
+
+    from djl.__main__ import run_server
+    from djl.config import load_server_config
+
+    sock = tmp_path / "mgmt.sock"
+    config = load_server_config(env={"DJL_CACHE_DIR": str(tmp_path)}, overrides={
+        "inference_address": "http://127.0.0.1:0", "management_address": f"unix:{sock}",
+        "load_models": f"echo={model_url('echo')}"})
+    stop = trio.Event()
+    async with trio.open_nursery() as nursery:
+        from functools import partial
+
+        binds = await nursery.start(partial(run_server, config, shutdown=stop))
+        inference_url = next(b for b in binds if "unix:" not in b)
+        async with httpx.AsyncClient(base_url=inference_url) as c:
+            assert (await c.get("/models")).status_code == 404
+            assert (await c.get("/ping")).json() == {"echo": {"status": "Healthy"}}
+            r = await c.post("/invocations", content=b"hi", headers={"content-type": "text/plain"})
+            assert r.text == "hi"  # the single start-up model is the default
+        transport = httpx.AsyncHTTPTransport(uds=str(sock))
+        async with httpx.AsyncClient(transport=transport, base_url="http://mgmt") as m:
+            listed = (await m.get("/models")).json()["models"]
+            assert [x["modelName"] for x in listed] == ["echo"]
+            assert (await m.get("/ping")).status_code == 404
+            described = (await m.get("/models/echo")).json()
+            assert described[0]["models"][0]["loadedAtStartup"] is True
+        stop.set()

@@ -1,0 +1,42 @@
+"""A test model whose behaviour each request picks with its ``action`` query parameter."""
+
+import os
+import time
+
+from djl_python import Input, Output
+
+
+def handle(inputs: Input):
+    if inputs.is_empty():
+        return None
+    batch = inputs.get_batches()
+    first = batch[0]
+    action = first.get_as_string("action") if first.contains_key("action") else "echo"
+    if action == "raise":
+        raise ValueError("model error")
+    if action == "none":
+        return None
+    if action == "string":
+        return "not an Output"
+    if action == "memory":
+        raise MemoryError("out of memory in handler")
+    if action == "exit":
+        os._exit(3)
+    if action == "sleep":
+        time.sleep(float(first.get_as_string("seconds")))
+    if action == "header":
+        out = Output()
+        out.add_property("x-model", "behave")
+        out.add_property("content-type", "text/plain")
+        out.add("with header")
+        return out
+    if action == "pid":
+        return Output().add(str(os.getpid()))
+    out = Output()
+    for i, item in enumerate(batch):
+        body = item.get_as_bytes("data") if item.contains_key("data") else b""
+        if len(batch) == 1:
+            out.add(body)
+        else:
+            out.add(body, key="data", batch_index=i)
+    return out

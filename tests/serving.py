@@ -1,0 +1,69 @@
+"""Start the real server (hypercorn, trio worker, real worker processes) inside a test.
+
+    async with running_server(tmp_path, batch_size="4") as server:
+        r = await server.client.get("/ping")
+
+The server binds 127.0.0.1 on a free port; ``overrides`` are config.properties keys.
+Leaving the block shuts it down the way SIGTERM does, so every test also proves that
+shutdown stops its workers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+
+import httpx
+import trio
+
+from djl.__main__ import run_server
+from djl.config import ServerConfig, load_server_config
+
+MODELS = Path(__file__).parent / "models"
+EXAMPLES = Path(__file__).parent.parent / "examples"
+
+
+@dataclass
+class Server:
+    url: str
+    client: httpx.AsyncClient
+    config: ServerConfig
+
+
+def model_url(name: str) -> str:
+    """``file:`` URL of a test model folder (tests/models/<name>/) or an example."""
+    path = MODELS / name if (MODELS / name).exists() else EXAMPLES / name
+    return f"file:{path.resolve()}/"
+
+
+@asynccontextmanager
+async def running_server(tmp_path: Path, env: dict[str, str] | None = None,
+                         **overrides: str) -> AsyncIterator[Server]:
+    settings = {
+        "inference_address": "http://127.0.0.1:0",
+        "management_address": "http://127.0.0.1:0",
+        "load_models": "NONE",
+    }
+    settings.update(overrides)
+    base_env = {"DJL_CACHE_DIR": str(tmp_path / "cache"), "MODEL_SERVER_HOME": str(tmp_path)}
+    base_env.update(env or {})
+    config = load_server_config(env=base_env, overrides=settings)
+    stop = trio.Event()
+    async with trio.open_nursery() as nursery:
+        binds = await nursery.start(partial(run_server, config, shutdown=stop))
+        url = binds[0]
+        async with httpx.AsyncClient(base_url=url, timeout=60) as client:
+            try:
+                yield Server(url, client, config)
+            finally:
+                stop.set()
+
+
+async def register(server: Server, name: str, model: str | None = None, **params: str) -> None:
+    """Register a test model synchronously and assert it worked."""
+    query = {"url": model_url(model or name), "model_name": name, **params}
+    r = await server.client.post("/models", params=query)
+    assert r.status_code == 200, r.text
