@@ -19,6 +19,9 @@ from hypercorn.trio import serve
 
 from djl.app import SHUTDOWN_GRACE_S, Listener, create_app
 from djl.config import Address, ConfigError, ServerConfig, load_server_config
+from djl.errors import DjlError
+from djl.registry import ModelManager
+from djl.startup import load_startup_models
 
 log = logging.getLogger("djl")
 
@@ -50,20 +53,16 @@ def hypercorn_config(address: Address, config: ServerConfig) -> HypercornConfig:
 
 async def run_server(config: ServerConfig, *, task_status: Any = trio.TASK_STATUS_IGNORED,
                      shutdown: trio.Event | None = None) -> None:
-    """Serve until SIGTERM/SIGINT (or ``shutdown`` is set); started() gets the bind list."""
-    app = create_app(config)
+    """Load the start-up models, serve until SIGTERM/SIGINT (or ``shutdown``), stop.
+
+    ``task_status.started`` receives hypercorn's bind list. With ``wait_model_loading``
+    (the default) the models load before any port is bound and a failure raises here;
+    otherwise the ports open at once and a load failure stops the server 3 s later.
+    Shutdown order: stop accepting, let in-flight requests finish (workers still up),
+    then unregister everything.
+    """
     stop = shutdown if shutdown is not None else trio.Event()
-
-    async def trigger() -> None:
-        await stop.wait()
-
-    async def watch_signals() -> None:
-        with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
-            async for signum in signals:
-                log.info("received %s: shutting down", signal.Signals(signum).name)
-                stop.set()
-                return
-
+    manager = ModelManager(config)
     if not config.management_address.is_loopback:
         log.warning(
             "The management API is bound to %s, reachable from other hosts: anyone who can "
@@ -72,28 +71,71 @@ async def run_server(config: ServerConfig, *, task_status: Any = trio.TASK_STATU
         )
     async with trio.open_nursery() as nursery:
         if shutdown is None:
-            nursery.start_soon(watch_signals)
-        binds: list[str] = []
-        if config.dual_listeners:
-            first = Listener(app, "management", lifespan=True)
-            binds += await nursery.start(
-                _serve, first, hypercorn_config(config.management_address, config), trigger)
-            second = Listener(app, "inference", lifespan=False)
-            binds += await nursery.start(
-                _serve, second, hypercorn_config(config.inference_address, config), trigger)
-        else:
-            both = Listener(app, "both", lifespan=True)
-            binds += await nursery.start(
-                _serve, both, hypercorn_config(config.inference_address, config), trigger)
-        log.info("djl serving on %s", ", ".join(binds))
-        task_status.started(binds)
-        await stop.wait()
-        # Hypercorn's servers stop by themselves once the trigger fires.
+            nursery.start_soon(_watch_signals, stop, nursery.cancel_scope)
+        await nursery.start(manager.run)
+        try:
+            if config.wait_model_loading:
+                await load_startup_models(manager, config)
+            else:
+                nursery.start_soon(_load_or_stop, manager, config, stop)
+            app = create_app(config, manager)
+
+            async def trigger() -> None:
+                await stop.wait()
+
+            async with trio.open_nursery() as servers:
+                binds: list[str] = []
+                for address, role in _listeners(config):
+                    binds += await servers.start(
+                        _serve, Listener(app, role, lifespan=True),
+                        hypercorn_config(address, config), trigger,
+                    )
+                log.info("djl serving on %s", ", ".join(binds))
+                task_status.started(binds)
+        finally:
+            with trio.CancelScope(shield=True):
+                await manager.aclose(SHUTDOWN_GRACE_S)
+            nursery.cancel_scope.cancel()
+
+
+def _listeners(config: ServerConfig) -> list[tuple[Address, str]]:
+    if config.dual_listeners:
+        return [(config.management_address, "management"),
+                (config.inference_address, "inference")]
+    return [(config.inference_address, "both")]
+
+
+async def _watch_signals(stop: trio.Event, loading: trio.CancelScope) -> None:
+    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+        async for signum in signals:
+            log.info("received %s: shutting down", signal.Signals(signum).name)
+            stop.set()
+            return
+
+
+async def _load_or_stop(manager: ModelManager, config: ServerConfig, stop: trio.Event) -> None:
+    try:
+        await load_startup_models(manager, config)
+    except DjlError as exc:
+        log.error("start-up model failed to load: %s; stopping in 3 s", exc.message)
+        await trio.sleep(3)
+        stop.set()
 
 
 async def _serve(app: Any, hc: HypercornConfig, trigger: Any, *,
                  task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
-    await serve(app, hc, shutdown_trigger=trigger, task_status=task_status)
+    try:
+        await serve(app, hc, shutdown_trigger=trigger, task_status=task_status)
+    except* OSError as group:
+        exc = _leaves(group)[0]
+        reason = getattr(exc, "strerror", None) or str(exc)
+        raise ConfigError(f"cannot listen on {', '.join(hc.bind)}: {reason}") from None
+
+
+def _leaves(exc: BaseException) -> list[BaseException]:
+    if isinstance(exc, BaseExceptionGroup):
+        return [leaf for sub in exc.exceptions for leaf in _leaves(sub)]
+    return [exc]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -121,7 +163,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _describe(exc: BaseException) -> str:
     if isinstance(exc, BaseExceptionGroup):
-        return "; ".join(_describe(e) for e in exc.exceptions)
+        return "; ".join(_describe(e) for e in _leaves(exc))
     text = getattr(exc, "message", None) or str(exc)
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 

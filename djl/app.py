@@ -42,25 +42,32 @@ _ADAPTERS = re.compile(r"^(/models/[^/?]+)?/adapters([/?].*)?$")
 ROLE_KEY = "djl.role"
 
 
-def create_app(config: ServerConfig | None = None) -> QuartTrio:
+def create_app(config: ServerConfig | None = None,
+               manager: ModelManager | None = None) -> QuartTrio:
+    """The ASGI app. Without ``manager`` it owns one: its lifespan starts it, loads the
+    start-up models and stops it (``hypercorn 'djl.app:create_app()'``). The CLI passes its
+    own manager, loaded before any port is bound (spec §1.1 ``wait_model_loading``)."""
     config = config or load_server_config()
     app = QuartTrio("djl")
     app.config["MAX_CONTENT_LENGTH"] = config.max_request_size
     app.config["BACKGROUND_TASK_SHUTDOWN_TIMEOUT"] = SHUTDOWN_GRACE_S
     app.config["PROVIDE_AUTOMATIC_OPTIONS"] = False
     app.config["BODY_TIMEOUT"] = 600
-    manager = ModelManager(config)
+    owns_manager = manager is None
+    manager = manager or ModelManager(config)
     app.extensions["djl.manager"] = manager
     app.extensions["djl.config"] = config
 
-    @app.before_serving
-    async def _start() -> None:
-        await app.nursery.start(manager.run)
-        await load_startup_models(manager, config)
+    if owns_manager:
 
-    @app.after_serving
-    async def _stop() -> None:
-        await manager.aclose(SHUTDOWN_GRACE_S)
+        @app.before_serving
+        async def _start() -> None:
+            await app.nursery.start(manager.run)
+            await load_startup_models(manager, config)
+
+        @app.after_serving
+        async def _stop() -> None:
+            await manager.aclose(SHUTDOWN_GRACE_S)
 
     @app.route("/", defaults={"path": ""}, methods=ALL_METHODS, provide_automatic_options=False)
     @app.route("/<path:path>", methods=ALL_METHODS, provide_automatic_options=False)

@@ -102,6 +102,8 @@ class ServerConfig:
     """Global settings (spec §8.4), alphabetical. Units are in the names."""
 
     allow_multi_status: bool = False
+    #: ``ALLOW_REQUEST_HANDLER_OVERRIDE``: let a request's ``handler`` header pick the function.
+    allow_request_handler_override: bool = False
     #: Regexes (full match) a model or workflow URL must satisfy to be registered at all.
     allowed_urls: tuple[str, ...] = (r"file:.*", r"[^:]*", r"https?://.*")
     #: Extracted-archive limits against archive bombs (issue: model sources).
@@ -280,6 +282,9 @@ def load_server_config(
     values["fail_fast"] = _bool(env.get("SERVING_FAIL_FAST", "false"))
     values["health_check_override"] = _bool(env.get("SERVING_HEALTH_CHECK_OVERRIDE", "false"))
     values["prometheus"] = _bool(env.get("SERVING_PROMETHEUS", "false"))
+    values["allow_request_handler_override"] = _bool(
+        env.get("ALLOW_REQUEST_HANDLER_OVERRIDE", "false")
+    )
     values["serving_min_workers"] = env.get("SERVING_MIN_WORKERS", "")
     values["serving_max_workers"] = env.get("SERVING_MAX_WORKERS", "")
 

@@ -90,8 +90,7 @@ def request_id(request: Request, config: ServerConfig) -> str:
     return request.headers.get(config.request_id_header_key) or str(uuid.uuid4())
 
 
-async def to_input(request: Request, query: Query, req_id: str, config: ServerConfig,
-                   *, allow_handler_override: bool = False) -> Input:
+async def to_input(request: Request, query: Query, req_id: str, config: ServerConfig) -> Input:
     """Spec §3.3: query → content, headers → properties, body → content ``data``."""
     content = PairList(query.pairs)
     content.values = [v.encode("utf-8") for v in content.values]
@@ -114,7 +113,8 @@ async def to_input(request: Request, query: Query, req_id: str, config: ServerCo
             content.add(key, storage.read())
     else:
         content.add("data", await request.get_data(cache=False))
-    if not allow_handler_override and any(k.lower() == "handler" for k in properties):
+    overridden = any(k.lower() == "handler" for k in properties)
+    if overridden and not config.allow_request_handler_override:
         raise BadRequest("The handler can't be overridden in a request")
     properties["requestId"] = req_id
     return Input(properties, content)

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import os
-
 from quart import Response
 
 from djl.errors import BadRequest, NotFound
 from djl.http import codec
 from djl.http.management import Call
+from djl.io import Input
 
 
 async def ping(call: Call) -> Response:
@@ -22,7 +21,7 @@ async def ping(call: Call) -> Response:
     return codec.json_response(codec.health_body(statuses), status, call.req_id, call.config)
 
 
-def _target(call: Call) -> tuple[str, str | None]:
+def _target(call: Call) -> tuple[str | None, str | None]:
     """The (model name, version) a request addresses (spec §3.1)."""
     segments = call.segments
     route = segments[1]
@@ -37,27 +36,31 @@ def _target(call: Call) -> tuple[str, str | None]:
         name = None
     headers = call.request.headers
     name = name or call.query.get("model_name") or headers.get("model_name")
-    if not name:
-        if len(call.manager.startup_names) == 1:
-            name = call.manager.startup_names[0]
-        else:
-            raise BadRequest("Parameter model_name is required.")
-    version = call.query.get("model_version") or headers.get("model_version") or None
-    return name, version
+    return name, call.query.get("model_version") or headers.get("model_version") or None
+
+
+async def _resolve(call: Call) -> tuple[str, str | None, Input | None]:
+    """Target plus, for /invocations, the Input when the name came from a form field."""
+    name, version = _target(call)
+    if name:
+        return name, version, None
+    inputs = await codec.to_input(call.request, call.query, call.req_id, call.config)
+    field = inputs.content.get("model_name")
+    if field:
+        return bytes(field).decode("utf-8"), version, inputs
+    if len(call.manager.startup_names) == 1:
+        return call.manager.startup_names[0], version, inputs
+    raise BadRequest("Parameter model_name is required.")
 
 
 async def predict(call: Call) -> Response:
-    name, version = _target(call)
+    name, version, inputs = await _resolve(call)
     if call.method == "OPTIONS":
         call.manager.endpoint(name)
         return call.json({})
     workflow = call.manager.find_workflow(name, version)
-    inputs = await codec.to_input(
-        call.request, call.query, call.req_id, call.config,
-        allow_handler_override=os.environ.get("ALLOW_REQUEST_HANDLER_OVERRIDE") == "true",
-    )
-    if call.segments[1] != "predictions" and not workflow.name:
-        raise BadRequest("Parameter model_name is required.")
+    if inputs is None:
+        inputs = await codec.to_input(call.request, call.query, call.req_id, call.config)
     try:
         output = await call.manager.infer(workflow, inputs)
     except Exception as exc:  # noqa: BLE001 — every failure gets mapping B's answer

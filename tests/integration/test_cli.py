@@ -1,0 +1,146 @@
+"""The ``djl-serving`` command as a user runs it: a real process, real signals (spec §8)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+from serving import EXAMPLES
+
+ENV = {k: v for k, v in os.environ.items() if not k.startswith("SERVING_")}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def djl(args: list[str], tmp_path: Path, port: int, **env: str) -> subprocess.Popen:
+    address = f"http://127.0.0.1:{port}"
+    full_env = {**ENV, "DJL_CACHE_DIR": str(tmp_path / "cache"), "MODEL_SERVER_HOME":
+                str(tmp_path), "SERVING_INFERENCE_ADDRESS": address,
+                "SERVING_MANAGEMENT_ADDRESS": address, **env}
+    return subprocess.Popen([sys.executable, "-m", "djl", *args], env=full_env, cwd=tmp_path,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def wait_ready(port: int, proc: subprocess.Popen, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            pytest.fail(f"server exited: {proc.communicate()}")
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/ping", timeout=1).status_code < 500:
+                return
+        except httpx.HTTPError:
+            time.sleep(0.1)
+    pytest.fail("server did not start")
+
+
+def runtime_pids(marker: str) -> list[int]:
+    """PIDs of worker processes whose command line mentions ``marker``."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+            except OSError:
+                continue
+            if "djl.runtime" in cmdline and marker in cmdline:
+                pids.append(int(entry.name))
+    return pids
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "message"),
+    [
+        (["-f", "missing.properties"], {}, "Configuration file not found: missing.properties"),
+        ([], {"SERVING_INFERENCE_ADDRESS": "ftp://x"}, "Invalid binding address: ftp://x"),
+        (["-m", "bad=file:/no/such/model/"], {}, "Invalid model url: file:/no/such/model/"),
+        ([], {"SERVING_JOB_QUEUE_SIZE": "lots"}, "Invalid integer for job_queue_size"),
+    ],
+)
+def test_startup_failure_is_one_line_and_exit_1(tmp_path, args, env, message):
+    proc = djl(args, tmp_path, free_port(), **env)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 1
+    last = err.strip().splitlines()[-1]
+    assert last.startswith("djl-serving: ") and message in last
+
+
+def test_port_in_use_fails_cleanly(tmp_path):
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        proc = djl(["-m", "NONE"], tmp_path, port)
+        _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 1
+    assert f"cannot listen on 127.0.0.1:{port}" in err.strip().splitlines()[-1]
+
+
+def test_sigterm_stops_server_and_workers(tmp_path):
+    model = tmp_path / "sigterm-echo"
+    shutil.copytree(EXAMPLES / "echo", model)
+    port = free_port()
+    proc = djl(["-m", f"echo=file:{model}/"], tmp_path, port)
+    try:
+        wait_ready(port, proc)
+        r = httpx.post(f"http://127.0.0.1:{port}/predictions/echo", content=b"hi",
+                       headers={"content-type": "text/plain"})
+        assert r.text == "hi"
+        assert runtime_pids(str(model)), "a worker process should be running"
+        proc.send_signal(signal.SIGTERM)
+        proc.communicate(timeout=30)
+        assert proc.returncode == 0
+        deadline = time.monotonic() + 10
+        while runtime_pids(str(model)) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert runtime_pids(str(model)) == []
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+
+
+def test_model_store_loads_every_folder(tmp_path):
+    store = tmp_path / "store"
+    store.mkdir()
+    shutil.copytree(EXAMPLES / "echo", store / "first-model")
+    shutil.copytree(EXAMPLES / "echo", store / "second")
+    (store / ".hidden").mkdir()
+    port = free_port()
+    proc = djl(["-s", str(store)], tmp_path, port)
+    try:
+        wait_ready(port, proc)
+        rows = httpx.get(f"http://127.0.0.1:{port}/models").json()["models"]
+        assert [r["modelName"] for r in rows] == ["first_model", "second"]
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.communicate(timeout=30)
+
+
+def test_hypercorn_can_serve_the_app(tmp_path):
+    port = free_port()
+    env = {**ENV, "DJL_CACHE_DIR": str(tmp_path / "cache"), "MODEL_SERVER_HOME": str(tmp_path),
+           "SERVING_LOAD_MODELS": f"echo=file:{EXAMPLES / 'echo'}/"}
+    hypercorn = Path(sys.executable).with_name("hypercorn")
+    proc = subprocess.Popen([str(hypercorn), "-k", "trio", "-b", f"127.0.0.1:{port}",
+                             "djl.app:create_app()"], env=env, cwd=tmp_path,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_ready(port, proc)
+        r = httpx.post(f"http://127.0.0.1:{port}/predictions/echo", content=b"via hypercorn",
+                       headers={"content-type": "text/plain"})
+        assert r.status_code == 200 and r.text == "via hypercorn"
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.communicate(timeout=30)
