@@ -163,3 +163,25 @@ async def test_startup_models_from_the_command_line_syntax(tmp_path):
         assert [(r["modelName"], r.get("version")) for r in rows] == [("e1", None), ("e2", "v1")]
         described = (await server.client.get("/models/e1")).json()
         assert described[0]["models"][0]["loadedAtStartup"] is True
+
+
+async def test_lower_x_priority_is_served_first(tmp_path):
+    async with running_server(tmp_path) as server:
+        c = server.client
+        await register(server, "one", "behave", min_worker="1", max_worker="1")
+        finished = []
+
+        async def call(label, params=None, headers=None):
+            r = await c.post("/predictions/one", params=params or {}, content=label.encode(),
+                             headers={**TEXT, **(headers or {})})
+            assert r.status_code == 200
+            finished.append(label)
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(call, "blocker", {"action": "sleep", "seconds": "1"})
+            await trio.sleep(0.3)  # the worker is busy with the blocker now
+            nursery.start_soon(call, "low-1", None, {"x-priority": "5"})
+            nursery.start_soon(call, "low-2", None, {"x-priority": "5"})
+            await trio.sleep(0.1)
+            nursery.start_soon(call, "high", None, {"x-priority": "1"})
+        assert finished == ["blocker", "high", "low-1", "low-2"]

@@ -254,3 +254,46 @@ async def test_dual_listeners_serve_only_their_routes(tmp_path):
             described = (await m.get("/models/echo")).json()
             assert described[0]["models"][0]["loadedAtStartup"] is True
         stop.set()
+
+
+async def test_serving_properties_set_worker_bounds_and_queue(tmp_path):
+    model = tmp_path / "identity"
+    model.mkdir()
+    (model / "model.py").write_text("def handle(inputs):\n    return None\n")
+    (model / "serving.properties").write_text(
+        "engine=Python\ncpu.minWorkers=2\ncpu.maxWorkers=4\ngpu.minWorkers=2\n"
+        "gpu.maxWorkers=3\njob_queue_size=10\n"
+    )
+    async with running_server(tmp_path) as server:
+        r = await server.client.post("/models", params={"url": f"file:{model}/"})
+        assert r.status_code == 200, r.text
+        [described] = (await server.client.get("/models/identity")).json()
+        [m] = described["models"]
+        assert m["queueSize"] == 10
+        [group] = m["workerGroups"]
+        assert (group["minWorkers"], group["maxWorkers"]) == (2, 4)
+        assert len(group["workers"]) == 2
+        # Register parameters win over serving.properties (spec §4.6).
+        r = await server.client.post("/models", params={
+            "url": f"file:{model}/", "model_name": "id2", "job_queue_size": "7",
+            "min_worker": "1", "max_worker": "1"})
+        [m] = (await server.client.get("/models/id2")).json()[0]["models"]
+        assert m["queueSize"] == 7
+        assert (m["workerGroups"][0]["minWorkers"], m["workerGroups"][0]["maxWorkers"]) == (1, 1)
+
+
+async def test_failed_async_registration_stays_listed_as_failed(tmp_path):
+    async with running_server(tmp_path) as server:
+        c = server.client
+        r = await c.post("/models", params={"url": model_url("failinit"), "synchronous": "false"})
+        assert r.status_code == 202
+        with trio.fail_after(30):
+            while (await c.get("/models")).json()["models"][0]["status"] != "FAILED":
+                await trio.sleep(0.05)
+        r = await c.get("/ping")
+        assert r.status_code == 500 and r.json() == {"failinit": {"status": "FAILED"}}
+        r = await c.post("/predictions/failinit", content=b"x")
+        assert r.status_code == 503
+        assert r.json()["message"] == "Model is not ready: failinit"
+        assert (await c.delete("/models/failinit")).status_code == 200
+        assert (await c.get("/ping")).status_code == 200
