@@ -39,6 +39,7 @@ from djl.properties import read_properties
 from djl.wlm.devices import Device, resolve_devices
 from djl.wlm.pool import ModelStatus, WorkerPool, first_error, priority_of
 from djl.wlm.worker import WorkerCommand
+from djl.workflow.graph import execute
 
 log = logging.getLogger("djl.registry")
 
@@ -415,7 +416,6 @@ class ModelManager:
         model = workflow.single_model
         if model is not None:
             return await self.call_model(model, inputs)
-        from djl.workflow.graph import execute
 
         async def call(local_name: str, model_input: Input) -> Output:
             return await self.call_model(workflow.models[local_name], model_input)

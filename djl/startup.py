@@ -13,6 +13,7 @@ from pathlib import Path
 
 from djl.config import RegisterParams, ServerConfig
 from djl.registry import ModelManager
+from djl.workflow.spec import load_workflow, workflow_file_of
 
 log = logging.getLogger("djl.startup")
 
@@ -70,8 +71,6 @@ def startup_entries(config: ServerConfig) -> list[StartupEntry]:
 
 
 async def load_startup_models(manager: ModelManager, config: ServerConfig) -> None:
-    from djl.workflow.spec import load_workflow, workflow_file_of
-
     for entry in startup_entries(config):
         log.info("loading start-up model %s", entry.url)
         workflow_file = workflow_file_of(entry.url)

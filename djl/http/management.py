@@ -13,6 +13,9 @@ from djl.config import RegisterParams, ServerConfig
 from djl.errors import BadRequest, IllegalArgument, MethodNotAllowed, NotFound
 from djl.http import codec
 from djl.registry import ModelManager
+from djl.store import infer_model_name
+from djl.workflow.spec import load_workflow, workflow_file_of
+from djl.workflow.templates import load_template
 
 log = logging.getLogger("djl.http")
 
@@ -103,14 +106,11 @@ async def _register_params(call: Call) -> RegisterParams:
 
 async def _register_model(call: Call) -> Response:
     params = await _register_params(call)
-    from djl.workflow.spec import workflow_file_of
-
     workflow_file = workflow_file_of(params.url)
     if workflow_file is not None:
-        from djl.workflow.spec import load_workflow
-
         spec = await load_workflow(workflow_file, call.config)
-        name = params.model_name or spec.name or _inferred(params.url)
+        # Spec §2.2: the name given (or inferred from the URL) overrides the file's.
+        name = params.model_name or infer_model_name(params.url)
         workflow = await call.manager.register_workflow(
             spec, name=name, synchronous=params.synchronous
         )
@@ -121,16 +121,7 @@ async def _register_model(call: Call) -> Response:
     return call.status(f'Model "{workflow.name}" registered.')
 
 
-def _inferred(url: str) -> str:
-    from djl.store import infer_model_name
-
-    return infer_model_name(url)
-
-
 async def _register_workflow(call: Call) -> Response:
-    from djl.workflow.spec import load_workflow, parse_workflow
-    from djl.workflow.templates import render_template
-
     url = call.query.get("url")
     template = call.query.get("template")
     sync_value = call.query.get("synchronous")
@@ -139,8 +130,7 @@ async def _register_workflow(call: Call) -> Response:
     if url:
         spec = await load_workflow(url, call.config, replacements)
     elif template:
-        text = render_template(template, replacements)
-        spec = parse_workflow(text, "json", f"template:{template}", replacements)
+        spec = load_template(template, replacements)
     else:
         raise BadRequest("Either parameter url or template is required.")
     if not spec.name:
