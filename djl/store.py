@@ -1,0 +1,544 @@
+"""Model sources: a model URL becomes a local model directory, safely (spec §4.1, §4.2, §4.4).
+
+Accepted URLs:
+
+* no scheme or ``file:`` (``file:rel/x``, ``file:/abs``, ``file:///abs``): a local path,
+  relative to the working directory. A directory is used in place; an archive
+  (``.zip .mar .tgz .tar.gz .tar.z .tar``, any case) is extracted once into
+  ``<cache_dir>/cache/repo/<hash>``; any other regular file means its parent directory (and
+  a ``.py`` file becomes the entry point). A plain path is taken literally except that
+  ``?`` starts the query; a ``file:`` URL is percent-decoded.
+* ``http(s)://`` whose last path segment is an archive: downloaded (``djl.download``) and
+  extracted the same way, keyed by the hash of the URL (query included: it is sent).
+* anything else (``s3:``, ``djl:``, ``gs:``, ``jar:``, other http URLs): 400 "not supported".
+
+Then spec §4.1 steps 3-4: a directory whose only non-hidden entry is a directory is
+replaced by it, and one whose only non-hidden entry is an archive is replaced by that
+archive extracted into ``<cache_dir>/download/<hash>``. The URL's query arguments become
+model arguments (``model_name`` also names the artifact).
+
+Safety: ``allowed_urls`` (full-match regexes) is checked for every URL before any I/O
+(only an unsupported scheme is reported first, as a 400). Local paths are checked a second
+time in absolute, symlink-free form, so ``..`` or a symlink cannot step out of an allowed
+directory; redirects are checked as they are followed. Extraction rules are in
+``djl.archive``, download rules in ``djl.download``.
+
+Cache directories are shared: two registrations of one URL use one directory, counted, and
+``release`` deletes it when the last user goes. Per-directory locks make concurrent
+registrations of one URL extract once. A cache directory exists only once complete (it is
+renamed into place), and is renamed away before it is deleted, so a crash never leaves a
+partial one behind to be reused. All blocking work runs in worker threads.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import re
+import shutil
+import stat
+import tempfile
+import threading
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from types import MappingProxyType
+from typing import TypeVar
+from urllib.parse import parse_qsl, unquote, urlsplit
+
+import trio
+
+from djl.archive import (
+    ARCHIVE_SUFFIXES,
+    Limits,
+    archive_kind,
+    extract_archive,
+    strip_archive_suffix,
+)
+from djl.config import ServerConfig
+from djl.download import StopEvent, download_to_temp, fetch_bytes
+from djl.errors import BadRequest, Forbidden, IllegalArgument, ModelNotFound, SourceError
+
+log = logging.getLogger("djl.store")
+
+T = TypeVar("T")
+
+#: Longest a cancelled registration waits for its worker thread to clean up.
+_CLEANUP_WAIT_S = 5.0
+#: Name-inference suffixes (spec §4.2 step 4), in the order they are tried.
+_NAME_SUFFIXES = (".tar.z", ".tgz", ".zip", ".tar", ".mar", ".gz", ".z")
+#: Rule 11 of spec §4.4: ``<prefix>-NNNN.params`` is DJL's (MXNet-style) parameter file.
+DEFAULT_DJL_ENGINE = "MXNet"
+
+
+@dataclass(frozen=True)
+class ModelSource:
+    """A model URL resolved to a local directory (what registration needs from a URL)."""
+
+    url: str  # the URL as registered
+    model_dir: Path  # absolute; after the nested-folder and single-inner-archive rules
+    artifact_name: str  # URL file name without archive extension: the §4.4 prefix
+    arguments: Mapping[str, str]  # the URL's query arguments, decoded
+    entry_point: str | None  # the .py file the URL names, absolute; else None
+    owned_paths: tuple[Path, ...]  # cache dirs release() deletes; never a user's own dir
+
+
+def url_hash(text: str) -> str:
+    """Spec §4.1: lower-case hex of the first 20 bytes of SHA-256 (40 characters)."""
+    return hashlib.sha256(text.encode("utf-8", "surrogateescape")).hexdigest()[:40]
+
+
+# -- names and the allow-list ---------------------------------------------------------------
+
+
+def infer_model_name(url: str) -> str:
+    """The model name a URL implies when none is given (spec §4.2, examples there).
+
+    Raises ``IllegalArgument`` (409, as the spec's URI syntax error) if ``url`` cannot be
+    parsed as a URL.
+    """
+    try:
+        path = urlsplit(url).path
+    except ValueError:
+        raise IllegalArgument(f"Invalid url: {url}", status=409) from None
+    is_dir = path.endswith("/")
+    if is_dir:
+        path = path[:-1]
+    name = unquote(path.rsplit("/", 1)[-1])
+    if not is_dir:
+        if name.lower().endswith(".tar.gz"):
+            name = name[: -len(".tar.gz")]
+        else:
+            for suffix in _NAME_SUFFIXES:
+                if name.endswith(suffix):
+                    name = name[: -len(suffix)]
+                    break
+    return re.sub(r"[^A-Za-z0-9_]", "_", name)
+
+
+def check_url_allowed(url: str, config: ServerConfig) -> None:
+    """Raise ``Forbidden`` (403, naming the URL) unless a pattern of ``allowed_urls`` matches.
+
+    Patterns are full-match regexes. An invalid pattern matches nothing (it is logged), so a
+    typo narrows what registers rather than widening it. A URL no source can serve fails
+    first, whatever the patterns say: ``SourceError`` 400 "<scheme>: URLs are not supported"
+    (also for ``file:`` with a host and http URLs with credentials), ``IllegalArgument``
+    409 for an unparsable URL. No I/O.
+    """
+    _parse(url)
+    if not any(p.fullmatch(url) for p in _patterns(tuple(config.allowed_urls))):
+        raise Forbidden(f"URL is not allowed by allowed_urls: {url}")
+
+
+@lru_cache(maxsize=16)
+def _patterns(patterns: tuple[str, ...]) -> tuple[re.Pattern[str], ...]:
+    compiled = []
+    for pattern in patterns:
+        try:
+            compiled.append(re.compile(pattern))
+        except re.error as exc:
+            log.error("Ignoring invalid allowed_urls pattern %r: %s", pattern, exc)
+    return tuple(compiled)
+
+
+@dataclass(frozen=True)
+class _Url:
+    raw: str
+    scheme: str  # lower case; "" for a plain path
+    path: str  # local: the filesystem path; http: the URL path
+    query: str
+    fetch: str  # http: the URL to request (no fragment)
+
+
+def _parse(url: str) -> _Url:
+    m = re.match(r"([A-Za-z][A-Za-z0-9+.-]*):", url)
+    if m is None:
+        path, _, query = url.partition("?")
+        return _Url(url, "", path, query, "")
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        raise IllegalArgument(f"Invalid url: {url}", status=409) from None
+    scheme = m.group(1).lower()
+    if scheme == "file":
+        if parts.netloc not in ("", "localhost"):
+            raise SourceError(f"file: URLs with a host are not supported: {url}", status=400)
+        return _Url(url, scheme, unquote(parts.path), parts.query, "")
+    if scheme in ("http", "https"):
+        if parts.username is not None or parts.password is not None:
+            raise SourceError(f"Credentials in URLs are not supported: {url}", status=400)
+        return _Url(url, scheme, parts.path, parts.query, url.split("#", 1)[0])
+    raise SourceError(f"{scheme}: URLs are not supported: {url}", status=400)
+
+
+def _check_local_allowed(url: _Url, real: str, config: ServerConfig) -> None:
+    """Check the symlink-free absolute form of a local URL too (no ``..`` escapes)."""
+    prefix = ""
+    if url.scheme:
+        prefix = "file://" if url.raw[5:7] == "//" else "file:"
+    canonical = prefix + real + (f"?{url.query}" if url.query else "")
+    if canonical != url.raw:
+        try:
+            check_url_allowed(canonical, config)
+        except Forbidden:
+            raise Forbidden(
+                f"URL is not allowed by allowed_urls: {url.raw} (resolves to {canonical})"
+            ) from None
+
+
+def _local_info(url: _Url, config: ServerConfig) -> tuple[str, str]:
+    """(absolute path, kind) with kind "dir", "file" or a 4xx; blocking."""
+    path = os.path.abspath(url.path) if url.path else ""
+    try:
+        if not path:
+            raise FileNotFoundError(url.raw)
+        st = os.stat(path)
+        real = os.path.realpath(path)
+    except ValueError:
+        raise BadRequest(f"Invalid model url: {url.raw}") from None
+    except OSError:
+        raise ModelNotFound.invalid_url(url.raw) from None
+    _check_local_allowed(url, real, config)
+    if stat.S_ISDIR(st.st_mode):
+        return path, "dir"
+    if stat.S_ISREG(st.st_mode):
+        return path, "file"
+    raise SourceError(f"Not a regular file or directory: {url.raw}", status=400)
+
+
+# -- resolution -----------------------------------------------------------------------------
+
+
+async def resolve_model(url: str, config: ServerConfig) -> ModelSource:
+    """Resolve a model URL to a local directory (spec §4.1; module docstring for the rules).
+
+    ``check_url_allowed`` comes first, before any I/O. Raises a ``DjlError``
+    with a 4xx status for anything wrong with the URL or what it names: ``Forbidden``
+    (allowed_urls), ``ModelNotFound`` (404: missing local path),
+    ``SourceError`` (400 unsupported, corrupt or unsafe; 404 remote missing; 413 too large;
+    502/504 remote failures and timeouts). Whatever this call extracted or downloaded
+    before failing (or being cancelled) is released again, so nothing is left behind.
+    """
+    check_url_allowed(url, config)
+    parsed = _parse(url)
+    arguments = dict(parse_qsl(parsed.query, keep_blank_values=True))
+    owned: list[Path] = []
+    try:
+        entry_point = None
+        if parsed.scheme in ("", "file"):
+            path, kind = await trio.to_thread.run_sync(_local_info, parsed, config)
+            name = os.path.basename(path)
+            archive = archive_kind(name) if kind == "file" else None
+            if kind == "dir":
+                artifact, model_dir = name, await _unwrap(Path(path), config, owned)
+            elif archive is not None:
+                target = _repo_dir(config) / url_hash(path)
+                await _acquire(target, _extract_job(Path(path), target, archive, url, config))
+                owned.append(target)
+                artifact = strip_archive_suffix(name)
+                model_dir = await _unwrap(target, config, owned)
+            else:
+                artifact, model_dir = Path(name).stem, Path(path).parent
+                entry_point = path if name.endswith(".py") else None
+        else:
+            name = unquote(parsed.path.rsplit("/", 1)[-1])
+            archive = archive_kind(name)
+            if archive is None:
+                raise SourceError(
+                    f"Only archive URLs ({' '.join(ARCHIVE_SUFFIXES)}) are supported over http(s): "
+                    f"{url}",
+                    status=400,
+                )
+            target = _repo_dir(config) / url_hash(parsed.fetch)
+            await _acquire(target, _download_job(parsed.fetch, target, archive, config))
+            owned.append(target)
+            artifact = strip_archive_suffix(name)
+            model_dir = await _unwrap(target, config, owned)
+    except BaseException:
+        with trio.CancelScope(shield=True):
+            await _release_paths(owned)
+        raise
+    return ModelSource(
+        url=url,
+        model_dir=model_dir,
+        artifact_name=arguments.get("model_name") or artifact,
+        arguments=MappingProxyType(arguments),
+        entry_point=entry_point,
+        owned_paths=tuple(owned),
+    )
+
+
+def _repo_dir(config: ServerConfig) -> Path:
+    return Path(os.path.abspath(config.cache_dir)) / "cache" / "repo"
+
+
+def _limits(config: ServerConfig) -> Limits:
+    return Limits(config.archive_max_bytes, config.archive_max_entries, config.archive_max_ratio)
+
+
+async def _unwrap(model_dir: Path, config: ServerConfig, owned: list[Path]) -> Path:
+    """Spec §4.1 steps 3-4: a single top-level folder, then a single inner archive."""
+    model_dir = await trio.to_thread.run_sync(_nested_dir, model_dir)
+    inner = await trio.to_thread.run_sync(_single_archive, model_dir)
+    if inner is None:
+        return model_dir
+    kind = archive_kind(inner.name)
+    assert kind is not None
+    target = Path(os.path.abspath(config.cache_dir)) / "download" / url_hash(str(inner))
+    await _acquire(target, _extract_job(inner, target, kind, str(inner), config))
+    owned.append(target)
+    return await trio.to_thread.run_sync(_nested_dir, target)
+
+
+def _visible(directory: Path) -> list[Path]:
+    try:
+        return [p for p in directory.iterdir() if not p.name.startswith(".")]
+    except OSError:
+        return []
+
+
+def _nested_dir(directory: Path) -> Path:
+    entries = _visible(directory)
+    if len(entries) == 1 and entries[0].is_dir():
+        return entries[0]
+    return directory
+
+
+def _single_archive(directory: Path) -> Path | None:
+    entries = _visible(directory)
+    if len(entries) == 1 and archive_kind(entries[0].name) and entries[0].is_file():
+        return entries[0]
+    return None
+
+
+def _extract_job(
+    archive: Path, target: Path, kind: str, label: str, config: ServerConfig
+) -> Callable[[StopEvent], None]:
+    def job(stop: StopEvent) -> None:
+        extract_archive(archive, target, kind=kind, limits=_limits(config), label=label, stop=stop)
+
+    return job
+
+
+def _download_job(
+    url: str, target: Path, kind: str, config: ServerConfig
+) -> Callable[[StopEvent], None]:
+    def job(stop: StopEvent) -> None:
+        tmp = download_to_temp(
+            url,
+            target.parent,
+            config,
+            allow=lambda u: check_url_allowed(u, config),
+            stop=stop,
+            prefix=f".{target.name}.",
+        )
+        try:
+            extract_archive(tmp, target, kind=kind, limits=_limits(config), label=url, stop=stop)
+        finally:
+            tmp.unlink(missing_ok=True)
+
+    return job
+
+
+# -- shared cache directories -----------------------------------------------------------------
+
+
+@dataclass
+class _CacheDir:
+    #: Held while the directory is being produced or deleted.
+    lock: trio.Lock = field(default_factory=trio.Lock)
+    #: ModelSources of this process using the directory; release() deletes it at zero.
+    refs: int = 0
+
+
+# One entry per cache directory this process has used (a handful of bytes each).
+_CACHE: dict[str, _CacheDir] = {}
+
+
+async def _acquire(target: Path, produce: Callable[[StopEvent], None]) -> None:
+    """Make sure ``target`` exists, producing it at most once, and count one more user."""
+    entry = _CACHE.setdefault(str(target), _CacheDir())
+    async with entry.lock:
+        if not await trio.to_thread.run_sync(target.is_dir):
+            try:
+                await _in_thread(produce)
+            except OSError as exc:
+                raise SourceError(f"Cannot write to the cache {target}: {exc}", status=500) from exc
+        entry.refs += 1
+
+
+async def release(source: ModelSource) -> None:
+    """Delete the cache directories ``source`` owns once no other registration uses them.
+
+    Shielded: unregistering finishes its cleanup even when cancelled. Deletion errors are
+    logged, never raised (the model is gone either way).
+    """
+    with trio.CancelScope(shield=True):
+        await _release_paths(list(source.owned_paths))
+
+
+async def _release_paths(paths: list[Path]) -> None:
+    for path in reversed(paths):
+        entry = _CACHE.setdefault(str(path), _CacheDir())
+        async with entry.lock:
+            entry.refs = max(entry.refs - 1, 0)
+            if entry.refs == 0:
+                await trio.to_thread.run_sync(_delete, path)
+
+
+def _delete(path: Path) -> None:
+    # Rename first: a crash mid-delete must not leave a partial directory to be reused.
+    if not path.exists():
+        return
+    try:
+        trash = tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".del", dir=path.parent)
+    except OSError as exc:
+        log.warning("Cannot delete %s: %s", path, exc)
+        return
+    try:
+        os.rename(path, os.path.join(trash, "x"))
+    except OSError as exc:
+        if not isinstance(exc, FileNotFoundError):
+            log.warning("Cannot delete %s: %s", path, exc)
+    shutil.rmtree(trash, ignore_errors=True)
+
+
+async def _in_thread(fn: Callable[[StopEvent], T]) -> T:
+    """Run ``fn(stop)`` in a worker thread; on cancellation set ``stop`` and await cleanup.
+
+    ``fn`` checks ``stop`` between chunks (a download's socket is also shut down, waking a
+    blocked read) and removes its partial output before returning, so a cancelled
+    registration leaves nothing behind. The wait is bounded by ``_CLEANUP_WAIT_S`` (a
+    connect in progress may take up to the connect timeout); the thread still cleans up
+    when it returns.
+    """
+    stop = StopEvent()
+    finished = threading.Event()
+
+    def run() -> T:
+        try:
+            return fn(stop)
+        finally:
+            finished.set()
+
+    try:
+        return await trio.to_thread.run_sync(run, abandon_on_cancel=True)
+    except trio.Cancelled:
+        stop.set()
+        with trio.CancelScope(shield=True), trio.move_on_after(_CLEANUP_WAIT_S):
+            await trio.to_thread.run_sync(finished.wait, _CLEANUP_WAIT_S, abandon_on_cancel=True)
+        raise
+
+
+# -- engine inference -----------------------------------------------------------------------
+
+
+def infer_engine(
+    model_dir: Path,
+    artifact_name: str,
+    options: Mapping[str, str],
+    arguments: Mapping[str, str],
+) -> str:
+    """The engine of a model directory (spec §4.4 table; the first matching rule wins).
+
+    ``options`` are ``option.*`` keys without the prefix, ``arguments`` the other
+    serving.properties keys; ``engine`` among them wins. Raises ``ModelNotFound`` (404)
+    when nothing matches, ``SourceError`` (400) for a ``djl://`` model id. A handful of
+    ``stat`` calls: cheap enough for the event loop.
+    """
+    if arguments.get("engine"):
+        return arguments["engine"]
+    d = Path(model_dir)
+    prefix = options.get("modelName") or artifact_name
+    model_id = options.get("model_id")
+
+    def has(*exts: str) -> bool:
+        return any((d / f"{p}{ext}").is_file() for ext in exts for p in (prefix, "model"))
+
+    if _is_sagemaker_model(d / "metadata.yaml"):
+        return "Python"
+    if model_id and model_id.startswith("djl://"):
+        raise SourceError(f"djl: URLs are not supported: {model_id}", status=400)
+    if (d / "MAR-INF").is_dir():
+        return "Python"
+    if has(".pt"):
+        return "PyTorch"
+    if (d / "config.pbtxt").is_file():
+        return "TritonServer"
+    if (d / "saved_model.pb").is_file():
+        return "TensorFlow"
+    if has(".onnx"):
+        return "OnnxRuntime"
+    if has(".json", ".xgb", ".bst"):
+        return "XGBoost"
+    if has(".skops", ".joblib", ".pkl", ".pickle", ".cloudpkl"):
+        return "Python"
+    if has(".py") or model_id or (d / "config.json").is_file():
+        return "Python"
+    params = re.compile(re.escape(prefix) + r"-\d{4}\.params")
+    if any(params.fullmatch(p.name) for p in _visible(d) if p.is_file()):
+        return DEFAULT_DJL_ENGINE
+    raise ModelNotFound.no_engine(str(model_dir))
+
+
+def _is_sagemaker_model(path: Path) -> bool:
+    """A SageMaker ``metadata.yaml`` with a custom schema or inference spec (spec §4.4 #1)."""
+    try:
+        if not path.is_file() or path.stat().st_size > 1024 * 1024:
+            return False
+        import yaml  # only SageMaker-format models need it
+
+        meta = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except Exception:  # an unreadable or invalid file is simply not a SageMaker spec
+        return False
+    required = ("Framework", "FrameworkVersion", "Model", "ModelType", "Version", "Task")
+    if not isinstance(meta, dict) or not all(k in meta for k in required):
+        return False
+    return "Schema" in meta or "InferenceSpec" in meta
+
+
+# -- workflow files -------------------------------------------------------------------------
+
+
+async def fetch_text(url: str, config: ServerConfig) -> str:
+    """The text of a workflow file from a local path, ``file:`` URL or http(s) URL.
+
+    Allow-list checked like a model URL; capped at the smaller of ``download_max_bytes``
+    and ``max_request_size`` (413). Missing local file: ``ModelNotFound`` (404); not UTF-8:
+    400; http errors as in ``resolve_model``.
+    """
+    check_url_allowed(url, config)
+    parsed = _parse(url)
+    cap = min(config.download_max_bytes, config.max_request_size)
+    if parsed.scheme in ("", "file"):
+        data = await trio.to_thread.run_sync(_read_local, parsed, config, cap)
+    else:
+        data = await _in_thread(
+            lambda stop: fetch_bytes(
+                parsed.fetch,
+                config,
+                max_bytes=cap,
+                allow=lambda u: check_url_allowed(u, config),
+                stop=stop,
+            )
+        )
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        raise SourceError(f"Not a UTF-8 text file: {url}", status=400) from None
+
+
+def _read_local(url: _Url, config: ServerConfig, cap: int) -> bytes:
+    path, kind = _local_info(url, config)
+    if kind != "file":
+        raise SourceError(f"Not a file: {url.raw}", status=400)
+    try:
+        with open(path, "rb") as f:
+            data = f.read(cap + 1)
+    except OSError:
+        raise ModelNotFound.invalid_url(url.raw) from None
+    if len(data) > cap:
+        raise SourceError(f"File exceeds {cap} bytes: {url.raw}", status=413)
+    return data
