@@ -202,7 +202,13 @@ def _coerce(name: str, value: str) -> Any:
     if isinstance(default, Path):
         return Path(value).expanduser()
     if name == "allowed_urls":
-        return tuple(p.strip() for p in value.split(",") if p.strip())
+        patterns = tuple(p.strip() for p in value.split(",") if p.strip())
+        for pattern in patterns:
+            try:
+                re.compile(pattern)
+            except re.error as exc:
+                raise ConfigError(f"Invalid allowed_urls pattern {pattern!r}: {exc}") from None
+        return patterns
     return value
 
 

@@ -618,3 +618,8 @@ def test_bad_integer_parameter(value: object) -> None:
 )  # fmt: skip
 def test_synchronous(value: object, expected: bool) -> None:
     assert from_query(url="u", synchronous=value).synchronous is expected
+
+
+def test_invalid_allowed_urls_pattern_aborts_startup():
+    with pytest.raises(ConfigError, match="Invalid allowed_urls pattern"):
+        load_server_config(env={}, overrides={"allowed_urls": "file:.*,http://(unclosed"})
