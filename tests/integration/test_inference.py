@@ -185,3 +185,20 @@ async def test_lower_x_priority_is_served_first(tmp_path):
             await trio.sleep(0.1)
             nursery.start_soon(call, "high", None, {"x-priority": "1"})
         assert finished == ["blocker", "high", "low-1", "low-2"]
+
+
+async def test_a_single_python_file_is_a_model(tmp_path):
+    script = tmp_path / "shout.py"
+    script.write_text(
+        "from djl_python import Output\n"
+        "def handle(inputs):\n"
+        "    if inputs.is_empty():\n"
+        "        return None\n"
+        "    return Output().add(inputs.get_as_string().upper())\n"
+    )
+    async with running_server(tmp_path) as server:
+        r = await server.client.post("/models", params={"url": f"file:{script}"})
+        assert r.status_code == 200, r.text
+        assert r.json() == {"status": 'Model "shout_py" registered.'}  # spec §4.2 keeps .py
+        r = await server.client.post("/predictions/shout_py", content=b"quiet", headers=TEXT)
+        assert r.text == "QUIET"
