@@ -62,7 +62,7 @@ class Model:
     pool: WorkerPool | None = None
     source: store.ModelSource | None = None
     config: ModelConfig | None = None
-    #: Set when loading failed: the model shows FAILED (or PENDING before a pool existed).
+    #: Set when loading failed: the model shows FAILED.
     load_error: DjlError | None = None
 
     @property
@@ -73,7 +73,9 @@ class Model:
     def status(self) -> ModelStatus:
         if self.pool is not None:
             return self.pool.status
-        if self.load_error is not None and self.config is not None:
+        # DJL leaves a model whose download failed PENDING forever, so /ping never reports
+        # it; any failed load is FAILED here.
+        if self.load_error is not None:
             return ModelStatus.FAILED
         return ModelStatus.PENDING
 
@@ -88,6 +90,10 @@ class Workflow:
     #: The parsed workflow file; None for a single-model workflow.
     spec: Any = None
     loaded_at_startup: bool = False
+    #: True while its models load; False once that finished, however it ended.
+    loading: bool = False
+    #: Set when it leaves the registry (unregistered or rolled back).
+    removed: bool = False
 
     @property
     def single_model(self) -> Model | None:
@@ -219,8 +225,21 @@ class ModelManager:
             log.error("loading %s failed: %s", workflow.name, exc.message)
 
     async def _load_workflow(self, workflow: Workflow) -> None:
-        for model in workflow.models.values():
-            await self._load_model(model)
+        workflow.loading = True
+        try:
+            for model in workflow.models.values():
+                if workflow.removed:
+                    break
+                await self._load_model(model)
+        finally:
+            workflow.loading = False
+            if workflow.removed:
+                # Unregistered while its models loaded (_remove leaves them to us, so as not
+                # to release a source or pool mid-load): release what was loaded, or the
+                # worker pool would outlive its workflow.
+                with trio.CancelScope(shield=True):
+                    for model in workflow.models.values():
+                        await self._release(model)
 
     async def _load_model(self, model: Model) -> None:
         """Resolve, configure and start (or share) the model's worker pool (spec §4.7)."""
@@ -329,11 +348,14 @@ class ModelManager:
             await self._remove(workflow)
 
     async def _remove(self, workflow: Workflow) -> None:
+        workflow.removed = True
         endpoint = self.endpoints.get(workflow.name)
         if endpoint is not None and workflow in endpoint.versions:
             endpoint.versions.remove(workflow)
             if not endpoint.versions:
                 del self.endpoints[workflow.name]
+        if workflow.loading:
+            return  # _load_workflow releases its models when the load in flight ends
         for model in workflow.models.values():
             await self._release(model)
 

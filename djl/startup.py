@@ -13,6 +13,7 @@ from pathlib import Path
 
 from djl.config import RegisterParams, ServerConfig
 from djl.registry import ModelManager
+from djl.store import infer_model_name
 from djl.workflow.spec import load_workflow, workflow_file_of
 
 log = logging.getLogger("djl.startup")
@@ -59,15 +60,22 @@ def startup_entries(config: ServerConfig) -> list[StartupEntry]:
         return []
     children = sorted(p for p in store.iterdir() if not p.name.startswith("."))
     candidates = [p for p in children if p.is_dir() or p.name.lower().endswith(_ARCHIVES)]
+    # Spec §4.5: a store entry maps to `<inferred name>=file:<dir>/`, so the folder names
+    # a workflow folder's endpoint too (not the "name" inside its workflow.json).
     if len(candidates) != len(children):
-        return [StartupEntry(url=f"file:{store.resolve()}/")]
+        return [_store_entry(store)]
     entries = []
     for path in candidates:
         if path.is_dir() and any(path.iterdir()):
-            entries.append(StartupEntry(url=f"file:{path.resolve()}/"))
+            entries.append(_store_entry(path))
         else:
             log.warning("Skipping %s in the model store: only non-empty folders load", path)
     return entries
+
+
+def _store_entry(path: Path) -> StartupEntry:
+    url = f"file:{path.resolve()}/"
+    return StartupEntry(url=url, name=infer_model_name(url))
 
 
 async def load_startup_models(manager: ModelManager, config: ServerConfig) -> None:

@@ -181,6 +181,7 @@ async def test_lower_x_priority_is_served_first(tmp_path):
             nursery.start_soon(call, "blocker", {"action": "sleep", "seconds": "1"})
             await trio.sleep(0.3)  # the worker is busy with the blocker now
             nursery.start_soon(call, "low-1", None, {"x-priority": "5"})
+            await trio.sleep(0.1)  # equal priorities leave in arrival order (FIFO)
             nursery.start_soon(call, "low-2", None, {"x-priority": "5"})
             await trio.sleep(0.1)
             nursery.start_soon(call, "high", None, {"x-priority": "1"})

@@ -297,3 +297,15 @@ async def test_failed_async_registration_stays_listed_as_failed(tmp_path):
         assert r.json()["message"] == "Model is not ready: failinit"
         assert (await c.delete("/models/failinit")).status_code == 200
         assert (await c.get("/ping")).status_code == 200
+
+
+async def test_async_registration_of_a_missing_source_turns_failed(tmp_path):
+    async with running_server(tmp_path) as server:
+        c = server.client
+        r = await c.post("/models", params={"url": f"file:{tmp_path}/absent.zip",
+                                            "model_name": "gone", "synchronous": "false"})
+        assert r.status_code == 202
+        with trio.fail_after(30):
+            while (await c.get("/ping")).status_code != 500:
+                await trio.sleep(0.05)
+        assert (await c.get("/models")).json()["models"][0]["status"] == "FAILED"
