@@ -116,6 +116,15 @@ class Endpoint:
             return next((w for w in self.versions if w.version is None), None)
         return None
 
+    def select(self, version: str | None) -> list[Workflow]:
+        """One version, or every version when ``version`` is None (describe/scale/delete)."""
+        if version is None:
+            return list(self.versions)
+        workflow = self.find(version)
+        if workflow is None:
+            raise ModelNotFound.model_or_workflow(self.name)
+        return [workflow]
+
     def next_version(self) -> Workflow:
         """Round-robin across versions (spec §3.4)."""
         return self.versions[next(self._turn) % len(self.versions)]
@@ -332,18 +341,9 @@ class ModelManager:
     # -- unregister --------------------------------------------------------------------
     async def unregister(self, name: str, version: str | None = None) -> None:
         """DELETE: one version, or all of them (spec §2.9)."""
-        endpoint = self.endpoints.get(name)
-        if endpoint is None:
-            raise ModelNotFound.model_or_workflow(name)
-        if version is not None:
-            workflow = endpoint.find(version)
-            if workflow is None:
-                raise ModelNotFound.model_or_workflow(name)
-            targets = [workflow]
-        else:
-            targets = list(endpoint.versions)
-            if name in self.startup_names:
-                self.startup_names.remove(name)
+        targets = self.endpoint(name).select(version)
+        if version is None and name in self.startup_names:
+            self.startup_names.remove(name)
         for workflow in targets:
             await self._remove(workflow)
 
@@ -414,14 +414,7 @@ class ModelManager:
         self, name: str, version: str | None, min_workers: int | None,
         max_workers: int | None, device: str | None,
     ) -> list[Workflow]:
-        endpoint = self.endpoint(name)
-        if version is not None:
-            workflow = endpoint.find(version)
-            if workflow is None:
-                raise ModelNotFound.model_or_workflow(name)
-            targets = [workflow]
-        else:
-            targets = list(endpoint.versions)
+        targets = self.endpoint(name).select(version)
         for workflow in targets:
             for model in workflow.models.values():
                 if model.status is not ModelStatus.READY or model.pool is None:
