@@ -39,6 +39,9 @@ RESPONSE = 2
 CHUNK = 3
 ERROR = 4
 
+#: The priority of a request without ``x-priority`` (spec §3.4); its lane is kept.
+DEFAULT_PRIORITY = 3
+
 #: Largest frame either side accepts; a larger length prefix means a corrupt stream.
 MAX_FRAME = (1 << 31) - 1
 
@@ -147,6 +150,7 @@ cdef class JobQueue:
     cpdef list take(self, Py_ssize_t max_items):
         """Remove and return up to ``max_items`` live jobs, best priority first."""
         cdef list out = []
+        cdef list emptied = None
         cdef Job job
         if self._live == 0 or max_items <= 0:
             return out
@@ -158,8 +162,17 @@ cdef class JobQueue:
                     job.queued = False
                     self._live -= 1
                     out.append(job)
+            if not lane and priority != DEFAULT_PRIORITY:
+                # Lanes come from a client header: drop empty ones so they cannot pile up.
+                if emptied is None:
+                    emptied = []
+                emptied.append(priority)
             if len(out) >= max_items:
                 break
+        if emptied is not None:
+            for priority in emptied:
+                del self._lanes[priority]
+                self._priorities.remove(priority)
         return out
 
     cpdef list drain(self):
@@ -483,9 +496,13 @@ cdef class FrameDecoder:
             raise StopIteration
         view = self._buf
         length = _get_u32(view, self._start)
-        if length < 1 or length > <uint32_t>self.max_frame:
+        if length < 1:
+            raise FrameError("empty frame: a frame holds at least its kind byte")
+        if length > <uint32_t>self.max_frame:
             raise FrameError(f"frame of {length} bytes exceeds the limit of {self.max_frame}")
         if avail < 4 + <Py_ssize_t>length:
+            # Release the buffer export first: a bytearray cannot shrink while viewed.
+            view = None
             self._compact()
             raise StopIteration
         kind = view[self._start + 4]
@@ -517,11 +534,13 @@ def split_batch(Py_ssize_t n, list keys, list values):
         if key is None or not key.startswith("batch_"):
             raise TranslateError.unexpected_key(str(key))
         head, dot, name = key.partition(".")
-        try:
-            index = int(head[6:])
-        except ValueError:
-            raise TranslateError.unexpected_key(key) from None
-        if not dot or index < 0 or index >= n or out[index] is not None:
+        digits = head[6:]
+        # ASCII digits only, as djl.io reads them: int() would also take " 1", "+1" and
+        # "1_0"; compared as a Python int first, so a huge index cannot overflow.
+        if not dot or not digits.isascii() or not digits.isdigit() or int(digits) >= n:
+            raise TranslateError.unexpected_key(key)
+        index = int(digits)
+        if out[index] is not None:
             raise TranslateError.unexpected_key(key)
         out[index] = (name if name else "data", value)
     return out

@@ -36,6 +36,8 @@ STOPPED_LISTED_S = 60.0
 #: Restart back-off after a crash: BASE × 2^(n-1), capped.
 RESTART_BACKOFF_BASE_S = 0.2
 RESTART_BACKOFF_MAX_S = 10.0
+#: A worker that lived this long before dying resets the back-off.
+BACKOFF_RESET_S = 60.0
 
 
 class ModelStatus(enum.Enum):
@@ -58,6 +60,13 @@ class WorkerGroup:
 
     def permanent(self) -> list[Worker]:
         return [w for w in self.running() if w.permanent]
+
+    def occupied(self) -> list[Worker]:
+        """Workers whose process may still exist: what ``max_workers`` bounds. A worker that
+        died is STOPPED at once but holds its slot until its process is reaped; counting
+        only running workers let a submit start a temporary worker in that window, and
+        the permanent replacement then passed max_workers."""
+        return [w for w in self.workers if not w.process_gone]
 
     def purge(self, now: float) -> None:
         self.workers = [
@@ -110,6 +119,10 @@ class WorkerPool:
         #: Workers parked in next_batch wait here; every put wakes one.
         self._lot = trio.lowlevel.ParkingLot()
         self._idle = 0
+        #: Worker slots on their way that are not listed yet: a scale-up scheduled with
+        #: start_soon, or a crashed permanent worker in its restart back-off. While > 0
+        #: no further scale-up starts, so a burst of submits cannot overshoot max_workers.
+        self._pending_workers = 0
         #: Set when unregister begins: no new jobs are accepted.
         self._closing = False
         self._nursery: trio.Nursery | None = None
@@ -202,6 +215,11 @@ class WorkerPool:
                 return None
             batch = self.queue.take(size)
             if batch:
+                # The jobs are the worker's from here on: if it is killed while the batch
+                # fills, Worker.run's finally answers them (503) instead of losing them, and
+                # scale-down lets it finish rather than kill it (BUSY is never killed).
+                worker.inflight = batch
+                worker.state = WorkerState.BUSY
                 break
             worker.state = WorkerState.IDLE
             self._idle += 1
@@ -229,7 +247,9 @@ class WorkerPool:
                 if scope.cancelled_caught:
                     batch.extend(self.queue.take(size - len(batch)))
                     break
-        return [job for job in batch if not job.cancelled]
+        batch = [job for job in batch if not job.cancelled]
+        worker.inflight = batch
+        return batch
 
     def batch_done(self, worker: Worker, size: int) -> None:
         self._batches += 1
@@ -248,17 +268,18 @@ class WorkerPool:
         running = self.running_workers()
         if not force and running and len(self.queue) <= 2 * self.config.batch_size:
             return
-        if running and any(w.state is WorkerState.STARTING for w in running):
+        if self._pending_workers or any(w.state is WorkerState.STARTING for w in running):
             return  # one scale-up at a time; the starting worker will take the load
         best = max(
             self.groups.values(),
-            key=lambda g: g.max_workers - len(g.running()),
+            key=lambda g: g.max_workers - len(g.occupied()),
             default=None,
         )
-        if best is None or len(best.running()) >= best.max_workers:
+        if best is None or len(best.occupied()) >= best.max_workers:
             return
         log.info("scaling up %s on %s: %d queued", self.model_id, best.device, len(self.queue))
-        self._nursery.start_soon(self._keep_worker, best, False)
+        self._pending_workers += 1
+        self._nursery.start_soon(self._keep_worker, best, False, True)
 
     async def scale(self, min_workers: int | None, max_workers: int | None,
                     device: Device | None = None) -> None:
@@ -298,19 +319,24 @@ class WorkerPool:
             worker.kill()
 
     async def _keep_worker(
-        self, group: WorkerGroup, permanent: bool,
+        self, group: WorkerGroup, permanent: bool, pending: bool = False,
         *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
     ) -> None:
         """Run one worker slot: start a worker, and replace it while it keeps dying.
 
         The first start's load failure propagates to the caller of ``nursery.start``.
+        ``pending``: the slot was counted in ``_pending_workers`` by ``_maybe_scale_up``.
         """
         started = False
         restarts = 0
         while True:
             worker = Worker(self, group, permanent)
-            group.purge(trio.current_time())
+            born = trio.current_time()
+            group.purge(born)
             group.workers.append(worker)
+            if pending:
+                self._pending_workers -= 1  # listed (STARTING) from now on
+                pending = False
             try:
                 if started:
                     await worker.run()
@@ -328,10 +354,15 @@ class WorkerPool:
                 return
             if not permanent or len(group.permanent()) >= group.min_workers:
                 return
-            restarts += 1
+            # A worker that served a good while before dying starts the back-off afresh.
+            restarts = 1 if trio.current_time() - born >= BACKOFF_RESET_S else restarts + 1
             delay = min(RESTART_BACKOFF_MAX_S, RESTART_BACKOFF_BASE_S * 2 ** (restarts - 1))
             log.warning("restarting worker for %s in %.1fs", self.model_id, delay)
-            await trio.sleep(delay)
+            self._pending_workers += 1  # the replacement is on its way: no scale-up for it
+            try:
+                await trio.sleep(delay)
+            finally:
+                self._pending_workers -= 1
             if self._closing or len(group.permanent()) >= group.min_workers:
                 return
 

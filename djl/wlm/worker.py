@@ -38,6 +38,8 @@ log = logging.getLogger("djl.worker")
 RECV_SIZE = 1 << 20
 #: How long a process gets to exit by itself after its channel closes, then after SIGTERM.
 STOP_GRACE_S = 2.0
+#: How long the log forwarders may keep reading after the process has exited.
+LOG_DRAIN_S = 1.0
 #: Bound on a streamed response's chunks waiting for a slow HTTP client.
 STREAM_BUFFER = 64
 
@@ -115,6 +117,9 @@ class Worker:
         #: The jobs sent to the process and not yet answered.
         self.inflight: list[_batch.Job] = []
         self.pid: int | None = None
+        #: True once the process has been reaped. Until then the worker occupies a slot
+        #: of its group's max_workers even when STOPPED (see WorkerGroup.occupied).
+        self.process_gone = False
         self._cancel_scope = trio.CancelScope()
 
     @property
@@ -138,7 +143,8 @@ class Worker:
         command = self.pool.command
         parent, child = socket.socketpair()
         process: trio.Process | None = None
-        stream: trio.SocketStream | None = None
+        channel: trio.SocketStream | socket.socket = parent
+        failure: BaseException | None = None
         try:
             with self._cancel_scope:
                 try:
@@ -152,35 +158,67 @@ class Worker:
                         env=self._environment(),
                         start_new_session=True,
                     )
+                except OSError as exc:  # e.g. option.pythonExecutable does not exist
+                    failure = ModelLoadError(f"Cannot start the worker process: {exc}")
+                    raise failure from None
                 finally:
                     child.close()
                 self.pid = process.pid
-                stream = trio.SocketStream(trio.socket.from_stdlib_socket(parent))
+                channel = stream = trio.SocketStream(trio.socket.from_stdlib_socket(parent))
                 decoder = _batch.FrameDecoder(max_frame=self._max_frame())
-                async with trio.open_nursery() as nursery:
-                    nursery.start_soon(self._forward_logs, process.stdout, logging.INFO)
-                    nursery.start_soon(self._forward_logs, process.stderr, logging.WARNING)
-                    await self._initialise(stream, decoder, process)
-                    self.state = WorkerState.IDLE
-                    self.last_active = trio.current_time()
-                    task_status.started()
-                    await self._serve(stream, decoder)
-                    nursery.cancel_scope.cancel()
-            if self.exit_reason is None:
-                self.exit_reason = ExitReason.CANCELLED
-        except ModelLoadError:
-            self.exit_reason = ExitReason.LOAD_FAILED
-            raise
-        except (WorkerDied, FrameError, trio.BrokenResourceError, trio.ClosedResourceError) as exc:
-            self.exit_reason = ExitReason.DIED
-            log.error("worker %s died: %s", self.label, exc)
-            self._fail_inflight(exc if isinstance(exc, DjlError) else WorkerDied(str(exc)))
+                # The log forwarders outlive the serving below, so the last lines a
+                # crashing process writes (its traceback) still reach the log.
+                async with trio.open_nursery() as logs:
+                    logs.start_soon(self._forward_logs, process.stdout, logging.INFO)
+                    logs.start_soon(self._forward_logs, process.stderr, logging.WARNING)
+                    # Failures are caught inside the nursery body: trio would wrap them in
+                    # an ExceptionGroup on the way out.
+                    try:
+                        await self._initialise(stream, decoder, process)
+                        self.state = WorkerState.IDLE
+                        self.last_active = trio.current_time()
+                        task_status.started()
+                        await self._serve(stream, decoder)
+                    except (ModelLoadError, WorkerDied, FrameError, trio.BrokenResourceError,
+                            trio.ClosedResourceError) as exc:
+                        failure = exc
+                    except Exception as exc:  # a bug of ours: lose this worker, not the model
+                        log.exception("worker %s failed unexpectedly", self.label)
+                        failure = WorkerDied(f"Worker failed: {type(exc).__name__}: {exc}")
+                    finally:
+                        self._end(failure)
+                        with trio.CancelScope(shield=True):
+                            await self._stop(process, channel, self._broken)
+                        self.process_gone = True
+                        logs.cancel_scope.deadline = trio.current_time() + LOG_DRAIN_S
         finally:
-            self.state = WorkerState.STOPPED
-            self.stopped_at = trio.current_time()
-            self._fail_inflight(WlmError.shutting_down())
-            with trio.CancelScope(shield=True):
-                await self._stop(process, stream if stream is not None else parent)
+            if not self.process_gone:  # the spawn itself failed or was cancelled
+                self._end(failure)
+                with trio.CancelScope(shield=True):
+                    await self._stop(process, channel, True)
+                self.process_gone = True
+        if isinstance(failure, ModelLoadError):
+            raise failure
+
+    @property
+    def _broken(self) -> bool:
+        return self.exit_reason in (ExitReason.DIED, ExitReason.LOAD_FAILED)
+
+    def _end(self, failure: BaseException | None) -> None:
+        """Record how the worker ended and answer every job it still holds."""
+        if isinstance(failure, ModelLoadError):
+            self.exit_reason = ExitReason.LOAD_FAILED
+        elif failure is not None:
+            self.exit_reason = ExitReason.DIED
+            log.error("worker %s died: %s", self.label, failure)
+            self._fail_inflight(
+                failure if isinstance(failure, DjlError) else WorkerDied(str(failure))
+            )
+        elif self.exit_reason is None:
+            self.exit_reason = ExitReason.CANCELLED
+        self.state = WorkerState.STOPPED
+        self.stopped_at = trio.current_time()
+        self._fail_inflight(WlmError.shutting_down())
 
     # -- start-up ----------------------------------------------------------------------
     def _environment(self) -> dict[str, str]:
@@ -355,8 +393,12 @@ class Worker:
             job.set_error(error)
 
     # -- stopping ----------------------------------------------------------------------
-    async def _stop(self, process: trio.Process | None, channel: object) -> None:
-        """Close the channel (the runtime exits on EOF), then SIGTERM, then SIGKILL."""
+    async def _stop(self, process: trio.Process | None, channel: object, kill: bool = False
+                    ) -> None:
+        """Close the channel (the runtime exits on EOF), then SIGTERM, then SIGKILL.
+
+        ``kill``: the worker is broken (crash, timeout, failed load): SIGKILL at once.
+        """
         try:
             if isinstance(channel, trio.SocketStream):
                 await channel.aclose()
@@ -366,6 +408,8 @@ class Worker:
             pass
         if process is None:
             return
+        if kill and process.returncode is None:
+            self._signal(process, signal.SIGKILL)
         with trio.move_on_after(STOP_GRACE_S):
             await process.wait()
             return

@@ -1,6 +1,7 @@
 """A test model whose behaviour each request picks with its ``action`` query parameter."""
 
 import os
+import sys
 import time
 
 from djl_python import Input, Output
@@ -22,6 +23,10 @@ def handle(inputs: Input):
         raise MemoryError("out of memory in handler")
     if action == "exit":
         os._exit(3)
+    if action == "die_loudly":
+        sys.stderr.write("Traceback: last words before dying\n")
+        sys.stderr.flush()
+        os._exit(4)
     if action == "sleep":
         time.sleep(float(first.get_as_string("seconds")))
     if action == "header":

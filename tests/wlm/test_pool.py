@@ -1,0 +1,686 @@
+"""WorkerPool in virtual time (spec §5.2-§5.6, §6.9): no processes are spawned.
+
+``next_batch`` is driven with a stand-in that has the attributes it reads; the scaling,
+restart and shutdown tests run ``WorkerPool.run`` with ``SimWorker`` in place of
+``djl.wlm.worker.Worker``: it pulls batches like the real one and "serves" each by
+sleeping, under pytest-trio's ``autojump_clock``, so a 60 s idle timeout costs nothing.
+"""
+
+from __future__ import annotations
+
+import itertools
+from pathlib import Path
+
+import pytest
+import trio
+import trio.testing
+
+from djl.config import RegisterParams, ServerConfig, build_model_config
+from djl.errors import WlmError
+from djl.io import Input
+from djl.wlm import pool as pool_module
+from djl.wlm.devices import Device
+from djl.wlm.pool import (
+    BACKOFF_RESET_S,
+    RESTART_BACKOFF_BASE_S,
+    ModelStatus,
+    WorkerPool,
+)
+from djl.wlm.worker import ExitReason, WorkerCommand, WorkerDied, WorkerState
+
+CPU = Device("cpu", -1)
+
+
+def make_pool(
+    *, batch_size: int = 1, delay_ms: int = 100, idle_s: int = 60, queue: int = 1000,
+    min_workers: int = 1, max_workers: int = 1, retry_threshold: int = 3,
+) -> WorkerPool:
+    params = RegisterParams(
+        url="file:/models/m", batch_size=batch_size, max_batch_delay_ms=delay_ms,
+        max_idle_time_s=idle_s, job_queue_size=queue, min_workers=min_workers,
+        max_workers=max_workers,
+    )
+    config = build_model_config(ServerConfig(retry_threshold=retry_threshold), {}, params)
+    command = WorkerCommand(
+        python="python", model_dir=Path("/nonexistent"), entry_point="model.py",
+        init_properties={},
+    )
+    return WorkerPool("m", None, config, command, [CPU])
+
+
+def ready_pool(**kwargs) -> WorkerPool:
+    """A pool whose ``run`` is not running: only submit/next_batch are exercised."""
+    pool = make_pool(**kwargs)
+    pool.status = ModelStatus.READY
+    return pool
+
+
+def request(name: str, **properties: str) -> Input:
+    inp = Input({"name": name, **properties})
+    inp.add(name.encode())
+    return inp
+
+
+def names(batch) -> list[str]:
+    return [job.input.properties["name"] for job in batch]
+
+
+class Puller:
+    """The attributes of a Worker that ``WorkerPool.next_batch`` reads and writes."""
+
+    def __init__(self, permanent: bool = True) -> None:
+        self.permanent = permanent
+        self.retiring = False
+        self.state = WorkerState.IDLE
+        self.last_active = trio.current_time()
+        self.inflight: list = []
+        self.label = "m/puller"
+        self.running = True
+
+
+# -- batch aggregation (spec §5.5) ---------------------------------------------------------
+
+
+async def test_batch_size_one_never_waits(autojump_clock):
+    pool = ready_pool(batch_size=1, delay_ms=10_000)
+    worker = Puller()
+    for i in range(3):
+        pool.submit(request(f"j{i}"))
+    start = trio.current_time()
+    for i in range(3):
+        assert names(await pool.next_batch(worker)) == [f"j{i}"]
+    assert trio.current_time() == start  # not a moment of max_batch_delay spent
+
+
+async def test_full_batch_from_the_queue_goes_at_once_then_the_rest_waits(autojump_clock):
+    pool = ready_pool(batch_size=4, delay_ms=100)
+    worker = Puller()
+    for i in range(6):
+        pool.submit(request(f"j{i}"))
+    start = trio.current_time()
+    assert names(await pool.next_batch(worker)) == ["j0", "j1", "j2", "j3"]
+    assert trio.current_time() == start
+    assert names(await pool.next_batch(worker)) == ["j4", "j5"]
+    assert trio.current_time() - start == pytest.approx(0.1)
+    assert len(pool.queue) == 0
+
+
+async def test_a_lone_job_waits_exactly_max_batch_delay(autojump_clock):
+    pool = ready_pool(batch_size=8, delay_ms=200)
+    pool.submit(request("only"))
+    start = trio.current_time()
+    assert names(await pool.next_batch(Puller())) == ["only"]
+    assert trio.current_time() - start == pytest.approx(0.2)
+
+
+async def test_arrivals_join_within_the_budget_and_not_after(autojump_clock):
+    """One budget for the whole batch, from the first job: not reset per arrival."""
+    pool = ready_pool(batch_size=8, delay_ms=100)
+    start = trio.current_time()
+    pool.submit(request("t0"))
+
+    async def arrivals():
+        for at in (0.03, 0.06, 0.099, 0.15):
+            await trio.sleep_until(start + at)
+            pool.submit(request(f"t{at}"))
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(arrivals)
+        batch = await pool.next_batch(Puller())
+        assert trio.current_time() - start == pytest.approx(0.1)
+    assert names(batch) == ["t0", "t0.03", "t0.06", "t0.099"]
+    assert names(pool.queue.take(10)) == ["t0.15"]
+
+
+async def test_a_batch_that_fills_goes_before_the_budget_ends(autojump_clock):
+    pool = ready_pool(batch_size=3, delay_ms=1000)
+    start = trio.current_time()
+    pool.submit(request("a"))
+
+    async def arrivals():
+        await trio.sleep(0.01)
+        pool.submit(request("b"))
+        pool.submit(request("c"))
+        pool.submit(request("d"))
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(arrivals)
+        batch = await pool.next_batch(Puller())
+    assert names(batch) == ["a", "b", "c"]
+    assert trio.current_time() - start == pytest.approx(0.01)
+    assert len(pool.queue) == 1
+
+
+async def test_the_delay_budget_starts_with_the_first_job(autojump_clock):
+    """A permanent worker waits for its first job without a timeout (step 1)."""
+    pool = ready_pool(batch_size=2, delay_ms=100)
+    start = trio.current_time()
+
+    async def late():
+        await trio.sleep(500)
+        pool.submit(request("late"))
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(late)
+        batch = await pool.next_batch(Puller())
+    assert names(batch) == ["late"]
+    assert trio.current_time() - start == pytest.approx(500.1)
+
+
+async def test_batch_is_in_priority_order(autojump_clock):
+    pool = ready_pool(batch_size=4, delay_ms=50)
+    for name, priority in [("p3", 3), ("p1", 1), ("p9", 9), ("p0", 0)]:
+        pool.submit(request(name), priority)
+    assert names(await pool.next_batch(Puller())) == ["p0", "p1", "p3", "p9"]
+
+
+async def test_jobs_whose_client_left_are_dropped(autojump_clock):
+    """Step 5: cancelled jobs never reach the engine, queued or already collected."""
+    pool = ready_pool(batch_size=4, delay_ms=100)
+    a = pool.submit(request("a"))
+    gone = pool.submit(request("gone-while-queued"))
+    pool.discard(gone)
+    assert len(pool.queue) == 1
+    start = trio.current_time()
+
+    async def client_leaves():
+        await trio.sleep(0.05)
+        b = pool.submit(request("b"))
+        await trio.sleep(0.01)
+        pool.discard(a)  # already collected into the forming batch
+        assert not b.cancelled
+
+    worker = Puller()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(client_leaves)
+        batch = await pool.next_batch(worker)
+    assert names(batch) == ["b"]
+    assert worker.inflight == batch
+    assert trio.current_time() - start == pytest.approx(0.1)
+
+
+async def test_a_batch_of_only_cancelled_jobs_is_empty(autojump_clock):
+    pool = ready_pool(batch_size=2, delay_ms=100)
+    job = pool.submit(request("a"))
+
+    async def leave():
+        await trio.sleep(0.01)
+        pool.discard(job)
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(leave)
+        assert await pool.next_batch(Puller()) == []
+
+
+async def test_a_collecting_worker_keeps_its_jobs_in_inflight(autojump_clock):
+    """Regression: a worker killed while its batch filled lost the jobs it had taken,
+    and their clients waited forever. They are its in-flight jobs from the first take,
+    which Worker.run's ``finally`` answers with 503."""
+    pool = ready_pool(batch_size=4, delay_ms=100)
+    job = pool.submit(request("a"))
+    worker = Puller()
+    with trio.move_on_after(0.05):
+        await pool.next_batch(worker)
+    assert worker.inflight == [job] and not job.finished()
+    assert worker.state is WorkerState.BUSY  # scale-down lets it finish, never kills it
+    assert len(pool.queue) == 0
+
+
+async def test_retiring_worker_or_closing_pool_gets_none(autojump_clock):
+    pool = ready_pool()
+    pool.submit(request("a"))
+    worker = Puller()
+    worker.retiring = True
+    assert await pool.next_batch(worker) is None
+    pool._closing = True
+    assert await pool.next_batch(Puller()) is None
+
+
+# -- idle scale-down (spec §5.5 step 1) -----------------------------------------------------
+
+
+async def test_temporary_worker_retires_after_max_idle_time(autojump_clock):
+    pool = ready_pool(idle_s=2)
+    worker = Puller(permanent=False)
+    start = trio.current_time()
+    assert await pool.next_batch(worker) is None
+    assert trio.current_time() - start == pytest.approx(2)
+    assert pool.statistics().idle_workers == 0
+
+
+async def test_temporary_worker_serves_a_job_then_retires_idle_from_then(autojump_clock):
+    pool = ready_pool(idle_s=2)
+    worker = Puller(permanent=False)
+    start = trio.current_time()
+
+    async def job_at(at: float):
+        await trio.sleep_until(start + at)
+        pool.submit(request("work"))
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(job_at, 1.5)
+        assert names(await pool.next_batch(worker)) == ["work"]
+    assert trio.current_time() - start == pytest.approx(1.5)
+    worker.last_active = trio.current_time()  # Worker._serve does this after the batch
+    assert await pool.next_batch(worker) is None
+    assert trio.current_time() - start == pytest.approx(3.5)
+
+
+async def test_permanent_worker_never_retires(autojump_clock):
+    pool = ready_pool(idle_s=1)
+    worker = Puller(permanent=True)
+    with trio.move_on_after(1000) as scope:
+        await pool.next_batch(worker)
+    assert scope.cancelled_caught
+    assert pool.statistics().idle_workers == 0
+
+
+async def test_parked_workers_count_as_idle_for_the_last_slot(autojump_clock):
+    """Spec §5.3: the last queue slot is usable only while some worker waits for work."""
+    pool = ready_pool(queue=2)
+    pool.submit(request("a"))
+    with pytest.raises(WlmError) as info:
+        pool.submit(request("b"))  # remaining 1, no idle worker
+    assert info.value.message == "Worker queue capacity exceeded for model: m"
+    assert info.value.status == 503
+    pool.queue.drain()
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(pool.next_batch, Puller())
+        await trio.testing.wait_all_tasks_blocked()
+        assert pool.statistics().idle_workers == 1
+        pool.submit(request("x"))
+        pool.submit(request("y"))  # remaining 1, but a worker is parked: accepted
+    assert pool.statistics().idle_workers == 0
+    assert names(list(pool.queue.take(5))) == ["y"]  # the worker took "x"
+    pool.submit(request("y2"))
+    with pytest.raises(WlmError):
+        pool.submit(request("z"))  # remaining 1 and the worker is gone
+
+
+# -- the pool with simulated workers --------------------------------------------------------
+
+_sim_ids = itertools.count(1000)
+
+
+class SimWorker:
+    """Stands in for djl.wlm.worker.Worker: same attributes, batches served by sleeping.
+
+    A job whose input has property ``crash`` kills the worker when served (like
+    ``os._exit`` in the model): its batch gets WorkerDied and ``exit_reason`` is DIED.
+    ``alive`` holds the workers whose "process" exists: from ``run`` until ``stop_s``
+    after they stopped (the real Worker kills and reaps its process in that window).
+    """
+
+    start_s = 0.5
+    serve_s = 1.0
+    stop_s = 0.0
+    alive: set[SimWorker] = set()
+    most_alive = 0
+    created: list[SimWorker] = []
+
+    def __init__(self, pool, group, permanent: bool) -> None:
+        self.id = next(_sim_ids)
+        self.pool = pool
+        self.group = group
+        self.permanent = permanent
+        self.state = WorkerState.STARTING
+        self.retiring = False
+        self.exit_reason: ExitReason | None = None
+        self.stopped_at: float | None = None
+        self.last_active = trio.current_time()
+        self.inflight: list = []
+        self.label = f"m/{self.id}"
+        self.process_gone = False
+        self.created_at = trio.current_time()
+        self.batches: list[int] = []
+        self._cancel_scope = trio.CancelScope()
+        SimWorker.created.append(self)
+
+    @property
+    def running(self) -> bool:
+        return self.state is not WorkerState.STOPPED
+
+    def kill(self) -> None:
+        self._cancel_scope.cancel()
+
+    async def run(self, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
+        SimWorker.alive.add(self)
+        SimWorker.most_alive = max(SimWorker.most_alive, len(SimWorker.alive))
+        try:
+            with self._cancel_scope:
+                await trio.sleep(self.start_s)
+                self.state = WorkerState.IDLE
+                self.last_active = trio.current_time()
+                task_status.started()
+                await self._serve()
+            if self.exit_reason is None:
+                self.exit_reason = ExitReason.CANCELLED
+        finally:
+            self.state = WorkerState.STOPPED
+            self.stopped_at = trio.current_time()
+            jobs, self.inflight = self.inflight, []
+            for job in jobs:
+                job.set_error(WlmError.shutting_down())
+            with trio.CancelScope(shield=True):
+                await trio.sleep(self.stop_s)
+            SimWorker.alive.discard(self)
+            self.process_gone = True
+
+    async def _serve(self) -> None:
+        while True:
+            batch = await self.pool.next_batch(self)
+            if batch is None:
+                self.exit_reason = ExitReason.RETIRED
+                return
+            if not batch:
+                continue
+            self.state = WorkerState.BUSY
+            self.inflight = batch
+            await trio.sleep(self.serve_s)
+            if any(job.input.properties.get("crash") for job in batch):
+                self.exit_reason = ExitReason.DIED
+                jobs, self.inflight = self.inflight, []
+                for job in jobs:
+                    job.set_error(WorkerDied("Python worker disconnected."))
+                return
+            for job in batch:
+                job.set_result((self.id, len(batch)))
+            self.batches.append(len(batch))
+            self.inflight = []
+            self.state = WorkerState.IDLE
+            self.last_active = trio.current_time()
+            self.pool.batch_done(self, len(batch))
+
+
+@pytest.fixture
+def sim(monkeypatch):
+    monkeypatch.setattr(pool_module, "Worker", SimWorker)
+    SimWorker.alive = set()
+    SimWorker.most_alive = 0
+    SimWorker.created = []
+    monkeypatch.setattr(SimWorker, "start_s", 0.5)
+    monkeypatch.setattr(SimWorker, "serve_s", 1.0)
+    monkeypatch.setattr(SimWorker, "stop_s", 0.0)
+    return SimWorker
+
+
+async def call(pool: WorkerPool, inp: Input):
+    """What ModelManager.call_model does: submit, wait, discard if we leave early."""
+    job = pool.submit(inp)
+    try:
+        await job.done.wait()
+    finally:
+        if not job.finished():
+            pool.discard(job)
+    if job.error is not None:
+        raise job.error
+    return job.result
+
+
+def listed(pool: WorkerPool) -> list[tuple[bool, str]]:
+    """(permanent, READY/UNLOADING) per listed worker, as describe would show them."""
+    pool.healthy()  # describe purges stale stopped workers first (spec §5.7)
+    return [
+        (w.permanent, "READY" if w.running and not w.retiring else "UNLOADING")
+        for w in pool.all_workers()
+    ]
+
+
+async def test_run_loads_min_workers_before_ready(autojump_clock, sim):
+    pool = make_pool(min_workers=2, max_workers=4)
+    start = trio.current_time()
+    async with trio.open_nursery() as nursery:
+        await nursery.start(pool.run)
+        assert pool.status is ModelStatus.READY
+        assert trio.current_time() - start == pytest.approx(2 * sim.start_s)
+        assert listed(pool) == [(True, "READY"), (True, "READY")]
+        await pool.aclose()
+    assert pool.closed.is_set() and not sim.alive
+
+
+async def test_scale_up_to_max_under_load_then_back_to_min_when_idle(autojump_clock, sim):
+    """Spec §5.2 step 4, §5.4, §5.5 step 1: temporary workers come with the queue and go
+    after max_idle_time; permanent ones stay."""
+    pool = make_pool(batch_size=1, min_workers=1, max_workers=3, idle_s=5)
+    results = []
+    async with trio.open_nursery() as nursery:
+        await nursery.start(pool.run)
+
+        async def client():
+            for i in range(8):
+                results.append(await call(pool, request(f"r{i}")))
+
+        load_start = trio.current_time()
+        async with trio.open_nursery() as clients:
+            for _ in range(8):
+                clients.start_soon(client)
+        load_end = trio.current_time()
+        assert len(results) == 64
+        assert sim.most_alive == 3  # max_worker reached, never passed
+        assert len({worker_id for worker_id, _ in results}) == 3
+        # 64 one-second jobs on up to 3 workers: well under the 64 s of one worker.
+        assert load_end - load_start < 30
+        assert sorted(listed(pool)) == [(False, "READY"), (False, "READY"), (True, "READY")]
+
+        temporary = [w for w in sim.created if not w.permanent]
+        await trio.sleep_until(max(w.last_active for w in temporary) + 5 + 0.001)
+        await trio.testing.wait_all_tasks_blocked()
+        assert all(w.exit_reason is ExitReason.RETIRED for w in temporary)
+        for w in temporary:
+            assert w.stopped_at - w.last_active == pytest.approx(5)
+        assert [w.permanent for w in pool.running_workers()] == [True]
+        # Stopped workers stay listed as UNLOADING (spec §5.7) and the model stays healthy.
+        assert sorted(listed(pool)) == [(False, "UNLOADING"), (False, "UNLOADING"),
+                                        (True, "READY")]
+        assert pool.healthy()
+
+        # An hour idle later the permanent worker is still there.
+        await trio.sleep(3600)
+        assert [w.permanent for w in pool.running_workers()] == [True]
+        assert listed(pool) == [(True, "READY")]  # stopped ones purged after 60 s
+        await pool.aclose()
+
+
+async def test_a_burst_of_submits_adds_one_worker_at_a_time(autojump_clock, sim):
+    """Regression: the scale-up task is started with start_soon, so until it ran no worker
+    was STARTING and every submit of a burst started another: 19 workers for max 3."""
+    pool = make_pool(batch_size=1, min_workers=1, max_workers=3)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(pool.run)
+        jobs = [pool.submit(request(f"b{i}")) for i in range(20)]
+        await trio.testing.wait_all_tasks_blocked()
+        assert len(pool.all_workers()) == 2
+        for job in jobs:
+            await job.done.wait()
+        assert sim.most_alive <= 3
+        assert all(job.error is None for job in jobs)
+        await pool.aclose()
+
+
+async def test_scaling_never_blocks_what_running_workers_can_serve(autojump_clock, sim):
+    """A worker that takes 100 s to start does not delay jobs the others can take."""
+    pool = make_pool(batch_size=1, min_workers=1, max_workers=2)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(pool.run)
+        sim.start_s = 100.0
+        start = trio.current_time()
+        async with trio.open_nursery() as clients:
+            for i in range(4):
+                clients.start_soon(call, pool, request(f"q{i}"))
+        assert trio.current_time() - start == pytest.approx(4 * sim.serve_s)
+        assert len(pool.all_workers()) == 2  # the slow one is still starting
+        await pool.aclose()
+
+
+async def test_crashed_worker_is_replaced_with_back_off(autojump_clock, sim):
+    """Spec §5.6/§6.9 [REC]: the crash's batch gets 503 at once; a permanent worker comes
+    back after RESTART_BACKOFF_BASE_S × 2^(n-1) while failures stay within the threshold."""
+    pool = make_pool(batch_size=1, min_workers=1, max_workers=1, retry_threshold=3)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(pool.run)
+        for n in range(1, 4):
+            [before] = pool.running_workers()
+            with pytest.raises(WorkerDied) as info:
+                await call(pool, request("boom", crash="1"))
+            assert info.value.status == 503 and info.value.type == "WlmException"
+            assert info.value.message == "Python worker disconnected."
+            died = trio.current_time()
+            await trio.testing.wait_all_tasks_blocked()  # the pool counts it after the 503
+            assert before.exit_reason is ExitReason.DIED and not before.running
+            assert pool.failures == n and pool.status is ModelStatus.READY
+            worker_id, _ = await call(pool, request("after"))
+            [after] = pool.running_workers()
+            assert worker_id == after.id != before.id
+            assert after.permanent
+            backoff = RESTART_BACKOFF_BASE_S * 2 ** (n - 1)
+            assert after.created_at - died == pytest.approx(backoff)
+        assert [state for _, state in listed(pool)] == ["UNLOADING"] * 3 + ["READY"]
+        await pool.aclose()
+
+
+async def test_back_off_starts_afresh_after_a_long_healthy_run(autojump_clock, sim):
+    """Crashes hours apart are unrelated: a worker that lived BACKOFF_RESET_S before dying
+    is replaced after the base delay, not after the grown one."""
+    pool = make_pool(batch_size=1, min_workers=1, max_workers=1, retry_threshold=5)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(pool.run)
+        for _ in range(2):  # two quick crashes grow the back-off to 2 × base
+            with pytest.raises(WorkerDied):
+                await call(pool, request("boom", crash="1"))
+            await call(pool, request("after"))
+        await trio.sleep(BACKOFF_RESET_S)
+        with pytest.raises(WorkerDied):
+            await call(pool, request("boom", crash="1"))
+        died = trio.current_time()
+        await call(pool, request("after"))
+        [after] = pool.running_workers()
+        assert after.created_at - died == pytest.approx(RESTART_BACKOFF_BASE_S)
+        await pool.aclose()
+
+
+async def test_no_extra_worker_while_a_dead_one_is_being_stopped(autojump_clock, sim):
+    """Regression: a dead worker is STOPPED before its process is reaped; a submit in
+    that window saw no running worker and started a temporary one, and the permanent
+    replacement then made two processes for max_worker=1."""
+    pool = make_pool(batch_size=1, min_workers=1, max_workers=1)
+    sim.stop_s = 1.0
+    async with trio.open_nursery() as nursery:
+        await nursery.start(pool.run)
+        with pytest.raises(WorkerDied):
+            await call(pool, request("boom", crash="1"))
+        died = trio.current_time()
+        worker_id, _ = await call(pool, request("during the stop"))
+        [replacement] = pool.running_workers()
+        assert worker_id == replacement.id and replacement.permanent
+        assert replacement.created_at - died == pytest.approx(1.0 + RESTART_BACKOFF_BASE_S)
+        assert sim.most_alive == 1
+        assert len(sim.created) == 2
+        await pool.aclose()
+
+
+async def test_failures_past_retry_threshold_turn_the_model_failed(autojump_clock, sim):
+    """Spec §6.9: failed > retry_threshold → FAILED; queued jobs and new requests get
+    503 "Model is not ready"; no replacement is started."""
+    pool = make_pool(batch_size=1, min_workers=1, max_workers=1, retry_threshold=1)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(pool.run)
+        with pytest.raises(WorkerDied):
+            await call(pool, request("boom", crash="1"))
+        assert pool.status is ModelStatus.READY  # 1 failure: within the threshold
+        outcomes = []
+
+        async def record(inp):
+            try:
+                outcomes.append(await call(pool, inp))
+            except WlmError as exc:
+                outcomes.append(exc.message)
+
+        async with trio.open_nursery() as clients:
+            clients.start_soon(record, request("boom", crash="1"))
+            await trio.testing.wait_all_tasks_blocked()
+            clients.start_soon(record, request("queued"))
+        assert pool.failures == 2 and pool.status is ModelStatus.FAILED
+        assert sorted(outcomes) == ["Model is not ready: m", "Python worker disconnected."]
+        with pytest.raises(WlmError) as info:
+            pool.submit(request("later"))
+        assert info.value.message == "Model is not ready: m" and info.value.status == 503
+        await trio.sleep(61)  # stopped workers are listed (and count) for 60 s
+        assert pool.running_workers() == [] and not sim.alive
+        assert not pool.healthy()
+        await pool.aclose()
+
+
+async def test_temporary_worker_crash_is_not_replaced(autojump_clock, sim):
+    pool = make_pool(batch_size=1, min_workers=0, max_workers=1)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(pool.run)
+        assert pool.all_workers() == []
+        # No worker at all: the job waits for the temporary worker its submit starts.
+        worker_id, _ = await call(pool, request("first"))
+        [temporary] = pool.all_workers()
+        assert worker_id == temporary.id and not temporary.permanent
+        with pytest.raises(WorkerDied):
+            await call(pool, request("boom", crash="1"))
+        await trio.sleep(10)
+        assert pool.running_workers() == [] and pool.failures == 1
+        await pool.aclose()
+
+
+async def test_aclose_answers_queued_and_inflight_jobs(autojump_clock, sim):
+    """Unregister: in-flight jobs finish within the grace, queued ones get 503
+    "Worker shutting down", and every worker stops."""
+    pool = make_pool(batch_size=2, delay_ms=10, min_workers=2, max_workers=2)
+    outcomes: dict[str, object] = {}
+
+    async def record(name):
+        try:
+            outcomes[name] = await call(pool, request(name))
+        except WlmError as exc:
+            outcomes[name] = exc.message
+
+    async with trio.open_nursery() as nursery:
+        await nursery.start(pool.run)
+        async with trio.open_nursery() as clients:
+            for i in range(8):
+                clients.start_soon(record, f"r{i}")
+            await trio.sleep(0.5)  # two batches of two in flight, four queued
+            assert len(pool.queue) == 4
+            await pool.aclose(grace_s=5)
+    assert pool.closed.is_set() and not sim.alive
+    served = [k for k, v in outcomes.items() if isinstance(v, tuple)]
+    refused = [k for k, v in outcomes.items() if v == "Worker shutting down"]
+    assert len(served) == 4 and len(refused) == 4 and len(outcomes) == 8
+    assert all(not w.running for w in pool.all_workers())
+    with pytest.raises(WlmError):
+        pool.submit(request("after"))
+
+
+async def test_aclose_without_grace_fails_inflight_jobs(autojump_clock, sim):
+    pool = make_pool(batch_size=4, delay_ms=100, min_workers=1, max_workers=1)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(pool.run)
+        collecting = pool.submit(request("collecting"))
+        await trio.sleep(0.05)  # the worker is filling its batch
+        [worker] = pool.running_workers()
+        assert worker.inflight == [collecting]
+        await pool.aclose()
+    assert collecting.error is not None
+    assert collecting.error.message == "Worker shutting down"
+
+
+async def test_scale_down_retires_idle_workers_first(autojump_clock, sim):
+    """Spec §2.7: surplus permanent workers go; a busy one finishes its batch."""
+    pool = make_pool(batch_size=1, min_workers=2, max_workers=2)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(pool.run)
+        busy_job = pool.submit(request("busy"))
+        await trio.testing.wait_all_tasks_blocked()
+        busy = [w for w in pool.running_workers() if w.state is WorkerState.BUSY]
+        assert len(busy) == 1
+        await pool.scale(1, 2)
+        await busy_job.done.wait()
+        assert busy_job.error is None and busy_job.result[0] == busy[0].id
+        [survivor] = pool.running_workers()
+        assert survivor is busy[0]
+        await pool.aclose()
