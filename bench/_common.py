@@ -1,0 +1,566 @@
+"""Shared plumbing for the benchmarks: servers as subprocesses, the load generator, CPU time.
+
+Every server runs as a real subprocess on 127.0.0.1 with a free port, in its own session.
+``Processes`` stops them all (SIGTERM, then SIGKILL) together with every descendant seen
+while they ran (djl's workers start their own sessions), whatever ends the script:
+normal exit, an exception, Ctrl-C or SIGTERM.
+
+The load generator is ``wrk`` with a Lua script (POST body, JSON summary with latency
+percentiles); ``bench/setup.sh`` installs it. Without wrk, a multi-process asyncio client
+(``python_load``) stands in, and the results say so.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import multiprocessing
+import os
+import platform
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+BENCH_DIR = Path(__file__).resolve().parent
+REPO = BENCH_DIR.parent
+RESULTS_DIR = BENCH_DIR / "results"
+PYTHON = sys.executable
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+# -- machine ------------------------------------------------------------------------------
+
+
+def machine_info() -> dict[str, Any]:
+    versions: dict[str, str | None] = {}
+    for dist in ("djl", "trio", "quart", "quart-trio", "hypercorn", "h11", "werkzeug",
+                 "httpx", "torch", "numpy", "Cython"):
+        try:
+            versions[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            versions[dist] = None
+    cpu_model = ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu_model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    wrk = shutil.which("wrk")
+    wrk_version = None
+    if wrk:
+        out = subprocess.run([wrk, "--version"], capture_output=True, text=True)
+        wrk_version = (out.stdout or out.stderr).strip().splitlines()[0] if (
+            out.stdout or out.stderr) else None
+    return {
+        "nproc": os.cpu_count(),
+        "sched_affinity": len(os.sched_getaffinity(0)),
+        "cpu_model": cpu_model,
+        "loadavg_at_start": os.getloadavg(),
+        "python": sys.version.split()[0],
+        "python_executable": sys.executable,
+        "platform": platform.platform(),
+        "versions": versions,
+        "wrk": wrk_version,
+        "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+# -- /proc: CPU time and descendants --------------------------------------------------------
+
+
+def _stat_fields(pid: int) -> list[str] | None:
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    # The command name (field 2) may hold spaces: split after its closing parenthesis.
+    return text[text.rindex(")") + 2 :].split()
+
+
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of one live process (all its threads), 0.0 once it is gone."""
+    fields = _stat_fields(pid)
+    if fields is None:
+        return 0.0
+    # After the name: state(3) ppid(4) ... utime(14) stime(15) → indexes 11 and 12 here.
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+def descendants(pid: int) -> set[int]:
+    """Every live process below ``pid`` (by parent pid), whatever its session."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        fields = _stat_fields(int(entry))
+        if fields is None:
+            continue
+        children.setdefault(int(fields[1]), []).append(int(entry))
+    found: set[int] = set()
+    todo = [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            if child not in found:
+                found.add(child)
+                todo.append(child)
+    return found
+
+
+def _alive(pid: int) -> bool:
+    fields = _stat_fields(pid)
+    return fields is not None and fields[0] != "Z"
+
+
+# -- processes ------------------------------------------------------------------------------
+
+
+@dataclass
+class Server:
+    name: str
+    process: subprocess.Popen[bytes]
+    base_url: str
+    log_path: Path
+    #: Every descendant ever seen (worker processes), so that none outlives the bench.
+    seen: set[int] = field(default_factory=set)
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def refresh(self) -> set[int]:
+        now = descendants(self.pid)
+        self.seen |= now
+        return now
+
+    def cpu(self) -> tuple[float, float]:
+        """(server process CPU s, CPU s of its live descendants): snapshot."""
+        kids = self.refresh()
+        return cpu_seconds(self.pid), sum(cpu_seconds(k) for k in kids)
+
+    def log_tail(self, lines: int = 30) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+
+class Processes:
+    """Owns the servers of one bench run; ``with Processes() as procs:`` stops them all."""
+
+    def __init__(self) -> None:
+        self.servers: list[Server] = []
+        self.tmp = Path(tempfile.mkdtemp(prefix="djl-bench-"))
+        self._old_term: Any = None
+
+    def __enter__(self) -> Processes:
+        # SIGTERM → KeyboardInterrupt, so that ``finally`` blocks and __exit__ run.
+        self._old_term = signal.signal(signal.SIGTERM, _raise_interrupt)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        try:
+            self.stop_all()
+        finally:
+            signal.signal(signal.SIGTERM, self._old_term or signal.SIG_DFL)
+            shutil.rmtree(self.tmp, ignore_errors=True)
+
+    def start(self, name: str, argv: list[str], env: Mapping[str, str] | None = None,
+              *, port: int, ping_path: str = "/ping", timeout_s: float = 60.0) -> Server:
+        log_path = self.tmp / f"{name}.log"
+        with open(log_path, "wb") as log:
+            process = subprocess.Popen(
+                argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                cwd=REPO, env={**os.environ, **(env or {})}, start_new_session=True,
+            )
+        server = Server(name, process, f"http://127.0.0.1:{port}", log_path)
+        self.servers.append(server)
+        wait_ready(server, ping_path, timeout_s)
+        return server
+
+    def stop(self, server: Server, timeout_s: float = 20.0) -> None:
+        if server not in self.servers:
+            return
+        self.servers.remove(server)
+        if server.process.poll() is None:
+            server.refresh()
+            _signal_group(server.pid, signal.SIGTERM)
+            try:
+                server.process.wait(timeout_s)
+            except subprocess.TimeoutExpired:
+                _signal_group(server.pid, signal.SIGKILL)
+                server.process.wait(5)
+        # Workers left behind (their own sessions): give them a moment, then kill them.
+        deadline = time.monotonic() + 5
+        leftovers = {p for p in server.seen if _alive(p)}
+        while leftovers and time.monotonic() < deadline:
+            time.sleep(0.1)
+            leftovers = {p for p in leftovers if _alive(p)}
+        for pid in leftovers:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+    def stop_all(self) -> None:
+        # Shield the clean-up from a second Ctrl-C.
+        old_int = signal.signal(signal.SIGINT, signal.SIG_IGN)
+        try:
+            for server in list(reversed(self.servers)):
+                self.stop(server)
+        finally:
+            signal.signal(signal.SIGINT, old_int)
+
+
+def _raise_interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def _signal_group(pid: int, sig: int) -> None:
+    try:
+        os.killpg(pid, sig)
+    except ProcessLookupError:
+        pass
+
+
+def wait_ready(server: Server, path: str, timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    url = server.base_url + path
+    while True:
+        if server.process.poll() is not None:
+            raise RuntimeError(
+                f"{server.name} exited with {server.process.returncode}:\n{server.log_tail()}")
+        try:
+            if httpx.get(url, timeout=2).status_code < 500:
+                return
+        except httpx.HTTPError:
+            pass
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{server.name} not ready after {timeout_s}s:\n{server.log_tail()}")
+        time.sleep(0.1)
+
+
+def start_bare(procs: Processes, body: bytes) -> Server:
+    """The baseline: a QuartTrio route with a fixed body on hypercorn's trio worker."""
+    port = free_port()
+    body_file = procs.tmp / "bare_body"
+    body_file.write_bytes(body)
+    return procs.start("bare", [PYTHON, str(BENCH_DIR / "bare_server.py"), "--port", str(port),
+                                "--body-file", str(body_file)], port=port)
+
+
+def start_djl(procs: Processes, *, name: str = "djl") -> Server:
+    """``python -m djl`` on a free port with no start-up models."""
+    port = free_port()
+    address = f"http://127.0.0.1:{port}"
+    env = {
+        "SERVING_INFERENCE_ADDRESS": address,
+        "SERVING_MANAGEMENT_ADDRESS": address,
+        "SERVING_LOAD_MODELS": "NONE",
+        "MODEL_SERVER_HOME": str(procs.tmp),
+        "DJL_CACHE_DIR": str(procs.tmp / "cache"),
+    }
+    return procs.start(name, [PYTHON, "-m", "djl"], env, port=port)
+
+
+def register(server: Server, model_dir: Path, name: str, **params: Any) -> dict[str, Any]:
+    """POST /models (synchronous: returns once the workers are up)."""
+    query = {"url": f"file:{model_dir.resolve()}/", "model_name": name, **params}
+    response = httpx.post(server.base_url + "/models", params=query, timeout=300)
+    if response.status_code != 200:
+        raise RuntimeError(f"register {name}: {response.status_code} {response.text}\n"
+                           f"{server.log_tail()}")
+    server.refresh()
+    return response.json()
+
+
+def unregister(server: Server, name: str) -> None:
+    response = httpx.delete(f"{server.base_url}/models/{name}", timeout=60)
+    if response.status_code != 200:
+        raise RuntimeError(f"unregister {name}: {response.status_code} {response.text}")
+
+
+# -- load generation ------------------------------------------------------------------------
+
+LUA = r"""
+local f = assert(io.open(os.getenv("BENCH_BODY_FILE"), "rb"))
+wrk.method = "POST"
+wrk.body = f:read("*a")
+f:close()
+wrk.headers["Content-Type"] = os.getenv("BENCH_CONTENT_TYPE")
+
+function done(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format(
+    'BENCHJSON {"requests": %d, "duration_us": %d, "bytes": %d, "connect": %d, ' ..
+    '"read": %d, "write": %d, "status": %d, "timeout": %d, "p50_us": %d, ' ..
+    '"p90_us": %d, "p99_us": %d, "mean_us": %.1f, "max_us": %d}\n',
+    summary.requests, summary.duration, summary.bytes, e.connect, e.read, e.write,
+    e.status, e.timeout, latency:percentile(50), latency:percentile(90),
+    latency:percentile(99), latency.mean, latency.max))
+end
+"""
+
+
+def ensure_wrk(allow_install: bool = True) -> str | None:
+    """Path of wrk, running bench/setup.sh to install it when missing; None if impossible."""
+    path = shutil.which("wrk")
+    if path or not allow_install:
+        return path
+    print("wrk not found: running bench/setup.sh", flush=True)
+    try:
+        subprocess.run(["sh", str(BENCH_DIR / "setup.sh")], check=True, timeout=600)
+    except (subprocess.SubprocessError, OSError) as exc:
+        print(f"could not install wrk ({exc}): falling back to the Python client", flush=True)
+        return None
+    return shutil.which("wrk")
+
+
+@dataclass
+class LoadSpec:
+    url: str
+    body: bytes
+    content_type: str
+    concurrency: int
+    duration_s: float
+
+
+@dataclass
+class Client:
+    """Which load generator runs: ``wrk`` (path given) or the Python fallback."""
+
+    wrk: str | None
+    threads: int = 1
+    tmp: Path = field(default_factory=lambda: Path(tempfile.gettempdir()))
+
+    @property
+    def name(self) -> str:
+        return "wrk" if self.wrk else "python-multiprocess (wrk unavailable)"
+
+    def run(self, spec: LoadSpec) -> dict[str, Any]:
+        if self.wrk:
+            return self._wrk(spec)
+        return python_load(spec)
+
+    def _wrk(self, spec: LoadSpec) -> dict[str, Any]:
+        script = self.tmp / "bench.lua"
+        script.write_text(LUA)
+        body_file = self.tmp / "wrk_body"
+        body_file.write_bytes(spec.body)
+        threads = max(1, min(self.threads, spec.concurrency))
+        duration = max(1, round(spec.duration_s))
+        argv = [self.wrk, "-t", str(threads), "-c", str(spec.concurrency), "-d", f"{duration}s",
+                "--timeout", "30s", "--latency", "-s", str(script), spec.url]
+        env = {**os.environ, "BENCH_BODY_FILE": str(body_file),
+               "BENCH_CONTENT_TYPE": spec.content_type}
+        process = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                   env=env)
+        try:
+            out, err = process.communicate(timeout=duration + 60)
+        except BaseException:
+            process.kill()
+            process.wait()
+            raise
+        # communicate() reaped it: the client's own CPU comes from our children's rusage.
+        line = next((x for x in out.decode().splitlines() if x.startswith("BENCHJSON ")), None)
+        if process.returncode != 0 or line is None:
+            raise RuntimeError(f"wrk failed ({process.returncode}): {err.decode()}{out.decode()}")
+        raw = json.loads(line[len("BENCHJSON "):])
+        seconds = raw["duration_us"] / 1e6
+        errors = raw["connect"] + raw["read"] + raw["write"] + raw["timeout"]
+        return {
+            "requests": raw["requests"],
+            "seconds": seconds,
+            "rps": raw["requests"] / seconds if seconds else 0.0,
+            "errors": errors,
+            "non_2xx": raw["status"],
+            "p50_ms": raw["p50_us"] / 1000,
+            "p90_ms": raw["p90_us"] / 1000,
+            "p99_ms": raw["p99_us"] / 1000,
+            "mean_ms": raw["mean_us"] / 1000,
+            "max_ms": raw["max_us"] / 1000,
+        }
+
+
+def children_cpu() -> float:
+    usage = os.times()
+    return usage.children_user + usage.children_system
+
+
+def system_busy() -> float:
+    """CPU seconds all cores spent busy since boot (everything but idle and iowait)."""
+    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    return (sum(fields[:8]) - fields[3] - fields[4]) / CLK_TCK
+
+
+def measure(client: Client, server: Server, spec: LoadSpec, warmup_s: float) -> dict[str, Any]:
+    """Warm up, then one measured run; adds CPU per request of server, workers and client."""
+    if warmup_s > 0:
+        client.run(LoadSpec(spec.url, spec.body, spec.content_type, spec.concurrency, warmup_s))
+    server_cpu0, workers_cpu0 = server.cpu()
+    client_cpu0 = children_cpu()
+    busy0 = system_busy()
+    result = client.run(spec)
+    busy1 = system_busy()
+    server_cpu1, workers_cpu1 = server.cpu()
+    client_cpu1 = children_cpu()
+    n = max(result["requests"], 1)
+    result["server_cpu_us_per_req"] = (server_cpu1 - server_cpu0) / n * 1e6
+    result["workers_cpu_us_per_req"] = max(workers_cpu1 - workers_cpu0, 0.0) / n * 1e6
+    result["client_cpu_us_per_req"] = (client_cpu1 - client_cpu0) / n * 1e6
+    result["server_cpu_util"] = (server_cpu1 - server_cpu0) / max(result["seconds"], 1e-9)
+    result["client_cpu_util"] = (client_cpu1 - client_cpu0) / max(result["seconds"], 1e-9)
+    # Cores kept busy by everything else on the machine (other users' work): noise gauge.
+    ours = (server_cpu1 - server_cpu0) + max(workers_cpu1 - workers_cpu0, 0.0) + (
+        client_cpu1 - client_cpu0)
+    result["other_busy_cores"] = max(busy1 - busy0 - ours, 0.0) / max(result["seconds"], 1e-9)
+    result["concurrency"] = spec.concurrency
+    result["client"] = client.name
+    return result
+
+
+# -- the Python fallback client -------------------------------------------------------------
+
+
+def python_load(spec: LoadSpec, processes: int | None = None) -> dict[str, Any]:
+    """Closed-loop keep-alive HTTP/1.1 load from several processes (asyncio in each)."""
+    processes = processes or max(1, min(spec.concurrency, os.cpu_count() or 1))
+    shares = [spec.concurrency // processes + (1 if i < spec.concurrency % processes else 0)
+              for i in range(processes)]
+    shares = [s for s in shares if s]
+    ctx = multiprocessing.get_context("fork")
+    start = time.perf_counter()
+    with ctx.Pool(len(shares)) as pool:
+        parts = pool.starmap(_python_worker, [(spec, share) for share in shares])
+    seconds = time.perf_counter() - start
+    latencies = sorted(x for part in parts for x in part[0])
+    ok = sum(part[1] for part in parts)
+    non_2xx = sum(part[2] for part in parts)
+    errors = sum(part[3] for part in parts)
+    requests = ok + non_2xx
+    measured = max(part[4] for part in parts) if parts else seconds
+
+    def pct(q: float) -> float:
+        if not latencies:
+            return 0.0
+        return latencies[min(len(latencies) - 1, int(q / 100 * len(latencies)))] * 1000
+
+    return {
+        "requests": requests,
+        "seconds": measured,
+        "rps": requests / measured if measured else 0.0,
+        "errors": errors,
+        "non_2xx": non_2xx,
+        "p50_ms": pct(50),
+        "p90_ms": pct(90),
+        "p99_ms": pct(99),
+        "mean_ms": (sum(latencies) / len(latencies) * 1000) if latencies else 0.0,
+        "max_ms": (latencies[-1] * 1000) if latencies else 0.0,
+    }
+
+
+def _python_worker(spec: LoadSpec, connections: int) -> tuple[list[float], int, int, int, float]:
+    return asyncio.run(_python_main(spec, connections))
+
+
+async def _python_main(spec: LoadSpec, connections: int
+                       ) -> tuple[list[float], int, int, int, float]:
+    url = httpx.URL(spec.url)
+    host, port = url.host, url.port or 80
+    target = url.raw_path.decode()
+    request = (f"POST {target} HTTP/1.1\r\nHost: {host}:{port}\r\n"
+               f"Content-Type: {spec.content_type}\r\nContent-Length: {len(spec.body)}\r\n\r\n"
+               ).encode() + spec.body
+    counts = [0, 0, 0]  # ok, non-2xx, errors
+    latencies: list[float] = []
+    start = time.perf_counter()
+    deadline = start + spec.duration_s
+    await asyncio.gather(*(_python_conn(host, port, request, deadline, latencies, counts)
+                           for _ in range(connections)))
+    return latencies, counts[0], counts[1], counts[2], time.perf_counter() - start
+
+
+async def _python_conn(host: str, port: int, request: bytes, deadline: float,
+                       latencies: list[float], counts: list[int]) -> None:
+    writer = None
+    try:
+        while time.perf_counter() < deadline:
+            if writer is None:
+                reader, writer = await asyncio.open_connection(host, port)
+            t0 = time.perf_counter()
+            writer.write(request)
+            head = await reader.readuntil(b"\r\n\r\n")
+            status = int(head[9:12])
+            headers = {}
+            for line in head.split(b"\r\n")[1:]:
+                name, _, value = line.partition(b":")
+                headers[name.strip().lower()] = value.strip().lower()
+            if b"content-length" in headers:
+                await reader.readexactly(int(headers[b"content-length"]))
+            elif headers.get(b"transfer-encoding") == b"chunked":
+                while True:
+                    size = int((await reader.readuntil(b"\r\n")).split(b";")[0], 16)
+                    await reader.readexactly(size + 2)
+                    if size == 0:
+                        break
+            latencies.append(time.perf_counter() - t0)
+            counts[0 if 200 <= status < 400 else 1] += 1
+            if headers.get(b"connection") == b"close":
+                writer.close()
+                writer = None
+    except (OSError, asyncio.IncompleteReadError, ValueError):
+        counts[2] += 1
+    finally:
+        if writer is not None:
+            writer.close()
+
+
+# -- output ---------------------------------------------------------------------------------
+
+
+def write_results(name: str, data: dict[str, Any]) -> Path:
+    RESULTS_DIR.mkdir(exist_ok=True)
+    path = RESULTS_DIR / name
+    path.write_text(json.dumps(data, indent=2) + "\n")
+    return path
+
+
+def table(headers: list[str], rows: list[list[Any]]) -> str:
+    def fmt(value: Any) -> str:
+        if isinstance(value, float):
+            return f"{value:,.1f}" if abs(value) >= 10 else f"{value:.2f}"
+        return str(value)
+
+    cells = [[fmt(v) for v in row] for row in rows]
+    widths = [max(len(h), *(len(r[i]) for r in cells)) if cells else len(h)
+              for i, h in enumerate(headers)]
+    lines = [" | ".join(h.rjust(w) for h, w in zip(headers, widths, strict=True)),
+             "-+-".join("-" * w for w in widths)]
+    lines += [" | ".join(c.rjust(w) for c, w in zip(row, widths, strict=True)) for row in cells]
+    return "\n".join(lines)
+
+
+@contextmanager
+def timer(label: str) -> Iterator[None]:
+    start = time.perf_counter()
+    yield
+    print(f"[{label}: {time.perf_counter() - start:.1f}s]", flush=True)

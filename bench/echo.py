@@ -1,0 +1,200 @@
+"""End-to-end throughput of the bundled echo model, as a ratio of a bare quart-trio route.
+
+Starts two real servers on free ports of 127.0.0.1, in their own processes:
+
+* ``bare``: ``bench/bare_server.py``, a QuartTrio route returning a fixed body, served by
+  hypercorn's trio worker exactly as djl serves (the HTTP stack's ceiling);
+* ``djl``: ``python -m djl`` with no start-up models; the script registers
+  ``examples/echo`` over HTTP twice: ``echo`` with its own serving.properties (batch_size 8,
+  max_batch_delay 10 ms, 1-2 workers) and ``echo_b1`` with ``batch_size=1`` (no batching
+  delay: the pure per-request overhead).
+
+Then, round by round and interleaved (bare, djl, djl-b1 at each concurrency, so drift hits
+all alike), it warms up and drives ``POST /predictions/<model>`` with wrk for
+``--duration`` seconds per point, recording req/s, latency percentiles and the CPU time
+per request of the server process, its workers and the client. Prints a table and writes
+bench/results/echo.json. Every process it started is stopped on exit, Ctrl-C included.
+
+    .venv/bin/python bench/echo.py            # ~4 min: 3 rounds, 10 s per point
+    .venv/bin/python bench/echo.py --quick    # ~30 s
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _common import (  # noqa: E402
+    REPO,
+    Client,
+    LoadSpec,
+    Processes,
+    ensure_wrk,
+    machine_info,
+    measure,
+    register,
+    start_bare,
+    start_djl,
+    table,
+    timer,
+    write_results,
+)
+
+ECHO_DIR = REPO / "examples" / "echo"
+#: target → (server, model name, registration overrides); None overrides = the bare route.
+TARGETS: dict[str, tuple[str, str, dict[str, Any]]] = {
+    "bare": ("bare", "bare", {}),
+    "djl": ("djl", "echo", {}),
+    "djl-b1": ("djl", "echo_b1", {"batch_size": 1}),
+}
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--duration", type=float, default=10.0, help="seconds per point")
+    parser.add_argument("--warmup", type=float, default=2.0, help="warm-up seconds per point")
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds (median)")
+    parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 32])
+    parser.add_argument("--targets", nargs="+", default=list(TARGETS), choices=list(TARGETS))
+    parser.add_argument("--body", default="hello world", help="request body (text/plain)")
+    parser.add_argument("--client", choices=["auto", "wrk", "python"], default="auto",
+                        help="load generator (auto: wrk, installed if missing, else Python)")
+    parser.add_argument("--wrk-threads", type=int, default=1,
+                        help="wrk threads (1 leaves the second core to the server)")
+    parser.add_argument("--quick", action="store_true", help="~30 s: 1 round of 3 s points")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.duration, args.warmup, args.rounds = 3.0, 1.0, 1
+    return args
+
+
+def make_client(args: argparse.Namespace, procs: Processes) -> Client:
+    wrk = None if args.client == "python" else ensure_wrk(allow_install=True)
+    if args.client == "wrk" and wrk is None:
+        raise SystemExit("wrk is not available and could not be installed")
+    client = Client(wrk, threads=args.wrk_threads, tmp=procs.tmp)
+    if wrk is None:
+        print("NOTE: wrk unavailable: using the multi-process Python client (slower; its "
+              "numbers are a lower bound)", flush=True)
+    return client
+
+
+def summarise(points: list[dict[str, Any]], targets: list[str],
+              concurrencies: list[int]) -> list[dict[str, Any]]:
+    """Median per (target, concurrency) across rounds; ratio = median of same-round ratios."""
+    rows = []
+    for c in concurrencies:
+        for target in targets:
+            mine = [p for p in points if p["target"] == target and p["concurrency"] == c]
+            if not mine:
+                continue
+            ratios, cpu_ratios = [], []
+            for p in mine:
+                bare = next((b for b in points if b["target"] == "bare"
+                             and b["concurrency"] == c and b["round"] == p["round"]), None)
+                if bare and bare["rps"]:
+                    ratios.append(p["rps"] / bare["rps"])
+                if bare and bare["server_cpu_us_per_req"]:
+                    cpu_ratios.append(p["server_cpu_us_per_req"] / bare["server_cpu_us_per_req"])
+
+            def med(key: str, values: list[dict[str, Any]] = mine) -> float:
+                return statistics.median(v[key] for v in values)
+
+            rows.append({
+                "target": target,
+                "concurrency": c,
+                "rounds": len(mine),
+                "rps": med("rps"),
+                "p50_ms": med("p50_ms"),
+                "p99_ms": med("p99_ms"),
+                "ratio_vs_bare": statistics.median(ratios) if ratios else None,
+                "ratios_per_round": ratios,
+                "server_cpu_us_per_req": med("server_cpu_us_per_req"),
+                "workers_cpu_us_per_req": med("workers_cpu_us_per_req"),
+                "client_cpu_us_per_req": med("client_cpu_us_per_req"),
+                "server_cpu_vs_bare": statistics.median(cpu_ratios) if cpu_ratios else None,
+                "server_cpu_util": med("server_cpu_util"),
+                "other_busy_cores": med("other_busy_cores"),
+                "errors": sum(v["errors"] + v["non_2xx"] for v in mine),
+            })
+    return rows
+
+
+def _ratio(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    body = args.body.encode()
+    info = machine_info()
+    points: list[dict[str, Any]] = []
+    with Processes() as procs:
+        client = make_client(args, procs)
+        servers = {}
+        with timer("start servers and register"):
+            if "bare" in args.targets:
+                servers["bare"] = start_bare(procs, body)
+            if any(TARGETS[t][0] == "djl" for t in args.targets):
+                servers["djl"] = start_djl(procs)
+                for target in args.targets:
+                    kind, model, overrides = TARGETS[target]
+                    if kind == "djl":
+                        register(servers["djl"], ECHO_DIR, model, **overrides)
+        for round_no in range(args.rounds):
+            for c in args.concurrency:
+                for target in args.targets:
+                    kind, model, _ = TARGETS[target]
+                    server = servers[kind]
+                    spec = LoadSpec(f"{server.base_url}/predictions/{model}", body,
+                                    "text/plain", c, args.duration)
+                    point = measure(client, server, spec, args.warmup)
+                    point.update(target=target, round=round_no)
+                    points.append(point)
+                    print(f"round {round_no} c={c:<3} {target:<7} {point['rps']:>9,.0f} req/s"
+                          f"  p50 {point['p50_ms']:.2f} ms  p99 {point['p99_ms']:.2f} ms"
+                          f"  server {point['server_cpu_us_per_req']:.0f} µs/req"
+                          f"  other load {point['other_busy_cores']:.2f} cores"
+                          f"  errors {point['errors'] + point['non_2xx']}", flush=True)
+        client_name = client.name
+    rows = summarise(points, args.targets, args.concurrency)
+    print()
+    print(f"echo bench: {args.rounds} round(s) x {args.duration:g} s per point, "
+          f"client {client_name}, nproc {info['nproc']}")
+    print(table(
+        ["target", "c", "req/s", "p50 ms", "p99 ms", "req/s x bare", "server µs/req",
+         "CPU x bare", "workers µs/req", "client µs/req", "other load", "errors"],
+        [[r["target"], r["concurrency"], r["rps"], r["p50_ms"], r["p99_ms"],
+          _ratio(r["ratio_vs_bare"]), r["server_cpu_us_per_req"],
+          _ratio(r["server_cpu_vs_bare"]), r["workers_cpu_us_per_req"],
+          r["client_cpu_us_per_req"], f"{r['other_busy_cores']:.2f}", r["errors"]]
+         for r in rows],
+    ))
+    print("x bare: same-round ratio to the bare quart-trio route (median over rounds); "
+          "server/workers/client µs/req: CPU time per request; other load: cores busy with "
+          "work that is not ours (noise).")
+    path = write_results("echo.json", {
+        "bench": "echo",
+        "settings": {k: v for k, v in vars(args).items()},
+        "client": client_name,
+        "targets": {t: {"server": TARGETS[t][0], "model": TARGETS[t][1],
+                        "overrides": TARGETS[t][2]} for t in args.targets},
+        "machine": info,
+        "summary": rows,
+        "points": points,
+    })
+    print(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main())
+    except KeyboardInterrupt:
+        print("interrupted: every process this bench started has been stopped", file=sys.stderr)
+        sys.exit(130)
