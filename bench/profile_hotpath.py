@@ -62,9 +62,12 @@ from djl.registry import ModelManager, Workflow  # noqa: E402
 
 ECHO_DIR = REPO / "examples" / "echo"
 HTTP_LAYER_US = 450  # STACK_NOTES.md: quart-trio on hypercorn's trio worker, per request
-CONFIGS: dict[str, dict[str, Any]] = {
-    "echo (serving.properties: batch 8, delay 10 ms)": {},
-    "echo batch_size=1": {"batch_size": 1},
+#: label → (register parameters, server settings). The pipelining pair isolates that one
+#: setting in the same run.
+CONFIGS: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
+    "echo (serving.properties: batch 8, delay 10 ms)": ({}, {}),
+    "echo batch_size=1": ({"batch_size": 1}, {}),
+    "echo batch_size=1, pipelining off": ({"batch_size": 1}, {"pipeline_depth": 1}),
 }
 
 
@@ -105,9 +108,10 @@ def workers_cpu() -> float:
     return sum(cpu_seconds(pid) for pid in descendants(os.getpid()))
 
 
-async def run_config(label: str, overrides: dict[str, Any], args: argparse.Namespace,
-                     body: bytes) -> dict[str, Any]:
-    config = ServerConfig(model_server_home=Path(os.getcwd()))
+async def run_config(label: str, setup: tuple[dict[str, Any], dict[str, Any]],
+                     args: argparse.Namespace, body: bytes) -> dict[str, Any]:
+    overrides, settings = setup
+    config = ServerConfig(model_server_home=Path(os.getcwd()), **settings)
     manager = ModelManager(config)
     async with trio.open_nursery() as nursery:
         await nursery.start(manager.run)
@@ -129,6 +133,7 @@ async def run_config(label: str, overrides: dict[str, Any], args: argparse.Names
             result: dict[str, Any] = {
                 "config": label,
                 "overrides": overrides,
+                "settings": settings,
                 "requests": n,
                 "ok": ok,
                 "concurrency": args.concurrency,
@@ -329,8 +334,8 @@ def main(argv: list[str] | None = None) -> int:
     info = machine_info()
     body = args.body.encode()
     results = []
-    for label, overrides in CONFIGS.items():
-        result = trio.run(run_config, label, overrides, args, body)
+    for label, setup in CONFIGS.items():
+        result = trio.run(run_config, label, setup, args, body)
         results.append(result)
         print(f"\n== {label}: top {args.top} by tottime (cProfile, {args.profile_requests} "
               f"requests; µs/req = tottime / requests)")

@@ -148,6 +148,8 @@ class ServerConfig:
     model_server_home: Path = Path(".")
     model_store: str = ""
     model_url_pattern: str = ""
+    #: Batches a worker may have in flight for a fast model (1 turns pipelining off).
+    pipeline_depth: int = 4
     predict_timeout_s: float = 120 * SECONDS
     prometheus: bool = False
     python_executable: str = ""

@@ -308,6 +308,7 @@ class ModelManager:
             env=_parse_env(config.options.get("env", "")),
             log_level=self.config.log_level,
             max_item_bytes=self.config.max_worker_item_bytes,
+            pipeline_depth=self.config.pipeline_depth,
         )
         pool = WorkerPool(
             model.model_id, model.version, config, command, devices,

@@ -9,7 +9,7 @@ from __future__ import annotations
 import datetime
 import json
 import logging
-import uuid
+import os
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
 from urllib.parse import unquote, unquote_plus
@@ -87,23 +87,45 @@ class Query:
 
 
 def request_id(request: Request, config: ServerConfig) -> str:
-    return request.headers.get(config.request_id_header_key) or str(uuid.uuid4())
+    return request.headers.get(config.request_id_header_key) or random_uuid4()
+
+
+def random_uuid4() -> str:
+    """A random (version 4) UUID string; ~6x cheaper than ``str(uuid.uuid4())``."""
+    h = os.urandom(16).hex()
+    variant = "89ab"[int(h[16], 16) & 3]
+    return f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{variant}{h[17:20]}-{h[20:32]}"
 
 
 async def to_input(request: Request, query: Query, req_id: str, config: ServerConfig) -> Input:
-    """Spec §3.3: query → content, headers → properties, body → content ``data``."""
+    """Spec §3.3: query → content, headers → properties, body → content ``data``.
+
+    Reads the ASGI header list once (names arrive lower-cased) rather than through
+    werkzeug's Headers: this runs for every inference request.
+    """
     content = PairList(query.pairs)
     content.values = [v.encode("utf-8") for v in content.values]
     properties: dict[str, Any] = {}
-    for name, value in request.headers.items():
-        if name.lower() == "x-amzn-sagemaker-custom-attributes":
+    media_type = ""
+    overridden = False
+    for raw_name, raw_value in request.scope["headers"]:
+        name = raw_name.decode("latin-1")
+        value = raw_value.decode("latin-1")
+        if name == "x-amzn-sagemaker-custom-attributes":
             for token in value.split(";"):
                 key, sep, val = token.partition("=")
                 if sep:
-                    properties[key.strip()] = val.strip()
+                    key = key.strip()
+                    properties[key] = val.strip()
+                    overridden = overridden or key.lower() == "handler"
             continue
+        if name == "content-type":
+            media_type = value.partition(";")[0].strip().lower()
+        elif name == "handler":
+            overridden = True
         properties[name] = value
-    media_type = (request.mimetype or "").lower()
+    if overridden and not config.allow_request_handler_override:
+        raise BadRequest("The handler can't be overridden in a request")
     if media_type in _FORM_TYPES:
         form = await request.form
         for key, value in form.items(multi=True):
@@ -113,9 +135,6 @@ async def to_input(request: Request, query: Query, req_id: str, config: ServerCo
             content.add(key, storage.read())
     else:
         content.add("data", await request.get_data(cache=False))
-    overridden = any(k.lower() == "handler" for k in properties)
-    if overridden and not config.allow_request_handler_override:
-        raise BadRequest("The handler can't be overridden in a request")
     properties["requestId"] = req_id
     return Input(properties, content)
 

@@ -251,6 +251,22 @@ class WorkerPool:
         worker.inflight = batch
         return batch
 
+    def take_ready(self, worker: Worker, max_batches: int) -> list[list[_batch.Job]]:
+        """Full batches already queued that ``worker`` may pipeline behind the one it holds.
+
+        None while another worker is idle (it would serve them in parallel), and never a
+        partial batch (that one is due the aggregation rule of spec §5.5).
+        """
+        if self._idle > 0 or worker.retiring or self._closing:
+            return []
+        size = self.config.batch_size
+        batches: list[list[_batch.Job]] = []
+        while len(batches) < max_batches and len(self.queue) >= size:
+            batch = [job for job in self.queue.take(size) if not job.cancelled]
+            if batch:
+                batches.append(batch)
+        return batches
+
     def batch_done(self, worker: Worker, size: int) -> None:
         self._batches += 1
 
@@ -265,9 +281,13 @@ class WorkerPool:
         """Add one temporary worker when the queue outgrows the workers (spec §5.4)."""
         if self._nursery is None or self._closing or self.status is not ModelStatus.READY:
             return
-        running = self.running_workers()
-        if not force and running and len(self.queue) <= 2 * self.config.batch_size:
+        # Checked first because it is the common case on every submit: a short queue and
+        # some worker up (the generator stops at the first one).
+        if not force and len(self.queue) <= 2 * self.config.batch_size and any(
+            w.running and not w.retiring for g in self.groups.values() for w in g.workers
+        ):
             return
+        running = self.running_workers()
         if self._pending_workers or any(w.state is WorkerState.STARTING for w in running):
             return  # one scale-up at a time; the starting worker will take the load
         best = max(
