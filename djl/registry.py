@@ -265,6 +265,12 @@ class ModelManager:
         except DjlError as exc:
             model.load_error = exc
             raise
+        except Exception as exc:
+            # Not a failure we foresaw, but still this model's: it must not escape into the
+            # manager's nursery (an async load would take the server down with it).
+            log.exception("loading model %s failed unexpectedly", model.model_id)
+            model.load_error = ModelLoadError(f"Failed to load model: {exc}")
+            raise model.load_error from exc
         async with self._pool_lock:
             shared = self._pools.get(model.key)
             if shared is not None:  # another workflow loaded it meanwhile: use that one
