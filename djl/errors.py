@@ -141,11 +141,6 @@ class ModelLoadError(DjlError):
     type = "EngineException"
 
 
-class MalformedModel(DjlError):
-    status = 400
-    type = "MalformedModelException"
-
-
 # -- mapping B: inference failures -----------------------------------------------------------
 
 
