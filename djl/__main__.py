@@ -19,7 +19,7 @@ from hypercorn.trio import serve
 
 from djl.app import SHUTDOWN_GRACE_S, Listener, create_app
 from djl.config import Address, ConfigError, ServerConfig, load_server_config
-from djl.errors import DjlError
+from djl.errors import DjlError, exception_leaves
 from djl.registry import ModelManager
 from djl.startup import load_startup_models
 
@@ -45,9 +45,7 @@ def hypercorn_config(address: Address, config: ServerConfig) -> HypercornConfig:
     hc.errorlog = logging.getLogger("hypercorn.error")
     hc.keep_alive_timeout = 60
     if address.scheme == "https":
-        cert = getattr(config, "certificate_file", "")
-        key = getattr(config, "private_key_file", "")
-        hc.certfile, hc.keyfile = cert or None, key or None
+        hc.certfile, hc.keyfile = config.certificate_file, config.private_key_file
     return hc
 
 
@@ -71,11 +69,18 @@ async def run_server(config: ServerConfig, *, task_status: Any = trio.TASK_STATU
         )
     async with trio.open_nursery() as nursery:
         if shutdown is None:
-            nursery.start_soon(_watch_signals, stop, nursery.cancel_scope)
+            nursery.start_soon(_watch_signals, stop)
+        nursery.start_soon(_abort_loads_on_stop, stop, manager)
         await nursery.start(manager.run)
         try:
             if config.wait_model_loading:
-                await load_startup_models(manager, config)
+                try:
+                    await load_startup_models(manager, config)
+                except DjlError:
+                    if stop.is_set():
+                        log.info("stopped during start-up")
+                        return
+                    raise
             else:
                 nursery.start_soon(_load_or_stop, manager, config, stop)
             app = create_app(config, manager)
@@ -105,7 +110,13 @@ def _listeners(config: ServerConfig) -> list[tuple[Address, str]]:
     return [(config.inference_address, "both")]
 
 
-async def _watch_signals(stop: trio.Event, loading: trio.CancelScope) -> None:
+async def _abort_loads_on_stop(stop: trio.Event, manager: ModelManager) -> None:
+    """A stop during start-up or during a synchronous registration aborts the load."""
+    await stop.wait()
+    manager.cancel_loads()
+
+
+async def _watch_signals(stop: trio.Event) -> None:
     with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
         async for signum in signals:
             log.info("received %s: shutting down", signal.Signals(signum).name)
@@ -127,15 +138,10 @@ async def _serve(app: Any, hc: HypercornConfig, trigger: Any, *,
     try:
         await serve(app, hc, shutdown_trigger=trigger, task_status=task_status)
     except* OSError as group:
-        exc = _leaves(group)[0]
+        exc = exception_leaves(group)[0]
         reason = getattr(exc, "strerror", None) or str(exc)
         raise ConfigError(f"cannot listen on {', '.join(hc.bind)}: {reason}") from None
 
-
-def _leaves(exc: BaseException) -> list[BaseException]:
-    if isinstance(exc, BaseExceptionGroup):
-        return [leaf for sub in exc.exceptions for leaf in _leaves(sub)]
-    return [exc]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -163,7 +169,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _describe(exc: BaseException) -> str:
     if isinstance(exc, BaseExceptionGroup):
-        return "; ".join(_describe(e) for e in _leaves(exc))
+        return "; ".join(_describe(e) for e in exception_leaves(exc))
     text = getattr(exc, "message", None) or str(exc)
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 

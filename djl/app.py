@@ -13,6 +13,7 @@ Also usable directly: ``hypercorn -k trio 'djl.app:create_app()'``.
 
 from __future__ import annotations
 
+import hmac
 import logging
 import re
 from typing import Any
@@ -22,7 +23,15 @@ from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from djl.config import ServerConfig, load_server_config
-from djl.errors import DjlError, MethodNotAllowed, NotFound, PayloadTooLarge, Unauthorized
+from djl.errors import (
+    DjlError,
+    MethodNotAllowed,
+    NotFound,
+    PayloadTooLarge,
+    StreamCut,
+    Unauthorized,
+    exception_leaves,
+)
 from djl.http import codec, inference, management
 from djl.registry import ModelManager
 from djl.startup import load_startup_models
@@ -79,7 +88,28 @@ def create_app(config: ServerConfig | None = None,
         req_id = codec.request_id(request, config)
         return codec.error_response(_as_djl_error(error, config), req_id, config)
 
+    app.asgi_app = _EndCutStreams(app.asgi_app)  # type: ignore[method-assign]
     return app
+
+
+class _EndCutStreams:
+    """ASGI middleware for a streamed response the worker side stopped midway (StreamCut).
+
+    Its status and part of its body are already sent; the one honest end left is to close
+    the connection without the final chunk. Quart skips that chunk when the body raises,
+    and hypercorn drops the connection when the app returns; this wrapper turns the
+    exception into one log line instead of an "Error in ASGI Framework" traceback.
+    """
+
+    def __init__(self, asgi_app: Any) -> None:
+        self.asgi_app = asgi_app
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        try:
+            await self.asgi_app(scope, receive, send)
+        except* StreamCut as group:
+            log.warning("streamed response cut short: %s",
+                        getattr(exception_leaves(group)[0], "message", ""))
 
 
 def _as_djl_error(error: HTTPException, config: ServerConfig) -> DjlError:
@@ -141,15 +171,16 @@ def _check_token(req: Any, config: ServerConfig) -> None:
     if not token:
         return
     supplied = req.headers.get("Authorization", "")
-    if supplied != f"Bearer {token}":
+    # Constant-time comparison: the token must not leak through response timing.
+    if not hmac.compare_digest(supplied.encode(), f"Bearer {token}".encode()):
         raise Unauthorized("Management API requires a valid bearer token")
 
 
 class Listener:
     """ASGI wrapper marking which listener a request arrived on (spec §1.1).
 
-    With two listeners the app runs behind two hypercorn servers; only the one built with
-    ``lifespan=True`` forwards lifespan events, so models load and stop exactly once.
+    With ``lifespan=False`` it answers lifespan events itself instead of forwarding them,
+    for embedders who serve one app that owns its manager behind two hypercorn servers.
     """
 
     def __init__(self, app: QuartTrio, role: str, lifespan: bool) -> None:

@@ -114,6 +114,8 @@ class ServerConfig:
     batch_size: int = 1
     #: Root of downloads and extracted archives (``DJL_CACHE_DIR``, default ``~/.djl.ai``).
     cache_dir: Path = Path("~/.djl.ai").expanduser()
+    #: PEM certificate chain and private key for ``https://`` addresses (spec §8.6).
+    certificate_file: str = ""
     chunked_read_timeout_s: float = 120 * SECONDS
     cors_allowed_headers: str = ""
     cors_allowed_methods: str = ""
@@ -151,6 +153,7 @@ class ServerConfig:
     #: Batches a worker may have in flight for a fast model (1 turns pipelining off).
     pipeline_depth: int = 4
     predict_timeout_s: float = 120 * SECONDS
+    private_key_file: str = ""
     prometheus: bool = False
     python_executable: str = ""
     request_id_header_key: str = "x-request-id"
@@ -313,6 +316,10 @@ def load_server_config(
         options.setdefault("entryPoint", env["DJL_ENTRY_POINT"])
     values["env_options"] = options
     values["env_arguments"] = arguments
+    for key in ("certificate_file", "private_key_file"):
+        if values.get(key):
+            path = Path(values[key]).expanduser()
+            values[key] = str(path if path.is_absolute() else home / path)
     sagemaker: dict[str, str] = {}
     if env.get("SAGEMAKER_NUM_MODEL_WORKERS"):
         sagemaker["minWorkers"] = sagemaker["maxWorkers"] = env["SAGEMAKER_NUM_MODEL_WORKERS"]
@@ -321,7 +328,16 @@ def load_server_config(
     if env.get("SAGEMAKER_MODEL_SERVER_TIMEOUT_SECONDS"):
         sagemaker["option.predict_timeout"] = env["SAGEMAKER_MODEL_SERVER_TIMEOUT_SECONDS"]
     values["model_overrides"] = sagemaker
-    return ServerConfig(**values)
+    config = ServerConfig(**values)
+    for address in (config.inference_address, config.management_address):
+        if address.scheme == "https" and not (
+            Path(config.certificate_file).is_file() and Path(config.private_key_file).is_file()
+        ):
+            # Never fall back to plain HTTP on an address the user asked to be encrypted.
+            raise ConfigError(
+                f"{address} needs certificate_file and private_key_file (PEM files)"
+            )
+    return config
 
 
 # -- per-model configuration -----------------------------------------------------------------

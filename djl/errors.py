@@ -168,6 +168,11 @@ class WlmShutdown(WlmError):
         return cls(f"All model workers has been shutdown: {model_id}")
 
 
+class StreamCut(WlmError):
+    """A streamed response ended before the model's last chunk (the worker died, or the
+    client stopped reading): the HTTP side must not close it as if it were complete."""
+
+
 class Capacity(WlmError):
     """The job queue is full (spec §5.3)."""
 
@@ -204,6 +209,22 @@ class TranslateError(DjlError):
         return cls(f"Unexpected batch output key: {key}")
 
 
+class OutputTooLarge(DjlError):
+    """A model answered with an item over the worker item limit: its batch fails with this,
+    the worker lives on (a request must not be able to knock a model over)."""
+
+    status = 500
+    type = "OutputTooLargeException"
+    config_key = "server_error_http_code"
+
+    @classmethod
+    def item(cls, size: int, limit: int) -> OutputTooLarge:
+        return cls(
+            f"The model's output item of {size} bytes exceeds the limit of {limit} bytes "
+            "(max_worker_item_bytes)"
+        )
+
+
 class FrameError(DjlError):
     """The worker pipe carried bytes that are not a valid frame: the worker is unusable."""
 
@@ -218,4 +239,12 @@ WORKER_ERROR_KINDS: dict[str, type[DjlError]] = {
     "oom": ModelLoadError,
     "not_found": ModelLoadError,
     "protocol": FrameError,
+    "output": OutputTooLarge,
 }
+
+
+def exception_leaves(exc: BaseException) -> list[BaseException]:
+    """The plain exceptions inside (possibly nested) exception groups, in order."""
+    if isinstance(exc, BaseExceptionGroup):
+        return [leaf for sub in exc.exceptions for leaf in exception_leaves(sub)]
+    return [exc]

@@ -40,6 +40,7 @@ from djl.wlm.devices import Device, resolve_devices
 from djl.wlm.pool import ModelStatus, WorkerPool, first_error, priority_of
 from djl.wlm.worker import WorkerCommand
 from djl.workflow.graph import execute
+from djl.workflow.spec import load_workflow, workflow_file_of
 
 log = logging.getLogger("djl.registry")
 
@@ -136,12 +137,14 @@ class ModelManager:
     def __init__(self, config: ServerConfig) -> None:
         self.config = config
         self.endpoints: dict[str, Endpoint] = {}
-        #: (model id, version) → [pool, reference count]
+        #: (model id, version) → [pool, reference count, the ModelSource the pool loaded]
         self._pools: dict[tuple[str, str | None], list[Any]] = {}
         #: Endpoint names registered at start-up (spec §4.5).
         self.startup_names: list[str] = []
         self._nursery: trio.Nursery | None = None
         self._pool_lock = trio.Lock()
+        #: Cancel scopes of synchronous registrations still loading (see cancel_loads).
+        self._loads: set[trio.CancelScope] = set()
 
     # -- lifetime ----------------------------------------------------------------------
     async def run(self, *, task_status: trio.TaskStatus[ModelManager] = trio.TASK_STATUS_IGNORED):
@@ -218,14 +221,36 @@ class ModelManager:
         if not synchronous:
             self.nursery.start_soon(self._load_in_background, workflow)
             return
+        # A client hanging up must not abort the load (shielded), but shutdown may
+        # (cancel_loads): then it is rolled back like any failed registration.
+        scope = trio.CancelScope(shield=True)
+        self._loads.add(scope)
         try:
-            # A client hanging up must not leave a half-loaded model behind.
-            with trio.CancelScope(shield=True):
+            with scope:
                 await self._load_workflow(workflow)
+            if scope.cancelled_caught:
+                raise ServiceUnavailable("The server is shutting down")
         except BaseException:
             with trio.CancelScope(shield=True):
                 await self._remove(workflow)
             raise
+        finally:
+            self._loads.discard(scope)
+
+    def cancel_loads(self) -> None:
+        """Shutdown has begun: abort synchronous registrations still loading."""
+        for scope in self._loads:
+            scope.cancel()
+
+    async def register(self, params: RegisterParams, *, startup: bool = False) -> Workflow:
+        """POST /models and start-up entries: a workflow file (spec §7.1) or one model."""
+        workflow_file = workflow_file_of(params.url)
+        if workflow_file is None:
+            return await self.register_model(params, startup=startup)
+        spec = await load_workflow(workflow_file, self.config)  # allow-list checked there
+        return await self.register_workflow(
+            spec, name=params.model_name, synchronous=params.synchronous, startup=startup
+        )
 
     async def _load_in_background(self, workflow: Workflow) -> None:
         try:
@@ -273,13 +298,18 @@ class ModelManager:
             raise model.load_error from exc
         async with self._pool_lock:
             shared = self._pools.get(model.key)
-            if shared is not None:  # another workflow loaded it meanwhile: use that one
-                shared[1] += 1
-                model.pool = shared[0]
-                self.nursery.start_soon(pool.aclose)
+            if shared is None:
+                # The pool entry owns the source: whichever workflow releases the pool last
+                # releases the cached files, not necessarily the one that loaded them.
+                self._pools[model.key] = [pool, 1, model.source]
+                model.pool, model.source = pool, None
                 return
-            self._pools[model.key] = [pool, 1]
-            model.pool = pool
+            shared[1] += 1  # another workflow loaded it meanwhile: use that one
+            model.pool = shared[0]
+        source, model.source = model.source, None
+        await pool.aclose()
+        if source is not None:
+            await store.release(source)
 
     async def _create_pool(self, model: Model) -> WorkerPool:
         source = model.source
@@ -313,8 +343,10 @@ class ModelManager:
             handler=config.options.get("handler", "handle"),
             env=_parse_env(config.options.get("env", "")),
             log_level=self.config.log_level,
-            max_item_bytes=self.config.max_worker_item_bytes,
+            # A response may be as large as a request may be (an echo must not kill it).
+            max_item_bytes=max(self.config.max_worker_item_bytes, self.config.max_request_size),
             pipeline_depth=self.config.pipeline_depth,
+            stream_send_timeout_s=self.config.chunked_read_timeout_s,
         )
         pool = WorkerPool(
             model.model_id, model.version, config, command, devices,
@@ -351,8 +383,11 @@ class ModelManager:
         targets = self.endpoint(name).select(version)
         if version is None and name in self.startup_names:
             self.startup_names.remove(name)
-        for workflow in targets:
-            await self._remove(workflow)
+        # Once a workflow leaves the registry nobody can reach it again, so its workers must
+        # stop even if the client hangs up during the grace period.
+        with trio.CancelScope(shield=True):
+            for workflow in targets:
+                await self._remove(workflow)
 
     async def _remove(self, workflow: Workflow) -> None:
         workflow.removed = True
@@ -367,8 +402,12 @@ class ModelManager:
             await self._release(model)
 
     async def _release(self, model: Model) -> None:
-        pool = model.pool
-        model.pool = None
+        """Drop the model's share of its pool; the last share stops it and frees the source.
+
+        ``model.source`` is set only for a model whose load failed before it made a pool.
+        """
+        pool, model.pool = model.pool, None
+        source, model.source = model.source, None
         if pool is not None:
             entry = self._pools.get(model.key)
             if entry is not None and entry[0] is pool:
@@ -376,10 +415,10 @@ class ModelManager:
                 if entry[1] > 0:
                     return
                 del self._pools[model.key]
+                source = entry[2]
             await pool.aclose(UNREGISTER_GRACE_S)
-        if model.source is not None:
-            await store.release(model.source)
-            model.source = None
+        if source is not None:
+            await store.release(source)
 
     # -- lookup ------------------------------------------------------------------------
     def endpoint(self, name: str) -> Endpoint:
@@ -451,9 +490,12 @@ class ModelManager:
         job = pool.submit(inputs, priority_of(inputs))
         try:
             await job.done.wait()
-        finally:
+        except BaseException:
             if not job.finished():
                 pool.discard(job)
+            elif job.result is not None and job.result.stream is not None:
+                job.result.stream.close()  # nobody will read it: free the worker now
+            raise
         if job.error is not None:
             raise job.error
         return job.result

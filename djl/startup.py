@@ -14,7 +14,6 @@ from pathlib import Path
 from djl.config import RegisterParams, ServerConfig
 from djl.registry import ModelManager
 from djl.store import infer_model_name
-from djl.workflow.spec import load_workflow, workflow_file_of
 
 log = logging.getLogger("djl.startup")
 
@@ -81,12 +80,8 @@ def _store_entry(path: Path) -> StartupEntry:
 async def load_startup_models(manager: ModelManager, config: ServerConfig) -> None:
     for entry in startup_entries(config):
         log.info("loading start-up model %s", entry.url)
-        workflow_file = workflow_file_of(entry.url)
-        if workflow_file is not None:
-            spec = await load_workflow(workflow_file, config)
-            await manager.register_workflow(spec, name=entry.name, startup=True)
-            continue
-        params = RegisterParams(url=entry.url, model_name=entry.name,
-                                model_version=entry.version, engine=entry.engine,
-                                device=entry.devices)
-        await manager.register_model(params, startup=True)
+        await manager.register(
+            RegisterParams(url=entry.url, model_name=entry.name, model_version=entry.version,
+                           engine=entry.engine, device=entry.devices),
+            startup=True,
+        )

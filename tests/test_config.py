@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import shutil
+import subprocess
+from functools import partial
 from pathlib import Path
 
+import httpx
 import pytest
+import trio
 
 from djl.config import (
     Address,
@@ -623,3 +628,58 @@ def test_synchronous(value: object, expected: bool) -> None:
 def test_invalid_allowed_urls_pattern_aborts_startup():
     with pytest.raises(ConfigError, match="Invalid allowed_urls pattern"):
         load_server_config(env={}, overrides={"allowed_urls": "file:.*,http://(unclosed"})
+
+
+# -- https needs key material (spec §8.6) ------------------------------------------------------
+
+
+@pytest.mark.parametrize("settings", [
+    {"env": {"SERVING_INFERENCE_ADDRESS": "https://127.0.0.1:0"}},
+    {"overrides": {"inference_address": "https://127.0.0.1:0"}},
+    {"overrides": {"management_address": "https://127.0.0.1:0"}},
+    {"overrides": {"inference_address": "https://127.0.0.1:0", "certificate_file": "c.pem",
+                   "private_key_file": "missing.pem"}},
+])
+def test_https_without_key_material_refuses_to_start(home: Path, settings: dict) -> None:
+    """Never plain HTTP (nor a TLS listener without a key) where https was asked for."""
+    write(home / "c.pem", "not checked: the key is missing anyway")
+    with pytest.raises(ConfigError, match="needs certificate_file and private_key_file"):
+        load(home, **settings)
+
+
+def _self_signed(folder: Path) -> None:
+    openssl = shutil.which("openssl")
+    if openssl is None:
+        pytest.skip("openssl is not installed")
+    subprocess.run(
+        [openssl, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "k.pem",
+         "-out", "c.pem", "-days", "1", "-subj", "/CN=localhost"],
+        cwd=folder, check=True, capture_output=True, timeout=60,
+    )
+
+
+async def test_https_with_key_material_serves_over_tls(home: Path) -> None:
+    from djl.__main__ import run_server
+
+    _self_signed(home)
+    # Relative paths are resolved against MODEL_SERVER_HOME.
+    address = "https://127.0.0.1:0"
+    config = load(home, overrides={"inference_address": address, "management_address": address,
+                                   "certificate_file": "c.pem", "private_key_file": "k.pem",
+                                   "load_models": "NONE"})
+    assert config.certificate_file == str(home.resolve() / "c.pem")
+    assert config.private_key_file == str(home.resolve() / "k.pem")
+    stop = trio.Event()
+    async with trio.open_nursery() as nursery:
+        [url] = await nursery.start(partial(run_server, config, shutdown=stop))
+        assert url.startswith("https://")
+        try:
+            port = url.rsplit(":", 1)[1].rstrip("/")
+            async with httpx.AsyncClient(verify=False, timeout=30) as client:
+                r = await client.get(f"https://127.0.0.1:{port}/ping")
+                assert r.status_code == 200 and r.json() == {}
+                assert r.headers["x-request-id"]
+                with pytest.raises(httpx.HTTPError):  # no plain HTTP on that port
+                    await client.get(f"http://127.0.0.1:{port}/ping")
+        finally:
+            stop.set()

@@ -208,8 +208,12 @@ async def output_response(output: Output, req_id: str, config: ServerConfig) -> 
         return _without_default_type(
             Response(bytes(body), status=output.code, headers=headers), output)
     first = None
-    with trio.move_on_after(config.chunked_read_timeout_s):
-        first = await _next_chunk(stream)
+    try:
+        with trio.move_on_after(config.chunked_read_timeout_s):
+            first = await _next_chunk(stream)
+    except BaseException:
+        stream.close()  # the client went away: let the worker drain instead of block
+        raise
     headers.update(common_headers(req_id, output.code, config))
     if first is None:
         stream.close()  # type: ignore[attr-defined]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from quart import Request, Response
@@ -106,16 +106,11 @@ async def _register_params(call: Call) -> RegisterParams:
 
 async def _register_model(call: Call) -> Response:
     params = await _register_params(call)
-    workflow_file = workflow_file_of(params.url)
-    if workflow_file is not None:
-        spec = await load_workflow(workflow_file, call.config)
-        # Spec §2.2: the name given (or inferred from the URL) overrides the file's.
-        name = params.model_name or infer_model_name(params.url)
-        workflow = await call.manager.register_workflow(
-            spec, name=name, synchronous=params.synchronous
-        )
-    else:
-        workflow = await call.manager.register_model(params)
+    if params.model_name is None and workflow_file_of(params.url) is not None:
+        # Spec §2.2: a workflow registered through /models is named after the URL, not
+        # after the name inside the file.
+        params = replace(params, model_name=infer_model_name(params.url))
+    workflow = await call.manager.register(params)
     if not params.synchronous:
         return call.status(f'Model "{workflow.name}" registration scheduled.', 202)
     return call.status(f'Model "{workflow.name}" registered.')

@@ -21,7 +21,7 @@ import traceback
 from pathlib import Path
 
 from djl import _batch
-from djl.errors import FrameError
+from djl.errors import FrameError, OutputTooLarge
 from djl.io import Input, Output, PairList
 from djl.runtime.python_engine import EntryPointError, PythonEngine, is_out_of_memory
 
@@ -41,9 +41,20 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def _send_output(sock: socket.socket, output: Output) -> None:
+def _send_output(sock: socket.socket, output: Output, max_item_bytes: int) -> None:
+    """One answer frame (or a stream of chunk frames) for one request frame.
+
+    An item over ``max_item_bytes`` is refused here, before it reaches the pipe: the server
+    would have to treat a frame that large as a broken worker. Stream chunks are split.
+    """
     props = {str(k): str(v) for k, v in output.properties.items()}
     if output.stream is None:
+        largest = max((len(v) for v in output.content.values), default=0)
+        if largest > max_item_bytes:
+            error = OutputTooLarge.item(largest, max_item_bytes)
+            log.error("%s", error.message)
+            sock.sendall(_batch.encode_error("output", error.message))
+            return
         sock.sendall(
             _batch.encode_response(
                 output.code, output.message, props, output.content.keys, output.content.values
@@ -66,7 +77,8 @@ def _send_output(sock: socket.socket, output: Output) -> None:
                 data = encode_json(item)
             if isinstance(data, str):
                 data = data.encode("utf-8")
-            sock.sendall(_batch.encode_chunk(True, data))
+            for start in range(0, len(data), max_item_bytes):
+                sock.sendall(_batch.encode_chunk(True, data[start:start + max_item_bytes]))
     except Exception as exc:  # noqa: BLE001 — the error text becomes the final chunk
         log.warning("stream generator raised:\n%s", traceback.format_exc())
         sock.sendall(_batch.encode_chunk(False, str(exc).encode("utf-8")))
@@ -82,7 +94,7 @@ def _run_finalizers(output: Output) -> None:
             log.warning("finalizer raised:\n%s", traceback.format_exc())
 
 
-def serve(sock: socket.socket, engine: PythonEngine) -> None:
+def serve(sock: socket.socket, engine: PythonEngine, max_item_bytes: int) -> None:
     decoder = _batch.FrameDecoder()
     initialised = False
     while True:
@@ -108,7 +120,7 @@ def serve(sock: socket.socket, engine: PythonEngine) -> None:
                     sock.sendall(_batch.encode_error(kind_name, f"{type(exc).__name__}: {exc}"))
                     return
             output = engine.invoke(inputs)
-            _send_output(sock, output)
+            _send_output(sock, output, max_item_bytes)
             _run_finalizers(output)
 
 
@@ -124,7 +136,7 @@ def main(argv: list[str] | None = None) -> int:
     os.chdir(model_dir)
     engine = PythonEngine(model_dir, args.entry_point, args.device_id)
     try:
-        serve(sock, engine)
+        serve(sock, engine, args.max_item_bytes)
     except (BrokenPipeError, ConnectionResetError):
         return 0
     except KeyboardInterrupt:

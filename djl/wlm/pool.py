@@ -24,7 +24,14 @@ import trio
 
 from djl import _batch
 from djl.config import ModelConfig
-from djl.errors import BadRequest, DjlError, ModelLoadError, WlmError, WlmShutdown
+from djl.errors import (
+    BadRequest,
+    DjlError,
+    ModelLoadError,
+    WlmError,
+    WlmShutdown,
+    exception_leaves,
+)
 from djl.io import Input
 from djl.wlm.devices import Device
 from djl.wlm.worker import ExitReason, Worker, WorkerCommand, WorkerState
@@ -123,8 +130,14 @@ class WorkerPool:
         #: start_soon, or a crashed permanent worker in its restart back-off. While > 0
         #: no further scale-up starts, so a burst of submits cannot overshoot max_workers.
         self._pending_workers = 0
+        #: After a scale-up worker failed to load: no new one before this time, and the
+        #: back-off that set it (doubles per failure, reset by a scale-up that loads).
+        self._scale_up_after = 0.0
+        self._scale_up_backoff_s = 0.0
+        self._scale_up_timer = False
         #: Set when unregister begins: no new jobs are accepted.
         self._closing = False
+        self._scale_lock = trio.Lock()
         self._nursery: trio.Nursery | None = None
         self._cancel_scope = trio.CancelScope()
         self.closed = trio.Event()
@@ -150,14 +163,16 @@ class WorkerPool:
                     task_status.started(self)
                     await trio.sleep_forever()
         except BaseExceptionGroup as group:
-            error = first_error(group)
             if not started:
-                raise error from None
-            if error is group:
-                raise
-            # A pool fails at its own boundary: its failure becomes its status.
-            log.error("model %s failed: %s", self.model_id, error)
-            self.status = ModelStatus.FAILED
+                raise first_error(group) from None
+            # A pool fails at its own boundary: its failure becomes its status, never the
+            # server's crash. Only cancellation goes on up.
+            cancelled, failed = group.split(trio.Cancelled)
+            if failed is not None:
+                log.error("model %s failed: %r", self.model_id, exception_leaves(failed))
+                self.status = ModelStatus.FAILED
+            if cancelled is not None:
+                raise cancelled from None
         finally:
             self._closing = True
             for job in self.queue.drain():
@@ -170,12 +185,17 @@ class WorkerPool:
         self._closing = True
         for job in self.queue.drain():
             job.set_error(WlmError.shutting_down())
-        if grace_s > 0:
-            with trio.move_on_after(grace_s):
-                while any(w.inflight for w in self.all_workers()):
-                    await trio.sleep(0.05)
-        self._cancel_scope.cancel()
-        await self.closed.wait()
+        try:
+            if grace_s > 0:
+                with trio.move_on_after(grace_s):
+                    while any(w.inflight for w in self.all_workers()):
+                        await trio.sleep(0.05)
+        finally:
+            # Even when the caller is cancelled during the grace period (a client hanging
+            # up on DELETE), the workers stop: nobody could reach this pool again.
+            self._cancel_scope.cancel()
+            with trio.CancelScope(shield=True):
+                await self.closed.wait()
 
     # -- requests ----------------------------------------------------------------------
     def submit(self, inputs: Input, priority: int = 3) -> _batch.Job:
@@ -267,7 +287,8 @@ class WorkerPool:
                 batches.append(batch)
         return batches
 
-    def batch_done(self, worker: Worker, size: int) -> None:
+    def batch_done(self) -> None:
+        """A worker answered a batch (counted for statistics())."""
         self._batches += 1
 
     # -- scaling -----------------------------------------------------------------------
@@ -290,6 +311,9 @@ class WorkerPool:
         running = self.running_workers()
         if self._pending_workers or any(w.state is WorkerState.STARTING for w in running):
             return  # one scale-up at a time; the starting worker will take the load
+        if trio.current_time() < self._scale_up_after:
+            self._retry_scale_up_later(force)
+            return
         best = max(
             self.groups.values(),
             key=lambda g: g.max_workers - len(g.occupied()),
@@ -301,9 +325,43 @@ class WorkerPool:
         self._pending_workers += 1
         self._nursery.start_soon(self._keep_worker, best, False, True)
 
+    def _retry_scale_up_later(self, force: bool) -> None:
+        """Scale-up is backing off: look again when the back-off ends, so queued jobs
+        with no worker to take them are not left waiting for the next request."""
+        if self._scale_up_timer or self._nursery is None:
+            return
+        self._scale_up_timer = True
+
+        async def retry() -> None:
+            try:
+                await trio.sleep_until(self._scale_up_after)
+            finally:
+                self._scale_up_timer = False
+            if self.queue:
+                self._maybe_scale_up(force)
+
+        self._nursery.start_soon(retry)
+
+    def _scale_up_failed(self) -> None:
+        self._scale_up_backoff_s = min(
+            RESTART_BACKOFF_MAX_S, max(RESTART_BACKOFF_BASE_S, 2 * self._scale_up_backoff_s)
+        )
+        self._scale_up_after = trio.current_time() + self._scale_up_backoff_s
+        log.warning("scale-up of %s failed to load: next attempt in %.1fs at the earliest",
+                    self.model_id, self._scale_up_backoff_s)
+
     async def scale(self, min_workers: int | None, max_workers: int | None,
                     device: Device | None = None) -> None:
-        """Set group bounds and adjust permanent workers synchronously (spec §2.7)."""
+        """Set group bounds and adjust permanent workers synchronously (spec §2.7).
+
+        Serialised per pool: a second request must not retire a worker the first one is
+        still starting.
+        """
+        async with self._scale_lock:
+            await self._scale(min_workers, max_workers, device)
+
+    async def _scale(self, min_workers: int | None, max_workers: int | None,
+                     device: Device | None) -> None:
         if device is not None and device not in self.groups:
             lo, hi = self.config.workers_for(device.device_type)
             self.groups[device] = WorkerGroup(device, lo, hi, [])
@@ -347,6 +405,21 @@ class WorkerPool:
         The first start's load failure propagates to the caller of ``nursery.start``.
         ``pending``: the slot was counted in ``_pending_workers`` by ``_maybe_scale_up``.
         """
+        # Only a caller waiting in nursery.start hears about a failed first load; a slot
+        # started with start_soon (a scale-up) counts it as a failure like a crash.
+        waited = task_status is not trio.TASK_STATUS_IGNORED
+        try:
+            await self._run_slot(group, permanent, pending, waited, task_status)
+        finally:
+            # Jobs may still be queued with no worker left to take them (a temporary worker
+            # died, min_workers is 0): start one rather than let them wait forever.
+            if self.queue and not self._closing:
+                self._maybe_scale_up(force=True)
+
+    async def _run_slot(
+        self, group: WorkerGroup, permanent: bool, pending: bool, waited: bool,
+        task_status: trio.TaskStatus[None],
+    ) -> None:
         started = False
         restarts = 0
         while True:
@@ -364,10 +437,20 @@ class WorkerPool:
                     await worker.run(task_status=task_status)
                     started = True
             except ModelLoadError as exc:
-                if not started:
+                if waited and not started:
                     raise
-                log.error("worker %s failed to reload: %s", worker.label, exc)
+                log.error("worker %s failed to load: %s", worker.label, exc)
             started = True
+            if not permanent:
+                if worker.exit_reason is not ExitReason.LOAD_FAILED:
+                    self._scale_up_backoff_s = 0.0  # it loaded: scale-ups work again
+                else:
+                    self._scale_up_failed()
+                    if any(w.state in (WorkerState.IDLE, WorkerState.BUSY)
+                           for w in self.running_workers()):
+                        # Other workers serve the model: an extra one that cannot load
+                        # (e.g. no memory for a second copy) is no reason to fail it.
+                        return
             if worker.exit_reason not in (ExitReason.DIED, ExitReason.LOAD_FAILED):
                 return
             if not self._record_failure():
@@ -447,13 +530,7 @@ def first_error(group: BaseExceptionGroup) -> BaseException:
     cancelled, rest = group.split(trio.Cancelled)
     if cancelled is not None:
         return group
-    for exc in _leaves(group):
+    for exc in exception_leaves(group):
         if isinstance(exc, DjlError):
             return exc
     return group
-
-
-def _leaves(exc: BaseException) -> list[BaseException]:
-    if isinstance(exc, BaseExceptionGroup):
-        return [leaf for sub in exc.exceptions for leaf in _leaves(sub)]
-    return [exc]

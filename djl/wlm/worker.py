@@ -28,7 +28,15 @@ from typing import TYPE_CHECKING
 import trio
 
 from djl import _batch
-from djl.errors import WORKER_ERROR_KINDS, DjlError, FrameError, ModelLoadError, WlmError
+from djl.errors import (
+    WORKER_ERROR_KINDS,
+    DjlError,
+    FrameError,
+    ModelLoadError,
+    OutputTooLarge,
+    StreamCut,
+    WlmError,
+)
 from djl.io import Output, PairList
 
 if TYPE_CHECKING:
@@ -41,6 +49,8 @@ RECV_SIZE = 1 << 20
 STOP_GRACE_S = 2.0
 #: Only models answering faster than this pipeline: there the round trip matters.
 PIPELINE_MAX_SERVICE_S = 0.005
+#: A worker's output line longer than this is logged in pieces (bounded memory).
+MAX_LOG_LINE = 64 * 1024
 #: How long the log forwarders may keep reading after the process has exited.
 LOG_DRAIN_S = 1.0
 #: Bound on a streamed response's chunks waiting for a slow HTTP client.
@@ -77,6 +87,8 @@ class WorkerCommand:
     max_item_bytes: int = 20 * 1024 * 1024
     #: Batches in flight at once for a fast model (ServerConfig.pipeline_depth).
     pipeline_depth: int = 4
+    #: Longest a streamed chunk waits for the HTTP side to take it (chunked_read_timeout).
+    stream_send_timeout_s: float = 120.0
 
     def argv(self, fd: int, device_id: int) -> list[str]:
         return [
@@ -100,6 +112,30 @@ class WorkerCommand:
 
 class WorkerDied(WlmError):
     """The worker process is gone or unusable; its in-flight jobs get this (503)."""
+
+
+class ChunkStream:
+    """The HTTP side's end of a streamed response (``Output.stream`` on the server).
+
+    ``receive`` gives the chunks in order, then raises EndOfChannel at the model's last
+    chunk, or StreamCut when the worker side stopped before it: a truncated body must
+    never look complete to the client.
+    """
+
+    def __init__(self, receive: trio.MemoryReceiveChannel[bytes]) -> None:
+        self._receive = receive
+        self.cut_reason: str | None = None
+
+    async def receive(self) -> bytes:
+        try:
+            return await self._receive.receive()
+        except trio.EndOfChannel:
+            if self.cut_reason is not None:
+                raise StreamCut(self.cut_reason) from None
+            raise
+
+    def close(self) -> None:
+        self._receive.close()
 
 
 class Worker:
@@ -148,13 +184,15 @@ class Worker:
         Afterwards never raises: how it ended is in ``exit_reason``.
         """
         command = self.pool.command
-        parent, child = socket.socketpair()
         process: trio.Process | None = None
-        channel: trio.SocketStream | socket.socket = parent
+        channel: trio.SocketStream | socket.socket | None = None
         failure: BaseException | None = None
         try:
             with self._cancel_scope:
                 try:
+                    # Out of file descriptors (EMFILE) lands here too: a load failure of
+                    # this worker, never an error that escapes the pool.
+                    channel, child = socket.socketpair()
                     process = await trio.lowlevel.open_process(
                         command.argv(child.fileno(), self.group.device.device_id),
                         pass_fds=(child.fileno(),),
@@ -165,13 +203,14 @@ class Worker:
                         env=self._environment(),
                         start_new_session=True,
                     )
-                except OSError as exc:  # e.g. option.pythonExecutable does not exist
+                except OSError as exc:  # no fds, or option.pythonExecutable missing
                     failure = ModelLoadError(f"Cannot start the worker process: {exc}")
                     raise failure from None
                 finally:
-                    child.close()
+                    if channel is not None:
+                        child.close()
                 self.pid = process.pid
-                channel = stream = trio.SocketStream(trio.socket.from_stdlib_socket(parent))
+                channel = stream = trio.SocketStream(trio.socket.from_stdlib_socket(channel))
                 decoder = _batch.FrameDecoder(max_frame=self._max_frame())
                 # The log forwarders outlive the serving below, so the last lines a
                 # crashing process writes (its traceback) still reach the log.
@@ -283,10 +322,15 @@ class Worker:
         pending = b""
         try:
             async for data in pipe:
-                pending += data
+                # \r too: progress bars redraw one line forever without a newline.
+                pending += data.replace(b"\r", b"\n")
                 *lines, pending = pending.split(b"\n")
+                if len(pending) > MAX_LOG_LINE:
+                    lines.append(pending)
+                    pending = b""
                 for line in lines:
-                    log.log(level, "[%s] %s", self.label, line.decode("utf-8", "replace"))
+                    if line:
+                        log.log(level, "[%s] %s", self.label, line.decode("utf-8", "replace"))
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             pass
         if pending:
@@ -340,14 +384,15 @@ class Worker:
                     kind, payload = await self._next_frame(stream, decoder)
                 if scope.cancelled_caught:
                     raise WorkerDied(f"Prediction timed out after {timeout:g}s")
-                if kind != _batch.RESPONSE:
-                    raise FrameError(f"unexpected frame kind {kind} from worker")
-                await self._deliver(current, payload, stream, decoder)
+                if kind == _batch.RESPONSE:
+                    await self._deliver(current, payload, stream, decoder)
+                else:
+                    self._refused(current, kind, payload)
                 del self.inflight[: len(current)]
                 now = trio.current_time()
                 self._observe_service(now - started)
                 started = now
-                pool.batch_done(self, len(current))
+                pool.batch_done()
             self.state = WorkerState.IDLE
             self.last_active = trio.current_time()
 
@@ -357,6 +402,19 @@ class Worker:
             self._service_s = seconds
         else:
             self._service_s += 0.2 * (seconds - self._service_s)
+
+    @staticmethod
+    def _refused(batch: Sequence[_batch.Job], kind: int, payload: bytes) -> None:
+        """The runtime answered a batch with an ERROR frame it recovers from (an output
+        over the item limit): that batch fails, the worker serves on."""
+        if kind != _batch.ERROR:
+            raise FrameError(f"unexpected frame kind {kind} from worker")
+        error_kind, message = _batch.decode_error(payload)
+        if error_kind != "output":
+            raise FrameError(f"unexpected {error_kind} error from worker: {message}")
+        error = OutputTooLarge(message)
+        for job in batch:
+            job.set_error(error)
 
     async def _deliver(
         self,
@@ -370,9 +428,14 @@ class Worker:
             await self._relay_stream(batch, code, message, props, stream, decoder)
             return
         limit = self.pool.command.max_item_bytes
-        for value in values:
-            if len(value) > limit:
-                raise FrameError(f"worker sent an item of {len(value)} bytes (limit {limit})")
+        largest = max((len(v) for v in values), default=0)
+        if largest > limit:
+            # The runtime refuses these itself; a frame that got here anyway is complete,
+            # so the stream is still in step: the batch fails, the worker lives on.
+            error = OutputTooLarge.item(largest, limit)
+            for job in batch:
+                job.set_error(error)
+            return
         n = len(batch)
         if n == 1 or code >= 300:
             for job in batch:
@@ -397,30 +460,49 @@ class Worker:
         decoder: _batch.FrameDecoder,
     ) -> None:
         """Forward CHUNK frames to the job until the last one; a gone client is skipped."""
-        send, receive = trio.open_memory_channel[bytes | None](STREAM_BUFFER)
+        send, receive = trio.open_memory_channel[bytes](STREAM_BUFFER)
+        chunks = ChunkStream(receive)
         output = Output(code, message)
         output.properties.update(props)
-        output.stream = receive  # type: ignore[assignment]
+        output.stream = chunks  # type: ignore[assignment]
         batch[0].set_result(output)
         for job in batch[1:]:
             job.set_error(WorkerDied("A streamed response cannot be batched"))
         timeout = self.pool.config.predict_timeout_s
+        abandoned = False
         async with send:
-            while True:
-                with trio.move_on_after(timeout) as scope:
-                    kind, payload = await self._next_frame(stream, decoder)
-                if scope.cancelled_caught:
-                    raise WorkerDied(f"Stream chunk timed out after {timeout:g}s")
-                if kind != _batch.CHUNK:
-                    raise FrameError(f"expected a stream chunk, got frame kind {kind}")
-                more, data = _batch.decode_chunk(payload)
-                if data:
-                    try:
-                        await send.send(data)
-                    except (trio.BrokenResourceError, trio.ClosedResourceError):
-                        pass  # the client went away; keep draining the worker
-                if not more:
-                    return
+            try:
+                while True:
+                    with trio.move_on_after(timeout) as scope:
+                        kind, payload = await self._next_frame(stream, decoder)
+                    if scope.cancelled_caught:
+                        raise WorkerDied(f"Stream chunk timed out after {timeout:g}s")
+                    if kind != _batch.CHUNK:
+                        raise FrameError(f"expected a stream chunk, got frame kind {kind}")
+                    more, data = _batch.decode_chunk(payload)
+                    if data and not abandoned:
+                        abandoned = not await self._offer(send, chunks, data)
+                    if not more:
+                        return
+            except BaseException as exc:
+                chunks.cut_reason = getattr(exc, "message", None) or "Worker shutting down"
+                raise
+
+    async def _offer(self, send: trio.MemorySendChannel[bytes], chunks: ChunkStream,
+                     data: bytes) -> bool:
+        """Hand a chunk to the HTTP side. False once the client is gone, or when it has not
+        taken a chunk within the stream timeout: then its stream is cut, so a client that
+        stops reading cannot hold this worker."""
+        with trio.move_on_after(self.pool.command.stream_send_timeout_s):
+            try:
+                await send.send(data)
+                return True
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                return False
+        log.warning("worker %s: the stream's reader stalled; dropping the rest", self.label)
+        chunks.cut_reason = "The client did not read the stream in time"
+        await send.aclose()
+        return False
 
     def _fail_inflight(self, error: DjlError) -> None:
         jobs, self.inflight = self.inflight, []
@@ -437,7 +519,7 @@ class Worker:
         try:
             if isinstance(channel, trio.SocketStream):
                 await channel.aclose()
-            else:
+            elif channel is not None:
                 channel.close()  # type: ignore[attr-defined]
         except Exception:  # noqa: BLE001 — closing a dead socket may fail; the process matters
             pass

@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 import trio
 
-from djl.errors import BadRequest
+from djl.errors import BadRequest, exception_leaves
 from djl.io import Input, Output, PairList
 from djl.workflow.functions import BUILTINS, Builtin, as_model_input, call_custom, type_name
 
@@ -317,20 +317,13 @@ class _Cell:
         self.value: Any = None
 
 
-def _leaves(group: BaseExceptionGroup) -> list[BaseException]:
-    found: list[BaseException] = []
-    for exc in group.exceptions:
-        found.extend(_leaves(exc) if isinstance(exc, BaseExceptionGroup) else [exc])
-    return found
-
-
 def _raise_first(group: BaseExceptionGroup) -> NoReturn:
     """Raise the first failure of a nursery as itself, so callers see the real status.
 
     A group holding ``Cancelled`` (or any other BaseException) is re-raised whole: trio's
     cancel scopes must find their Cancelled where they put it.
     """
-    leaves = _leaves(group)
+    leaves = exception_leaves(group)
     if not leaves or any(not isinstance(exc, Exception) for exc in leaves):
         raise group
     first = leaves[0]

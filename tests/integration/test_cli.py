@@ -144,3 +144,40 @@ def test_hypercorn_can_serve_the_app(tmp_path):
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.communicate(timeout=30)
+
+
+def test_sigterm_while_a_startup_model_loads_stops_promptly(tmp_path):
+    """The start-up load is aborted (not waited for) when SIGTERM comes: exit 0 at once,
+    the loading worker process stopped."""
+    model = tmp_path / "slow-startup"
+    model.mkdir()
+    (model / "model.py").write_text(
+        "import time\n\n\ndef handle(inputs):\n"
+        "    if inputs.is_empty():\n"
+        "        time.sleep(60)\n"
+        "    return None\n"
+    )
+    proc = djl(["-m", f"slow=file:{model}/"], tmp_path, free_port())
+    try:
+        deadline = time.monotonic() + 30
+        while not runtime_pids(str(model)):  # the worker is loading the model
+            if proc.poll() is not None:
+                pytest.fail(f"server exited: {proc.communicate()}")
+            assert time.monotonic() < deadline, "no worker process started"
+            time.sleep(0.05)
+        sent = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=20)
+        print(f"exited {time.monotonic() - sent:.2f}s after SIGTERM")
+        assert proc.returncode == 0, err
+        assert time.monotonic() - sent < 15
+        deadline = time.monotonic() + 10
+        while runtime_pids(str(model)) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert runtime_pids(str(model)) == []
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+        for pid in runtime_pids(str(model)):  # its own session: not killed with the server
+            os.kill(pid, signal.SIGKILL)

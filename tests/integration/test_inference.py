@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import time
+
+import httpx
+import pytest
 import trio
 from serving import model_url, register, running_server
 
@@ -203,3 +207,145 @@ async def test_a_single_python_file_is_a_model(tmp_path):
         assert r.json() == {"status": 'Model "shout_py" registered.'}  # spec §4.2 keeps .py
         r = await server.client.post("/predictions/shout_py", content=b"quiet", headers=TEXT)
         assert r.text == "QUIET"
+
+
+# -- regressions: a client cannot hold a worker or knock it over ----------------------------
+
+
+def _port(server) -> int:
+    return int(server.url.rsplit(":", 1)[1].rstrip("/"))
+
+
+async def _stall_on_a_long_stream(server) -> trio.SocketStream:
+    """A raw client that asks model ``s`` for a long stream and reads only the headers."""
+    stalled = await trio.open_tcp_stream("127.0.0.1", _port(server))
+    # ~80 MiB: far more than the loopback socket buffers and the chunk channel hold.
+    await stalled.send_all(
+        b"POST /predictions/s?action=stream&n=10000&size=8192 HTTP/1.1\r\n"
+        b"Host: 127.0.0.1\r\nContent-Length: 0\r\n\r\n")
+    head = b""
+    with trio.fail_after(30):
+        while b"\r\n\r\n" not in head:
+            head += await stalled.receive_some(65536)
+    assert head.startswith(b"HTTP/1.1 200"), head[:200]
+    return stalled
+
+
+async def _next_request_served(server, deadline_s: float = 20) -> float:
+    """Seconds until model ``s`` answers another request (fails after ``deadline_s``)."""
+    start = time.monotonic()
+    r = None
+    with trio.move_on_after(deadline_s):
+        r = await server.client.post("/predictions/s", content=b"next", headers=TEXT)
+    waited = time.monotonic() - start
+    print(f"next request answered after {waited:.2f}s")
+    assert r is not None, "the worker is still held by the stream nobody reads"
+    assert r.status_code == 200 and r.text == "next"
+    return waited
+
+
+async def test_a_stream_whose_client_stops_reading_frees_the_worker(tmp_path):
+    """A client that reads the headers of a long stream and then nothing more holds the
+    worker for about chunked_read_timeout: the next request is answered while that client
+    is still connected."""
+    async with running_server(tmp_path, chunked_read_timeout="1") as server:
+        await register(server, "s", "behave", min_worker="1", max_worker="1")
+        stalled = await _stall_on_a_long_stream(server)
+        try:
+            assert await _next_request_served(server) < 15
+        finally:
+            await stalled.aclose()
+
+
+async def test_a_stream_cut_for_a_stalled_client_does_not_end_as_complete(tmp_path):
+    """Once the worker gives up on a client that stopped reading, that client must not
+    receive what looks like the whole response when it reads again."""
+    async with running_server(tmp_path, chunked_read_timeout="1") as server:
+        await register(server, "s", "behave", min_worker="1", max_worker="1")
+        stalled = await _stall_on_a_long_stream(server)
+        try:
+            await _next_request_served(server)
+            rest = b""
+            with trio.move_on_after(15):
+                try:
+                    while data := await stalled.receive_some(1 << 20):
+                        rest += data
+                        if rest.endswith(b"\r\n0\r\n\r\n"):
+                            break
+                except trio.BrokenResourceError:
+                    pass  # a reset is a fine way to say "incomplete"
+            print(f"{len(rest)} more bytes of the 80 MiB body")
+            assert not rest.endswith(b"\r\n0\r\n\r\n"), "truncated, yet ends cleanly"
+        finally:
+            await stalled.aclose()
+
+
+async def test_a_stream_whose_worker_dies_midway_is_not_ended_as_complete(tmp_path):
+    """The worker exits after 3 of 10 chunks: the client gets the 3 chunks and then a
+    broken response (no final chunk), not a short body passed off as the whole; the
+    worker is replaced and serves the next request."""
+    async with running_server(tmp_path) as server:
+        await register(server, "s", "behave", min_worker="1", max_worker="1")
+        with pytest.raises(httpx.RemoteProtocolError):
+            await server.client.post("/predictions/s", params={
+                "action": "stream", "n": "10", "size": "1000", "exit_after": "3"})
+        received = b""
+        with pytest.raises(httpx.RemoteProtocolError):
+            async with server.client.stream("POST", "/predictions/s", params={
+                    "action": "stream", "n": "10", "size": "1000", "exit_after": "3"}) as r:
+                assert r.status_code == 200
+                async for data in r.aiter_bytes():
+                    received += data
+        assert received == b"x" * 3000
+        assert await _next_request_served(server) < 15
+
+
+async def test_a_stream_whose_client_left_before_the_first_chunk_frees_the_worker(tmp_path):
+    """The client gives up while the model prepares its first chunk; the stream is closed at
+    once (not after chunked_read_timeout), so the worker drains it and serves the next."""
+    async with running_server(tmp_path, chunked_read_timeout="60") as server:
+        await register(server, "s", "behave", min_worker="1", max_worker="1")
+        with pytest.raises(httpx.TimeoutException):
+            # More chunks than the worker may buffer for the HTTP side.
+            await server.client.post("/predictions/s", timeout=0.5, params={
+                "action": "stream", "n": "500", "delay": "1.5"})
+        assert await _next_request_served(server) < 15
+
+
+MIB = 1024 * 1024
+
+
+@pytest.mark.parametrize("size", [MIB * 3 // 2, 2 * MIB, 48 * MIB])
+async def test_an_oversized_response_item_fails_its_request_not_the_worker(tmp_path, size):
+    """An output item over the limit (max of max_worker_item_bytes and max_request_size)
+    answers its request 500 naming the limit; the worker lives on, no failure counted."""
+    async with running_server(tmp_path, max_worker_item_bytes=str(MIB),
+                              max_request_size=str(MIB)) as server:
+        c = server.client
+        await register(server, "b", "behave", min_worker="1", max_worker="1")
+        pid = (await c.post("/predictions/b", params={"action": "pid"})).text
+        r = await c.post("/predictions/b", params={"action": "big", "size": str(size)})
+        assert r.status_code == 500, r.text  # 503 would mean the worker was killed for it
+        assert r.headers["content-type"] == "application/json"
+        assert r.json() == {
+            "code": 500, "type": "OutputTooLargeException",
+            "message": f"The model's output item of {size} bytes exceeds the limit of {MIB} "
+                       "bytes (max_worker_item_bytes)"}
+        r2 = await c.post("/predictions/b", params={"action": "pid"})
+        assert r2.status_code == 200 and r2.text == pid  # the same process
+        r2 = await c.post("/predictions/b", params={"action": "big", "size": str(MIB)})
+        assert r2.status_code == 200 and len(r2.content) == MIB  # at the limit is fine
+        r2 = await c.get("/ping")
+        assert r2.status_code == 200 and r2.json() == {"b": {"status": "Healthy"}}
+        [group] = (await c.get("/models/b")).json()[0]["models"][0]["workerGroups"]
+        assert [w["status"] for w in group["workers"]] == ["READY"]
+
+
+async def test_a_stream_chunk_over_the_item_limit_arrives_whole(tmp_path):
+    """Streamed chunks have no size limit for the model: the runtime splits a big one."""
+    async with running_server(tmp_path, max_worker_item_bytes=str(MIB),
+                              max_request_size=str(MIB)) as server:
+        await register(server, "s", "behave", min_worker="1", max_worker="1")
+        r = await server.client.post("/predictions/s", params={
+            "action": "stream", "n": "2", "size": str(5 * MIB // 2)})
+        assert r.status_code == 200 and r.content == b"x" * (5 * MIB)

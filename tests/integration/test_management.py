@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import time
+from functools import partial
+
 import trio
 from serving import model_url, register, running_server
 
@@ -309,3 +312,49 @@ async def test_async_registration_of_a_missing_source_turns_failed(tmp_path):
             while (await c.get("/ping")).status_code != 500:
                 await trio.sleep(0.05)
         assert (await c.get("/models")).json()["models"][0]["status"] == "FAILED"
+
+
+async def test_concurrent_scale_requests_are_serialised(tmp_path):
+    """A scale-down sent while a scale-up is still starting workers waits for it instead of
+    retiring the worker being started under it (which answered 500 RuntimeError)."""
+    model = tmp_path / "slowinit"
+    model.mkdir()
+    (model / "model.py").write_text(
+        "import time\n\n\ndef handle(inputs):\n"
+        "    if inputs.is_empty():\n"
+        "        time.sleep(1.0)\n"
+        "        return None\n"
+        "    from djl_python import Output\n"
+        "    return Output().add('ok')\n"
+    )
+    async with running_server(tmp_path) as server:
+        c = server.client
+        r = await c.post("/models", params={"url": f"file:{model}/", "model_name": "slow",
+                                            "min_worker": "1", "max_worker": "3"})
+        assert r.status_code == 200, r.text
+        answers = {}
+
+        async def put(label: str, **params: str):
+            answers[label] = await c.put("/models/slow", params=params)
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(partial(put, "up", min_worker="3", max_worker="3"))
+            await trio.sleep(0.5)  # the scale-up is starting its first worker now
+            nursery.start_soon(partial(put, "down", min_worker="1", max_worker="3"))
+        for label, (lo, hi) in {"up": (3, 3), "down": (1, 3)}.items():
+            r = answers[label]
+            assert r.status_code == 200, (label, r.text)
+            assert r.json()["status"] == ('Workflow "slow" worker scaled. New Worker '
+                                          f"configuration min workers:{lo} max workers:{hi}")
+
+        deadline = time.monotonic() + 10
+        while True:
+            [group] = (await c.get("/models/slow")).json()[0]["models"][0]["workerGroups"]
+            ready = [w for w in group["workers"] if w["status"] == "READY"]
+            if len(ready) == 1 or time.monotonic() > deadline:
+                break
+            await trio.sleep(0.05)
+        assert (group["minWorkers"], group["maxWorkers"]) == (1, 3)
+        assert len(ready) == 1, group
+        r = await c.post("/predictions/slow", content=b"x")
+        assert r.status_code == 200 and r.text == "ok"

@@ -12,19 +12,24 @@ with a generous deadline, so a slow machine makes a test slower, not red.
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import os
 import shutil
 import signal
+import socket
 import time
 from collections import Counter
+from functools import partial
 from pathlib import Path
 
 import httpx
 import pytest
 import trio
-from serving import MODELS, Server, register, running_server
+from serving import MODELS, Server, model_url, register, running_server
+
+from djl.wlm import worker as worker_module
 
 #: Generous ceiling for anything that should take a moment (process start, replacement).
 PATIENCE_S = 30.0
@@ -523,3 +528,202 @@ async def test_a_crashing_workers_last_words_reach_the_log(tmp_path, caplog):
                        for rec in caplog.records if rec.name == "djl.worker")
 
         await eventually(logged, timeout=10)
+
+
+# -- regressions ------------------------------------------------------------------------------
+
+#: Loads unless the file named by ``option.marker`` exists; answers with its pid after
+#: sleeping ``seconds``.
+GUARDED_MODEL = '''\
+import os
+import time
+
+from djl_python import Output
+
+
+def handle(inputs):
+    if inputs.is_empty():
+        marker = inputs.get_properties().get("marker")
+        if marker and os.path.exists(marker):
+            raise RuntimeError("this model cannot load twice")
+        return None
+    item = inputs.get_batches()[0]
+    if item.contains_key("seconds"):
+        time.sleep(float(item.get_as_string("seconds")))
+    return Output().add(str(os.getpid()))
+'''
+
+
+@pytest.mark.parametrize("threshold", [
+    pytest.param("", id="default-threshold"),
+    pytest.param("retry_threshold=100\n", id="threshold-100"),
+])
+async def test_a_scale_up_worker_that_cannot_load_leaves_the_model_serving(
+    tmp_path, threshold
+):
+    """A temporary worker whose load fails is that worker's failure: the model does not
+    turn FAILED, its healthy worker is not cancelled, every request is answered by it."""
+    marker = tmp_path / "no-more-workers"
+    url = model_copy(tmp_path, "guarded",
+                     f"engine=Python\noption.marker={marker}\n{threshold}",
+                     source=GUARDED_MODEL)
+    async with running_server(tmp_path) as server:
+        await register_url(server, "guarded", url, min_worker="1", max_worker="2",
+                           batch_size="1")
+        pid = await worker_pid(server, "guarded")
+        marker.touch()
+        seen: set[str] = set()
+        statuses: Counter[int] = Counter()
+        texts: set[str] = set()
+        done = trio.Event()
+
+        async def watch():
+            while not done.is_set():
+                model = await describe(server, "guarded")
+                seen.add(model["status"])
+                r = await server.client.get("/ping")
+                seen.add(f"ping {r.status_code}")
+                await trio.sleep(0.05)
+
+        async def client():
+            r = await predict(server, "guarded", seconds="0.4")
+            statuses[r.status_code] += 1
+            texts.add(r.text)
+
+        async def scale_up_tried():
+            return len(workers(await describe(server, "guarded"))) > 1
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(watch)
+            async with trio.open_nursery() as clients:
+                for _ in range(6):  # queue 5 > 2 x batch_size: scale up
+                    clients.start_soon(client)
+                await eventually(scale_up_tried, timeout=10)
+            done.set()
+        print("statuses", dict(statuses), "seen", sorted(seen))
+        assert statuses == {200: 6}, (statuses, texts)
+        assert texts == {str(pid)}
+        assert seen == {"Healthy", "ping 200"}
+        assert await worker_pid(server, "guarded") == pid
+
+
+async def test_unregister_whose_client_hangs_up_still_stops_the_workers(tmp_path):
+    """The client of DELETE gives up during the grace period for an in-flight request: the
+    model is gone anyway, so its worker processes must stop (not live on unreachable)."""
+    source = (
+        "import pathlib\nimport time\n\nfrom djl_python import Output\n\n\n"
+        "def handle(inputs):\n"
+        "    if inputs.is_empty():\n"
+        "        return None\n"
+        "    pathlib.Path('busy').touch()  # the working directory is the model folder\n"
+        "    time.sleep(3)\n"
+        "    return Output().add('slept')\n"
+    )
+    url = model_copy(tmp_path, "sleeper", "engine=Python\n", source=source)
+    busy = tmp_path / "models" / "sleeper" / "busy"
+    async with running_server(tmp_path) as server:
+        await register_url(server, "leaving", url, min_worker="2", max_worker="2")
+        assert len(runtime_pids(str(tmp_path / "models"))) == 2
+        outcome: list[int] = []
+
+        async def inflight():
+            outcome.append((await predict(server, "leaving")).status_code)
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(inflight)
+            with trio.fail_after(10):
+                while not busy.exists():
+                    await trio.sleep(0.02)
+            with pytest.raises(httpx.TimeoutException):
+                await server.client.delete("/models/leaving", timeout=0.5)
+            hung_up = time.monotonic()
+
+            async def gone():
+                listed = (await server.client.get("/models")).json()["models"]
+                return not listed and not runtime_pids(str(tmp_path / "models"))
+
+            await eventually(gone, timeout=10)
+            print(f"workers gone {time.monotonic() - hung_up:.2f}s after the client hung up")
+        assert outcome and outcome[0] in (200, 503)
+        assert (await predict(server, "leaving")).status_code == 404
+
+
+async def test_jobs_queued_behind_a_dying_temporary_worker_are_served(tmp_path):
+    """min_worker=0: the only (temporary) worker dies with a job still queued; a new
+    worker starts for it instead of leaving it waiting forever."""
+    async with running_server(tmp_path) as server:
+        await register(server, "lazy", "behave", min_worker="0", max_worker="1",
+                       batch_size="1")
+        results: dict[str, httpx.Response] = {}
+
+        async def call(label: str, **params: str):
+            results[label] = await predict(server, "lazy", label.encode(), **params)
+
+        async def queued(n: int):
+            async def check():
+                model = await describe(server, "lazy")
+                return workers(model) and model["requestInQueue"] == n
+            check.__name__ = f"{n} queued"
+            await eventually(check, timeout=15)
+
+        start = time.monotonic()
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(partial(call, "r1", action="sleep", seconds="2"))
+            await queued(0)  # a temporary worker started and took r1
+            nursery.start_soon(partial(call, "r2", action="exit"))
+            await queued(1)
+            nursery.start_soon(call, "r3")
+            await queued(2)
+            with trio.fail_after(15):
+                while len(results) < 3:
+                    await trio.sleep(0.05)
+        print(f"all answered in {time.monotonic() - start:.2f}s")
+        assert results["r1"].status_code == 200 and results["r1"].text == "r1"
+        assert_wlm_503(results["r2"])
+        assert results["r3"].status_code == 200 and results["r3"].text == "r3"
+
+
+class _NoFileDescriptors:
+    """Stands in for the ``socket`` module in djl.wlm.worker: socketpair fails (EMFILE)."""
+
+    def __getattr__(self, name: str):
+        return getattr(socket, name)
+
+    def socketpair(self, *args, **kwargs):
+        raise OSError(errno.EMFILE, os.strerror(errno.EMFILE))
+
+
+async def test_a_worker_that_cannot_be_spawned_is_a_clean_load_failure(tmp_path, monkeypatch):
+    """A missing python executable, or no file descriptor left for the socketpair: the
+    registration fails 500 naming the cause, is rolled back, and the server serves on."""
+    url = model_copy(tmp_path, "behave",
+                     "engine=Python\noption.pythonExecutable=/nonexistent/python\n")
+    async with running_server(tmp_path) as server:
+        c = server.client
+
+        async def refused(name: str, source: str) -> str:
+            r = await c.post("/models", params={"url": source, "model_name": name})
+            assert r.status_code == 500, r.text
+            body = r.json()
+            assert body["code"] == 500 and body["type"] == "EngineException", body
+            assert (await c.get(f"/models/{name}")).status_code == 404  # rolled back
+            return body["message"]
+
+        message = await refused("nopython", url)
+        assert message.startswith("Cannot start the worker process: "), message
+        assert "/nonexistent/python" in message
+
+        with monkeypatch.context() as patch:
+            patch.setattr(worker_module, "socket", _NoFileDescriptors())
+            message = await refused("nofds", model_url("behave"))
+        assert message == (
+            f"Cannot start the worker process: [Errno {errno.EMFILE}] "
+            f"{os.strerror(errno.EMFILE)}"), message
+
+        assert (await c.get("/models")).json() == {"models": []}
+        assert runtime_pids("behave") == []
+        await register(server, "fine", "behave")
+        r = await predict(server, "fine", b"still serving")
+        assert r.status_code == 200 and r.text == "still serving"
+        r = await c.get("/ping")
+        assert r.status_code == 200 and r.json() == {"fine": {"status": "Healthy"}}

@@ -16,11 +16,12 @@ import json
 import os
 import shutil
 import uuid
+import zipfile
 from pathlib import Path
 from typing import Any
 
 import trio
-from serving import MODELS, model_url, running_server
+from serving import EXAMPLES, MODELS, model_url, running_server
 from store_helpers import ServerThread, Site
 
 TEXT = {"content-type": "text/plain"}
@@ -640,3 +641,32 @@ async def test_concurrent_loads_of_a_shared_model_keep_one_pool(tmp_path):
         assert await predict(c, "two") == "HELLO"
         assert (await c.delete("/workflows/two")).status_code == 200
         await wait_until_gone(model)
+
+
+async def test_a_shared_archive_model_is_deleted_with_the_last_workflow(tmp_path):
+    """Two workflows share a model loaded from an archive; whichever workflow goes last, the
+    extracted cache directory goes with it (the pool entry owns the source)."""
+    archive = tmp_path / "echo.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        for name in ("model.py", "serving.properties"):
+            zf.write(EXAMPLES / "echo" / name, name)
+    flows = [
+        write_json(tmp_path / f"{name}.json", {
+            "name": name, "models": {"m": file_url(archive)}, "workflow": {"out": ["m", "in"]}})
+        for name in ("wfa", "wfb")
+    ]
+    repo = tmp_path / "cache" / "cache" / "repo"
+    async with running_server(tmp_path) as server:
+        c = server.client
+        for flow in flows:
+            await post_workflow(c, file_url(flow))
+        [extracted] = os.listdir(repo)  # one extraction, one pool, shared
+        assert await predict(c, "wfa") == "hello" and await predict(c, "wfb") == "hello"
+        # The workflow that loaded the model goes first: the other one still uses it.
+        assert (await c.delete("/workflows/wfa")).status_code == 200
+        assert (repo / extracted).is_dir()
+        assert await predict(c, "wfb", "still here") == "still here"
+        assert (await c.delete("/workflows/wfb")).status_code == 200
+        assert not (repo / extracted).exists()
+        assert os.listdir(repo) == []
+        await wait_until_gone(repo)

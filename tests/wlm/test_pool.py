@@ -16,7 +16,7 @@ import trio
 import trio.testing
 
 from djl.config import RegisterParams, ServerConfig, build_model_config
-from djl.errors import WlmError
+from djl.errors import ModelLoadError, WlmError
 from djl.io import Input
 from djl.wlm import pool as pool_module
 from djl.wlm.devices import Device
@@ -390,7 +390,7 @@ class SimWorker:
             self.inflight = []
             self.state = WorkerState.IDLE
             self.last_active = trio.current_time()
-            self.pool.batch_done(self, len(batch))
+            self.pool.batch_done()
 
 
 @pytest.fixture
@@ -684,3 +684,133 @@ async def test_scale_down_retires_idle_workers_first(autojump_clock, sim):
         [survivor] = pool.running_workers()
         assert survivor is busy[0]
         await pool.aclose()
+
+
+# -- regressions --------------------------------------------------------------------------------
+
+
+class TemporaryCannotLoad(SimWorker):
+    """A SimWorker whose temporary (scale-up) instances fail to load their model, the way
+    the real Worker does: ModelLoadError out of ``run``, exit_reason LOAD_FAILED."""
+
+    async def run(self, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
+        if self.permanent:
+            return await super().run(task_status=task_status)
+        try:
+            await trio.sleep(self.start_s)
+            self.exit_reason = ExitReason.LOAD_FAILED
+            raise ModelLoadError("Failed to initialize model: cannot load twice")
+        finally:
+            self.state = WorkerState.STOPPED
+            self.stopped_at = trio.current_time()
+            self.process_gone = True
+
+
+@pytest.mark.parametrize("threshold", [
+    100,
+    3,
+])
+async def test_a_scale_up_worker_that_cannot_load_is_not_the_pools_failure(
+    autojump_clock, sim, monkeypatch, threshold
+):
+    monkeypatch.setattr(pool_module, "Worker", TemporaryCannotLoad)
+    pool = make_pool(batch_size=1, min_workers=1, max_workers=2, retry_threshold=threshold)
+    results = []
+
+    async def client(name: str) -> None:
+        results.append(await call(pool, request(name)))
+
+    async with trio.open_nursery() as nursery:
+        await nursery.start(pool.run)
+        [permanent] = pool.running_workers()
+        async with trio.open_nursery() as clients:
+            for i in range(8):  # 8 one-second jobs: the queue calls for a second worker
+                clients.start_soon(client, f"j{i}")
+        assert any(not w.permanent for w in sim.created)  # a scale-up was tried
+        assert pool.status is ModelStatus.READY
+        assert results == [(permanent.id, 1)] * 8
+        assert pool.running_workers() == [permanent]
+        await pool.aclose()
+
+
+async def test_scale_ups_that_cannot_load_back_off_and_fail_a_model_nobody_serves(
+    autojump_clock, sim, monkeypatch
+):
+    """min_workers=0 and no worker can load: each retry waits longer than the last, the
+    failures count since nothing serves the model, and the queued job is answered when the
+    model turns FAILED rather than waiting forever."""
+    monkeypatch.setattr(pool_module, "Worker", TemporaryCannotLoad)
+    sim.start_s = 0.01
+    pool = make_pool(batch_size=1, min_workers=0, max_workers=1, retry_threshold=3)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(pool.run)
+        start = trio.current_time()
+        with trio.fail_after(60):
+            with pytest.raises(WlmError) as caught:
+                await call(pool, request("lonely"))
+        assert caught.value.message == f"Model is not ready: {pool.model_id}"
+        assert pool.status is ModelStatus.FAILED and len(sim.created) == 4
+        born = [w.stopped_at for w in sim.created]
+        gaps = [b - a for a, b in zip(born, born[1:], strict=False)]
+        assert gaps == sorted(gaps) and gaps[-1] > 2 * gaps[0], gaps
+        assert trio.current_time() - start < 5
+        await pool.aclose()
+
+
+async def test_concurrent_scales_are_serialised(autojump_clock, sim):
+    """A scale-down while a scale-up is still starting workers waits for it; it used to
+    retire the starting worker: RuntimeError (child exited without started())."""
+    sim.start_s = 1.0
+    pool = make_pool(batch_size=1, min_workers=1, max_workers=3)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(pool.run)
+        async with trio.open_nursery() as requests:
+            requests.start_soon(pool.scale, 3, 3)
+            await trio.sleep(0.5)
+            requests.start_soon(pool.scale, 1, 3)
+        [group] = pool.groups.values()
+        assert (group.min_workers, group.max_workers) == (1, 3)
+        assert len(group.permanent()) == 1 and len(pool.running_workers()) == 1
+        await pool.aclose()
+
+
+async def test_a_job_queued_behind_a_dying_temporary_worker_gets_a_new_one(
+    autojump_clock, sim
+):
+    """min_workers=0: the only worker (temporary) dies with a job still queued; a new
+    temporary worker takes it instead of it waiting forever."""
+    pool = make_pool(batch_size=1, min_workers=0, max_workers=1)
+    outcomes: dict[str, object] = {}
+
+    async def record(name: str, **props: str):
+        try:
+            outcomes[name] = await call(pool, request(name, **props))
+        except WlmError as exc:
+            outcomes[name] = exc.message
+
+    async with trio.open_nursery() as nursery:
+        await nursery.start(pool.run)
+        with trio.fail_after(60):
+            async with trio.open_nursery() as clients:
+                clients.start_soon(lambda: record("boom", crash="1"))
+                await trio.testing.wait_all_tasks_blocked()
+                clients.start_soon(record, "queued")
+        assert outcomes["boom"] == "Python worker disconnected."
+        [first, second] = sim.created
+        assert outcomes["queued"] == (second.id, 1) and not second.permanent
+        await pool.aclose()
+
+
+async def test_aclose_cancelled_during_the_grace_still_stops_the_workers(autojump_clock, sim):
+    """DELETE whose client hangs up: the grace wait is cancelled, the workers stop anyway."""
+    sim.serve_s = 10.0
+    pool = make_pool(batch_size=1, min_workers=2, max_workers=2)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(pool.run)
+        job = pool.submit(request("long"))
+        await trio.testing.wait_all_tasks_blocked()
+        with trio.move_on_after(0.5) as scope:
+            await pool.aclose(grace_s=5)
+        assert scope.cancelled_caught
+        assert pool.closed.is_set() and not sim.alive
+        assert job.error is not None and job.error.message == "Worker shutting down"

@@ -1,4 +1,9 @@
-"""A test model whose behaviour each request picks with its ``action`` query parameter."""
+"""A test model whose behaviour each request picks with its ``action`` query parameter.
+
+``big``: a body of ``size`` bytes. ``stream``: ``n`` chunks of ``size`` bytes (default 1),
+the first one after ``delay`` seconds (default none); with ``exit_after`` the process
+exits after that many chunks.
+"""
 
 import os
 import sys
@@ -37,6 +42,10 @@ def handle(inputs: Input):
         return out
     if action == "pid":
         return Output().add(str(os.getpid()))
+    if action == "big":
+        return Output().add(b"x" * int(first.get_as_string("size")))
+    if action == "stream":
+        return Output().add_stream_content(_chunks(first), output_formatter=None)
     out = Output()
     for i, item in enumerate(batch):
         body = item.get_as_bytes("data") if item.contains_key("data") else b""
@@ -45,3 +54,18 @@ def handle(inputs: Input):
         else:
             out.add(body, key="data", batch_index=i)
     return out
+
+
+def _chunks(item):
+    n = int(item.get_as_string("n"))
+    size = int(item.get_as_string("size")) if item.contains_key("size") else 1
+    delay = float(item.get_as_string("delay")) if item.contains_key("delay") else 0.0
+    if delay:
+        time.sleep(delay)
+    exit_after = int(item.get_as_string("exit_after")) if item.contains_key("exit_after") else -1
+    chunk = b"x" * size
+    for i in range(n):
+        if i == exit_after:
+            sys.stdout.flush()
+            os._exit(5)
+        yield chunk
