@@ -68,22 +68,27 @@ class Address:
         return f"{self.scheme}://{self.host}:{self.port}"
 
 
-_JAVA_INT = re.compile(r"[+-]?\d+")
+_JAVA_INT = re.compile(r"[+-]?[0-9]+")
 
 
-def _parse_int(value: Any) -> int:
-    """Java ``Integer.parseInt`` syntax: no ``_``, blanks or fractions (Python's int() allows
-    the first two and truncates floats and bools); ValueError otherwise."""
+def parse_java_int(value: Any) -> int:
+    """Java ``Integer.parseInt``: optional sign and ASCII digits within 32 bits, nothing else
+    (Python's int() also takes ``_``, blanks and other digits, and truncates floats and
+    bools); ValueError otherwise."""
     if isinstance(value, int) and not isinstance(value, bool):
-        return value
-    if not isinstance(value, str) or not _JAVA_INT.fullmatch(value):
+        number = value
+    elif isinstance(value, str) and _JAVA_INT.fullmatch(value):
+        number = int(value)
+    else:
         raise ValueError(value)
-    return int(value)
+    if not -(2**31) <= number < 2**31:
+        raise ValueError(value)
+    return number
 
 
 def _int(key: str, value: str) -> int:
     try:
-        return _parse_int(value.strip())
+        return parse_java_int(value.strip())
     except ValueError:
         raise ConfigError(f"Invalid integer for {key}: {value!r}") from None
 
@@ -372,7 +377,7 @@ class RegisterParams:
             if value is None or value == "":
                 return None
             try:
-                return _parse_int(value)
+                return parse_java_int(value)
             except ValueError:
                 raise IllegalArgument.number(str(value)) from None
 
@@ -421,7 +426,7 @@ class ModelConfig:
             if value is None or str(value).strip() == "":
                 return None
             try:
-                return _parse_int(value)
+                return parse_java_int(value)
             except ValueError:
                 raise IllegalArgument.number(str(value)) from None
 
@@ -453,7 +458,7 @@ def _positive(*candidates: Any) -> int | None:
         if value is None or value == "":
             continue
         try:
-            number = _parse_int(value)
+            number = parse_java_int(value)
         except ValueError:
             raise IllegalArgument.number(str(value)) from None
         if number > 0:
@@ -465,7 +470,7 @@ def _retry_threshold(value: str | None, default: int) -> int:
     if value is None or value == "":
         return default
     try:
-        return _parse_int(value)
+        return parse_java_int(value)
     except ValueError:
         raise IllegalArgument.number(value) from None
 

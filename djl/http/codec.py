@@ -17,8 +17,8 @@ from urllib.parse import unquote, unquote_plus
 import trio
 from quart import Request, Response
 
-from djl.config import ServerConfig
-from djl.errors import BadRequest, DjlError
+from djl.config import ServerConfig, parse_java_int
+from djl.errors import BadRequest, DjlError, IllegalArgument, StreamCut
 from djl.io import Input, Output, PairList
 from djl.registry import Model, Workflow
 from djl.wlm.pool import ModelStatus
@@ -69,13 +69,11 @@ class Query:
         return None
 
     def get_int(self, name: str, default: int) -> int:
-        from djl.errors import IllegalArgument
-
         value = self.get(name)
         if value is None:
             return default
         try:
-            return int(value)
+            return parse_java_int(value)
         except ValueError:
             raise IllegalArgument.number(value) from None
 
@@ -204,23 +202,42 @@ async def output_response(output: Output, req_id: str, config: ServerConfig) -> 
     stream = output.stream
     if stream is None:
         body = output.get_data_item() or b""
-        headers.update(common_headers(req_id, output.code, config))
-        return _without_default_type(
-            Response(bytes(body), status=output.code, headers=headers), output)
+        return _without_default_type(Response(
+            bytes(body), status=output.code,
+            headers=_with_common_headers(headers, req_id, output.code, config)), output)
     first = None
     try:
-        with trio.move_on_after(config.chunked_read_timeout_s):
+        with trio.move_on_after(config.chunked_read_timeout_s) as waiting:
             first = await _next_chunk(stream)
     except BaseException:
         stream.close()  # the client went away: let the worker drain instead of block
         raise
-    headers.update(common_headers(req_id, output.code, config))
-    if first is None:
+    if waiting.cancelled_caught:
+        stream.close()
+        # Nothing is sent yet, so the client can still be told plainly (not a 200).
+        raise StreamCut(
+            "The model sent no stream chunk within chunked_read_timeout "
+            f"({config.chunked_read_timeout_s:g}s)"
+        )
+    headers = _with_common_headers(headers, req_id, output.code, config)
+    if first is None:  # the generator yielded nothing (spec §6.7): a plain empty body
         stream.close()  # type: ignore[attr-defined]
-        return Response(b"", status=output.code, headers=headers)
+        return _without_default_type(
+            Response(b"", status=output.code, headers=headers), output)
     return _without_default_type(Response(
         _chunks(first, stream, config.chunked_read_timeout_s), status=output.code,
         headers=headers), output)
+
+
+def _with_common_headers(
+    model_headers: dict[str, str], req_id: str, status: int, config: ServerConfig
+) -> dict[str, str]:
+    """Spec §3.5: the common headers overwrite the model's, whatever case it used."""
+    common = common_headers(req_id, status, config)
+    overridden = {key.lower() for key in common}
+    merged = {k: v for k, v in model_headers.items() if k.lower() not in overridden}
+    merged.update(common)
+    return merged
 
 
 def _without_default_type(response: Response, output: Output) -> Response:

@@ -56,13 +56,18 @@ async def _resolve(call: Call) -> tuple[str, str | None, Input | None]:
 async def predict(call: Call) -> Response:
     name, version, inputs = await _resolve(call)
     if call.method == "OPTIONS":
-        call.manager.endpoint(name)
+        # Spec §3.4: an unknown name or version is a 404 here too; without a version the
+        # round-robin is left alone.
+        if version:
+            call.manager.find_workflow(name, version)
+        else:
+            call.manager.endpoint(name)
         return call.json({})
     workflow = call.manager.find_workflow(name, version)
     if inputs is None:
         inputs = await codec.to_input(call.request, call.query, call.req_id, call.config)
     try:
         output = await call.manager.infer(workflow, inputs)
+        return await codec.output_response(output, call.req_id, call.config)
     except Exception as exc:  # noqa: BLE001 — every failure gets mapping B's answer
         return codec.error_response(exc, call.req_id, call.config, inference=True)
-    return await codec.output_response(output, call.req_id, call.config)

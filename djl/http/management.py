@@ -9,8 +9,8 @@ from typing import Any
 
 from quart import Request, Response
 
-from djl.config import RegisterParams, ServerConfig
-from djl.errors import BadRequest, IllegalArgument, MethodNotAllowed, NotFound
+from djl.config import RegisterParams, ServerConfig, parse_java_int
+from djl.errors import BadRequest, MethodNotAllowed, NotFound
 from djl.http import codec
 from djl.registry import ModelManager
 from djl.store import infer_model_name
@@ -164,11 +164,10 @@ async def _scale(call: Call, name: str, version: str | None) -> Response:
         if value is None:
             return -1
         try:
-            return int(value)
+            return parse_java_int(value)
         except ValueError:
-            raise IllegalArgument(
-                f'parameter is invalid number.For input string: "{value}"'
-            ) from None
+            # Spec §2.7: a BadRequestException carrying the NumberFormatException text.
+            raise BadRequest(f'For input string: "{value}"') from None
 
     min_workers = number("min_worker")
     max_workers = number("max_worker")

@@ -100,6 +100,10 @@ async def test_routes_and_model_resolution(tmp_path):
         await register(server, "other", "echo")
         r = await c.request("OPTIONS", "/predictions/echo")
         assert r.status_code == 200 and r.text == "{}\n"
+        for path in ("/predictions/echo/v9", "/invocations?model_name=echo&model_version=v9"):
+            r = await c.request("OPTIONS", path)
+            assert r.status_code == 404, path
+            assert r.json()["message"] == "Model or workflow not found: echo"
         r = await c.post("/invocations", content=b"x", headers=TEXT)
         assert r.status_code == 400
         assert r.json()["message"] == "Parameter model_name is required."
@@ -349,3 +353,34 @@ async def test_a_stream_chunk_over_the_item_limit_arrives_whole(tmp_path):
         r = await server.client.post("/predictions/s", params={
             "action": "stream", "n": "2", "size": str(5 * MIB // 2)})
         assert r.status_code == 200 and r.content == b"x" * (5 * MIB)
+
+
+async def test_common_headers_replace_the_models_whatever_its_case(tmp_path):
+    """Spec §3.5: x-request-id and the no-cache headers overwrite what the model set, even
+    when the model spells them in another case: one header each, ours."""
+    async with running_server(tmp_path) as server:
+        await register(server, "b", "behave")
+        r = await server.client.post("/predictions/b", headers={"x-request-id": "mine"},
+                                     params={"action": "headers_in_case"})
+        assert r.status_code == 200
+        assert r.headers.get_list("x-request-id") == ["mine"]
+        assert r.headers.get_list("pragma") == ["no-cache"]
+        assert r.headers.get_list("cache-control") == [
+            "no-cache; no-store, must-revalidate, private"]
+        assert r.headers["x-model"] == "behave"
+
+
+async def test_an_empty_stream_and_a_stream_that_never_starts(tmp_path):
+    """A generator that yields nothing: an empty 200 with no invented content-type. One whose
+    first chunk does not come within chunked_read_timeout: a 503 naming it, not a 200."""
+    async with running_server(tmp_path, chunked_read_timeout="1") as server:
+        c = server.client
+        await register(server, "s", "behave", min_worker="1", max_worker="1")
+        r = await c.post("/predictions/s", params={"action": "stream", "n": "0"})
+        assert r.status_code == 200 and r.content == b""
+        assert "content-type" not in r.headers
+        r = await c.post("/predictions/s", params={"action": "stream", "n": "2", "delay": "3"})
+        assert r.status_code == 503
+        assert r.json()["message"] == (
+            "The model sent no stream chunk within chunked_read_timeout (1s)")
+        assert await _next_request_served(server) < 15

@@ -158,8 +158,11 @@ async def test_pagination(tmp_path):
         r = (await c.get("/workflows")).json()
         assert r == {"nextPageToken": "3", "workflows": [
             {"workflowName": "B"}, {"workflowName": "a"}, {"workflowName": "c"}]}
-        r = await c.get("/models", params={"limit": "many"})
-        assert r.status_code == 400 and r.json()["type"] == "NumberFormatException"
+        for bad in ("many", "1_0", " 1", "99999999999999999999", "\u0661"):  # Java parseInt
+            r = await c.get("/models", params={"limit": bad})
+            assert r.status_code == 400, bad
+            assert r.json() == {"code": 400, "type": "NumberFormatException",
+                                "message": f'For input string: "{bad}"'}
 
 
 async def test_scale_workers(tmp_path):
@@ -184,8 +187,11 @@ async def test_scale_workers(tmp_path):
         r = await c.put("/models/fake", params={"min_worker": 1})
         assert r.status_code == 404
         assert r.json()["message"] == "Model or workflow not found: fake"
-        r = await c.put("/models/mlp", params={"min_worker": "two"})
-        assert r.status_code == 400
+        for bad in ("two", "1_0", "2.0"):
+            r = await c.put("/models/mlp", params={"min_worker": bad})
+            assert r.status_code == 400
+            assert r.json() == {"code": 400, "type": "BadRequestException",  # spec §2.7
+                                "message": f'For input string: "{bad}"'}
 
 
 async def test_routing_conventions(tmp_path):

@@ -40,6 +40,14 @@ def handle(inputs: Input):
         out.add_property("content-type", "text/plain")
         out.add("with header")
         return out
+    if action == "headers_in_case":
+        out = Output()
+        out.add_property("X-Request-Id", "from-the-model")
+        out.add_property("pragma", "cache-me")
+        out.add_property("CACHE-CONTROL", "max-age=3600")
+        out.add_property("x-model", "behave")
+        out.add("ok")
+        return out
     if action == "pid":
         return Output().add(str(os.getpid()))
     if action == "big":
