@@ -112,12 +112,16 @@ class _EndCutStreams:
                         getattr(exception_leaves(group)[0], "message", ""))
 
 
+def _too_large(config: ServerConfig) -> PayloadTooLarge:
+    return PayloadTooLarge(
+        f"Request body exceeds max_request_size ({config.max_request_size} bytes)"
+    )
+
+
 def _as_djl_error(error: HTTPException, config: ServerConfig) -> DjlError:
     """Quart's own HTTP errors (body too large, ...) in the spec's error form."""
     if isinstance(error, RequestEntityTooLarge):
-        return PayloadTooLarge(
-            f"Request body exceeds max_request_size ({config.max_request_size} bytes)"
-        )
+        return _too_large(config)
     if error.code == 405:
         return MethodNotAllowed()
     if error.code == 404:
@@ -140,6 +144,10 @@ async def dispatch(manager: ModelManager, config: ServerConfig) -> Response:
         uri += "?" + query_string.decode("latin-1")
     method = req.method
     try:
+        length = req.content_length
+        if length is not None and length > config.max_request_size:
+            # Spec §1.5: every request, also on routes that never read their body.
+            raise _too_large(config)
         if method == "OPTIONS" and raw_path == b"/":
             return codec.json_response({}, 200, req_id, config)
         segments = codec.path_segments(raw_path)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import datetime
 import enum
 import itertools
+import json
 import logging
 import math
 import os
@@ -108,6 +109,19 @@ class WorkerCommand:
             "--max-item-bytes",
             str(self.max_item_bytes),
         ]
+
+
+def _init_detail(values: Sequence[bytes] | None) -> str:
+    """What the failed init call said: the ``error`` of the runtime's JSON error body (the
+    exception text) rather than the whole body, else the body as text."""
+    text = b"".join(values or []).decode("utf-8", "replace")
+    try:
+        body = json.loads(text)
+    except ValueError:
+        return text
+    if isinstance(body, dict) and isinstance(body.get("error"), str):
+        return body["error"]
+    return text
 
 
 class WorkerDied(WlmError):
@@ -313,8 +327,9 @@ class Worker:
         if code == 507:
             raise ModelLoadError("OOM", status=507)
         if code >= 300:
-            detail = b"".join(values or []).decode("utf-8", "replace")
-            raise ModelLoadError(f"Failed to initialize model: {message}: {detail}".rstrip(": "))
+            raise ModelLoadError(
+                f"Failed to initialize model: {message}: {_init_detail(values)}".rstrip(": ")
+            )
 
     async def _forward_logs(self, pipe: trio.abc.ReceiveStream | None, level: int) -> None:
         if pipe is None:

@@ -72,7 +72,9 @@ async def test_register_errors_are_clear_4xx(tmp_path):
 
         r = await c.post("/models", params={"url": model_url("failinit")})
         assert r.status_code == 500
-        assert "weights are missing" in r.json()["message"]
+        assert r.json() == {"code": 500, "type": "EngineException", "message":
+                            "Failed to initialize model: invoke handler failure: "
+                            "weights are missing"}
         assert (await c.get("/models")).json() == {"models": []}  # rolled back
 
         (tmp_path / "onnx").mkdir()
@@ -222,6 +224,12 @@ async def test_request_size_limit(tmp_path):
         r = await server.client.post("/predictions/echo", content=b"x" * 512,
                                      headers={"content-type": "text/plain"})
         assert r.status_code == 200 and len(r.content) == 512
+        for method, path in [("PUT", "/server/logging"), ("OPTIONS", "/"), ("GET", "/ping")]:
+            # Spec §1.5: the limit holds on routes that never read a body too.
+            r = await server.client.request(method, path, content=b"x" * 2048)
+            assert r.status_code == 413, (method, path)
+            assert r.json() == {"code": 413, "type": "PayloadTooLargeException", "message":
+                                "Request body exceeds max_request_size (1024 bytes)"}
 
 
 async def test_management_token(tmp_path):
