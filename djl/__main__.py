@@ -38,7 +38,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def hypercorn_config(address: Address, config: ServerConfig) -> HypercornConfig:
     hc = HypercornConfig()
     hc.bind = [address.bind]
-    hc.graceful_timeout = SHUTDOWN_GRACE_S
+    # Longer than the models' own grace (_shut_down_on_stop): their last answers go out.
+    hc.graceful_timeout = SHUTDOWN_GRACE_S + 3
     hc.startup_timeout = max(600.0, config.model_loading_timeout_s + 60)
     hc.shutdown_timeout = SHUTDOWN_GRACE_S * 3
     hc.accesslog = None
@@ -56,8 +57,8 @@ async def run_server(config: ServerConfig, *, task_status: Any = trio.TASK_STATU
     ``task_status.started`` receives hypercorn's bind list. With ``wait_model_loading``
     (the default) the models load before any port is bound and a failure raises here;
     otherwise the ports open at once and a load failure stops the server 3 s later.
-    Shutdown order: stop accepting, let in-flight requests finish (workers still up),
-    then unregister everything.
+    Shutdown order: stop accepting and, meanwhile, stop the models (see
+    _shut_down_on_stop), so every accepted request is answered before the listeners go.
     """
     stop = shutdown if shutdown is not None else trio.Event()
     manager = ModelManager(config)
@@ -70,7 +71,7 @@ async def run_server(config: ServerConfig, *, task_status: Any = trio.TASK_STATU
     async with trio.open_nursery() as nursery:
         if shutdown is None:
             nursery.start_soon(_watch_signals, stop)
-        nursery.start_soon(_abort_loads_on_stop, stop, manager)
+        nursery.start_soon(_shut_down_on_stop, stop, manager)
         await nursery.start(manager.run)
         try:
             if config.wait_model_loading:
@@ -110,10 +111,17 @@ def _listeners(config: ServerConfig) -> list[tuple[Address, str]]:
     return [(config.inference_address, "both")]
 
 
-async def _abort_loads_on_stop(stop: trio.Event, manager: ModelManager) -> None:
-    """A stop during start-up or during a synchronous registration aborts the load."""
+async def _shut_down_on_stop(stop: trio.Event, manager: ModelManager) -> None:
+    """Stop models while hypercorn still serves, so every request gets an answer.
+
+    Loads in progress (start-up, synchronous registrations) are aborted; queued requests
+    get 503 "Worker shutting down" at once; in-flight ones get SHUTDOWN_GRACE_S to finish,
+    then the same 503. Hypercorn's graceful timeout is longer, so those answers are still
+    written before it drops the connections that are left.
+    """
     await stop.wait()
     manager.cancel_loads()
+    await manager.aclose(SHUTDOWN_GRACE_S)
 
 
 async def _watch_signals(stop: trio.Event) -> None:

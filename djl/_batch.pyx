@@ -139,6 +139,22 @@ cdef class JobQueue:
         job.queued = True
         self._live += 1
 
+    cpdef put_front(self, list jobs):
+        """Put already-admitted jobs back at the head of their lanes, in the given order
+        (a dead worker's batches it never started). Capacity is not checked: they were
+        counted when they were first queued."""
+        cdef Job job
+        for job in reversed(jobs):
+            lane = self._lanes.get(job.priority)
+            if lane is None:
+                lane = deque()
+                self._lanes[job.priority] = lane
+                self._priorities.append(job.priority)
+                self._priorities.sort()
+            lane.appendleft(job)
+            job.queued = True
+            self._live += 1
+
     cpdef bint discard(self, Job job):
         """Forget a queued job (its client went away). O(1); True if it was queued."""
         if not job.queued:

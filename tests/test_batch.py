@@ -59,6 +59,20 @@ def test_queue_lower_priority_first_fifo_within_priority():
     assert len(q) == 0
 
 
+def test_put_front_returns_jobs_to_the_head_of_their_lanes_past_capacity():
+    """A dead worker's unstarted batches go back first in line, in their order, even when
+    the queue has filled meanwhile (they were admitted before)."""
+    q = _batch.JobQueue(3)
+    for name in ("q1", "q2", "q3"):
+        q.put_nowait(job(name, 3))
+    taken = q.take(2)
+    q.put_nowait(job("q4", 3))
+    q.put_nowait(job("h0", 0))
+    q.put_front(taken + [job("r1", 1)])
+    assert len(q) == 6
+    assert names(q.drain()) == ["h0", "r1", "q1", "q2", "q3", "q4"]
+
+
 def test_queue_negative_and_large_priorities():
     q = _batch.JobQueue(10)
     for name, priority in [("big", 1 << 30), ("neg", -5), ("zero", 0)]:

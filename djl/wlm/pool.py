@@ -217,6 +217,23 @@ class WorkerPool:
         self._maybe_scale_up()
         return job
 
+    def requeue(self, jobs: list[_batch.Job]) -> None:
+        """Jobs a dead worker held but never started: first in line again."""
+        jobs = [job for job in jobs if not job.cancelled and not job.finished()]
+        if not jobs:
+            return
+        if self._closing or self.status is not ModelStatus.READY:
+            for job in jobs:
+                job.set_error(WlmError.shutting_down())
+            return
+        self.queue.put_front(jobs)
+        self._lot.unpark_all()
+
+    def worker_ready(self) -> None:
+        """A worker finished loading: a burst may still need another one (spec §5.4),
+        and scale-up only looks while no worker is starting."""
+        self._maybe_scale_up()
+
     def discard(self, job: _batch.Job) -> None:
         """The client went away: a queued job is dropped, an in-flight one is ignored."""
         job.cancelled = True
@@ -389,6 +406,10 @@ class WorkerPool:
             assert self._nursery is not None
             for _ in range(group.min_workers - len(group.permanent())):
                 await self._nursery.start(self._keep_worker, group, True)
+        if sum(g.max_workers for g in self.groups.values()) == 0:
+            # No worker may ever run again: queued jobs must not wait for one forever.
+            for job in self.queue.drain():
+                job.set_error(WlmShutdown.all_workers(self.model_id))
         self._lot.unpark_all()
 
     def _retire(self, worker: Worker) -> None:

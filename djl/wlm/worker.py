@@ -171,6 +171,9 @@ class Worker:
         self.last_active = trio.current_time()
         #: The jobs sent to the process and not yet answered.
         self.inflight: list[_batch.Job] = []
+        #: How many jobs at the head of ``inflight`` the process is answering now; the
+        #: rest are pipelined batches it has not started (0: all of them are current).
+        self._answering = 0
         self.pid: int | None = None
         #: True once the process has been reaped. Until then the worker occupies a slot
         #: of its group's max_workers even when STOPPED (see WorkerGroup.occupied).
@@ -238,6 +241,7 @@ class Worker:
                         self.state = WorkerState.IDLE
                         self.last_active = trio.current_time()
                         task_status.started()
+                        self.pool.worker_ready()
                         await self._serve(stream, decoder)
                     except (ModelLoadError, WorkerDied, FrameError, trio.BrokenResourceError,
                             trio.ClosedResourceError) as exc:
@@ -271,6 +275,11 @@ class Worker:
         elif failure is not None:
             self.exit_reason = ExitReason.DIED
             log.error("worker %s died: %s", self.label, failure)
+            # Only the batch it was answering is lost with it (spec §5.6); pipelined batches
+            # it never started go back to the head of the queue for another worker.
+            answering = self._answering or len(self.inflight)
+            unstarted, self.inflight = self.inflight[answering:], self.inflight[:answering]
+            self.pool.requeue(unstarted)
             self._fail_inflight(
                 failure if isinstance(failure, DjlError) else WorkerDied(str(failure))
             )
@@ -395,6 +404,7 @@ class Worker:
             started = trio.current_time()
             await stream.send_all(frames)
             for current in batches:
+                self._answering = len(current)
                 with trio.move_on_after(timeout) as scope:
                     kind, payload = await self._next_frame(stream, decoder)
                 if scope.cancelled_caught:
@@ -408,6 +418,7 @@ class Worker:
                 self._observe_service(now - started)
                 started = now
                 pool.batch_done()
+            self._answering = 0
             self.state = WorkerState.IDLE
             self.last_active = trio.current_time()
 

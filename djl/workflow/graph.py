@@ -336,7 +336,7 @@ def _raise_first(group: BaseExceptionGroup) -> NoReturn:
 class _Evaluation:
     """One request's evaluation; the ``Runtime`` the built-ins see."""
 
-    __slots__ = ("_call_model", "_cells", "_nursery", "_request")
+    __slots__ = ("_call_model", "_cells", "_nursery", "_request", "streams")
 
     def __init__(self, call_model: ModelCall, request: Input, nursery: trio.Nursery | None) -> None:
         self._call_model = call_model
@@ -347,6 +347,8 @@ class _Evaluation:
         self._nursery = nursery
         #: variable name -> its cell, created by the first branch that needs it.
         self._cells: dict[str, _Cell] = {}
+        #: Streamed model outputs: each holds its worker until read or closed.
+        self.streams: list[Output] = []
 
     async def eval(self, node: Node) -> Any:
         if node is INPUT:
@@ -390,6 +392,8 @@ class _Evaluation:
 
     async def call_model(self, local_name: str, value: Any) -> Output:
         output = await self._call_model(local_name, as_model_input(value, local_name))
+        if output.stream is not None:
+            self.streams.append(output)
         if output.code >= 400:
             raise _ModelAnsweredError(output)
         return output
@@ -432,18 +436,31 @@ async def execute(spec: WorkflowSpec, request: Input, call_model: ModelCall) -> 
     Output nor an Input; FunctionFailed when a custom function raises.
     """
     program = spec.program
+    evaluation: _Evaluation | None = None
+    result: Output | None = None
     try:
         if not program.shared:
             # Nothing is memoised, so no task outlives the call that starts it (concurrent
             # arguments get nested nurseries): skip the request nursery and its schedule
             # point, about half of this function's cost for a single-model workflow.
-            value = await _Evaluation(call_model, request, None).eval(program.out)
+            evaluation = _Evaluation(call_model, request, None)
+            value = await evaluation.eval(program.out)
         else:
             try:
                 async with trio.open_nursery() as nursery:
-                    value = await _Evaluation(call_model, request, nursery).eval(program.out)
+                    evaluation = _Evaluation(call_model, request, nursery)
+                    value = await evaluation.eval(program.out)
             except BaseExceptionGroup as group:
                 _raise_first(group)
+        result = _as_output(value)
     except _ModelAnsweredError as answered:
-        return answered.output
-    return _as_output(value)
+        result = answered.output
+    finally:
+        if evaluation is not None and evaluation.streams:
+            # A stream that is not the response (an input refused, a value a function
+            # dropped, a request that failed) would hold its worker until it timed out.
+            kept = result.stream if result is not None else None
+            for output in evaluation.streams:
+                if output.stream is not kept:
+                    output.stream.close()  # type: ignore[union-attr]
+    return result

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+import trio
 from serving import EXAMPLES
 
 ENV = {k: v for k, v in os.environ.items() if not k.startswith("SERVING_")}
@@ -181,3 +182,56 @@ def test_sigterm_while_a_startup_model_loads_stops_promptly(tmp_path):
             proc.communicate()
         for pid in runtime_pids(str(model)):  # its own session: not killed with the server
             os.kill(pid, signal.SIGKILL)
+
+
+def test_sigterm_under_load_answers_every_request(tmp_path):
+    """SIGTERM with one request in flight and 19 queued: the in-flight one finishes (200),
+    the queued ones get 503 "Worker shutting down" at once; no connection is just dropped,
+    no worker process is left."""
+    model = tmp_path / "slowecho"
+    model.mkdir()
+    (model / "model.py").write_text(
+        "import time\n\nfrom djl_python import Output\n\n\ndef handle(inputs):\n"
+        "    if inputs.is_empty():\n"
+        "        return None\n"
+        "    time.sleep(1.0)\n"
+        "    return Output().add(inputs.get_as_bytes())\n"
+    )
+    (model / "serving.properties").write_text("minWorkers=1\nmaxWorkers=1\n")
+    port = free_port()
+    proc = djl(["-m", f"slowecho=file:{model}/"], tmp_path, port)
+    answers: list[object] = []
+    try:
+        wait_ready(port, proc)
+
+        async def load() -> None:
+            async with httpx.AsyncClient(timeout=30) as client:
+
+                async def one(i: int) -> None:
+                    try:
+                        r = await client.post(f"http://127.0.0.1:{port}/predictions/slowecho",
+                                              content=str(i).encode())
+                        answers.append((r.status_code, r.text))
+                    except httpx.HTTPError as exc:
+                        answers.append(repr(exc))
+
+                async with trio.open_nursery() as nursery:
+                    for i in range(20):
+                        nursery.start_soon(one, i)
+                    await trio.sleep(0.5)  # the first request is in the model by now
+                    proc.send_signal(signal.SIGTERM)
+
+        sent = time.monotonic()
+        trio.run(load)
+        print(f"all answered {time.monotonic() - sent:.2f}s after SIGTERM")
+        _, err = proc.communicate(timeout=30)
+        assert proc.returncode == 0, err
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    ok = [a for a in answers if isinstance(a, tuple) and a[0] == 200]
+    refused = [a for a in answers if isinstance(a, tuple) and a[0] == 503]
+    assert len(ok) >= 1 and len(ok) + len(refused) == 20, answers
+    assert all('"Worker shutting down"' in text for _, text in refused)
+    assert runtime_pids(str(model)) == []

@@ -727,3 +727,96 @@ async def test_a_worker_that_cannot_be_spawned_is_a_clean_load_failure(tmp_path,
         assert r.status_code == 200 and r.text == "still serving"
         r = await c.get("/ping")
         assert r.status_code == 200 and r.json() == {"fine": {"status": "Healthy"}}
+
+
+async def test_a_burst_scales_up_to_max_worker(tmp_path):
+    """30 one-second requests at once: the pool keeps adding temporary workers as each one
+    becomes ready, up to max_worker, not just one (the queue stays > 2 x batch_size)."""
+    async with running_server(tmp_path) as server:
+        await register(server, "behave", batch_size="1", min_worker="1", max_worker="4")
+        statuses: Counter[int] = Counter()
+        most_ready = 0
+
+        async def client():
+            r = await predict(server, "behave", action="sleep", seconds="1")
+            statuses[r.status_code] += 1
+
+        async def scaled_to_max():
+            nonlocal most_ready
+            most_ready = max(most_ready, len(ready_ids(await describe(server, "behave"))))
+            return most_ready >= 4
+
+        start = time.monotonic()
+        async with trio.open_nursery() as nursery:
+            for _ in range(30):
+                nursery.start_soon(client)
+            await eventually(scaled_to_max)
+            print(f"4 workers after {time.monotonic() - start:.2f}s")
+        print(f"30 requests answered after {time.monotonic() - start:.2f}s")
+        assert statuses == {200: 30}
+
+
+async def test_a_crash_fails_only_the_batch_being_run_not_pipelined_ones(tmp_path):
+    """A fast model pipelines batches (pipeline_depth 4); when one request kills the worker,
+    the batches sent behind it in the pipe are served by the replacement, not failed.
+
+    Each round: a 20 ms request keeps the worker busy while a crashing request (priority 0,
+    so it goes first) and 8 echo requests queue; the worker then sends the crashing batch
+    with 3 echo batches pipelined behind it."""
+    url = model_copy(tmp_path, "behave", "engine=Python\nretry_threshold=100\n")
+    async with running_server(tmp_path) as server:
+        await register_url(server, "b", url, batch_size="1", min_worker="1", max_worker="1")
+        failed: list[str] = []
+        for _ in range(5):
+            for _warm in range(30):  # fast answers: the worker's service time says "pipeline"
+                assert (await predict(server, "b", b"warm")).status_code == 200
+            outcomes: dict[int, httpx.Response] = {}
+
+            async def client(i: int, outcomes=outcomes, **params: str):
+                headers = {"x-priority": "0"} if params.get("action") == "exit" else {}
+                outcomes[i] = await server.client.post(
+                    "/predictions/b", params=params, content=str(i).encode(), headers=headers)
+
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(partial(client, -1, action="sleep", seconds="0.02"))
+                await trio.sleep(0.002)
+                nursery.start_soon(partial(client, 0, action="exit"))
+                for i in range(1, 9):
+                    nursery.start_soon(client, i)
+            assert outcomes.pop(-1).status_code == 200
+            assert_wlm_503(outcomes.pop(0), "Python worker disconnected.")
+            failed += [f"{i}: {r.status_code} {r.text}" for i, r in outcomes.items()
+                       if (r.status_code, r.text) != (200, str(i))]
+        assert failed == []
+
+
+async def test_scaling_to_zero_answers_the_queued_requests(tmp_path):
+    """Requests queued when the model is scaled to 0/0 get the 503 new ones get, at once,
+    instead of waiting for a worker that can never come."""
+    async with running_server(tmp_path) as server:
+        await register(server, "behave", batch_size="1", min_worker="1", max_worker="1")
+        answers: list[httpx.Response] = []
+
+        async def client():
+            answers.append(await predict(server, "behave", action="sleep", seconds="1"))
+
+        async with trio.open_nursery() as nursery:
+            for _ in range(6):
+                nursery.start_soon(client)
+
+            async def queued():
+                return (await describe(server, "behave")).get("requestInQueue", 0) >= 4
+
+            await eventually(queued)
+            r = await server.client.put("/models/behave",
+                                        params={"min_worker": "0", "max_worker": "0"})
+            assert r.status_code == 200
+            scaled = time.monotonic()
+        print(f"all answered {time.monotonic() - scaled:.2f}s after the scale")
+        assert time.monotonic() - scaled < 10
+        kinds = Counter(r.status_code for r in answers)
+        assert kinds[200] >= 1 and kinds[200] + kinds[503] == 6, kinds
+        for r in answers:
+            if r.status_code == 503:
+                assert r.json() == {"code": 503, "type": "WlmShutdownException",
+                                    "message": "All model workers has been shutdown: behave"}

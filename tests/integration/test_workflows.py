@@ -670,3 +670,26 @@ async def test_a_shared_archive_model_is_deleted_with_the_last_workflow(tmp_path
         assert not (repo / extracted).exists()
         assert os.listdir(repo) == []
         await wait_until_gone(repo)
+
+
+async def test_a_streamed_output_refused_as_input_frees_its_worker(tmp_path):
+    """A model's streamed output cannot feed the next model (400); the stream is closed at
+    once, so that model's only worker is free for the next request instead of blocked on
+    a stream nobody reads until chunked_read_timeout."""
+    flow = write_json(tmp_path / "streamchain.json", {
+        "name": "streamchain",
+        "models": {"bs": one("behave"), "e": one("echo")},
+        "workflow": {"out": ["e", ["bs", "in"]]},
+    })
+    async with running_server(tmp_path, chunked_read_timeout="60") as server:
+        c = server.client
+        await post_workflow(c, file_url(flow))
+        r = await c.post("/predictions/streamchain",
+                         params={"action": "stream", "n": "500", "size": "10"})
+        assert r.status_code == 400
+        assert r.json()["message"] == (
+            "The model or function e cannot take a streamed output as its input")
+        start = trio.current_time()
+        with trio.fail_after(15):
+            assert await predict(c, "streamchain", "next") == "next"
+        print(f"next request answered in {trio.current_time() - start:.2f}s")
