@@ -14,8 +14,9 @@ The query's single-valued parameters are the replacements. Built-in templates:
     request, each next one the previous one's Output (content and properties).
 
 ``ensemble`` and ``chain`` name their models ``<name>_m1``, ``<name>_m2``, ... rather than
-``m1``...: models are shared across workflows by local name and version (§4.3), so two
-ensembles both calling theirs ``m1`` would share one worker pool whatever their URLs.
+``m1``..., and give them the workflow's version: models are shared across workflows by
+local name and version (§4.3), so two ensembles both calling theirs ``m1`` (or two
+versions of one chain) would share one worker pool whatever their URLs.
 
 Placeholders in text templates are replaced by JSON-escaped values (they sit inside JSON
 strings, so a value with a quote cannot change the workflow's structure); a placeholder
@@ -115,14 +116,20 @@ _ADAPTER = """{
 }"""
 
 
-def _models_of(values: Mapping[str, str]) -> dict[str, str]:
+def _models_of(values: Mapping[str, str]) -> dict[str, object]:
     urls = [u.strip() for u in values["urls"].split(",") if u.strip()]
     if not urls:
         raise IllegalArgument("The parameter urls must list at least one model URL")
-    return {f"{values['name']}_m{i}": url for i, url in enumerate(urls, 1)}
+    version = values.get("version")
+    if not version:
+        return {f"{values['name']}_m{i}": url for i, url in enumerate(urls, 1)}
+    # The models take the workflow's version: chain v1 and chain v2 of other URLs must not
+    # share <name>_m1's pool (models are the same model by id *and* version).
+    return {f"{values['name']}_m{i}": {"modelUrl": url, "version": version}
+            for i, url in enumerate(urls, 1)}
 
 
-def _workflow(values: Mapping[str, str], models: dict[str, str], out: list[object]) -> str:
+def _workflow(values: Mapping[str, str], models: dict[str, object], out: list[object]) -> str:
     workflow: dict[str, object] = {"name": values["name"]}
     if values.get("version"):
         workflow["version"] = values["version"]

@@ -319,6 +319,14 @@ async def test_ensemble_custom_function_templates_and_pagination(tmp_path):
         assert page["nextPageToken"] == "1"
         assert [m["modelName"] for m in page["models"]] == ["custom:up", "custom:suf"]
 
+        # Another version of the chain, its models in the other order: its own pools.
+        r = await c.post("/workflows", params={
+            "template": "chain", "name": "tchain", "version": "4",
+            "urls": f"{model_url('wf_suffix')},{model_url('wf_upper')}"})
+        assert r.status_code == 200, r.text
+        assert await predict(c, "tchain", version="4") == "HELLO!"
+        assert await predict(c, "tchain", version="3") == "HELLO! via upper"
+
 
 async def test_shared_pool_scale_and_release(tmp_path):
     """Two workflows using the same local model name (and version) share one worker pool;
