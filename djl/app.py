@@ -179,8 +179,11 @@ def _check_token(req: Any, config: ServerConfig) -> None:
     if not token:
         return
     supplied = req.headers.get("Authorization", "")
+    # RFC 7235: the scheme is case-insensitive and followed by one or more spaces.
+    scheme, _, credentials = supplied.strip(" ").partition(" ")
     # Constant-time comparison: the token must not leak through response timing.
-    if not hmac.compare_digest(supplied.encode(), f"Bearer {token}".encode()):
+    valid_token = hmac.compare_digest(credentials.lstrip(" ").encode(), token.encode())
+    if scheme.lower() != "bearer" or not valid_token:
         raise Unauthorized("Management API requires a valid bearer token")
 
 

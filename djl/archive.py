@@ -17,9 +17,13 @@ A model server that unpacks whatever a caller names is an obvious target (TorchS
   limit. Sizes are counted as bytes are really written, never trusted from headers.
 * Zip local headers are cross-checked against the central directory and entries may not
   overlap, the trick behind non-recursive zip bombs and tools disagreeing on contents.
+* An archive found inside an archive (spec §4.1 step 4) is extracted with the ``Budget``
+  its outer layer left: one byte limit for both, and a ratio measured against the size of
+  the outermost archive, so nesting cannot multiply the limits.
 * Everything is written into a fresh ``.<target>.*.part`` directory beside the target and
   renamed into place only on success; on any failure (or a stop request) it is removed, so
-  a half-extracted model can never be used.
+  a half-extracted model can never be used. The directory is ``flock``-ed while in use, so
+  that a later start-up can tell one left by a crash from one another process is filling.
 
 Extraction is blocking; callers run it in a worker thread (``djl.store``) and may pass a
 ``threading.Event`` that, once set, makes it stop at the next chunk.
@@ -29,6 +33,7 @@ from __future__ import annotations
 
 import bz2
 import errno
+import fcntl
 import gzip
 import lzma
 import os
@@ -106,6 +111,35 @@ def strip_archive_suffix(name: str) -> str:
     return name
 
 
+@contextmanager
+def locked(path: str | Path) -> Iterator[None]:
+    """Hold an exclusive ``flock`` on the temp file or directory ``path`` in this block.
+
+    The lock is what marks a temp name as in use: the kernel drops it when the process
+    dies, so start-up clean-up (``djl.store``) removes exactly the temps nobody holds.
+    """
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
+@dataclass(frozen=True)
+class Budget:
+    """What the layers of one model source have extracted so far.
+
+    An archive inside an archive is extracted with the budget its outer layer returned:
+    ``written`` counts against ``archive_max_bytes`` and the ratio is measured against
+    ``source_bytes``, the size of the outermost archive as downloaded or found, so a small
+    download cannot reach the limits anew at every layer.
+    """
+
+    source_bytes: int
+    written: int
+
+
 @dataclass(frozen=True)
 class Limits:
     """Archive-bomb limits; the defaults live in ``ServerConfig``."""
@@ -123,36 +157,41 @@ def extract_archive(
     limits: Limits,
     label: str,
     stop: threading.Event | None = None,
-) -> None:
+    spent: Budget | None = None,
+) -> Budget:
     """Extract ``archive`` into ``target``, which must not exist yet; all or nothing.
 
-    ``label`` (the URL) names the archive in error messages. Raises ``SourceError``: 400 for
-    a corrupt or unsafe archive (the message names the entry), 413 for a limit (it names
-    the config key), 507 when the disk is full. If another process renamed a complete
-    ``target`` into place first, that one is kept and this extraction discarded.
+    ``label`` (the URL) names the archive in error messages. ``spent`` is the budget an
+    outer layer left when ``archive`` came out of another archive. Returns the budget spent
+    including this layer. Raises ``SourceError``: 400 for a corrupt or unsafe archive (the
+    message names the entry), 413 for a limit (it names the config key), 507 when the disk
+    is full. If another process renamed a complete ``target`` into place first, that one is
+    kept and this extraction discarded.
     """
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".part", dir=target.parent))
     try:
-        try:
-            extractor = _Extractor(tmp, archive, limits, label, stop)
-            if kind == "zip":
-                extractor.extract_zip()
-            else:
-                extractor.extract_tar()
-        except _CORRUPT as exc:
-            raise SourceError(f"Corrupt archive {label}: {exc}", status=400) from None
-        if stop is not None and stop.is_set():
-            raise Stopped()
-        try:
-            os.rename(tmp, target)
-        except OSError:
-            if not target.is_dir():
-                raise
-            shutil.rmtree(tmp, ignore_errors=True)  # a concurrent extraction won the race
+        with locked(tmp):
+            try:
+                extractor = _Extractor(tmp, archive, limits, label, stop, spent)
+                if kind == "zip":
+                    extractor.extract_zip()
+                else:
+                    extractor.extract_tar()
+            except _CORRUPT as exc:
+                raise SourceError(f"Corrupt archive {label}: {exc}", status=400) from None
+            if stop is not None and stop.is_set():
+                raise Stopped()
+            try:
+                os.rename(tmp, target)
+            except OSError:
+                if not target.is_dir():
+                    raise
+                shutil.rmtree(tmp, ignore_errors=True)  # a concurrent extraction won the race
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    return Budget(extractor.archive_bytes, extractor.written)
 
 
 class _Extractor:
@@ -165,15 +204,18 @@ class _Extractor:
         limits: Limits,
         label: str,
         stop: threading.Event | None,
+        spent: Budget | None,
     ) -> None:
         self.root = str(root)
         self.archive = archive
-        self.archive_bytes = max(archive.stat().st_size, 1)
+        #: What the ratio is measured against: the outermost archive's size.
+        self.archive_bytes = max(spent.source_bytes if spent else archive.stat().st_size, 1)
         self.limits = limits
         self.label = label
         self.stop = stop
         self.entries = 0
-        self.written = 0  # bytes really written so far, copies of links included
+        #: Bytes really written so far, copies of links and outer layers included.
+        self.written = spent.written if spent else 0
         self.files: dict[str, str] = {}  # safe name -> absolute path of each regular file
         self.links: dict[str, str] = {}  # safe name -> safe name of its target
         self.exec_bits: dict[str, int] = {}
@@ -186,7 +228,7 @@ class _Extractor:
             if len(infos) > self.limits.max_entries:
                 self._too_many_entries()
             declared = sum(info.file_size for info in infos)
-            self.check_size(declared)
+            self.check_size(self.written + declared)
             with open(self.archive, "rb") as raw:
                 self._cross_check_zip(raw, infos, zf.start_dir)
             for info in infos:
@@ -374,7 +416,8 @@ class _Extractor:
         if total > _RATIO_GRACE_BYTES and total > self.limits.max_ratio * self.archive_bytes:
             raise SourceError(
                 f"Archive {self.label} expands more than archive_max_ratio "
-                f"({self.limits.max_ratio}x its {self.archive_bytes} bytes)",
+                f"({self.limits.max_ratio}x the {self.archive_bytes} bytes of the archive "
+                "as downloaded or found)",
                 status=413,
             )
 
@@ -426,14 +469,16 @@ class _Bounded:
     def __init__(self, stream: IO[bytes], extractor: _Extractor) -> None:
         self.stream = stream
         self.extractor = extractor
+        #: What outer layers wrote: this stream's positions count on top of it.
+        self.base = extractor.written
         limits = extractor.limits
         # Headers and padding: at most ~2 KiB per entry on top of the data.
-        self.limit = limits.max_bytes + 2048 * (limits.max_entries + 8)
+        self.limit = limits.max_bytes - self.base + 2048 * (limits.max_entries + 8)
 
     def _check(self, end: int) -> None:
         if end > self.limit:
-            self.extractor.check_size(self.limit + 1)
-        self.extractor.check_size(end, ratio_only=True)
+            self.extractor.check_size(self.extractor.limits.max_bytes + 1)
+        self.extractor.check_size(self.base + end, ratio_only=True)
 
     def read(self, size: int = -1) -> bytes:
         if size is None or size < 0 or size > _MAX_TAR_READ:

@@ -9,6 +9,7 @@ parameters (spec §4.6). Both are frozen; nothing else reads ``os.environ``.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 from collections.abc import Mapping
@@ -29,10 +30,13 @@ class ConfigError(ValueError):
 
 @dataclass(frozen=True)
 class Address:
-    """A listener address: ``http://host:port``, ``https://host:port`` or ``unix:/path``."""
+    """A listener address: ``http://host:port``, ``https://host:port`` or ``unix:/path``.
+
+    An IPv6 host is written in brackets (``http://[::1]:8080``) and kept without them.
+    """
 
     scheme: str  # "http", "https" or "unix"
-    host: str = ""
+    host: str = ""  # a name or an IP address; IPv6 without brackets
     port: int = 0
     path: str = ""  # unix socket path
 
@@ -41,31 +45,56 @@ class Address:
         m = re.fullmatch(r"(?i)unix:(/.+)", text)
         if m:
             return cls("unix", path=m.group(1))
-        m = re.fullmatch(r"(?i)(https?)://([^:/]+)(?::(\d+))?/?", text)
+        m = re.fullmatch(r"(?i)(https?)://(?:\[([0-9a-f:.]+)\]|([^:/\[\]]+))(?::(\d+))?/?", text)
         if not m:
             raise ConfigError(f"Invalid binding address: {text}")
         scheme = m.group(1).lower()
-        port = int(m.group(3)) if m.group(3) else (443 if scheme == "https" else 80)
+        host = m.group(2) or m.group(3)
+        if m.group(2) is not None:
+            try:
+                ipaddress.IPv6Address(host)
+            except ValueError:
+                raise ConfigError(f"Invalid binding address: {text}") from None
+        port = int(m.group(4)) if m.group(4) else (443 if scheme == "https" else 80)
         # The spec's Java server also rejects 65535 (an off-by-one); we accept the real range.
         if port > 65535:
             raise ConfigError(f"Invalid port number: {text}")
-        return cls(scheme, host=m.group(2), port=port)
+        return cls(scheme, host=host, port=port)
+
+    @property
+    def _host_port(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{host}:{self.port}"
 
     @property
     def bind(self) -> str:
         """The address in hypercorn's ``bind`` syntax."""
-        return f"unix:{self.path}" if self.scheme == "unix" else f"{self.host}:{self.port}"
+        return f"unix:{self.path}" if self.scheme == "unix" else self._host_port
 
     @property
     def is_loopback(self) -> bool:
+        """Whether only this host can connect (decides the start-up exposure warning).
+
+        Judged on the address itself, never on a prefix: ``127.example.com`` is a name
+        anyone may own. A name other than ``localhost`` counts as reachable.
+        """
         if self.scheme == "unix":
             return True
-        return self.host in ("localhost", "::1") or self.host.startswith("127.")
+        host = self.host.lower()
+        if host in ("localhost", "localhost."):
+            return True
+        try:
+            address = ipaddress.ip_address(host)
+        except ValueError:
+            return False
+        if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+            address = address.ipv4_mapped  # ::ffff:127.0.0.1
+        return address.is_loopback
 
     def __str__(self) -> str:
         if self.scheme == "unix":
             return f"unix:{self.path}"
-        return f"{self.scheme}://{self.host}:{self.port}"
+        return f"{self.scheme}://{self._host_port}"
 
 
 _JAVA_INT = re.compile(r"[+-]?[0-9]+")

@@ -11,7 +11,8 @@ dependency. Callers (``djl.store``) run these functions in a worker thread.
 * Redirects are followed by hand (at most five): each ``Location`` must be http(s) and pass
   the caller's ``allow`` check (the ``allowed_urls`` list), so an allowed host cannot
   bounce the server to an internal one.
-* A download goes to a fresh temp file that is removed on any failure or stop request.
+* A download goes to a fresh temp file, ``flock``-ed while in use (see
+  ``djl.archive.locked``), that is removed on any failure or stop request.
 * Large downloads report progress on the ``djl.store`` logger.
 
 Errors are ``SourceError`` with a status per case: 404 (remote 404/410), 400 (unreachable
@@ -36,7 +37,7 @@ from functools import partial
 from pathlib import Path
 from urllib.parse import urljoin, urlsplit
 
-from djl.archive import Stopped
+from djl.archive import Stopped, locked
 from djl.config import ServerConfig
 from djl.errors import SourceError
 
@@ -85,7 +86,8 @@ class StopEvent(threading.Event):
                 self._hooks.remove(fn)
 
 
-def download_to_temp(
+@contextmanager
+def downloaded(
     url: str,
     directory: Path,
     config: ServerConfig,
@@ -93,22 +95,23 @@ def download_to_temp(
     allow: Callable[[str], None],
     stop: StopEvent,
     prefix: str = ".download-",
-) -> Path:
-    """Stream ``url`` into a new temp file in ``directory`` and return its path.
+) -> Iterator[Path]:
+    """Stream ``url`` into a new temp file in ``directory``; yield its path; remove it.
 
-    The caller owns (and deletes) the returned file. On any failure, or once ``stop`` is
-    set, the temp file is removed before the exception (``SourceError``, ``Forbidden`` or
-    ``Stopped``) propagates.
+    The file stays locked until the block ends (see ``djl.archive.locked``), so a server
+    starting meanwhile on the same cache leaves it alone. On any failure, or once ``stop``
+    is set, the exception (``SourceError``, ``Forbidden`` or ``Stopped``) propagates.
     """
     directory.mkdir(parents=True, exist_ok=True)
     fd, name = tempfile.mkstemp(prefix=prefix, suffix=".part", dir=directory)
+    os.close(fd)
     try:
-        with os.fdopen(fd, "wb") as out, _open(url, config, allow, stop) as resp:
-            _stream(url, resp, out.write, config.download_max_bytes, config, stop)
-        return Path(name)
-    except BaseException:
-        os.unlink(name)
-        raise
+        with locked(name):
+            with open(name, "wb") as out, _open(url, config, allow, stop) as resp:
+                _stream(url, resp, out.write, config.download_max_bytes, config, stop)
+            yield Path(name)
+    finally:
+        Path(name).unlink(missing_ok=True)
 
 
 def fetch_bytes(

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import os
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -93,6 +94,8 @@ class Workflow:
     loaded_at_startup: bool = False
     #: True while its models load; False once that finished, however it ended.
     loading: bool = False
+    #: Cancels the load in flight (set while ``loading``): unregistering stops it.
+    load_scope: trio.CancelScope | None = None
     #: Set when it leaves the registry (unregistered or rolled back).
     removed: bool = False
 
@@ -149,6 +152,8 @@ class ModelManager:
     # -- lifetime ----------------------------------------------------------------------
     async def run(self, *, task_status: trio.TaskStatus[ModelManager] = trio.TASK_STATUS_IGNORED):
         """The manager's nursery: every pool and background load lives here."""
+        # Nothing else would ever remove what a crashed run was downloading or deleting.
+        await trio.to_thread.run_sync(store.remove_stale_temps, self.config)
         try:
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery
@@ -230,6 +235,12 @@ class ModelManager:
                 await self._load_workflow(workflow)
             if scope.cancelled_caught:
                 raise ServiceUnavailable("The server is shutting down")
+            if workflow.removed:
+                # A DELETE stopped the load: answering "registered" would name a model
+                # that no longer exists.
+                raise ModelNotFound(
+                    f"Model or workflow {workflow.name} was unregistered while it loaded"
+                )
         except BaseException:
             with trio.CancelScope(shield=True):
                 await self._remove(workflow)
@@ -244,6 +255,9 @@ class ModelManager:
 
     async def register(self, params: RegisterParams, *, startup: bool = False) -> Workflow:
         """POST /models and start-up entries: a workflow file (spec §7.1) or one model."""
+        # Before workflow_file_of looks at the disk: a refused path must not tell whether
+        # it exists.
+        store.check_url_allowed(params.url, self.config)
         workflow_file = workflow_file_of(params.url)
         if workflow_file is None:
             return await self.register_model(params, startup=startup)
@@ -257,16 +271,21 @@ class ModelManager:
             await self._load_workflow(workflow)
         except DjlError as exc:
             log.error("loading %s failed: %s", workflow.name, exc.message)
+        if workflow.removed:
+            log.info("loading %s stopped: unregistered", workflow.name)
 
     async def _load_workflow(self, workflow: Workflow) -> None:
         workflow.loading = True
+        workflow.load_scope = trio.CancelScope()
         try:
-            for model in workflow.models.values():
-                if workflow.removed:
-                    break
-                await self._load_model(model)
+            with workflow.load_scope:
+                for model in workflow.models.values():
+                    if workflow.removed:
+                        break
+                    await self._load_model(model)
         finally:
             workflow.loading = False
+            workflow.load_scope = None
             if workflow.removed:
                 # Unregistered while its models loaded (_remove leaves them to us, so as not
                 # to release a source or pool mid-load): release what was loaded, or the
@@ -296,20 +315,23 @@ class ModelManager:
             log.exception("loading model %s failed unexpectedly", model.model_id)
             model.load_error = ModelLoadError(f"Failed to load model: {exc}")
             raise model.load_error from exc
-        async with self._pool_lock:
-            shared = self._pools.get(model.key)
-            if shared is None:
-                # The pool entry owns the source: whichever workflow releases the pool last
-                # releases the cached files, not necessarily the one that loaded them.
-                self._pools[model.key] = [pool, 1, model.source]
-                model.pool, model.source = pool, None
-                return
-            shared[1] += 1  # another workflow loaded it meanwhile: use that one
-            model.pool = shared[0]
-        source, model.source = model.source, None
-        await pool.aclose()
-        if source is not None:
-            await store.release(source)
+        # Shielded: a running pool must be recorded or closed, even when an unregister
+        # cancels the load right now.
+        with trio.CancelScope(shield=True):
+            async with self._pool_lock:
+                shared = self._pools.get(model.key)
+                if shared is None:
+                    # The pool entry owns the source: whichever workflow releases the pool
+                    # last releases the cached files, not necessarily the one that loaded them.
+                    self._pools[model.key] = [pool, 1, model.source]
+                    model.pool, model.source = pool, None
+                    return
+                shared[1] += 1  # another workflow loaded it meanwhile: use that one
+                model.pool = shared[0]
+            source, model.source = model.source, None
+            await pool.aclose()
+            if source is not None:
+                await store.release(source)
 
     async def _create_pool(self, model: Model) -> WorkerPool:
         source = model.source
@@ -362,15 +384,26 @@ class ModelManager:
         return pool
 
     def _entry_point(self, source: store.ModelSource, config: ModelConfig) -> str:
-        """Spec §6.2, server side."""
+        """Spec §6.2, server side.
+
+        A file given by ``option.entryPoint`` or ``option.modelName`` must lie inside the
+        model directory: whoever may register a URL must not run any other file on the
+        host. Module names (``djl_python.huggingface``) import as DJL's do; an entry point
+        the operator set in the environment is trusted as is.
+        """
         entry = config.options.get("entryPoint")
         if entry:
+            if entry != self.config.env_options.get("entryPoint"):
+                _check_confined(source.model_dir, entry, "option.entryPoint")
             return entry
         if source.entry_point:
             return source.entry_point
         model_name = config.options.get("modelName")
-        if model_name and (source.model_dir / model_name).is_file():
-            return model_name
+        if model_name:
+            # Checked whether or not it exists: the answer must not reveal files elsewhere.
+            _check_confined(source.model_dir, model_name, "option.modelName")
+            if (source.model_dir / model_name).is_file():
+                return model_name
         if (source.model_dir / "model.py").is_file():
             return "model.py"
         err = ModelLoadError(f".py file not found in: {source.model_dir}")
@@ -397,7 +430,11 @@ class ModelManager:
             if not endpoint.versions:
                 del self.endpoints[workflow.name]
         if workflow.loading:
-            return  # _load_workflow releases its models when the load in flight ends
+            # Stop the load in flight (a download, workers starting): _load_workflow then
+            # releases whatever it had loaded.
+            if workflow.load_scope is not None:
+                workflow.load_scope.cancel()
+            return
         for model in workflow.models.values():
             await self._release(model)
 
@@ -521,6 +558,23 @@ class ModelManager:
                         healthy = model.pool is not None and model.pool.healthy()
                         statuses[key] = "Healthy" if healthy else "Unhealthy"
         return statuses, failed, pending
+
+
+def _check_confined(model_dir: Path, entry: str, key: str) -> None:
+    """BadRequest unless ``entry``, if it names a file, resolves inside ``model_dir``.
+
+    A file is a value ending in ``.py`` or holding a path separator; anything else is a
+    module name, imported from the model directory or the installed packages.
+    """
+    if not entry.lower().endswith(".py") and "/" not in entry and "\\" not in entry:
+        return
+    root = os.path.realpath(model_dir)
+    real = os.path.realpath(os.path.join(root, entry))
+    if os.path.commonpath([root, real]) != root:
+        raise BadRequest(
+            f"{key} {entry} is outside the model directory: only a module name or a file "
+            "inside the model directory is allowed"
+        )
 
 
 def _parse_env(text: str) -> dict[str, str]:

@@ -9,29 +9,35 @@ Accepted URLs:
   a ``.py`` file becomes the entry point). A plain path is taken literally except that
   ``?`` starts the query; a ``file:`` URL is percent-decoded.
 * ``http(s)://`` whose last path segment is an archive: downloaded (``djl.download``) and
-  extracted the same way, keyed by the hash of the URL (query included: it is sent).
+  extracted the same way, keyed by the hash of the URL (query included: it is sent). A
+  path with a ``.`` or ``..`` segment (also percent-encoded) is refused (400): the remote
+  would remove it, reaching what an allowed prefix such as ``https://host/ok/.*`` excludes.
 * anything else (``s3:``, ``djl:``, ``gs:``, ``jar:``, other http URLs): 400 "not supported".
 
 Then spec §4.1 steps 3-4: a directory whose only non-hidden entry is a directory is
 replaced by it, and one whose only non-hidden entry is an archive is replaced by that
-archive extracted into ``<cache_dir>/download/<hash>``. The URL's query arguments become
+archive extracted into ``<cache_dir>/download/<hash>``; an inner archive shares its outer
+archive's extraction limits (``djl.archive.Budget``). The URL's query arguments become
 model arguments (``model_name`` also names the artifact).
 
 Safety: ``allowed_urls`` (full-match regexes) is checked for every URL before any I/O
 (only an unsupported scheme is reported first, as a 400). Local paths are checked a second
 time in absolute, symlink-free form, so ``..`` or a symlink cannot step out of an allowed
-directory; redirects are checked as they are followed. Extraction rules are in
+directory, and so is the folder or archive that steps 3-4 pick inside a local directory;
+redirects are checked as they are followed. Extraction rules are in
 ``djl.archive``, download rules in ``djl.download``.
 
 Cache directories are shared: two registrations of one URL use one directory, counted, and
 ``release`` deletes it when the last user goes. Per-directory locks make concurrent
 registrations of one URL extract once. A cache directory exists only once complete (it is
 renamed into place), and is renamed away before it is deleted, so a crash never leaves a
-partial one behind to be reused. All blocking work runs in worker threads.
+partial one behind to be reused; ``remove_stale_temps`` deletes what such a crash leaves at
+the next start. All blocking work runs in worker threads.
 """
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import logging
 import os
@@ -52,13 +58,15 @@ import trio
 
 from djl.archive import (
     ARCHIVE_SUFFIXES,
+    Budget,
     Limits,
     archive_kind,
     extract_archive,
+    locked,
     strip_archive_suffix,
 )
 from djl.config import ServerConfig
-from djl.download import StopEvent, download_to_temp, fetch_bytes
+from djl.download import StopEvent, downloaded, fetch_bytes
 from djl.errors import BadRequest, Forbidden, IllegalArgument, ModelNotFound, SourceError
 
 log = logging.getLogger("djl.store")
@@ -71,6 +79,13 @@ _CLEANUP_WAIT_S = 5.0
 _NAME_SUFFIXES = (".tar.z", ".tgz", ".zip", ".tar", ".mar", ".gz", ".z")
 #: Rule 11 of spec §4.4: ``<prefix>-NNNN.params`` is DJL's (MXNet-style) parameter file.
 DEFAULT_DJL_ENGINE = "MXNet"
+#: The temps made beside a cache directory ``<hash>``: ``.<hash>.<random>.part`` (a download
+#: or extraction in progress) and ``.<hash>.<random>.del`` (a deletion in progress). Only
+#: these names are ever removed by ``remove_stale_temps``.
+_TEMP_NAME = re.compile(r"\.[0-9a-f]{40}\.[a-z0-9_]+\.(?:part|del)")
+#: Percent-decoding rounds when looking for dot segments: a remote that decodes twice
+#: must not see one either.
+_MAX_DECODE_ROUNDS = 4
 
 
 @dataclass(frozen=True)
@@ -124,8 +139,8 @@ def check_url_allowed(url: str, config: ServerConfig) -> None:
     Patterns are full-match regexes. An invalid pattern matches nothing (it is logged), so a
     typo narrows what registers rather than widening it. A URL no source can serve fails
     first, whatever the patterns say: ``SourceError`` 400 "<scheme>: URLs are not supported"
-    (also for ``file:`` with a host and http URLs with credentials), ``IllegalArgument``
-    409 for an unparsable URL. No I/O.
+    (also for ``file:`` with a host, http URLs with credentials and http URLs with dot
+    segments), ``IllegalArgument`` 409 for an unparsable URL. No I/O.
     """
     _parse(url)
     if not any(p.fullmatch(url) for p in _patterns(tuple(config.allowed_urls))):
@@ -169,8 +184,27 @@ def _parse(url: str) -> _Url:
     if scheme in ("http", "https"):
         if parts.username is not None or parts.password is not None:
             raise SourceError(f"Credentials in URLs are not supported: {url}", status=400)
+        if _has_dot_segment(parts.path):
+            raise SourceError(
+                f"'.' and '..' path segments are not supported in http(s) URLs: {url}",
+                status=400,
+            )
         return _Url(url, scheme, parts.path, parts.query, url.split("#", 1)[0])
     raise SourceError(f"{scheme}: URLs are not supported: {url}", status=400)
+
+
+def _has_dot_segment(path: str) -> bool:
+    """Whether a URL path has a ``.``/``..`` segment once decoded (``%2e%2e``, ``..%2f``),
+    with a backslash as a separator and ``;params`` ignored, as some servers do."""
+    for _ in range(_MAX_DECODE_ROUNDS):
+        segments = re.split(r"[/\\]", path)
+        if any(segment.split(";", 1)[0] in (".", "..") for segment in segments):
+            return True
+        decoded = unquote(path)
+        if decoded == path:
+            return False
+        path = decoded
+    return True  # still encoded after that many rounds: nobody needs that
 
 
 def _check_local_allowed(url: _Url, real: str, config: ServerConfig) -> None:
@@ -232,13 +266,13 @@ async def resolve_model(url: str, config: ServerConfig) -> ModelSource:
             name = os.path.basename(path)
             archive = archive_kind(name) if kind == "file" else None
             if kind == "dir":
-                artifact, model_dir = name, await _unwrap(Path(path), config, owned)
+                artifact = name
+                model_dir = await _unwrap(Path(path), config, owned, origin=parsed)
             elif archive is not None:
                 target = _repo_dir(config) / url_hash(path)
-                await _acquire(target, _extract_job(Path(path), target, archive, url, config))
-                owned.append(target)
+                job = _extract_job(Path(path), target, archive, url, config)
                 artifact = strip_archive_suffix(name)
-                model_dir = await _unwrap(target, config, owned)
+                model_dir = await _extracted(target, job, url, config, owned)
             else:
                 artifact, model_dir = Path(name).stem, Path(path).parent
                 entry_point = path if name.endswith(".py") else None
@@ -252,10 +286,9 @@ async def resolve_model(url: str, config: ServerConfig) -> ModelSource:
                     status=400,
                 )
             target = _repo_dir(config) / url_hash(parsed.fetch)
-            await _acquire(target, _download_job(parsed.fetch, target, archive, config))
-            owned.append(target)
+            job = _download_job(parsed.fetch, target, archive, config)
             artifact = strip_archive_suffix(name)
-            model_dir = await _unwrap(target, config, owned)
+            model_dir = await _extracted(target, job, url, config, owned)
     except BaseException:
         with trio.CancelScope(shield=True):
             await _release_paths(owned)
@@ -278,18 +311,68 @@ def _limits(config: ServerConfig) -> Limits:
     return Limits(config.archive_max_bytes, config.archive_max_entries, config.archive_max_ratio)
 
 
-async def _unwrap(model_dir: Path, config: ServerConfig, owned: list[Path]) -> Path:
-    """Spec §4.1 steps 3-4: a single top-level folder, then a single inner archive."""
-    model_dir = await trio.to_thread.run_sync(_nested_dir, model_dir)
-    inner = await trio.to_thread.run_sync(_single_archive, model_dir)
+class _BudgetUnknown(Exception):
+    """An inner archive needs extracting, but its outer layer was extracted by an earlier
+    run, so what that layer spent (``Budget``) is not known here."""
+
+
+async def _extracted(
+    target: Path,
+    produce: Callable[[StopEvent], Budget],
+    url: str,
+    config: ServerConfig,
+    owned: list[Path],
+) -> Path:
+    """The archive directory ``target`` (made by ``produce`` unless it exists), unwrapped."""
+    spent = await _acquire(target, produce)
+    owned.append(target)
+    try:
+        return await _unwrap(target, config, owned, spent=spent, layered=url)
+    except _BudgetUnknown:
+        pass
+    # Releasing our share deletes the directory (nobody else here uses it: whoever did
+    # would have extracted its inner archive), so it is produced again and measured.
+    owned.remove(target)
+    await _release_paths([target])
+    spent = await _acquire(target, produce)
+    owned.append(target)
+    if spent is None:
+        raise SourceError(
+            f"Cannot check the archive limits of {url}: its cache directory {target} is in "
+            "use without its inner archive",
+            status=500,
+        )
+    return await _unwrap(target, config, owned, spent=spent, layered=url)
+
+
+async def _unwrap(
+    model_dir: Path,
+    config: ServerConfig,
+    owned: list[Path],
+    *,
+    origin: _Url | None = None,
+    spent: Budget | None = None,
+    layered: str = "",
+) -> Path:
+    """Spec §4.1 steps 3-4: a single top-level folder, then a single inner archive.
+
+    ``origin`` is the local URL when ``model_dir`` is the user's directory: a link chosen by
+    these rules is checked against the allow-list as that URL was. ``layered`` is the URL
+    when ``model_dir`` is that URL's extracted archive, whose budget ``spent`` an inner
+    archive continues (raises ``_BudgetUnknown`` if it must and ``spent`` is None).
+    """
+    model_dir = await trio.to_thread.run_sync(_nested_dir, model_dir, origin, config)
+    inner = await trio.to_thread.run_sync(_single_archive, model_dir, origin, config)
     if inner is None:
         return model_dir
     kind = archive_kind(inner.name)
     assert kind is not None
     target = Path(os.path.abspath(config.cache_dir)) / "download" / url_hash(str(inner))
-    await _acquire(target, _extract_job(inner, target, kind, str(inner), config))
+    label = f"{layered} (its inner archive {inner.name})" if layered else str(inner)
+    job = _extract_job(inner, target, kind, label, config, spent, bool(layered))
+    await _acquire(target, job)
     owned.append(target)
-    return await trio.to_thread.run_sync(_nested_dir, target)
+    return await trio.to_thread.run_sync(_nested_dir, target, None, config)
 
 
 def _visible(directory: Path) -> list[Path]:
@@ -299,45 +382,68 @@ def _visible(directory: Path) -> list[Path]:
         return []
 
 
-def _nested_dir(directory: Path) -> Path:
+def _nested_dir(directory: Path, origin: _Url | None, config: ServerConfig) -> Path:
     entries = _visible(directory)
     if len(entries) == 1 and entries[0].is_dir():
+        _check_unwrapped(entries[0], origin, config)
         return entries[0]
     return directory
 
 
-def _single_archive(directory: Path) -> Path | None:
+def _single_archive(directory: Path, origin: _Url | None, config: ServerConfig) -> Path | None:
     entries = _visible(directory)
     if len(entries) == 1 and archive_kind(entries[0].name) and entries[0].is_file():
+        _check_unwrapped(entries[0], origin, config)
         return entries[0]
     return None
 
 
+def _check_unwrapped(entry: Path, origin: _Url | None, config: ServerConfig) -> None:
+    """A link picked by steps 3-4 must not lead where the allow-list would not go."""
+    real = os.path.realpath(entry)
+    if real == os.path.join(os.path.realpath(entry.parent), entry.name):
+        return  # no link: inside the directory that was checked
+    if origin is None:
+        # Extraction never creates links, so one in the cache was put there by someone else.
+        raise SourceError(f"Unexpected link in the model cache: {entry}", status=400)
+    _check_local_allowed(origin, real, config)
+
+
 def _extract_job(
-    archive: Path, target: Path, kind: str, label: str, config: ServerConfig
-) -> Callable[[StopEvent], None]:
-    def job(stop: StopEvent) -> None:
-        extract_archive(archive, target, kind=kind, limits=_limits(config), label=label, stop=stop)
+    archive: Path,
+    target: Path,
+    kind: str,
+    label: str,
+    config: ServerConfig,
+    spent: Budget | None = None,
+    layered: bool = False,
+) -> Callable[[StopEvent], Budget]:
+    def job(stop: StopEvent) -> Budget:
+        if layered and spent is None:
+            raise _BudgetUnknown()
+        return extract_archive(
+            archive, target, kind=kind, limits=_limits(config), label=label, stop=stop,
+            spent=spent,
+        )
 
     return job
 
 
 def _download_job(
     url: str, target: Path, kind: str, config: ServerConfig
-) -> Callable[[StopEvent], None]:
-    def job(stop: StopEvent) -> None:
-        tmp = download_to_temp(
+) -> Callable[[StopEvent], Budget]:
+    def job(stop: StopEvent) -> Budget:
+        with downloaded(
             url,
             target.parent,
             config,
             allow=lambda u: check_url_allowed(u, config),
             stop=stop,
             prefix=f".{target.name}.",
-        )
-        try:
-            extract_archive(tmp, target, kind=kind, limits=_limits(config), label=url, stop=stop)
-        finally:
-            tmp.unlink(missing_ok=True)
+        ) as tmp:
+            return extract_archive(
+                tmp, target, kind=kind, limits=_limits(config), label=url, stop=stop
+            )
 
     return job
 
@@ -351,22 +457,29 @@ class _CacheDir:
     lock: trio.Lock = field(default_factory=trio.Lock)
     #: ModelSources of this process using the directory; release() deletes it at zero.
     refs: int = 0
+    #: What producing it spent (for an inner archive to continue); None if this process
+    #: found it already there.
+    budget: Budget | None = None
 
 
 # One entry per cache directory this process has used (a handful of bytes each).
 _CACHE: dict[str, _CacheDir] = {}
 
 
-async def _acquire(target: Path, produce: Callable[[StopEvent], None]) -> None:
-    """Make sure ``target`` exists, producing it at most once, and count one more user."""
+async def _acquire(target: Path, produce: Callable[[StopEvent], Budget]) -> Budget | None:
+    """Make sure ``target`` exists, producing it at most once, and count one more user.
+
+    Returns what producing it spent, None if it was there before this process looked.
+    """
     entry = _CACHE.setdefault(str(target), _CacheDir())
     async with entry.lock:
         if not await trio.to_thread.run_sync(target.is_dir):
             try:
-                await _in_thread(produce)
+                entry.budget = await _in_thread(produce)
             except OSError as exc:
                 raise SourceError(f"Cannot write to the cache {target}: {exc}", status=500) from exc
         entry.refs += 1
+        return entry.budget
 
 
 async def release(source: ModelSource) -> None:
@@ -385,6 +498,7 @@ async def _release_paths(paths: list[Path]) -> None:
         async with entry.lock:
             entry.refs = max(entry.refs - 1, 0)
             if entry.refs == 0:
+                entry.budget = None
                 await trio.to_thread.run_sync(_delete, path)
 
 
@@ -398,11 +512,63 @@ def _delete(path: Path) -> None:
         log.warning("Cannot delete %s: %s", path, exc)
         return
     try:
-        os.rename(path, os.path.join(trash, "x"))
+        with locked(trash):  # a crash mid-delete leaves it to remove_stale_temps
+            os.rename(path, os.path.join(trash, "x"))
+            shutil.rmtree(trash, ignore_errors=True)
     except OSError as exc:
         if not isinstance(exc, FileNotFoundError):
             log.warning("Cannot delete %s: %s", path, exc)
     shutil.rmtree(trash, ignore_errors=True)
+
+
+def remove_stale_temps(config: ServerConfig) -> list[Path]:
+    """Delete the temps (``_TEMP_NAME``) that a crashed server left in the cache.
+
+    For start-up; blocking. A temp is stale when no process holds its lock
+    (``djl.archive.locked``): the kernel drops the locks of a dead process, while another
+    live server sharing the cache keeps its own temps. Links and any other name are left
+    alone. Returns what was removed; errors are logged, never raised.
+    """
+    removed: list[Path] = []
+    root = Path(os.path.abspath(config.cache_dir))
+    for folder in (root / "cache" / "repo", root / "download"):
+        try:
+            names = os.listdir(folder)
+        except OSError:
+            continue
+        for name in names:
+            path = folder / name
+            if _TEMP_NAME.fullmatch(name) and _remove_if_unlocked(path):
+                removed.append(path)
+    if removed:
+        log.info("Removed %d temp(s) left in the cache by an earlier run", len(removed))
+    return removed
+
+
+def _remove_if_unlocked(path: Path) -> bool:
+    try:
+        # A link fails (ELOOP) and is left alone; a fifo must not block start-up.
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError:
+        return False
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            return False  # held: another process is using it
+        mode = os.fstat(fd).st_mode
+        if stat.S_ISDIR(mode):
+            shutil.rmtree(path)
+        elif stat.S_ISREG(mode):
+            path.unlink()
+        else:
+            return False
+        return True
+    except OSError as exc:
+        log.warning("Cannot remove the stale temp %s: %s", path, exc)
+        return False
+    finally:
+        os.close(fd)
 
 
 async def _in_thread(fn: Callable[[StopEvent], T]) -> T:

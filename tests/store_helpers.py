@@ -75,6 +75,20 @@ def zip_bomb(uncompressed: int) -> bytes:
     return buf.getvalue()
 
 
+def layered_bomb(entries: list[Entry], zeros: int = 10 << 20, pad: int = 96 << 10) -> bytes:
+    """A zip whose only entry is a zip: ``entries``, ``zeros`` zero bytes deflated and ``pad``
+    zero bytes stored. Each layer alone expands less than 200:1 (the stored pad dilutes the
+    inner one; the outer one compresses the pad away), together about 9000:1."""
+    inner = io.BytesIO()
+    with zipfile.ZipFile(inner, "w") as zf:
+        for _, name, data in entries:
+            zf.writestr(name, data)
+        zf.writestr("zeros.bin", bytes(zeros), compress_type=zipfile.ZIP_DEFLATED,
+                    compresslevel=9)
+        zf.writestr("pad.bin", bytes(pad))
+    return zip_bytes([("file", "inner.zip", inner.getvalue())])
+
+
 def tar_pax_bomb(header_bytes: int) -> bytes:
     """A tar.gz whose pax header (read whole into memory by tarfile) is ``header_bytes`` long."""
     buf = io.BytesIO()

@@ -257,6 +257,9 @@ def test_malformed_escape_in_file_is_a_config_error(home: Path) -> None:
         ("http://h:65535", Address("http", "h", 65535), "http://h:65535"),
         ("unix:/tmp/djl.sock", Address("unix", path="/tmp/djl.sock"), "unix:/tmp/djl.sock"),
         ("UNIX:/a", Address("unix", path="/a"), "unix:/a"),
+        # IPv6 literals in brackets: a deliberate extension of §1.1 (Java refuses them).
+        ("http://[::1]:8080", Address("http", "::1", 8080), "http://[::1]:8080"),
+        ("https://[2001:DB8::1]", Address("https", "2001:DB8::1", 443), "https://[2001:DB8::1]:443"),
     ],
 )
 def test_address_parse(text: str, expected: Address, rendered: str) -> None:
@@ -267,10 +270,35 @@ def test_address_parse(text: str, expected: Address, rendered: str) -> None:
 
 def test_address_bind_and_loopback() -> None:
     assert Address.parse("http://127.0.0.1:8080").bind == "127.0.0.1:8080"
+    assert Address.parse("http://[::1]:8080").bind == "[::1]:8080"
     assert Address.parse("unix:/tmp/s").bind == "unix:/tmp/s"
     assert Address.parse("http://localhost").is_loopback
     assert Address.parse("unix:/tmp/s").is_loopback
     assert not Address.parse("http://0.0.0.0:80").is_loopback
+
+
+@pytest.mark.parametrize(
+    ("text", "loopback"),
+    [
+        # Judged on the address, not on a prefix of the name.
+        ("http://127.attacker.com:1", False),
+        ("http://127.0.0.1.nip.io:1", False),
+        ("http://localhost.attacker.com:1", False),
+        ("http://127.0.0.1:1", True),
+        ("http://127.8.9.10:1", True),
+        ("HTTP://LOCALHOST:1", True),
+        ("http://LocalHost:1", True),
+        ("http://[::1]:1", True),
+        ("http://[0:0:0:0:0:0:0:1]:1", True),
+        ("http://[::ffff:127.0.0.1]:1", True),
+        ("http://[::]:1", False),
+        ("http://[2001:db8::1]:1", False),
+        ("http://10.0.0.1:1", False),
+        ("http://0.0.0.0:1", False),
+    ],
+)
+def test_address_is_loopback(text: str, loopback: bool) -> None:
+    assert Address.parse(text).is_loopback is loopback
 
 
 @pytest.mark.parametrize(
@@ -281,7 +309,9 @@ def test_address_bind_and_loopback() -> None:
         "http://",
         "http://host:",
         "http://host:port",
-        "http://[::1]:8080",  # IPv6 literals are not supported (§1.1)
+        "http://[::1",
+        "http://[1:2:3]:80",  # not an IPv6 address
+        "http://[localhost]:80",
         "http://a:b:80",
         "unix:relative/path",
         "unix:",

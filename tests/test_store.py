@@ -8,10 +8,13 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import io
 import logging
 import os
+import shutil
 import socket
 import tempfile
+import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -22,6 +25,7 @@ from hypothesis import strategies as st
 from store_helpers import (
     ServerThread,
     Site,
+    layered_bomb,
     snapshot,
     tar_bytes,
     tar_pax_bomb,
@@ -145,6 +149,31 @@ async def test_allow_list_sees_through_dotdot_and_symlinks(
     await refused(f"{allowed}/link", narrow, 403)
 
 
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://h/ok/../no/m.zip",
+        "https://h/ok/%2e%2e/no/m.zip",
+        "http://h/ok/%2E%2e/no/m.zip",
+        "http://h/ok/.%2e%2Fno/m.zip",
+        "http://h/ok/..%5Cno/m.zip",
+        "http://h/ok/..;x/no/m.zip",
+        "http://h/ok/%252e%252e/no/m.zip",
+        "http://h/ok/./m.zip",
+        "http://h/..",
+    ],
+)
+def test_dot_segments_in_http_paths_are_400(config: ServerConfig, url: str) -> None:
+    with pytest.raises(SourceError) as info:
+        check_url_allowed(url, config)
+    assert info.value.status == 400 and url in info.value.message
+
+
+def test_dots_inside_segments_are_fine(config: ServerConfig) -> None:
+    for url in ("http://h/a.b/..c/x..y/.../m.tar.gz", "http://h/m.zip?to=../x", "http://h/.m/a.zip"):
+        check_url_allowed(url, config)
+
+
 def test_invalid_allow_pattern_matches_nothing(config: ServerConfig) -> None:
     with pytest.raises(Forbidden):
         check_url_allowed("/x", dataclasses.replace(config, allowed_urls=("[",)))
@@ -262,6 +291,66 @@ async def test_nested_folder_and_inner_archive(config: ServerConfig, tmp_path: P
     assert source.model_dir.name == "inner" and len(source.owned_paths) == 1
     await release(source)
     assert (tmp_path / "own" / "m.zip").exists()
+
+
+def _stored_zip(entries: dict[str, bytes]) -> bytes:
+    return zip_bytes([("file", n, d) for n, d in entries.items()], zipfile.ZIP_STORED)
+
+
+@pytest.mark.parametrize(
+    ("outer", "limits", "key"),
+    [
+        (layered_bomb(MODEL), {}, "archive_max_ratio"),
+        # Each layer writes 300 kB: under archive_max_bytes alone, over it together (a zip
+        # and a tar inner layer: the tar stream is bounded on its own).
+        (zip_bytes([("file", "m.zip", _stored_zip({"w": os.urandom(300_000)}))],
+                   zipfile.ZIP_STORED),
+         {"archive_max_bytes": 500_000}, "archive_max_bytes"),
+        (zip_bytes([("file", "m.tar", tar_bytes([("file", "w", os.urandom(300_000))], "w"))],
+                   zipfile.ZIP_STORED),
+         {"archive_max_bytes": 500_000}, "archive_max_bytes"),
+    ],
+)
+async def test_inner_archive_shares_the_outer_limits(
+    config: ServerConfig, tmp_path: Path, outer: bytes, limits: dict[str, int], key: str
+) -> None:
+    name = "m.zip" if outer[:2] == b"PK" else "m.tgz"
+    archive = write(tmp_path / name, outer)
+    err = await refused(str(archive), dataclasses.replace(config, **limits), 413)
+    assert key in err.message and f"{archive} (its inner archive " in err.message
+    assert_clean(config)
+
+
+async def test_outer_archive_left_by_an_earlier_run_is_extracted_again(
+    config: ServerConfig, tmp_path: Path
+) -> None:
+    """What the outer layer spent dies with the process that extracted it: an inner archive
+    still to extract makes the outer one be extracted (and measured) again."""
+    inner = zip_bytes([("file", "model.py", b"")])
+    archive = write(tmp_path / "m.tgz", tar_bytes([("file", "m.zip", inner)]))
+    source = await resolve_model(str(archive), config)
+    outer_dir, inner_dir = source.owned_paths
+    # A new process: nothing known about either directory; the inner one is gone (a crash
+    # while unregistering deletes it first).
+    for path in source.owned_paths:
+        store._CACHE.pop(str(path))
+    shutil.rmtree(inner_dir)
+    (outer_dir / ".marker").touch()
+    again = await resolve_model(str(archive), config)
+    assert again.owned_paths == source.owned_paths
+    assert (again.model_dir / "model.py").is_file() and not (outer_dir / ".marker").exists()
+    await release(again)
+    assert_clean(config)
+
+    # The same for a nested bomb whose outer layer an earlier run left.
+    bomb = layered_bomb(MODEL)
+    archive = write(tmp_path / "bomb.zip", bomb)
+    target = Path(config.cache_dir) / "cache" / "repo" / store.url_hash(str(archive))
+    with zipfile.ZipFile(io.BytesIO(bomb)) as zf:
+        zf.extractall(target)
+    err = await refused(str(archive), config, 413)
+    assert "archive_max_ratio" in err.message
+    assert_clean(config)
 
 
 async def test_failed_inner_archive_rolls_back_the_outer(

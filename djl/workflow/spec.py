@@ -215,24 +215,27 @@ async def load_workflow(
 
     The file type comes from the URL's extension (``json``/``yml``/``yaml``, else 400
     ``"Unexpected file type: <ext>"``); a local directory holding a workflow file is also
-    accepted. The text comes from ``djl.store.fetch_text`` (local paths, relative ones
-    against the working directory, and http(s)), which enforces ``allowed_urls`` and the
-    size cap: its errors (403, 404 for a missing file, 413, ...) propagate. Other schemes:
-    400. Parse and validation problems: 400 (see :func:`parse_workflow`).
+    accepted. ``url`` passes ``allowed_urls`` before the disk is looked at (a refused path
+    must not reveal whether it exists). The text comes from ``djl.store.fetch_text`` (local
+    paths, relative ones against the working directory, and http(s)), which enforces
+    ``allowed_urls`` and the size cap: its errors (403, 404 for a missing file, 413, ...)
+    propagate. Other schemes: 400. Parse and validation problems: 400 (see
+    :func:`parse_workflow`).
     """
-    if _HTTP.match(url):
+    from djl.store import check_url_allowed, fetch_text  # allow-list, size caps and I/O
+
+    is_http = _HTTP.match(url) is not None
+    path = None if is_http else _local_path(url)
+    if not is_http and path is None:
+        raise BadRequest(
+            f"Cannot read a workflow from {url}: only local files and http(s) URLs are supported"
+        )
+    check_url_allowed(url, config)
+    if path is None:
         base_uri = url
     else:
-        path = _local_path(url)
-        if path is None:
-            raise BadRequest(
-                f"Cannot read a workflow from {url}: "
-                "only local files and http(s) URLs are supported"
-            )
         url, base_uri = await trio.to_thread.run_sync(_locate, path, url)
     file_type = _file_type(url)
-    from djl.store import fetch_text  # the allow-list, size caps and I/O live there
-
     text = await fetch_text(url, config)
     return await trio.to_thread.run_sync(
         partial(parse_workflow, text, file_type, base_uri, replacements)

@@ -10,6 +10,7 @@ a client sees, the registration rolled back, the cache left clean.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import re
@@ -22,8 +23,17 @@ from pathlib import Path
 
 import httpx
 import pytest
+import trio
 from serving import EXAMPLES, model_url, running_server
-from store_helpers import ServerThread, Site, snapshot, tar_bytes, zip_bomb, zip_bytes
+from store_helpers import (
+    ServerThread,
+    Site,
+    layered_bomb,
+    snapshot,
+    tar_bytes,
+    zip_bomb,
+    zip_bytes,
+)
 
 from djl.errors import Forbidden
 from djl.store import url_hash
@@ -477,3 +487,307 @@ def test_non_loopback_management_warns(tmp_path):
     assert "WARNING" in warning[0] and f"http://0.0.0.0:{management}" in warning[0]
     assert "reachable from other hosts" in warning[0]
 
+
+
+# -- security review: entry points, nested archives, dot segments, links -------------------------
+
+
+def pwn_script(marker: Path) -> bytes:
+    """A handler that proves it ran by creating ``marker``."""
+    return (f"open({str(marker)!r}, 'w').write('ran')\n"
+            "def handle(inputs):\n    return None\n").encode()
+
+
+async def test_entry_point_must_stay_inside_the_model_dir(tmp_path):
+    """option.entryPoint / option.modelName naming a file elsewhere is a 400, never run."""
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    marker = tmp_path / "pwned"
+    pwn = outside / "pwn.py"
+    pwn.write_bytes(pwn_script(marker))
+    climb = "../" * 12 + str(pwn).lstrip("/")
+    local = tmp_path / "local"
+    local.mkdir()
+    for name, data in ECHO_FILES.items():
+        (local / name).write_bytes(data)
+    (local / "link.py").symlink_to(pwn)  # inside by name, outside in fact
+    props = ECHO_FILES["serving.properties"] + f"\noption.entryPoint={pwn}\n".encode()
+    site = Site(files={
+        "/echo.zip": zip_bytes(echo()),
+        "/props.zip": zip_bytes([("file", "model.py", ECHO_FILES["model.py"]),
+                                 ("file", "serving.properties", props)]),
+        "/code.zip": zip_bytes([("file", "code/handler.py", ECHO_FILES["model.py"]),
+                                ("file", "serving.properties",
+                                 ECHO_FILES["serving.properties"])]),
+    })
+    with ServerThread(site):
+        b = site.base
+        site.files["/wf.json"] = json.dumps({
+            "name": "wf", "workflow": {"out": ["m", "in"]},
+            "models": {"m": {"modelUrl": f"{b}/f/echo.zip", "options": {"entryPoint": str(pwn)}}},
+        }).encode()
+        settings = {"allowed_urls": f"{re.escape(b)}/.*,file:{re.escape(str(local))}.*"}
+        async with running_server(tmp_path, **settings) as server:
+            c = server.client
+            cases = [
+                (f"{b}/f/echo.zip?option.entryPoint={pwn}", f"option.entryPoint {pwn}"),
+                (f"{b}/f/echo.zip?option.entryPoint={climb}", f"option.entryPoint {climb}"),
+                (f"{b}/f/echo.zip?option.modelName={pwn}", f"option.modelName {pwn}"),
+                (f"{b}/f/props.zip", f"option.entryPoint {pwn}"),
+                (f"file:{local}/?option.entryPoint=link.py", "option.entryPoint link.py"),
+            ]
+            for url, fragment in cases:
+                await refused(c, url, 400, fragment, "outside the model directory")
+                await assert_nothing_registered(c)
+            await refused(c, f"{b}/f/wf.json", 400, f"option.entryPoint {pwn}",
+                          route="/workflows")
+            await assert_nothing_registered(c)
+            assert not marker.exists()
+
+            # Module names and files inside the model directory still work.
+            await register(c, f"{b}/f/echo.zip?option.entryPoint=model", "module")
+            await register(c, f"{b}/f/echo.zip?option.entryPoint=model.py", "file")
+            await register(c, f"{b}/f/code.zip?option.entryPoint=code/handler.py", "sub")
+            for name in ("module", "file", "sub"):
+                assert await predict(c, name) == "hello"
+    assert not marker.exists()
+
+
+async def test_nested_archive_shares_the_outer_limits(tmp_path):
+    data = layered_bomb(echo())  # each layer alone under archive_max_ratio (200)
+    site = Site(files={"/nested.zip": data})
+    local = tmp_path / "nested.zip"
+    local.write_bytes(data)
+    with ServerThread(site):
+        async with running_server(tmp_path) as server:
+            c = server.client
+            for url in (f"{site.base}/f/nested.zip", f"file:{local}"):
+                await refused(c, url, 413, url, "inner archive inner.zip", "archive_max_ratio",
+                              f"the {len(data)} bytes")
+                await assert_nothing_registered(c)
+                assert cache_files(tmp_path) == set()
+            # With room for the whole expansion, it registers: the limit, not nesting, refused.
+        async with running_server(tmp_path, archive_max_ratio="20000") as server:
+            await register(server.client, f"{site.base}/f/nested.zip", "nested")
+            assert await predict(server.client, "nested") == "hello"
+
+
+async def test_dot_segments_in_http_urls_are_refused(tmp_path):
+    """``/ok/../no/`` would pass the pattern ``/ok/.*`` and reach ``/no/`` on the remote."""
+    site = Site(files={"/echo.tar.gz": tar_bytes(echo()), "/wf.json": b"{}"})
+    with ServerThread(site):
+        b = site.base
+        settings = {"allowed_urls": f"{re.escape(b)}/ok/.*,{re.escape(b)}/redirect/.*"}
+        async with running_server(tmp_path, **settings) as server:
+            c = server.client
+            for path in ("ok/../no/echo.tar.gz", "ok/%2e%2e/no/echo.tar.gz",
+                         "ok/%2E./no/echo.tar.gz", "ok/.%2e%2fno/echo.tar.gz",
+                         "ok/..%5cno/echo.tar.gz", "ok/..;/no/echo.tar.gz",
+                         "ok/%252e%252e/no/echo.tar.gz", "ok/./echo.tar.gz"):
+                url = f"{b}/{path}"
+                await refused(c, url, 400, url, "'.' and '..' path segments")
+            await refused(c, f"{b}/ok/%2e%2e/no/wf.json", 400, "'..' path segments",
+                          route="/workflows")
+            # A redirect to such a URL is refused as well.
+            await refused(c, f"{b}/redirect/echo.tar.gz?to={b}/ok/../no/echo.tar.gz", 400,
+                          f"path segments are not supported in http(s) URLs: {b}/ok/../no/")
+            await assert_nothing_registered(c)
+            assert set(site.hits) == {"/redirect/echo.tar.gz"}  # nothing else was requested
+            await register(c, f"{b}/ok/echo.tar.gz", "ok")  # an ordinary path still works
+
+
+async def test_links_picked_by_unwrapping_are_checked(tmp_path):
+    """A local folder's only entry, a link to a folder or an archive outside allowed_urls."""
+    allowed, secret = tmp_path / "allowed", tmp_path / "secret"
+    for folder in (secret / "model", allowed / "real"):
+        folder.mkdir(parents=True)
+        for name, data in ECHO_FILES.items():
+            (folder / name).write_bytes(data)
+    (secret / "s.zip").write_bytes(zip_bytes(echo()))
+    for name, target in (("m1/inner", secret / "model"), ("m2/inner.zip", secret / "s.zip"),
+                         ("m3/inner", allowed / "real")):
+        (allowed / name).parent.mkdir()
+        (allowed / name).symlink_to(target)
+    async with running_server(tmp_path, allowed_urls=f"file:{re.escape(str(allowed))}/.*") as s:
+        c = s.client
+        for folder, real in (("m1", secret / "model"), ("m2", secret / "s.zip")):
+            url = f"file:{allowed / folder}/"
+            await refused(c, url, 403, f"URL is not allowed by allowed_urls: {url}",
+                          f"(resolves to file:{real})")
+            await assert_nothing_registered(c)
+        assert cache_files(tmp_path) == set()
+        await register(c, f"file:{allowed / 'm3'}/", "inside")  # a link within is fine
+        assert await predict(c, "inside") == "hello"
+
+
+async def test_refused_workflow_path_does_not_reveal_existence(tmp_path):
+    allowed, other = tmp_path / "allowed", tmp_path / "other"
+    allowed.mkdir()
+    (other / "dir").mkdir(parents=True)
+    (other / "wf.json").write_text("{}")
+    async with running_server(tmp_path, allowed_urls=f"file:{re.escape(str(allowed))}/.*") as s:
+        for url in (str(other / "dir"), str(other / "missing"), str(other / "wf.json"),
+                    f"file:{other}/dir/", f"file:{other}/missing/", "/etc"):
+            for route in ("/workflows", "/models"):
+                await refused(s.client, url, 403, f"URL is not allowed by allowed_urls: {url}",
+                              route=route)
+
+
+# -- crash leftovers, cancelled loads ---------------------------------------------------------
+
+
+def test_crash_leftovers_removed_at_start(tmp_path):
+    """A download temp left by kill -9 goes at the next start; user files and temps another
+    live server holds stay."""
+    site = Site(files={"/slow.tar.gz": tar_bytes(echo())})
+    cache = tmp_path / "cache"
+    repo = repo_dir(tmp_path)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SERVING_")}
+    port = free_port()
+    env.update({"DJL_CACHE_DIR": str(cache), "MODEL_SERVER_HOME": str(tmp_path),
+                "SERVING_INFERENCE_ADDRESS": f"http://127.0.0.1:{port}",
+                "SERVING_MANAGEMENT_ADDRESS": f"http://127.0.0.1:{port}"})
+    with ServerThread(site):
+        proc = subprocess.Popen([sys.executable, "-m", "djl"], env=env, cwd=tmp_path,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            base = f"http://127.0.0.1:{port}"
+            deadline = time.monotonic() + 60
+            while True:
+                assert proc.poll() is None and time.monotonic() < deadline
+                try:
+                    if httpx.get(f"{base}/ping", timeout=1).status_code == 200:
+                        break
+                except httpx.HTTPError:
+                    time.sleep(0.1)
+            r = httpx.post(f"{base}/models", timeout=5, params={
+                "url": f"{site.base}/slow/slow.tar.gz", "synchronous": "false"})
+            assert r.status_code == 202, r.text
+            while not repo.is_dir() or not [n for n in os.listdir(repo) if n.endswith(".part")]:
+                assert time.monotonic() < deadline
+                time.sleep(0.05)
+        finally:
+            proc.kill()  # SIGKILL: no clean-up of any kind
+            proc.wait()
+            site.release.set()
+    [part] = os.listdir(repo)
+    # A deletion interrupted the same way, and names that are not ours.
+    digest = url_hash("anything")
+    (repo / f".{digest}.k3y_8abc.del" / "x").mkdir(parents=True)
+    ours = {part, f".{digest}.k3y_8abc.del"}
+    theirs = {"model.part", ".model.part", f".{digest}.part", f"{digest}.abc.part"}
+    for name in theirs:
+        (repo / name).write_text("user data")
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (repo / f".{digest}.linked.part").symlink_to(outside)
+    (outside / "keep").write_text("keep")
+    os.mkfifo(repo / f".{digest}.fifo.part")  # must not block start-up either
+    theirs |= {f".{digest}.linked.part", f".{digest}.fifo.part"}
+    live = cache / "download" / f".{digest}.live1234.part"
+    live.mkdir(parents=True)
+    # Another running server's extraction: it holds the lock.
+    fd = os.open(live, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+
+        async def start() -> None:
+            async with running_server(tmp_path):
+                pass
+
+        trio.run(start)
+    finally:
+        os.close(fd)
+    assert set(os.listdir(repo)) == theirs, ours
+    assert live.is_dir() and (outside / "keep").exists()
+
+
+async def test_unregister_stops_an_async_download(tmp_path):
+    site = Site(files={"/m.tar.gz": tar_bytes(echo())})
+    with ServerThread(site):
+        try:
+            async with running_server(tmp_path) as server:
+                c = server.client
+                r = await c.post("/models", params={"url": f"{site.base}/slow/m.tar.gz",
+                                                    "synchronous": "false"})
+                assert r.status_code == 202, r.text
+                with trio.fail_after(10):
+                    while not cache_files(tmp_path):  # the download's temp file
+                        await trio.sleep(0.05)
+                assert (await c.delete("/models/m")).status_code == 200
+                # The remote is still sending (it stalls for 10 s): only a stopped download
+                # has removed its temp file this soon.
+                with trio.fail_after(3):
+                    while cache_files(tmp_path):
+                        await trio.sleep(0.05)
+                await assert_nothing_registered(c)
+        finally:
+            site.release.set()
+
+
+SLOW_INIT = b'''
+import os, time
+
+def handle(inputs):
+    if inputs.is_empty():
+        open(os.environ["PID_FILE"], "w").write(str(os.getpid()))
+        time.sleep(20)
+        return None
+    return None
+'''
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    with open(f"/proc/{pid}/stat") as f:
+        return f.read().split(")")[-1].split()[0] != "Z"
+
+
+async def test_unregister_during_synchronous_registration(tmp_path):
+    """DELETE while a synchronous POST loads: the load stops and the POST says so (404)."""
+    model = tmp_path / "slowinit"
+    model.mkdir()
+    (model / "model.py").write_bytes(SLOW_INIT)
+    pid_file = tmp_path / "pid"
+    (model / "serving.properties").write_text(f"engine=Python\noption.env=PID_FILE={pid_file}\n")
+    async with running_server(tmp_path) as server:
+        c = server.client
+        answer: list[httpx.Response] = []
+
+        async def post() -> None:
+            answer.append(await c.post("/models", params={"url": f"file:{model}/"}))
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(post)
+            with trio.fail_after(15):
+                while not pid_file.exists() or not pid_file.read_text():
+                    await trio.sleep(0.05)
+            assert (await c.delete("/models/slowinit")).status_code == 200
+            with trio.fail_after(10):
+                while not answer:
+                    await trio.sleep(0.05)
+        [r] = answer
+        assert r.status_code == 404, r.text
+        assert r.json() == {"code": 404, "type": "ModelNotFoundException",
+                            "message": "Model or workflow slowinit was unregistered while "
+                                       "it loaded"}
+        await assert_nothing_registered(c)
+        pid = int(pid_file.read_text())
+        with trio.fail_after(10):
+            while alive(pid):
+                await trio.sleep(0.05)
+
+
+async def test_management_token_scheme_is_case_insensitive(tmp_path):
+    async with running_server(tmp_path, management_token="s3cret") as server:
+        c = server.client
+        for value in ("bearer s3cret", "BEARER s3cret", "Bearer   s3cret", "bEaReR s3cret"):
+            r = await c.get("/models", headers={"Authorization": value})
+            assert r.status_code == 200, value
+        for value in ("Bearers3cret", "Bearer s3cre", "Bearer s3cret2", "Basic s3cret",
+                      "s3cret", "bearer", "Bearer S3CRET"):
+            r = await c.get("/models", headers={"Authorization": value})
+            assert r.status_code == 401, value
