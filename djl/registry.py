@@ -148,6 +148,8 @@ class ModelManager:
         self._pool_lock = trio.Lock()
         #: Cancel scopes of synchronous registrations still loading (see cancel_loads).
         self._loads: set[trio.CancelScope] = set()
+        #: Set by cancel_loads: a registration arriving later is aborted at once.
+        self._stopping = False
 
     # -- lifetime ----------------------------------------------------------------------
     async def run(self, *, task_status: trio.TaskStatus[ModelManager] = trio.TASK_STATUS_IGNORED):
@@ -229,6 +231,8 @@ class ModelManager:
         # A client hanging up must not abort the load (shielded), but shutdown may
         # (cancel_loads): then it is rolled back like any failed registration.
         scope = trio.CancelScope(shield=True)
+        if self._stopping:
+            scope.cancel()
         self._loads.add(scope)
         try:
             with scope:
@@ -249,7 +253,9 @@ class ModelManager:
             self._loads.discard(scope)
 
     def cancel_loads(self) -> None:
-        """Shutdown has begun: abort synchronous registrations still loading."""
+        """Shutdown has begun: abort synchronous registrations still loading, and any that
+        arrive while the listeners drain."""
+        self._stopping = True
         for scope in self._loads:
             scope.cancel()
 

@@ -46,6 +46,7 @@ import shutil
 import stat
 import tempfile
 import threading
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -83,6 +84,9 @@ DEFAULT_DJL_ENGINE = "MXNet"
 #: or extraction in progress) and ``.<hash>.<random>.del`` (a deletion in progress). Only
 #: these names are ever removed by ``remove_stale_temps``.
 _TEMP_NAME = re.compile(r"\.[0-9a-f]{40}\.[a-z0-9_]+\.(?:part|del)")
+#: A temp younger than this is never removed at start-up: another server may have created
+#: it and not yet taken its lock (the two are separate steps).
+_TEMP_GRACE_S = 10.0
 #: Percent-decoding rounds when looking for dot segments: a remote that decodes twice
 #: must not see one either.
 _MAX_DECODE_ROUNDS = 4
@@ -330,19 +334,24 @@ async def _extracted(
         return await _unwrap(target, config, owned, spent=spent, layered=url)
     except _BudgetUnknown:
         pass
-    # Releasing our share deletes the directory (nobody else here uses it: whoever did
-    # would have extracted its inner archive), so it is produced again and measured.
-    owned.remove(target)
-    await _release_paths([target])
-    spent = await _acquire(target, produce)
-    owned.append(target)
-    if spent is None:
-        raise SourceError(
-            f"Cannot check the archive limits of {url}: its cache directory {target} is in "
-            "use without its inner archive",
-            status=500,
-        )
+    spent = await _remeasure(target, produce)
     return await _unwrap(target, config, owned, spent=spent, layered=url)
+
+
+async def _remeasure(target: Path, produce: Callable[[StopEvent], Budget]) -> Budget:
+    """Extract ``target``'s archive again (once, whoever asks first) to learn what it spends.
+
+    The directory in place stays (extract_archive keeps a complete target it finds there and
+    discards its own copy): others may be reading it right now.
+    """
+    entry = _CACHE[str(target)]
+    async with entry.lock:
+        if entry.budget is None:
+            try:
+                entry.budget = await _in_thread(produce)
+            except OSError as exc:
+                raise SourceError(f"Cannot write to the cache {target}: {exc}", status=500) from exc
+        return entry.budget
 
 
 async def _unwrap(
@@ -556,7 +565,11 @@ def _remove_if_unlocked(path: Path) -> bool:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
             return False  # held: another process is using it
-        mode = os.fstat(fd).st_mode
+        info = os.fstat(fd)
+        if time.time() - info.st_mtime < _TEMP_GRACE_S:
+            # Possibly made an instant ago by another server that has not locked it yet.
+            return False
+        mode = info.st_mode
         if stat.S_ISDIR(mode):
             shutil.rmtree(path)
         elif stat.S_ISREG(mode):

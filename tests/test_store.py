@@ -325,7 +325,8 @@ async def test_outer_archive_left_by_an_earlier_run_is_extracted_again(
     config: ServerConfig, tmp_path: Path
 ) -> None:
     """What the outer layer spent dies with the process that extracted it: an inner archive
-    still to extract makes the outer one be extracted (and measured) again."""
+    still to extract makes the outer one be extracted (and measured) again; the directory in
+    place is kept, since others may be reading it."""
     inner = zip_bytes([("file", "model.py", b"")])
     archive = write(tmp_path / "m.tgz", tar_bytes([("file", "m.zip", inner)]))
     source = await resolve_model(str(archive), config)
@@ -338,8 +339,27 @@ async def test_outer_archive_left_by_an_earlier_run_is_extracted_again(
     (outer_dir / ".marker").touch()
     again = await resolve_model(str(archive), config)
     assert again.owned_paths == source.owned_paths
-    assert (again.model_dir / "model.py").is_file() and not (outer_dir / ".marker").exists()
+    assert (again.model_dir / "model.py").is_file() and (outer_dir / ".marker").exists()
     await release(again)
+    assert_clean(config)
+
+    # Two registrations of it at once after such a crash: both succeed, one re-extraction.
+    source = await resolve_model(str(archive), config)
+    for path in source.owned_paths:
+        store._CACHE.pop(str(path))
+    shutil.rmtree(source.owned_paths[1])
+    sources: list[store.ModelSource] = []
+
+    async def register() -> None:
+        sources.append(await resolve_model(str(archive), config))
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(register)
+        nursery.start_soon(register)
+    assert [s.owned_paths for s in sources] == [source.owned_paths] * 2
+    assert all((s.model_dir / "model.py").is_file() for s in sources)
+    for each in sources:
+        await release(each)
     assert_clean(config)
 
     # The same for a nested bomb whose outer layer an earlier run left.

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import enum
 import logging
+import math
 import os
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -43,6 +44,9 @@ STOPPED_LISTED_S = 60.0
 #: Restart back-off after a crash: BASE × 2^(n-1), capped.
 RESTART_BACKOFF_BASE_S = 0.2
 RESTART_BACKOFF_MAX_S = 10.0
+#: Longest wait between scale-ups that fail to load while other workers serve: each try is
+#: a whole model load (a GPU out of memory, say), and nothing is down meanwhile.
+SCALE_UP_BACKOFF_MAX_S = 60.0
 #: A worker that lived this long before dying resets the back-off.
 BACKOFF_RESET_S = 60.0
 
@@ -165,14 +169,14 @@ class WorkerPool:
         except BaseExceptionGroup as group:
             if not started:
                 raise first_error(group) from None
-            # A pool fails at its own boundary: its failure becomes its status, never the
-            # server's crash. Only cancellation goes on up.
-            cancelled, failed = group.split(trio.Cancelled)
+            # A pool fails at its own boundary: its errors become its status, never the
+            # server's crash. Cancellation (and KeyboardInterrupt, SystemExit) go on up.
+            failed, rest = group.split(Exception)
             if failed is not None:
                 log.error("model %s failed: %r", self.model_id, exception_leaves(failed))
                 self.status = ModelStatus.FAILED
-            if cancelled is not None:
-                raise cancelled from None
+            if rest is not None:
+                raise rest from None
         finally:
             self._closing = True
             for job in self.queue.drain():
@@ -355,13 +359,14 @@ class WorkerPool:
             finally:
                 self._scale_up_timer = False
             if self.queue:
-                self._maybe_scale_up(force)
+                # Forced only while nothing serves; otherwise the usual queue-length rule.
+                self._maybe_scale_up(force and not self.running_workers())
 
         self._nursery.start_soon(retry)
 
     def _scale_up_failed(self) -> None:
         self._scale_up_backoff_s = min(
-            RESTART_BACKOFF_MAX_S, max(RESTART_BACKOFF_BASE_S, 2 * self._scale_up_backoff_s)
+            SCALE_UP_BACKOFF_MAX_S, max(RESTART_BACKOFF_BASE_S, 2 * self._scale_up_backoff_s)
         )
         self._scale_up_after = trio.current_time() + self._scale_up_backoff_s
         log.warning("scale-up of %s failed to load: next attempt in %.1fs at the earliest",
@@ -433,9 +438,11 @@ class WorkerPool:
             await self._run_slot(group, permanent, pending, waited, task_status)
         finally:
             # Jobs may still be queued with no worker left to take them (a temporary worker
-            # died, min_workers is 0): start one rather than let them wait forever.
-            if self.queue and not self._closing:
-                self._maybe_scale_up(force=True)
+            # died, min_workers is 0): start one rather than let them wait forever. Not when
+            # the pool is being cancelled: the new slot would die and start another, forever.
+            cancelled = trio.current_effective_deadline() == -math.inf
+            if self.queue and not self._closing and not cancelled:
+                self._maybe_scale_up(force=not self.running_workers())
 
     async def _run_slot(
         self, group: WorkerGroup, permanent: bool, pending: bool, waited: bool,

@@ -402,6 +402,9 @@ class Worker:
             for more in batches[1:]:
                 frames += _batch.encode_batch([job.input for job in more], extra)
             started = trio.current_time()
+            # The first batch is the one the process is on, from the moment it is sent: if
+            # the write finds the process dead, the pipelined ones behind it are requeued.
+            self._answering = len(batch)
             await stream.send_all(frames)
             for current in batches:
                 self._answering = len(current)
@@ -495,7 +498,9 @@ class Worker:
         for job in batch[1:]:
             job.set_error(WorkerDied("A streamed response cannot be batched"))
         timeout = self.pool.config.predict_timeout_s
-        abandoned = False
+        # Its client may have left while the model ran: then nobody will ever read or close
+        # the stream, so it is drained here instead of held for stream_send_timeout_s.
+        abandoned = batch[0].cancelled
         async with send:
             try:
                 while True:

@@ -284,6 +284,19 @@ async def test_a_stream_cut_for_a_stalled_client_does_not_end_as_complete(tmp_pa
             await stalled.aclose()
 
 
+async def test_a_stream_whose_client_left_while_the_model_ran_frees_the_worker(tmp_path):
+    """The client gives up while handle() still runs; the stream it returns afterwards has
+    no reader at all, and is drained at once rather than holding the only worker until
+    chunked_read_timeout."""
+    async with running_server(tmp_path, chunked_read_timeout="60") as server:
+        await register(server, "s", "behave", min_worker="1", max_worker="1")
+        with pytest.raises(httpx.TimeoutException):
+            await server.client.post("/predictions/s", timeout=0.5, params={
+                "action": "stream", "n": "500", "size": "10", "before": "1.5"})
+        await trio.sleep(1.5)  # the model has returned its stream by now
+        assert await _next_request_served(server) < 10
+
+
 async def test_a_stream_whose_worker_dies_midway_is_not_ended_as_complete(tmp_path):
     """The worker exits after 3 of 10 chunks: the client gets the 3 chunks and then a
     broken response (no final chunk), not a short body passed off as the whole; the

@@ -684,6 +684,11 @@ def test_crash_leftovers_removed_at_start(tmp_path):
     (outside / "keep").write_text("keep")
     os.mkfifo(repo / f".{digest}.fifo.part")  # must not block start-up either
     theirs |= {f".{digest}.linked.part", f".{digest}.fifo.part"}
+    for name in ours:  # crash leftovers are old; a fresh unlocked temp may be about to
+        os.utime(repo / name, (time.time() - 60, time.time() - 60))  # be locked: kept
+    fresh = f".{digest}.fresh123.part"
+    (repo / fresh).write_text("just created by another server")
+    theirs.add(fresh)
     live = cache / "download" / f".{digest}.live1234.part"
     live.mkdir(parents=True)
     # Another running server's extraction: it holds the lock.

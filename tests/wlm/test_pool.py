@@ -814,3 +814,59 @@ async def test_aclose_cancelled_during_the_grace_still_stops_the_workers(autojum
         assert scope.cancelled_caught
         assert pool.closed.is_set() and not sim.alive
         assert job.error is not None and job.error.message == "Worker shutting down"
+
+
+async def test_a_failed_scale_up_is_not_retried_while_the_queue_is_short(
+    autojump_clock, sim, monkeypatch
+):
+    """A burst asks for a second worker that cannot load; once the queue is back to one job
+    (no reason to scale up, and the permanent worker serves), no more doomed loads are
+    started: each would be a whole model load (a GPU out of memory, say)."""
+    monkeypatch.setattr(pool_module, "Worker", TemporaryCannotLoad)
+    sim.serve_s = 5.0
+    pool = make_pool(batch_size=1, min_workers=1, max_workers=2, retry_threshold=3)
+
+    async def steady() -> None:
+        while True:
+            await call(pool, request("x"))
+
+    async with trio.open_nursery() as nursery:
+        await nursery.start(pool.run)
+        async with trio.open_nursery() as clients:
+            for _ in range(4):  # 3 queued > 2 x batch_size: one scale-up, which fails
+                clients.start_soon(steady)
+            await trio.sleep(30)
+            clients.cancel_scope.cancel()
+        tried = sum(not w.permanent for w in sim.created)
+        assert tried >= 1
+        async with trio.open_nursery() as clients:
+            for _ in range(2):  # one served, one queued
+                clients.start_soon(steady)
+            await trio.sleep(600)
+            clients.cancel_scope.cancel()
+        assert sum(not w.permanent for w in sim.created) == tried
+        assert pool.status is ModelStatus.READY
+        await pool.aclose()
+
+
+async def test_a_pool_cancelled_from_outside_with_jobs_queued_ends(autojump_clock, sim,
+                                                                   monkeypatch):
+    """Its nursery cancelled (not aclose) while jobs wait: it stops, answering them, instead
+    of starting a replacement worker for each cancelled one, forever."""
+
+    class Counted(SimWorker):
+        def __init__(self, *args, **kwargs) -> None:
+            super().__init__(*args, **kwargs)
+            if len(SimWorker.created) > 50:
+                raise AssertionError("a worker started for every cancelled one")
+
+    monkeypatch.setattr(pool_module, "Worker", Counted)
+    sim.serve_s = 100.0
+    pool = make_pool(batch_size=1, min_workers=1, max_workers=1)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(pool.run)
+        jobs = [pool.submit(request(f"j{i}")) for i in range(3)]
+        await trio.testing.wait_all_tasks_blocked()
+        nursery.cancel_scope.cancel()
+    assert pool.closed.is_set() and len(sim.created) == 1
+    assert all(job.error is not None for job in jobs)

@@ -1,8 +1,8 @@
 """A test model whose behaviour each request picks with its ``action`` query parameter.
 
 ``big``: a body of ``size`` bytes. ``stream``: ``n`` chunks of ``size`` bytes (default 1),
-the first one after ``delay`` seconds (default none); with ``exit_after`` the process
-exits after that many chunks.
+the first one after ``delay`` seconds (default none), ``before`` seconds spent in
+``handle`` first; with ``exit_after`` the process exits after that many chunks.
 """
 
 import os
@@ -53,6 +53,8 @@ def handle(inputs: Input):
     if action == "big":
         return Output().add(b"x" * int(first.get_as_string("size")))
     if action == "stream":
+        if first.contains_key("before"):  # seconds in handle(), before the stream exists
+            time.sleep(float(first.get_as_string("before")))
         return Output().add_stream_content(_chunks(first), output_formatter=None)
     out = Output()
     for i, item in enumerate(batch):
