@@ -432,7 +432,8 @@ class WorkerPool:
         ``pending``: the slot was counted in ``_pending_workers`` by ``_maybe_scale_up``.
         """
         # Only a caller waiting in nursery.start hears about a failed first load; a slot
-        # started with start_soon (a scale-up) counts it as a failure like a crash.
+        # started with start_soon (a scale-up) handles it in _run_slot (back-off, and a
+        # failure count only while nothing else serves).
         waited = task_status is not trio.TASK_STATUS_IGNORED
         try:
             await self._run_slot(group, permanent, pending, waited, task_status)
