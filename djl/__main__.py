@@ -11,7 +11,7 @@ import argparse
 import logging
 import signal
 import sys
-from typing import Any
+from typing import Any, NoReturn
 
 import trio
 from hypercorn.config import Config as HypercornConfig
@@ -26,8 +26,15 @@ from djl.startup import load_startup_models
 log = logging.getLogger("djl")
 
 
+class _ArgumentParser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        # Spec §8.1: an invalid command line prints the help and exits with status 1.
+        self.print_help(sys.stderr)
+        self.exit(1, f"{self.prog}: error: {message}\n")
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="djl-serving", description="djl model server")
+    parser = _ArgumentParser(prog="djl-serving", description="djl model server")
     parser.add_argument("-f", "--config-file", help="config.properties to read")
     parser.add_argument("-m", "--models", nargs="+", metavar="URL",
                         help="start-up models: [name[:version[:engine[:devices]]]=]url")

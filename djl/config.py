@@ -167,6 +167,8 @@ class ServerConfig:
     error_rate_wlm: str = ""
     fail_fast: bool = False
     health_check_override: bool = False
+    #: ``HF_MODEL_ID``: one more start-up model (spec §4.5); only a local path or a URL.
+    hf_model_id: str = ""
     inference_address: Address = Address("http", "127.0.0.1", 8080)
     job_queue_size: int = 1000
     load_models: str = ""
@@ -184,6 +186,8 @@ class ServerConfig:
     model_server_home: Path = Path(".")
     model_store: str = ""
     model_url_pattern: str = ""
+    #: ``DJL_OFFLINE``: pip installs a model's requirements from its own folder only.
+    offline: bool = False
     #: Batches a worker may have in flight for a fast model (1 turns pipelining off).
     pipeline_depth: int = 4
     predict_timeout_s: float = 120 * SECONDS
@@ -325,6 +329,8 @@ def load_server_config(
         )
     values.setdefault("python_executable", env.get("PYTHON_EXECUTABLE", ""))
     values["fail_fast"] = _bool(env.get("SERVING_FAIL_FAST", "false"))
+    values["offline"] = _bool(env.get("DJL_OFFLINE", "false"))
+    values["hf_model_id"] = env.get("HF_MODEL_ID", "").strip()
     values["health_check_override"] = _bool(env.get("SERVING_HEALTH_CHECK_OVERRIDE", "false"))
     values["prometheus"] = _bool(env.get("SERVING_PROMETHEUS", "false"))
     values["allow_request_handler_override"] = _bool(

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import datetime
 import json
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
 
@@ -20,17 +20,52 @@ class PairList:
 
     __slots__ = ("keys", "values")
 
-    def __init__(self, pairs: Iterable[tuple[str | None, Any]] | None = None) -> None:
+    def __init__(
+        self,
+        keys: Iterable[Any] | None = None,
+        values: list[Any] | None = None,
+        pair_list: Iterable[tuple[str | None, Any]] | None = None,
+        pair_map: Mapping[str, Any] | None = None,
+    ) -> None:
+        """djl_python's signature: ``keys`` and ``values``, or ``pair_list``, or ``pair_map``.
+
+        ``keys`` alone is taken as an iterable of (key, value) pairs.
+        """
         self.keys: list[str | None] = []
         self.values: list[Any] = []
-        if pairs:
-            for k, v in pairs:
-                self.keys.append(k)
-                self.values.append(v)
+        if keys is not None and values is not None:
+            key_list = list(keys)
+            if len(key_list) != len(values):
+                raise ValueError("PairList: keys and values differ in length")
+            self.keys, self.values = key_list, list(values)
+            return
+        pairs = pair_list if pair_list is not None else keys
+        if pair_map is not None:
+            pairs = pair_map.items()
+        for k, v in pairs or ():
+            self.keys.append(k)
+            self.values.append(v)
 
-    def add(self, key: str | None = None, value: Any = None) -> None:
-        self.keys.append(key)
-        self.values.append(value)
+    def add(
+        self,
+        key: str | None = None,
+        value: Any = None,
+        index: int | None = None,
+        pair: tuple[str | None, Any] | None = None,
+    ) -> None:
+        """Append (or insert at ``index``) one pair, given as key and value or ``pair``."""
+        if pair is not None:
+            key, value = pair
+        if index is None:
+            self.keys.append(key)
+            self.values.append(value)
+        else:
+            self.keys.insert(index, key)
+            self.values.insert(index, value)
+
+    def add_all(self, pairs: PairList | Iterable[tuple[str | None, Any]]) -> None:
+        for key, value in pairs:
+            self.add(key, value)
 
     def size(self) -> int:
         return len(self.keys)

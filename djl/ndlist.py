@@ -83,7 +83,8 @@ def encode_ndlist(arrays: Iterable[Any], names: Sequence[str | None] | None = No
     dtype DJL has no name for (strings, objects, datetimes, float128, ...) or an array of
     more than 2 GiB (the format's ``i32`` length).
     """
-    items = list(arrays)
+    # djl_python's to_nd_list wraps anything but a list: one array stays one array.
+    items = list(arrays) if isinstance(arrays, list | tuple) else [arrays]
     if names is not None and len(names) != len(items):
         raise ValueError(f"NDList names: expected {len(items)}, got {len(names)}")
     parts: list[Any] = [struct.pack(">i", len(items))]

@@ -39,6 +39,7 @@ from djl.io import Input, Output
 from djl.properties import read_properties
 from djl.wlm.devices import Device, resolve_devices
 from djl.wlm.pool import ModelStatus, WorkerPool, first_error, priority_of
+from djl.wlm.requirements import install_requirements
 from djl.wlm.worker import WorkerCommand
 from djl.workflow.graph import execute
 from djl.workflow.spec import load_workflow, workflow_file_of
@@ -376,6 +377,8 @@ class ModelManager:
             pipeline_depth=self.config.pipeline_depth,
             stream_send_timeout_s=self.config.chunked_read_timeout_s,
         )
+        await install_requirements(model.model_id, source.model_dir, command.python,
+                                   self.config.offline, config.model_loading_timeout_s)
         pool = WorkerPool(
             model.model_id, model.version, config, command, devices,
             fail_fast=self.config.fail_fast,

@@ -11,7 +11,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from djl.config import RegisterParams, ServerConfig
+from djl.config import ConfigError, RegisterParams, ServerConfig
 from djl.registry import ModelManager
 from djl.store import infer_model_name
 
@@ -45,6 +45,30 @@ class StartupEntry:
 
 
 def startup_entries(config: ServerConfig) -> list[StartupEntry]:
+    entries = _listed_entries(config)
+    if config.hf_model_id:
+        entries.append(_hf_entry(config.hf_model_id))
+    return entries
+
+
+def _hf_entry(model_id: str) -> StartupEntry:
+    """Spec §4.5: ``HF_MODEL_ID`` adds one entry: a URL as it is, a local path like a store
+    folder. A hub id would need a Hugging Face handler, which this server does not have."""
+    if re.match(r"(?i)[a-z][a-z0-9+.-]*://", model_id):
+        return StartupEntry(url=model_id, name=None)
+    path = Path(model_id).expanduser()
+    if path.is_dir():
+        return _store_entry(path)
+    if path.is_file():  # an archive or a single .py file
+        url = f"file:{path.resolve()}"
+        return StartupEntry(url=url, name=infer_model_name(url))
+    raise ConfigError(
+        f"HF_MODEL_ID={model_id}: only a local path or a URL is supported (no Hugging Face "
+        "hub handler in this server)"
+    )
+
+
+def _listed_entries(config: ServerConfig) -> list[StartupEntry]:
     spec = config.load_models.strip()
     if spec.upper() == "NONE":
         return []

@@ -449,3 +449,31 @@ def test_djl_python_imports_no_server_or_torch_modules() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
     )
     assert result.stdout.strip() == "[]"
+
+
+def test_pair_list_takes_djl_pythons_constructor_and_add_forms():
+    """djl_python.pair_list.PairList: keys+values, pair_list or pair_map; add(index=,
+    pair=) and add_all."""
+    assert list(PairList(keys=["a", "b"], values=[1, 2])) == [("a", 1), ("b", 2)]
+    assert list(PairList(pair_list=[("a", 1)])) == [("a", 1)]
+    assert list(PairList(pair_map={"m": 3})) == [("m", 3)]
+    with pytest.raises(ValueError):
+        PairList(keys=["a"], values=[])
+    pairs = PairList(keys=["a"], values=[1])
+    pairs.add(pair=("z", 26))
+    pairs.add("first", 0, index=0)
+    pairs.add_all(PairList(pair_list=[("x", 9)]))
+    assert list(pairs) == [("first", 0), ("a", 1), ("z", 26), ("x", 9)]
+
+
+def test_a_single_array_is_one_ndlist_entry():
+    """djl_python's to_nd_list (and Output.add_as_numpy) wrap a lone array, never split it
+    along its first axis."""
+    from djl.ndlist import decode_ndlist
+    from djl_python.np_util import to_nd_list
+
+    [array] = decode_ndlist(to_nd_list(np.ones((2, 3), dtype=np.float32)))
+    assert array.shape == (2, 3)
+    out = Output().add_as_numpy(np.arange(4, dtype=np.int32))
+    [again] = decode_ndlist(out.get_data_item())
+    assert again.tolist() == [0, 1, 2, 3]

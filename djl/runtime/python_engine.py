@@ -85,7 +85,7 @@ class PythonEngine:
         inputs.function_name = handler_name
         inputs.properties["model_dir"] = str(self.model_dir)
         inputs.properties["device_id"] = self.device_id
-        inputs.properties.setdefault("cluster_size", "1")
+        inputs.properties.setdefault("cluster_size", 1)  # spec §6.4: an int
         try:
             if self.module is None:
                 self.load()

@@ -68,6 +68,8 @@ def runtime_pids(marker: str) -> list[int]:
         ([], {"SERVING_INFERENCE_ADDRESS": "ftp://x"}, "Invalid binding address: ftp://x"),
         (["-m", "bad=file:/no/such/model/"], {}, "Invalid model url: file:/no/such/model/"),
         ([], {"SERVING_JOB_QUEUE_SIZE": "lots"}, "Invalid integer for job_queue_size"),
+        ([], {"HF_MODEL_ID": "org/some-hub-model"},
+         "HF_MODEL_ID=org/some-hub-model: only a local path or a URL is supported"),
     ],
 )
 def test_startup_failure_is_one_line_and_exit_1(tmp_path, args, env, message):
@@ -76,6 +78,35 @@ def test_startup_failure_is_one_line_and_exit_1(tmp_path, args, env, message):
     assert proc.returncode == 1
     last = err.strip().splitlines()[-1]
     assert last.startswith("djl-serving: ") and message in last
+
+
+@pytest.mark.parametrize("args", [["--bogus"], ["-m"]])
+def test_an_invalid_command_line_prints_the_help_and_exits_1(tmp_path, args):
+    """Spec §8.1 (argparse's own habit is exit 2 and a usage line)."""
+    proc = djl(args, tmp_path, free_port())
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 1
+    assert "--model-store" in err and "djl-serving: error:" in err
+
+
+def test_hf_model_id_naming_a_local_folder_is_a_startup_model(tmp_path):
+    """Spec §4.5: HF_MODEL_ID adds one more start-up entry; a local path loads like a store
+    folder, next to the -m models."""
+    model = tmp_path / "my-hf-model"
+    shutil.copytree(EXAMPLES / "echo", model)
+    port = free_port()
+    proc = djl(["-m", f"echo=file:{EXAMPLES / 'echo'}/"], tmp_path, port,
+               HF_MODEL_ID=str(model))
+    try:
+        wait_ready(port, proc)
+        rows = httpx.get(f"http://127.0.0.1:{port}/models").json()["models"]
+        assert [r["modelName"] for r in rows] == ["echo", "my_hf_model"]
+        r = httpx.post(f"http://127.0.0.1:{port}/predictions/my_hf_model", content=b"hf",
+                       headers={"content-type": "text/plain"})
+        assert r.status_code == 200 and r.text == "hf"
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.communicate(timeout=30)
 
 
 def test_port_in_use_fails_cleanly(tmp_path):
