@@ -129,13 +129,7 @@ cdef class JobQueue:
         cdef Py_ssize_t remaining = self.capacity - self._live
         if remaining < 1 or (remaining == 1 and not worker_idle):
             raise Capacity.queue_full(self.model_id)
-        lane = self._lanes.get(job.priority)
-        if lane is None:
-            lane = deque()
-            self._lanes[job.priority] = lane
-            self._priorities.append(job.priority)
-            self._priorities.sort()
-        lane.append(job)
+        self._lane(job.priority).append(job)
         job.queued = True
         self._live += 1
 
@@ -145,15 +139,19 @@ cdef class JobQueue:
         counted when they were first queued."""
         cdef Job job
         for job in reversed(jobs):
-            lane = self._lanes.get(job.priority)
-            if lane is None:
-                lane = deque()
-                self._lanes[job.priority] = lane
-                self._priorities.append(job.priority)
-                self._priorities.sort()
-            lane.appendleft(job)
+            self._lane(job.priority).appendleft(job)
             job.queued = True
             self._live += 1
+
+    cdef object _lane(self, int priority):
+        """The deque of ``priority``, made (and its priority ordered in) on first use."""
+        lane = self._lanes.get(priority)
+        if lane is None:
+            lane = deque()
+            self._lanes[priority] = lane
+            self._priorities.append(priority)
+            self._priorities.sort()
+        return lane
 
     cpdef bint discard(self, Job job):
         """Forget a queued job (its client went away). O(1); True if it was queued."""

@@ -239,7 +239,6 @@ WORKER_ERROR_KINDS: dict[str, type[DjlError]] = {
     "oom": ModelLoadError,
     "not_found": ModelLoadError,
     "protocol": FrameError,
-    "output": OutputTooLarge,
 }
 
 

@@ -456,15 +456,6 @@ class Worker:
         if keys is None:
             await self._relay_stream(batch, code, message, props, stream, decoder)
             return
-        limit = self.pool.command.max_item_bytes
-        largest = max((len(v) for v in values), default=0)
-        if largest > limit:
-            # The runtime refuses these itself; a frame that got here anyway is complete,
-            # so the stream is still in step: the batch fails, the worker lives on.
-            error = OutputTooLarge.item(largest, limit)
-            for job in batch:
-                job.set_error(error)
-            return
         n = len(batch)
         if n == 1 or code >= 300:
             for job in batch:

@@ -61,6 +61,14 @@ def runtime_pids(marker: str) -> list[int]:
     return pids
 
 
+def assert_workers_gone(model: Path, timeout: float = 10) -> None:
+    """No worker process of ``model`` is left (they may take a moment to be reaped)."""
+    deadline = time.monotonic() + timeout
+    while runtime_pids(str(model)) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert runtime_pids(str(model)) == []
+
+
 @pytest.mark.parametrize(
     ("args", "env", "message"),
     [
@@ -134,10 +142,7 @@ def test_sigterm_stops_server_and_workers(tmp_path):
         proc.send_signal(signal.SIGTERM)
         proc.communicate(timeout=30)
         assert proc.returncode == 0
-        deadline = time.monotonic() + 10
-        while runtime_pids(str(model)) and time.monotonic() < deadline:
-            time.sleep(0.1)
-        assert runtime_pids(str(model)) == []
+        assert_workers_gone(model)
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -203,10 +208,7 @@ def test_sigterm_while_a_startup_model_loads_stops_promptly(tmp_path):
         print(f"exited {time.monotonic() - sent:.2f}s after SIGTERM")
         assert proc.returncode == 0, err
         assert time.monotonic() - sent < 15
-        deadline = time.monotonic() + 10
-        while runtime_pids(str(model)) and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert runtime_pids(str(model)) == []
+        assert_workers_gone(model)
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -265,4 +267,4 @@ def test_sigterm_under_load_answers_every_request(tmp_path):
     refused = [a for a in answers if isinstance(a, tuple) and a[0] == 503]
     assert len(ok) >= 1 and len(ok) + len(refused) == 20, answers
     assert all('"Worker shutting down"' in text for _, text in refused)
-    assert runtime_pids(str(model)) == []
+    assert_workers_gone(model)

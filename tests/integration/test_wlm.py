@@ -72,6 +72,18 @@ def ready_ids(model: dict) -> list[int]:
     return [w["id"] for w in workers(model) if w["status"] == "READY"]
 
 
+class MostReady:
+    """The most READY workers of a model that describe has shown so far."""
+
+    def __init__(self, server: Server, name: str) -> None:
+        self.server, self.name, self.most = server, name, 0
+
+    async def reached(self, count: int) -> bool:
+        model = await describe(self.server, self.name)
+        self.most = max(self.most, len(ready_ids(model)))
+        return self.most >= count
+
+
 async def eventually(check, timeout: float = PATIENCE_S, interval: float = 0.05):
     """Poll ``await check()`` until it returns something truthy; fail after ``timeout``."""
     with trio.move_on_after(timeout):
@@ -238,7 +250,7 @@ async def test_slow_load_scales_up_to_max_then_idle_workers_retire(tmp_path):
         assert [(g["minWorkers"], g["maxWorkers"]) for g in model["workerGroups"]] == [(1, 3)]
 
         statuses: Counter[int] = Counter()
-        most_ready = 0
+        ready = MostReady(server, "behave")
         stop = trio.Event()
 
         async def client():
@@ -247,9 +259,7 @@ async def test_slow_load_scales_up_to_max_then_idle_workers_retire(tmp_path):
                 statuses[r.status_code] += 1
 
         async def scaled_up():
-            nonlocal most_ready
-            most_ready = max(most_ready, len(ready_ids(await describe(server, "behave"))))
-            return most_ready >= 3
+            return await ready.reached(3)
 
         start = time.monotonic()
         async with trio.open_nursery() as nursery:
@@ -264,7 +274,7 @@ async def test_slow_load_scales_up_to_max_then_idle_workers_retire(tmp_path):
                     await trio.sleep(0.05)
             finally:
                 stop.set()
-        assert most_ready == 3
+        assert ready.most == 3
         assert set(statuses) == {200}, statuses
 
         stopped = time.monotonic()
@@ -735,16 +745,14 @@ async def test_a_burst_scales_up_to_max_worker(tmp_path):
     async with running_server(tmp_path) as server:
         await register(server, "behave", batch_size="1", min_worker="1", max_worker="4")
         statuses: Counter[int] = Counter()
-        most_ready = 0
+        ready = MostReady(server, "behave")
 
         async def client():
             r = await predict(server, "behave", action="sleep", seconds="1")
             statuses[r.status_code] += 1
 
         async def scaled_to_max():
-            nonlocal most_ready
-            most_ready = max(most_ready, len(ready_ids(await describe(server, "behave"))))
-            return most_ready >= 4
+            return await ready.reached(4)
 
         start = time.monotonic()
         async with trio.open_nursery() as nursery:
