@@ -51,7 +51,7 @@ def hypercorn_config(address: Address, config: ServerConfig) -> HypercornConfig:
     hc.shutdown_timeout = SHUTDOWN_GRACE_S * 3
     hc.accesslog = None
     hc.errorlog = logging.getLogger("hypercorn.error")
-    hc.keep_alive_timeout = 60
+    hc.keep_alive_timeout = config.request_head_timeout_s
     if address.scheme == "https":
         hc.certfile, hc.keyfile = config.certificate_file, config.private_key_file
     return hc

@@ -20,19 +20,20 @@ from typing import Any
 
 from quart import Response, request
 from quart_trio import QuartTrio
-from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
+from werkzeug.exceptions import HTTPException, RequestEntityTooLarge, RequestTimeout
 
 from djl.config import ServerConfig, load_server_config
 from djl.errors import (
     DjlError,
     MethodNotAllowed,
     NotFound,
-    PayloadTooLarge,
     StreamCut,
     Unauthorized,
     exception_leaves,
 )
+from djl.errors import RequestTimeout as BodyTimeout
 from djl.http import codec, inference, management
+from djl.http.front import INVOKE, ROLE_KEY, Front, is_inference, too_large
 from djl.registry import ModelManager
 from djl.startup import load_startup_models
 
@@ -42,14 +43,8 @@ log = logging.getLogger("djl.app")
 SHUTDOWN_GRACE_S = 10.0
 ALL_METHODS = ["GET", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "HEAD"]
 
-_INFERENCE = re.compile(r"^/(ping|invocations|predictions|v1/chat/completions)([/?].*)?$")
-_INVOKE = re.compile(r"^/models/.+/invoke$")
 _MANAGEMENT = re.compile(r"^/(workflows([/?].*)?|server/.+|models([/?].*)?)$")
 _ADAPTERS = re.compile(r"^(/models/[^/?]+)?/adapters([/?].*)?$")
-
-#: ASGI scope key naming the listener a request came in on: "both", "inference", "management".
-ROLE_KEY = "djl.role"
-
 
 def create_app(config: ServerConfig | None = None,
                manager: ModelManager | None = None) -> QuartTrio:
@@ -61,7 +56,8 @@ def create_app(config: ServerConfig | None = None,
     app.config["MAX_CONTENT_LENGTH"] = config.max_request_size
     app.config["BACKGROUND_TASK_SHUTDOWN_TIMEOUT"] = SHUTDOWN_GRACE_S
     app.config["PROVIDE_AUTOMATIC_OPTIONS"] = False
-    app.config["BODY_TIMEOUT"] = 600
+    # Quart's is a limit on the whole body (the front's, on a pause between its parts).
+    app.config["BODY_TIMEOUT"] = config.request_body_timeout_s
     owns_manager = manager is None
     manager = manager or ModelManager(config)
     app.extensions["djl.manager"] = manager
@@ -88,7 +84,10 @@ def create_app(config: ServerConfig | None = None,
         req_id = codec.request_id(request, config)
         return codec.error_response(_as_djl_error(error, config), req_id, config)
 
-    app.asgi_app = _EndCutStreams(app.asgi_app)  # type: ignore[method-assign]
+    # The inference routes skip Quart (djl.http.front); installed here, so every way of
+    # serving create_app() gets it.
+    app.asgi_app = Front(  # type: ignore[method-assign]
+        _EndCutStreams(app.asgi_app), manager, config)
     return app
 
 
@@ -112,16 +111,12 @@ class _EndCutStreams:
                         getattr(exception_leaves(group)[0], "message", ""))
 
 
-def _too_large(config: ServerConfig) -> PayloadTooLarge:
-    return PayloadTooLarge(
-        f"Request body exceeds max_request_size ({config.max_request_size} bytes)"
-    )
-
-
 def _as_djl_error(error: HTTPException, config: ServerConfig) -> DjlError:
     """Quart's own HTTP errors (body too large, ...) in the spec's error form."""
     if isinstance(error, RequestEntityTooLarge):
-        return _too_large(config)
+        return too_large(config)
+    if isinstance(error, RequestTimeout):
+        return BodyTimeout.body(config.request_body_timeout_s)
     if error.code == 405:
         return MethodNotAllowed()
     if error.code == 404:
@@ -144,27 +139,22 @@ async def dispatch(manager: ModelManager, config: ServerConfig) -> Response:
         uri += "?" + query_string.decode("latin-1")
     method = req.method
     try:
-        length = req.content_length
-        if length is not None and length > config.max_request_size:
-            # Spec §1.5: every request, also on routes that never read their body.
-            raise _too_large(config)
+        # An over-long Content-Length got its 413 in the front already.
         if method == "OPTIONS" and raw_path == b"/":
             return codec.json_response({}, 200, req_id, config)
         segments = codec.path_segments(raw_path)
-        call = management.Call(req, method, segments, codec.Query(
-            codec.parse_query(query_string)), req_id, config, manager)
-        is_inference = bool(_INFERENCE.match(uri)) or (
-            bool(_INVOKE.match(uri)) and not query_string
-        )
-        if is_inference and role != "management":
-            if segments[1] == "ping":
-                return await inference.ping(call)
-            return await inference.predict(call)
+        query = codec.Query(codec.parse_query(query_string))
+        if is_inference(uri, query_string) and role != "management":
+            # Only forms get here (the front serves the rest): Quart parses them.
+            return codec.to_response(await inference.handle(inference.InferenceCall(
+                method, segments, query, req_id, config, manager, req.headers.get,
+                lambda: codec.to_input(req, query, req_id, config))))
+        call = management.Call(req, method, segments, query, req_id, config, manager)
         if role == "inference":
             raise NotFound.resource()
         if _ADAPTERS.match(uri):
             raise NotFound("The adapter API is not supported by this server.")
-        if _MANAGEMENT.match(uri) and not (method == "POST" and _INVOKE.match(uri)):
+        if _MANAGEMENT.match(uri) and not (method == "POST" and INVOKE.match(uri)):
             _check_token(req, config)
             return await management.handle(call)
         raise NotFound.resource()
@@ -213,4 +203,4 @@ class Listener:
         await self.app(scope, receive, send)
 
 
-__all__ = ["Listener", "create_app", "dispatch"]
+__all__ = ["ROLE_KEY", "Listener", "create_app", "dispatch"]

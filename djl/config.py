@@ -194,6 +194,12 @@ class ServerConfig:
     private_key_file: str = ""
     prometheus: bool = False
     python_executable: str = ""
+    #: A declared request body that pauses this long is answered 408 and its connection
+    #: closed (on Quart's routes, the whole body must arrive within it).
+    request_body_timeout_s: float = 60 * SECONDS
+    #: A connection must send a complete request head within this long of opening or of
+    #: its previous answer (hypercorn's keep-alive timer), or it is closed.
+    request_head_timeout_s: float = 30 * SECONDS
     request_id_header_key: str = "x-request-id"
     #: Worker crashes tolerated per model before it turns FAILED (see README, "Failures").
     retry_threshold: int = 3
@@ -225,6 +231,8 @@ _KEY_ALIASES = {
     "model_loading_timeout": "model_loading_timeout_s",
     "download_connect_timeout": "download_connect_timeout_s",
     "download_read_timeout": "download_read_timeout_s",
+    "request_body_timeout": "request_body_timeout_s",
+    "request_head_timeout": "request_head_timeout_s",
 }
 _FIELDS = {f.name: f for f in fields(ServerConfig)}
 

@@ -103,6 +103,17 @@ class PayloadTooLarge(DjlError):
     type = "PayloadTooLargeException"
 
 
+class RequestTimeout(DjlError):
+    """A client stopped sending the body it declared (issue 8.5)."""
+
+    status = 408
+    type = "RequestTimeoutException"
+
+    @classmethod
+    def body(cls, timeout_s: float) -> RequestTimeout:
+        return cls(f"Request body not received within request_body_timeout ({timeout_s:g}s)")
+
+
 class Unauthorized(DjlError):
     status = 401
     type = "UnauthorizedException"

@@ -16,6 +16,7 @@ from urllib.parse import unquote, unquote_plus
 
 import trio
 from quart import Request, Response
+from werkzeug.datastructures import Headers
 
 from djl.config import ServerConfig, parse_java_int
 from djl.errors import BadRequest, DjlError, IllegalArgument, StreamCut
@@ -95,18 +96,17 @@ def random_uuid4() -> str:
     return f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{variant}{h[17:20]}-{h[20:32]}"
 
 
-async def to_input(request: Request, query: Query, req_id: str, config: ServerConfig) -> Input:
-    """Spec §3.3: query → content, headers → properties, body → content ``data``.
+def request_properties(headers: list[tuple[bytes, bytes]],
+                       config: ServerConfig) -> tuple[dict[str, Any], str]:
+    """Spec §3.3: headers → Input properties, plus the body's media type.
 
     Reads the ASGI header list once (names arrive lower-cased) rather than through
     werkzeug's Headers: this runs for every inference request.
     """
-    content = PairList(query.pairs)
-    content.values = [v.encode("utf-8") for v in content.values]
     properties: dict[str, Any] = {}
     media_type = ""
     overridden = False
-    for raw_name, raw_value in request.scope["headers"]:
+    for raw_name, raw_value in headers:
         name = raw_name.decode("latin-1")
         value = raw_value.decode("latin-1")
         if name == "x-amzn-sagemaker-custom-attributes":
@@ -124,15 +124,35 @@ async def to_input(request: Request, query: Query, req_id: str, config: ServerCo
         properties[name] = value
     if overridden and not config.allow_request_handler_override:
         raise BadRequest("The handler can't be overridden in a request")
-    if media_type in _FORM_TYPES:
-        form = await request.form
-        for key, value in form.items(multi=True):
-            content.add(key, value.encode("utf-8"))
-        files = await request.files
-        for key, storage in files.items(multi=True):
-            content.add(key, storage.read())
-    else:
-        content.add("data", await request.get_data(cache=False))
+    return properties, media_type
+
+
+def is_form(media_type: str) -> bool:
+    return media_type in _FORM_TYPES
+
+
+def body_input(properties: dict[str, Any], query: Query, body: bytes, req_id: str) -> Input:
+    """Spec §3.3 for a body that is not a form: query → content, body → ``data``."""
+    content = PairList(query.pairs)
+    content.values = [v.encode("utf-8") for v in content.values]
+    content.add("data", body)
+    properties["requestId"] = req_id
+    return Input(properties, content)
+
+
+async def to_input(request: Request, query: Query, req_id: str, config: ServerConfig) -> Input:
+    """Spec §3.3 through Quart's request (forms included)."""
+    properties, media_type = request_properties(request.scope["headers"], config)
+    if not is_form(media_type):
+        return body_input(properties, query, await request.get_data(cache=False), req_id)
+    content = PairList(query.pairs)
+    content.values = [v.encode("utf-8") for v in content.values]
+    form = await request.form
+    for key, value in form.items(multi=True):
+        content.add(key, value.encode("utf-8"))
+    files = await request.files
+    for key, storage in files.items(multi=True):
+        content.add(key, storage.read())
     properties["requestId"] = req_id
     return Input(properties, content)
 
@@ -153,28 +173,59 @@ def _drop_nulls(value: Any) -> Any:
     return value
 
 
-def common_headers(req_id: str, status: int, config: ServerConfig) -> dict[str, str]:
-    headers = {"x-request-id": req_id, **NO_CACHE_HEADERS}
-    if config.cors_allowed_origin:
-        headers["Access-Control-Allow-Origin"] = config.cors_allowed_origin
-    if config.cors_allowed_methods:
-        headers["Access-Control-Allow-Methods"] = config.cors_allowed_methods
-    if config.cors_allowed_headers:
-        headers["Access-Control-Allow-Headers"] = config.cors_allowed_headers
-    if status >= 400:
-        # Spec §1.3: an error closes the connection, whatever the client asked for.
-        headers["connection"] = "close"
+#: ASGI header list: (lower-case name, value) in latin-1.
+HeaderList = list[tuple[bytes, bytes]]
+
+
+class Reply:
+    """A rendered answer, before any transport: the front sends it as two ASGI messages
+    (or a stream of them); ``to_response`` turns it into a Quart Response."""
+
+    __slots__ = ("body", "chunks", "headers", "status")
+
+    def __init__(self, status: int, headers: HeaderList, body: bytes = b"",
+                 chunks: AsyncIterator[bytes] | None = None) -> None:
+        self.status = status
+        self.headers = headers
+        self.body = body
+        #: A streamed body (chunked transfer); ``body`` is then unused.
+        self.chunks = chunks
+
+
+#: config → its constant common headers, encoded once (id → (config, headers)).
+_CONSTANT_HEADERS: dict[int, tuple[ServerConfig, HeaderList]] = {}
+
+
+def _constant_headers(config: ServerConfig) -> HeaderList:
+    cached = _CONSTANT_HEADERS.get(id(config))
+    if cached is not None and cached[0] is config:
+        return cached[1]
+    headers = [(k.lower().encode("latin-1"), v.encode("latin-1"))
+               for k, v in NO_CACHE_HEADERS.items()]
+    for name, value in (("access-control-allow-origin", config.cors_allowed_origin),
+                        ("access-control-allow-methods", config.cors_allowed_methods),
+                        ("access-control-allow-headers", config.cors_allowed_headers)):
+        if value:
+            headers.append((name.encode(), value.encode("latin-1")))
+    _CONSTANT_HEADERS[id(config)] = (config, headers)
     return headers
 
 
-def json_response(value: Any, status: int, req_id: str, config: ServerConfig) -> Response:
+def common_headers(req_id: str, status: int, config: ServerConfig) -> HeaderList:
+    """Spec §1.3: the headers every response carries."""
+    headers = [(b"x-request-id", req_id.encode("latin-1")), *_constant_headers(config)]
+    if status >= 400:
+        # Spec §1.3: an error closes the connection, whatever the client asked for.
+        headers.append((b"connection", b"close"))
+    return headers
+
+
+def json_reply(value: Any, status: int, req_id: str, config: ServerConfig) -> Reply:
+    body = render_json(value)
     headers = common_headers(req_id, status, config)
-    headers["content-type"] = "application/json"
-    return Response(render_json(value), status=status, headers=headers)
-
-
-def status_response(text: str, status: int, req_id: str, config: ServerConfig) -> Response:
-    return json_response({"status": text}, status, req_id, config)
+    headers.append((b"content-type", b"application/json"))
+    headers.append((b"content-length", str(len(body)).encode()))
+    return Reply(status, headers, body)
 
 
 def error_body(error: DjlError | Exception, status: int) -> dict[str, Any]:
@@ -183,8 +234,8 @@ def error_body(error: DjlError | Exception, status: int) -> dict[str, Any]:
     return {"code": status, "type": type(error).__name__, "message": str(error) or None}
 
 
-def error_response(error: Exception, req_id: str, config: ServerConfig, *,
-                   inference: bool = False) -> Response:
+def error_reply(error: Exception, req_id: str, config: ServerConfig, *,
+                inference: bool = False) -> Reply:
     """Mapping A (management, routing) or B (inference failures) of spec §1.4."""
     if isinstance(error, DjlError):
         status = error.status
@@ -193,18 +244,44 @@ def error_response(error: Exception, req_id: str, config: ServerConfig, *,
     else:
         status = config.server_error_http_code if inference else 500
         log.exception("unexpected error", exc_info=error)
-    return json_response(error_body(error, status), status, req_id, config)
+    return json_reply(error_body(error, status), status, req_id, config)
 
 
-async def output_response(output: Output, req_id: str, config: ServerConfig) -> Response:
+def to_response(reply: Reply) -> Response:
+    """A Reply as a Quart Response (the routes Quart still serves)."""
+    typed = False
+    headers = Headers()
+    for name, value in reply.headers:
+        headers.add(name.decode("latin-1"), value.decode("latin-1"))
+        typed = typed or name == b"content-type"
+    response = Response(reply.chunks if reply.chunks is not None else reply.body,
+                        status=reply.status, headers=headers)
+    if not typed:
+        del response.headers["Content-Type"]  # spec §3.5: no default type
+    return response
+
+
+def json_response(value: Any, status: int, req_id: str, config: ServerConfig) -> Response:
+    return to_response(json_reply(value, status, req_id, config))
+
+
+def status_response(text: str, status: int, req_id: str, config: ServerConfig) -> Response:
+    return json_response({"status": text}, status, req_id, config)
+
+
+def error_response(error: Exception, req_id: str, config: ServerConfig, *,
+                   inference: bool = False) -> Response:
+    return to_response(error_reply(error, req_id, config, inference=inference))
+
+
+async def output_reply(output: Output, req_id: str, config: ServerConfig) -> Reply:
     """Spec §3.5: properties → headers, body = item ``data`` or the first; streams."""
-    headers: dict[str, str] = {str(k): str(v) for k, v in output.properties.items()}
     stream = output.stream
     if stream is None:
-        body = output.get_data_item() or b""
-        return _without_default_type(Response(
-            bytes(body), status=output.code,
-            headers=_with_common_headers(headers, req_id, output.code, config)), output)
+        body = bytes(output.get_data_item() or b"")
+        headers = _with_common_headers(output, req_id, config, drop=_SIZED)
+        headers.append((b"content-length", str(len(body)).encode()))
+        return Reply(output.code, headers, body)
     first = None
     try:
         with trio.move_on_after(config.chunked_read_timeout_s) as waiting:
@@ -219,32 +296,33 @@ async def output_response(output: Output, req_id: str, config: ServerConfig) -> 
             "The model sent no stream chunk within chunked_read_timeout "
             f"({config.chunked_read_timeout_s:g}s)"
         )
-    headers = _with_common_headers(headers, req_id, output.code, config)
     if first is None:  # the generator yielded nothing (spec §6.7): a plain empty body
         stream.close()  # type: ignore[attr-defined]
-        return _without_default_type(
-            Response(b"", status=output.code, headers=headers), output)
-    return _without_default_type(Response(
-        _chunks(first, stream, config.chunked_read_timeout_s), status=output.code,
-        headers=headers), output)
+        headers = _with_common_headers(output, req_id, config, drop=_SIZED)
+        headers.append((b"content-length", b"0"))
+        return Reply(output.code, headers)
+    return Reply(output.code, _with_common_headers(output, req_id, config, drop=()),
+                 chunks=_chunks(first, stream, config.chunked_read_timeout_s))
 
 
-def _with_common_headers(
-    model_headers: dict[str, str], req_id: str, status: int, config: ServerConfig
-) -> dict[str, str]:
+#: A full body's length is ours to state, whatever the model set.
+_SIZED = ("content-length",)
+
+
+def _with_common_headers(output: Output, req_id: str, config: ServerConfig, *,
+                         drop: tuple[str, ...]) -> HeaderList:
     """Spec §3.5: the common headers overwrite the model's, whatever case it used."""
-    common = common_headers(req_id, status, config)
-    overridden = {key.lower() for key in common}
-    merged = {k: v for k, v in model_headers.items() if k.lower() not in overridden}
-    merged.update(common)
+    common = common_headers(req_id, output.code, config)
+    if not output.properties:
+        return common
+    overridden = {name.decode() for name, _ in common}.union(drop)
+    merged = []
+    for key, value in output.properties.items():
+        name = str(key).lower()
+        if name not in overridden:
+            merged.append((name.encode("latin-1"), str(value).encode("latin-1")))
+    merged += common
     return merged
-
-
-def _without_default_type(response: Response, output: Output) -> Response:
-    """Spec §3.5: no default Content-Type; only what the model set."""
-    if output.get_property("content-type") is None:
-        del response.headers["Content-Type"]
-    return response
 
 
 async def _next_chunk(stream: Any) -> bytes | None:

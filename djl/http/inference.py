@@ -1,16 +1,38 @@
-"""Inference API: /ping, /predictions, /invocations, /models/{m}/invoke (spec §3)."""
+"""Inference API: /ping, /predictions, /invocations, /models/{m}/invoke (spec §3).
+
+Transport-free: a route reads an ``InferenceCall`` and returns a ``codec.Reply``, so the
+same code serves the ASGI front (``djl.http.front``) and, for form bodies, Quart.
+"""
 
 from __future__ import annotations
 
-from quart import Response
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 
+from djl.config import ServerConfig
 from djl.errors import BadRequest, NotFound
 from djl.http import codec
-from djl.http.management import Call
 from djl.io import Input
+from djl.registry import ModelManager
 
 
-async def ping(call: Call) -> Response:
+@dataclass(slots=True)
+class InferenceCall:
+    """One inference request as the routes see it."""
+
+    method: str
+    segments: list[str]
+    query: codec.Query
+    req_id: str
+    config: ServerConfig
+    manager: ModelManager
+    #: A request header by lower-case name (the first one), or None.
+    header: Callable[[str], str | None]
+    #: The request as an Input (reads the body; spec §3.3).
+    read_input: Callable[[], Awaitable[Input]]
+
+
+def ping(call: InferenceCall) -> codec.Reply:
     """Spec §3.2: per-model health; 500 on any FAILED, 207 while pending if allowed."""
     statuses, failed, pending = call.manager.health()
     status = 200
@@ -18,10 +40,10 @@ async def ping(call: Call) -> Response:
         status = 500
     elif pending and call.config.allow_multi_status:
         status = 207
-    return codec.json_response(codec.health_body(statuses), status, call.req_id, call.config)
+    return codec.json_reply(codec.health_body(statuses), status, call.req_id, call.config)
 
 
-def _target(call: Call) -> tuple[str | None, str | None]:
+def _target(call: InferenceCall) -> tuple[str | None, str | None]:
     """The (model name, version) a request addresses (spec §3.1)."""
     segments = call.segments
     route = segments[1]
@@ -34,17 +56,16 @@ def _target(call: Call) -> tuple[str | None, str | None]:
         name: str | None = segments[2]
     else:  # /invocations, /v1/chat/completions
         name = None
-    headers = call.request.headers
-    name = name or call.query.get("model_name") or headers.get("model_name")
-    return name, call.query.get("model_version") or headers.get("model_version") or None
+    name = name or call.query.get("model_name") or call.header("model_name")
+    return name, call.query.get("model_version") or call.header("model_version") or None
 
 
-async def _resolve(call: Call) -> tuple[str, str | None, Input | None]:
+async def _resolve(call: InferenceCall) -> tuple[str, str | None, Input | None]:
     """Target plus, for /invocations, the Input when the name came from a form field."""
     name, version = _target(call)
     if name:
         return name, version, None
-    inputs = await codec.to_input(call.request, call.query, call.req_id, call.config)
+    inputs = await call.read_input()
     field = inputs.content.get("model_name")
     if field:
         return bytes(field).decode("utf-8"), version, inputs
@@ -53,7 +74,7 @@ async def _resolve(call: Call) -> tuple[str, str | None, Input | None]:
     raise BadRequest("Parameter model_name is required.")
 
 
-async def predict(call: Call) -> Response:
+async def predict(call: InferenceCall) -> codec.Reply:
     name, version, inputs = await _resolve(call)
     if call.method == "OPTIONS":
         # Spec §3.4: an unknown name or version is a 404 here too; without a version the
@@ -62,12 +83,18 @@ async def predict(call: Call) -> Response:
             call.manager.find_workflow(name, version)
         else:
             call.manager.endpoint(name)
-        return call.json({})
+        return codec.json_reply({}, 200, call.req_id, call.config)
     workflow = call.manager.find_workflow(name, version)
     if inputs is None:
-        inputs = await codec.to_input(call.request, call.query, call.req_id, call.config)
+        inputs = await call.read_input()
     try:
         output = await call.manager.infer(workflow, inputs)
-        return await codec.output_response(output, call.req_id, call.config)
+        return await codec.output_reply(output, call.req_id, call.config)
     except Exception as exc:  # noqa: BLE001 — every failure gets mapping B's answer
-        return codec.error_response(exc, call.req_id, call.config, inference=True)
+        return codec.error_reply(exc, call.req_id, call.config, inference=True)
+
+
+async def handle(call: InferenceCall) -> codec.Reply:
+    if call.segments[1] == "ping":
+        return ping(call)
+    return await predict(call)
