@@ -1,22 +1,33 @@
-"""The ASGI front in front of Quart: what every HTTP request passes before Quart's routing.
+"""The ASGI front: inference routes served as plain ASGI, everything else handed to Quart.
 
-Here: the 413 of an over-long ``Content-Length`` (spec §1.5), and the two ways a refused
-request used to end badly under hypercorn (issue 8.4): a client that leaves while its
-answer is written is one debug line, not a traceback; and the connection is closed after
-an error even when Quart cancels its handler.
+Quart's routing, Request and Response objects cost more per request than the whole
+inference route needs (issue 10), so ``/ping``, ``/predictions/…``, ``/invocations`` and
+``/models/{m}/invoke`` are answered here from the ASGI scope, with the same route code
+(``djl.http.inference``) and the same rendering (``codec.Reply``) Quart uses. Quart keeps
+the lifespan, the management routes and form bodies.
+
+Each non-streamed answer is one ``http.response.start`` and one ``http.response.body``:
+every ASGI send is a trip through hypercorn's stream, h11 and a shielded socket write.
+
+Also here, for every request: the 413 of an over-long ``Content-Length`` (spec §1.5),
+and the two ways a refused request used to end badly under hypercorn (issue 8.4):
+a client that leaves while its answer is written is one debug line, not a traceback;
+and the connection is closed after an error even when Quart cancels its handler.
 """
 
 from __future__ import annotations
 
 import logging
 import re
+from contextlib import aclosing
 from typing import Any
 
 import trio
 
 from djl.config import ServerConfig
-from djl.errors import PayloadTooLarge
-from djl.http import codec
+from djl.errors import PayloadTooLarge, RequestTimeout, StreamCut
+from djl.http import codec, inference
+from djl.io import Input
 from djl.registry import ModelManager
 
 log = logging.getLogger("djl.http")
@@ -67,10 +78,12 @@ class Front:
 
     async def _http(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         config = self.config
-        length = req_id = None
+        length = req_id = media_type = None
         for name, value in scope["headers"]:
             if name == b"content-length":
                 length = value
+            elif name == b"content-type":
+                media_type = value
             elif name == self.id_header and req_id is None:
                 req_id = value.decode("latin-1")
         if length is not None and int(length) > config.max_request_size:
@@ -81,7 +94,129 @@ class Front:
                         length.decode(), config.max_request_size)
             await _send_reply(send, codec.error_reply(too_large(config), req_id, config))
             return
-        await self.quart_asgi(scope, receive, _closing_send(send))
+        raw_path: bytes = scope.get("raw_path") or scope["path"].encode()
+        query_string: bytes = scope.get("query_string", b"")
+        uri = raw_path.decode("latin-1")
+        if query_string:
+            uri += "?" + query_string.decode("latin-1")
+        if (not is_inference(uri, query_string) or scope.get(ROLE_KEY) == "management"
+                or (media_type is not None and codec.is_form(
+                    media_type.decode("latin-1").partition(";")[0].strip().lower()))):
+            await self.quart_asgi(scope, receive, _closing_send(send))
+            return
+        await self._inference(scope, receive, send, raw_path, query_string,
+                              req_id or codec.random_uuid4())
+
+    async def _inference(self, scope: dict[str, Any], receive: Any, send: Any,
+                         raw_path: bytes, query_string: bytes, req_id: str) -> None:
+        config = self.config
+        headers = scope["headers"]
+        query = codec.Query(codec.parse_query(query_string)) if query_string else _NO_QUERY
+        body = _Body(receive, config)
+
+        async def read_input() -> Input:
+            properties, _ = codec.request_properties(headers, config)
+            return codec.body_input(properties, query, await body.read(), req_id)
+
+        call = inference.InferenceCall(
+            scope["method"], codec.path_segments(raw_path), query, req_id, config,
+            self.manager, _HeaderLookup(headers).get, read_input)
+        reply = None
+        ended = False
+        # Like quart-trio: one task listens for the client leaving and cancels the rest,
+        # so a request nobody waits for stops (and frees its job) at once.
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(body.pump, nursery.cancel_scope)
+            try:
+                reply = await inference.handle(call)
+            except Exception as exc:  # noqa: BLE001 — routing errors: mapping A
+                reply = codec.error_reply(exc, req_id, config)
+            if reply.chunks is not None:
+                ended = await _send_stream(send, reply)
+            nursery.cancel_scope.cancel()
+        if reply is None or body.gone:
+            return  # the client left
+        if reply.chunks is None:
+            await _send_reply(send, reply)
+        elif ended:
+            await _send(send, _END)
+        # else: cut short, the connection closes without the last chunk
+
+
+class _HeaderLookup:
+    """First value of a request header by lower-case name, built on first use."""
+
+    __slots__ = ("headers", "values")
+
+    def __init__(self, headers: list[tuple[bytes, bytes]]) -> None:
+        self.headers = headers
+        self.values: dict[str, str] | None = None
+
+    def get(self, name: str) -> str | None:
+        if self.values is None:
+            self.values = {}
+            for raw_name, raw_value in self.headers:
+                self.values.setdefault(raw_name.decode("latin-1"), raw_value.decode("latin-1"))
+        return self.values.get(name)
+
+
+class _Body:
+    """The request body, received by ``pump``; then ``pump`` waits for the client to
+    leave. A client that stops sending a declared body for ``request_body_timeout_s``
+    gets a 408 and loses the connection (issue 8.5)."""
+
+    __slots__ = ("chunks", "complete", "config", "error", "gone", "receive", "size")
+
+    def __init__(self, receive: Any, config: ServerConfig) -> None:
+        self.receive = receive
+        self.config = config
+        self.chunks: list[bytes] = []
+        self.size = 0
+        self.complete = trio.Event()
+        self.error: Exception | None = None
+        self.gone = False
+
+    async def pump(self, scope: trio.CancelScope) -> None:
+        receive = self.receive
+        timeout = self.config.request_body_timeout_s
+        while not self.complete.is_set():
+            message = None
+            with trio.move_on_after(timeout):
+                message = await receive()
+            if message is None:
+                self.error = RequestTimeout.body(timeout)
+                self.complete.set()
+                break
+            if message["type"] == "http.disconnect":
+                self.gone = True
+                scope.cancel()
+                return
+            chunk = message.get("body", b"")
+            if chunk and self.error is None:
+                self.size += len(chunk)
+                if self.size > self.config.max_request_size:
+                    # A chunked body has no Content-Length to refuse it by up front.
+                    self.error = too_large(self.config)
+                    self.chunks.clear()
+                else:
+                    self.chunks.append(chunk)
+            if not message.get("more_body", False):
+                self.complete.set()
+        while (await receive())["type"] != "http.disconnect":
+            pass
+        self.gone = True
+        scope.cancel()
+
+    async def read(self) -> bytes:
+        await self.complete.wait()
+        if self.error is not None:
+            raise self.error
+        chunks = self.chunks
+        return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+_NO_QUERY = codec.Query([])
+_END = {"type": "http.response.body", "body": b"", "more_body": False}
 
 
 async def _send(send: Any, message: dict[str, Any]) -> None:
@@ -95,6 +230,24 @@ async def _send_reply(send: Any, reply: codec.Reply) -> None:
     await _send(send, {"type": "http.response.start", "status": reply.status,
                        "headers": reply.headers})
     await _send(send, {"type": "http.response.body", "body": reply.body, "more_body": False})
+
+
+async def _send_stream(send: Any, reply: codec.Reply) -> bool:
+    """Everything of a streamed reply but its end; False when the stream was cut."""
+    await _send(send, {"type": "http.response.start", "status": reply.status,
+                       "headers": reply.headers})
+    assert reply.chunks is not None
+    try:
+        async with aclosing(reply.chunks) as chunks:  # type: ignore[type-var]
+            async for chunk in chunks:
+                await _send(send, {"type": "http.response.body", "body": chunk,
+                                   "more_body": True})
+    except StreamCut as exc:
+        # Status and part of the body are out: the one honest end left is to close the
+        # connection without the final chunk.
+        log.warning("streamed response cut short: %s", exc.message)
+        return False
+    return True
 
 
 def _closing_send(send: Any) -> Any:
