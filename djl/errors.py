@@ -13,6 +13,8 @@ This module is shared with the worker runtime, so it imports nothing from djl.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 
 class DjlError(Exception):
     """Base class: an error with an HTTP status and a spec type name."""
@@ -209,6 +211,13 @@ class TranslateError(DjlError):
         return cls(f"Unexpected batch output key: {key}")
 
 
+class UnsupportedMediaType(TranslateError):
+    """A request body in a format the engine does not read (PyTorch: JSON, NDList, npz)."""
+
+    status = 415
+    config_key = None
+
+
 class OutputTooLarge(DjlError):
     """A model answered with an item over the worker item limit: its batch fails with this,
     the worker lives on (a request must not be able to knock a model over)."""
@@ -240,6 +249,24 @@ WORKER_ERROR_KINDS: dict[str, type[DjlError]] = {
     "not_found": ModelLoadError,
     "protocol": FrameError,
 }
+
+
+#: Error kinds an engine may report for one job of a batch (in a RESULTS frame): the
+#: job fails with that class, its batch-mates and the worker carry on.
+ITEM_ERROR_KINDS: dict[str, type[DjlError]] = {
+    "input": TranslateError,
+    "media_type": UnsupportedMediaType,
+    "output": OutputTooLarge,
+}
+
+
+@dataclass(frozen=True)
+class ItemError:
+    """What an engine reports for one failed job of a batch: a key of ITEM_ERROR_KINDS and
+    the message its client reads."""
+
+    kind: str
+    message: str
 
 
 def exception_leaves(exc: BaseException) -> list[BaseException]:
