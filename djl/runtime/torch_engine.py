@@ -99,7 +99,7 @@ class TorchEngine:
 
     def invoke(self, inputs: Input) -> list[Output | ItemError]:
         """One answer per request of the (possibly batched) Input, in order; never raises."""
-        items = _items(inputs)
+        items = batch_items(inputs)
         results: list[Output | ItemError | None] = [None] * len(items)
         parsed: list[Any] = [None] * len(items)
         out_formats = [_batch.FORMAT_NDLIST] * len(items)
@@ -264,7 +264,7 @@ def _numpy_outputs(result: Any) -> tuple[list[Any], list[str] | None]:
     return arrays, names
 
 
-def _items(inputs: Input) -> list[tuple[str, str, bytes | None]]:
+def batch_items(inputs: Input) -> list[tuple[str, str, bytes | None]]:
     """(content type, accept, body) of each request in a (possibly batched) Input.
 
     Reads the ``batch_NNN.`` keys of spec §6.8 in one pass over the properties and one
