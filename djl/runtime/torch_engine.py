@@ -25,6 +25,7 @@ and the worker serves on.
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Sequence
 from pathlib import Path
@@ -110,6 +111,9 @@ class TorchEngine:
                 parsed[i] = _batch.parse_tensors(data, fmt)
             except DjlError as exc:
                 results[i] = ItemError(_kind(exc), exc.message)
+            except Exception as exc:  # noqa: BLE001 — a codec bug must fail one request only
+                log.exception("reading a request failed unexpectedly")
+                results[i] = ItemError("input", f"Cannot read the request: {exc}")
         if self.stack:
             groups: dict[Any, list[int]] = {}
             for i, tensors in enumerate(parsed):
@@ -189,6 +193,25 @@ def input_format(content_type: str | None, data: bytes | None) -> int:
         raise TranslateError(
             "The request body is empty: send a JSON array, a tensor/ndlist or a tensor/npz"
         )
+    declared = _declared_format(content_type or "")
+    if declared:
+        return declared
+    if data[:2] == b"PK":
+        return _batch.FORMAT_NPZ
+    if data[4:10] == _NDLIST_MAGIC:
+        return _batch.FORMAT_NDLIST
+    if declared is None:  # no content type at all: JSON is what curl users send
+        return _batch.FORMAT_JSON
+    raise UnsupportedMediaType(
+        f"Unsupported content type {content_type}: an octet stream must be an NDList or "
+        "an npz"
+    )
+
+
+@functools.lru_cache(maxsize=256)
+def _declared_format(content_type: str) -> int | None:
+    """The format a content type names; 0 for an octet stream and None for none (both
+    sniffed). Cached: a batch's requests mostly share one content type."""
     media = _media_type(content_type)
     if media == JSON or media.endswith("+json"):
         return _batch.FORMAT_JSON
@@ -196,19 +219,17 @@ def input_format(content_type: str | None, data: bytes | None) -> int:
         return _batch.FORMAT_NDLIST
     if media == NPZ:
         return _batch.FORMAT_NPZ
-    if media in ("", "application/octet-stream"):
-        if data[:2] == b"PK":
-            return _batch.FORMAT_NPZ
-        if data[2:8] == _NDLIST_MAGIC:
-            return _batch.FORMAT_NDLIST
-        if media == "":
-            return _batch.FORMAT_JSON
+    if media == "application/octet-stream":
+        return 0
+    if media == "":
+        return None
     raise UnsupportedMediaType(
         f"Unsupported content type {content_type}: the PyTorch engine reads "
         f"{JSON}, {NDLIST} and {NPZ}"
     )
 
 
+@functools.lru_cache(maxsize=256)
 def output_format(accept: str | None, content_type: str | None) -> int:
     """npz if Accept or the content type says npz; JSON if Accept says JSON, or the request
     is JSON and Accept does not ask for an NDList; else NDList (DJL's default)."""
@@ -267,8 +288,10 @@ def _numpy_outputs(result: Any) -> tuple[list[Any], list[str] | None]:
 def batch_items(inputs: Input) -> list[tuple[str, str, bytes | None]]:
     """(content type, accept, body) of each request in a (possibly batched) Input.
 
-    Reads the ``batch_NNN.`` keys of spec §6.8 in one pass over the properties and one
-    over the content: only these three facts matter here, so no per-request Input is made.
+    Only these three facts matter here, so no per-request Input is made: one pass over
+    the batch keys of spec §6.8 (``batch_%03d.<name>``, at most 999 requests). Header
+    names arrive lower-cased from HTTP; ``Content-Type`` and ``CONTENT-TYPE`` (a property
+    a workflow passed on) are read too.
     """
     props = inputs.properties
     keys = inputs.content.keys
@@ -282,33 +305,35 @@ def batch_items(inputs: Input) -> list[tuple[str, str, bytes | None]]:
                 content_type = value
             elif lower == "accept":
                 accept = value
-        data = None
-        for key, value in zip(keys, values, strict=True):
-            if key == "data":
-                data = value
-                break
-        if data is None and values:
-            data = values[0]
-        return [(content_type, accept, data)]
+        return [(content_type, accept, _body(keys, values))]
     n = int(size)
     content_types = [""] * n
     accepts = [""] * n
     for key, value in props.items():
-        if key.startswith("batch_"):
-            head, _, name = key.partition(".")
-            lower = name.lower()
-            if lower == "content-type":
-                content_types[int(head[6:])] = value
-            elif lower == "accept":
-                accepts[int(head[6:])] = value
+        wanted = _HEADERS.get(key[10:])
+        if wanted is not None and key[9:10] == "." and key.startswith("batch_"):
+            (content_types if wanted else accepts)[int(key[6:9])] = value
     bodies: list[bytes | None] = [None] * n
     named = [False] * n
     for key, value in zip(keys, values, strict=True):
-        head, _, name = (key or "").partition(".")
-        index = int(head[6:])
-        if name == "data" and not named[index]:
+        index = int(key[6:9])
+        if key[10:] == "data" and not named[index]:
             bodies[index] = value
             named[index] = True
         elif bodies[index] is None:
             bodies[index] = value
     return list(zip(content_types, accepts, bodies, strict=True))
+
+
+#: Property names batch_items reads: True for the content type, False for Accept.
+_HEADERS = {spelling: header == "content-type"
+            for header in ("content-type", "accept")
+            for spelling in (header, header.title(), header.upper())}
+
+
+def _body(keys: list[str | None], values: list[bytes]) -> bytes | None:
+    """The content item ``data``, else the first (spec §3.3)."""
+    for key, value in zip(keys, values, strict=True):
+        if key == "data":
+            return value
+    return values[0] if values else None
