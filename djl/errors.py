@@ -209,6 +209,13 @@ class TranslateError(DjlError):
         return cls(f"Unexpected batch output key: {key}")
 
 
+class BadInput(TranslateError, ValueError):
+    """A request payload the tensor codecs cannot read: not JSON, not numbers, ragged,
+    truncated, corrupt, an unsupported dtype or content type. DJL's translator answers
+    these 400 ``TranslateException`` (spec §1.4 mapping B, §3.6); the message says what is
+    wrong and where. A ValueError too, which is what ``djl.ndlist``'s callers catch."""
+
+
 class OutputTooLarge(DjlError):
     """A model answered with an item over the worker item limit: its batch fails with this,
     the worker lives on (a request must not be able to knock a model over)."""
