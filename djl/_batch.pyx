@@ -588,3 +588,6 @@ def split_batch(Py_ssize_t n, list keys, list values):
             raise TranslateError.unexpected_key(key)
         out[index] = (name if name else "data", value)
     return out
+
+
+include "_tensor.pxi"

@@ -211,8 +211,16 @@ class TranslateError(DjlError):
         return cls(f"Unexpected batch output key: {key}")
 
 
-class UnsupportedMediaType(TranslateError):
-    """A request body in a format the engine does not read (PyTorch: JSON, NDList, npz)."""
+class BadInput(TranslateError, ValueError):
+    """A request payload the tensor codecs cannot read: not JSON, not numbers, ragged,
+    truncated, corrupt, an unsupported dtype or content type. DJL's translator answers
+    these 400 ``TranslateException`` (spec §1.4 mapping B, §3.6); the message says what is
+    wrong and where. A ValueError too, which is what ``djl.ndlist``'s callers catch."""
+
+
+class UnsupportedMediaType(BadInput):
+    """A request body in a format the engine does not read (PyTorch: JSON, NDList, npz):
+    415, the status HTTP has for it (DJL answers 400 for every translator failure)."""
 
     status = 415
     config_key = None
