@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from djl import _batch
-from djl.errors import DjlError, ItemError, TranslateError, UnsupportedMediaType
+from djl.errors import BadInput, DjlError, ItemError, UnsupportedMediaType
 from djl.io import Input, Output
 from djl.runtime.python_engine import EntryPointError, is_out_of_memory
 
@@ -190,7 +190,7 @@ def _media_type(value: str | None) -> str:
 def input_format(content_type: str | None, data: bytes | None) -> int:
     """The payload format a request's content type names; sniffed when it names none."""
     if not data:
-        raise TranslateError(
+        raise BadInput(
             "The request body is empty: send a JSON array, a tensor/ndlist or a tensor/npz"
         )
     declared = _declared_format(content_type or "")
