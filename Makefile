@@ -11,19 +11,23 @@ PORT ?= 8080
 
 .PHONY: install serve test lint bench clean
 
-install: $(VENV)/.installed
+install: $(VENV)/.installed examples/mlp/model.pt
 
-$(VENV)/.installed: pyproject.toml setup.py constraints.txt djl/_batch.pyx
+$(VENV)/.installed: pyproject.toml setup.py constraints.txt djl/_batch.pyx djl/_tensor.pxi
 	test -d $(VENV) || $(PY) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 	$(PIP) install -q -c constraints.txt -e '.[test,torch]'
 	$(BIN)/python -c "import djl._batch"
 	touch $@
 
+# The example TorchScript model is built, never committed (fixed seed: same weights).
+examples/mlp/model.pt: examples/mlp/build.py $(VENV)/.installed
+	$(BIN)/python examples/mlp/build.py --out $@
+
 serve: install
 	SERVING_INFERENCE_ADDRESS=http://$(HOST):$(PORT) \
 	SERVING_MANAGEMENT_ADDRESS=http://$(HOST):$(PORT) \
-	$(BIN)/djl-serving --models echo=file:examples/echo/
+	$(BIN)/djl-serving --models echo=file:examples/echo/ mlp=file:examples/mlp/
 
 test: install
 	$(BIN)/ruff check djl djl_python tests bench
@@ -33,4 +37,4 @@ bench: install
 	$(BIN)/python bench/echo.py
 
 clean:
-	rm -rf $(VENV) build *.egg-info djl/_batch.c djl/*.so
+	rm -rf $(VENV) build *.egg-info djl/_batch.c djl/*.so examples/mlp/model.pt

@@ -8,6 +8,12 @@ normal exit, an exception, Ctrl-C or SIGTERM.
 The load generator is ``wrk`` with a Lua script (POST body, JSON summary with latency
 percentiles); ``bench/setup.sh`` installs it. Without wrk, a multi-process asyncio client
 (``python_load``) stands in, and the results say so.
+
+TorchServe 0.12, for comparison rows, lives in its own venv (``bench/.venv-ts``, made by
+``sh bench/setup.sh``): ``torchserve_available``, ``torchserve_archive`` (a .mar from a
+handler file), ``start_torchserve``, ``torchserve_register``, ``torchserve_unregister``.
+Its Java frontend counts as the "server" in CPU per request, its Python backends as the
+"workers", like djl's server process and worker processes.
 """
 
 from __future__ import annotations
@@ -126,6 +132,13 @@ def descendants(pid: int) -> set[int]:
     return found
 
 
+def _comm(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/comm").read_text().strip()
+    except OSError:
+        return ""
+
+
 def _alive(pid: int) -> bool:
     fields = _stat_fields(pid)
     return fields is not None and fields[0] != "Z"
@@ -142,6 +155,11 @@ class Server:
     log_path: Path
     #: Every descendant ever seen (worker processes), so that none outlives the bench.
     seen: set[int] = field(default_factory=set)
+    #: Where the management API listens, when not at ``base_url`` (TorchServe).
+    management_url: str = ""
+    #: The command name (``/proc/<pid>/comm``) of the descendant that serves HTTP, when it
+    #: is not the process started (TorchServe's launcher starts ``java``).
+    front_comm: str = ""
 
     @property
     def pid(self) -> int:
@@ -152,10 +170,20 @@ class Server:
         self.seen |= now
         return now
 
+    def front_pid(self) -> int:
+        """The process that serves HTTP: the one started, or its ``front_comm`` child."""
+        if self.front_comm:
+            for pid in sorted(self.refresh()):
+                if _comm(pid) == self.front_comm:
+                    return pid
+        return self.pid
+
     def cpu(self) -> tuple[float, float]:
-        """(server process CPU s, CPU s of its live descendants): snapshot."""
-        kids = self.refresh()
-        return cpu_seconds(self.pid), sum(cpu_seconds(k) for k in kids)
+        """(HTTP front CPU s, CPU s of the front's live descendants): snapshot."""
+        front = self.front_pid()
+        self.refresh()
+        kids = descendants(front)
+        return cpu_seconds(front), sum(cpu_seconds(k) for k in kids)
 
     def log_tail(self, lines: int = 30) -> str:
         try:
@@ -297,6 +325,103 @@ def unregister(server: Server, name: str) -> None:
     response = httpx.delete(f"{server.base_url}/models/{name}", timeout=60)
     if response.status_code != 200:
         raise RuntimeError(f"unregister {name}: {response.status_code} {response.text}")
+
+
+# -- TorchServe 0.12 (comparison rows) ----------------------------------------------------
+
+TS_VENV = BENCH_DIR / ".venv-ts"
+
+
+def torchserve_available(allow_install: bool = True) -> Path | None:
+    """The ``torchserve`` launcher of bench/.venv-ts, running setup.sh when it is missing;
+    None when it cannot be had (the bench then reports the row as skipped)."""
+    launcher = TS_VENV / "bin" / "torchserve"
+    if launcher.is_file() or not allow_install:
+        return launcher if launcher.is_file() else None
+    print("TorchServe not found: running bench/setup.sh", flush=True)
+    try:
+        subprocess.run(["sh", str(BENCH_DIR / "setup.sh")], check=True, timeout=1800)
+    except (subprocess.SubprocessError, OSError) as exc:
+        print(f"could not install TorchServe ({exc}): its rows are skipped", flush=True)
+        return None
+    return launcher if launcher.is_file() else None
+
+
+def torchserve_archive(store: Path, name: str, handler: Path, *,
+                       serialized_file: Path | None = None,
+                       extra_files: list[Path] | None = None) -> Path:
+    """``torch-model-archiver``: ``<store>/<name>.mar`` from a handler file (and model)."""
+    store.mkdir(parents=True, exist_ok=True)
+    argv = [str(TS_VENV / "bin" / "torch-model-archiver"), "--model-name", name,
+            "--version", "1.0", "--handler", str(handler), "--export-path", str(store),
+            "--force"]
+    if serialized_file is not None:
+        argv += ["--serialized-file", str(serialized_file)]
+    if extra_files:
+        argv += ["--extra-files", ",".join(str(f) for f in extra_files)]
+    subprocess.run(argv, check=True, capture_output=True, timeout=120)
+    return store / f"{name}.mar"
+
+
+def start_torchserve(procs: Processes, store: Path, *, name: str = "torchserve",
+                     netty_threads: int = 0, timeout_s: float = 120.0) -> Server:
+    """TorchServe in the foreground on free ports (inference, management, metrics), token
+    auth off, model API on, no models; stopped with the other servers by ``Processes``.
+
+    ``netty_threads`` 0 keeps TorchServe's default (one per core)."""
+    launcher = torchserve_available(allow_install=False)
+    if launcher is None:
+        raise RuntimeError("TorchServe is not installed: run sh bench/setup.sh")
+    port, management, metrics = free_port(), free_port(), free_port()
+    home = procs.tmp / name
+    home.mkdir(parents=True, exist_ok=True)
+    lines = [
+        f"inference_address=http://127.0.0.1:{port}",
+        f"management_address=http://127.0.0.1:{management}",
+        f"metrics_address=http://127.0.0.1:{metrics}",
+        f"model_store={store}",
+        "default_workers_per_model=1",
+        "disable_system_metrics=true",
+        "install_py_dep_per_model=false",
+        "enable_envvars_config=false",
+        "default_response_timeout=120",
+    ]
+    if netty_threads > 0:
+        lines.append(f"number_of_netty_threads={netty_threads}")
+    config = home / "config.properties"
+    config.write_text("\n".join(lines) + "\n")
+    env = {
+        "PATH": f"{launcher.parent}{os.pathsep}{os.environ.get('PATH', '')}",
+        "LOG_LOCATION": str(home / "logs"),
+        "METRICS_LOCATION": str(home / "logs"),
+        "TS_DISABLE_TOKEN_AUTHORIZATION": "true",
+        "TS_ENABLE_MODEL_API": "true",
+    }
+    argv = [str(launcher), "--start", "--foreground", "--ncs", "--disable-token-auth",
+            "--enable-model-api", "--model-store", str(store), "--ts-config", str(config)]
+    server = procs.start(name, argv, env, port=port, timeout_s=timeout_s)
+    server.management_url = f"http://127.0.0.1:{management}"
+    server.front_comm = "java"
+    return server
+
+
+def torchserve_register(server: Server, mar: str, *, batch_size: int = 1,
+                        max_batch_delay_ms: int = 100, workers: int = 1) -> None:
+    """``POST /models`` on TorchServe's management API; returns once the workers are up."""
+    query = {"url": mar, "batch_size": batch_size, "max_batch_delay": max_batch_delay_ms,
+             "initial_workers": workers, "synchronous": "true"}
+    response = httpx.post(server.management_url + "/models", params=query, timeout=300)
+    if response.status_code != 200:
+        raise RuntimeError(f"torchserve register {mar}: {response.status_code} "
+                           f"{response.text}\n{server.log_tail()}")
+    server.refresh()
+
+
+def torchserve_unregister(server: Server, name: str) -> None:
+    response = httpx.delete(f"{server.management_url}/models/{name}", timeout=60)
+    if response.status_code != 200:
+        raise RuntimeError(f"torchserve unregister {name}: {response.status_code} "
+                           f"{response.text}")
 
 
 # -- load generation ------------------------------------------------------------------------

@@ -14,13 +14,15 @@
 Frame layout (all integers big-endian)::
 
     u32 length      bytes that follow this field
-    u8  kind        REQUEST=1 RESPONSE=2 CHUNK=3 ERROR=4
+    u8  kind        REQUEST=1 RESPONSE=2 CHUNK=3 ERROR=4 RESULTS=5
     ... payload
 
     REQUEST   i32 P, P x (str key, str value), i32 C, C x (str key-or-null, i32 n, n bytes)
     RESPONSE  i32 code, str message, then as REQUEST; C == -1 announces CHUNK frames
     CHUNK     u8 more, then the chunk's bytes (to the end of the frame)
     ERROR     str kind, str message
+    RESULTS   i32 n, n x (i32 len, one whole RESPONSE or ERROR frame): a batch answered
+              job by job, each with its own code, headers or error (the PyTorch engine)
 
 ``str`` is an i32 byte length (-1 for None) and that many UTF-8 bytes. Counts are i32
 (the Java protocol's i16 caps a batch at 32767 items; ours does not need to).
@@ -38,6 +40,7 @@ REQUEST = 1
 RESPONSE = 2
 CHUNK = 3
 ERROR = 4
+RESULTS = 5
 
 #: The priority of a request without ``x-priority`` (spec §3.4); its lane is kept.
 DEFAULT_PRIORITY = 3
@@ -366,6 +369,15 @@ def encode_error(str kind, str message):
     return w.finish(ERROR)
 
 
+def encode_results(list frames):
+    """One RESULTS frame from one whole RESPONSE or ERROR frame per job of a batch."""
+    cdef _Writer w = _Writer()
+    w.count(<int32_t>len(frames))
+    for frame in frames:
+        w.blob(frame)
+    return w.finish(RESULTS)
+
+
 # -- decoding -----------------------------------------------------------------------------
 
 
@@ -464,6 +476,24 @@ def decode_error(payload):
     return r.string(), r.string()
 
 
+def decode_results(payload):
+    """[(kind, payload)] of a RESULTS payload, one per job; each kind RESPONSE or ERROR."""
+    cdef _Reader r = _Reader(payload)
+    cdef int32_t n = r.i32()
+    cdef list out = []
+    if n < 0:
+        raise FrameError("negative result count in results frame")
+    for _ in range(n):
+        frame = r.blob()
+        if len(frame) < 5 or _get_u32(frame, 0) != len(frame) - 4:
+            raise FrameError("bad frame inside a results frame")
+        kind = frame[4]
+        if kind != RESPONSE and kind != ERROR:
+            raise FrameError(f"unexpected frame kind {kind} inside a results frame")
+        out.append((kind, frame[5:]))
+    return out
+
+
 def decode_chunk(payload):
     """(more, data) of a CHUNK payload."""
     cdef const unsigned char[::1] view = payload
@@ -558,3 +588,6 @@ def split_batch(Py_ssize_t n, list keys, list values):
             raise TranslateError.unexpected_key(key)
         out[index] = (name if name else "data", value)
     return out
+
+
+include "_tensor.pxi"

@@ -188,6 +188,9 @@ class ServerConfig:
     model_url_pattern: str = ""
     #: ``DJL_OFFLINE``: pip installs a model's requirements from its own folder only.
     offline: bool = False
+    #: ``OMP_NUM_THREADS`` (0 when unset or not a positive integer): the PyTorch engine's
+    #: intra-op threads per worker when the model sets no ``option.num_threads``.
+    omp_num_threads: int = 0
     #: Batches a worker may have in flight for a fast model (1 turns pipelining off).
     pipeline_depth: int = 4
     predict_timeout_s: float = 120 * SECONDS
@@ -338,6 +341,8 @@ def load_server_config(
     values.setdefault("python_executable", env.get("PYTHON_EXECUTABLE", ""))
     values["fail_fast"] = _bool(env.get("SERVING_FAIL_FAST", "false"))
     values["offline"] = _bool(env.get("DJL_OFFLINE", "false"))
+    omp = env.get("OMP_NUM_THREADS", "").strip()
+    values["omp_num_threads"] = int(omp) if omp.isdigit() else 0
     values["hf_model_id"] = env.get("HF_MODEL_ID", "").strip()
     values["health_check_override"] = _bool(env.get("SERVING_HEALTH_CHECK_OVERRIDE", "false"))
     values["prometheus"] = _bool(env.get("SERVING_PROMETHEUS", "false"))

@@ -13,6 +13,8 @@ This module is shared with the worker runtime, so it imports nothing from djl.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 
 class DjlError(Exception):
     """Base class: an error with an HTTP status and a spec type name."""
@@ -220,6 +222,21 @@ class TranslateError(DjlError):
         return cls(f"Unexpected batch output key: {key}")
 
 
+class BadInput(TranslateError, ValueError):
+    """A request payload the tensor codecs cannot read: not JSON, not numbers, ragged,
+    truncated, corrupt, an unsupported dtype or content type. DJL's translator answers
+    these 400 ``TranslateException`` (spec §1.4 mapping B, §3.6); the message says what is
+    wrong and where. A ValueError too, which is what ``djl.ndlist``'s callers catch."""
+
+
+class UnsupportedMediaType(BadInput):
+    """A request body in a format the engine does not read (PyTorch: JSON, NDList, npz):
+    415, the status HTTP has for it (DJL answers 400 for every translator failure)."""
+
+    status = 415
+    config_key = None
+
+
 class OutputTooLarge(DjlError):
     """A model answered with an item over the worker item limit: its batch fails with this,
     the worker lives on (a request must not be able to knock a model over)."""
@@ -251,6 +268,24 @@ WORKER_ERROR_KINDS: dict[str, type[DjlError]] = {
     "not_found": ModelLoadError,
     "protocol": FrameError,
 }
+
+
+#: Error kinds an engine may report for one job of a batch (in a RESULTS frame): the
+#: job fails with that class, its batch-mates and the worker carry on.
+ITEM_ERROR_KINDS: dict[str, type[DjlError]] = {
+    "input": TranslateError,
+    "media_type": UnsupportedMediaType,
+    "output": OutputTooLarge,
+}
+
+
+@dataclass(frozen=True)
+class ItemError:
+    """What an engine reports for one failed job of a batch: a key of ITEM_ERROR_KINDS and
+    the message its client reads."""
+
+    kind: str
+    message: str
 
 
 def exception_leaves(exc: BaseException) -> list[BaseException]:

@@ -14,33 +14,30 @@ from __future__ import annotations
 
 import itertools
 import logging
-import os
-import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
+from functools import partial
 from typing import Any
 
 import trio
 
 from djl import store
-from djl.config import ModelConfig, RegisterParams, ServerConfig, build_model_config
+from djl.config import ModelConfig, RegisterParams, ServerConfig
 from djl.errors import (
     BadRequest,
     Conflict,
     DjlError,
     ModelLoadError,
     ModelNotFound,
-    OutOfMemory,
     ServiceUnavailable,
     WlmError,
 )
 from djl.io import Input, Output
-from djl.properties import read_properties
-from djl.wlm.devices import Device, resolve_devices
-from djl.wlm.pool import ModelStatus, WorkerPool, first_error, priority_of
+from djl.prepare import prepare_model
+from djl.status import ModelStatus
+from djl.wlm.devices import Device
+from djl.wlm.pool import WorkerPool, first_error, priority_of
 from djl.wlm.requirements import install_requirements
-from djl.wlm.worker import WorkerCommand
 from djl.workflow.graph import execute
 from djl.workflow.spec import load_workflow, workflow_file_of
 
@@ -48,7 +45,6 @@ log = logging.getLogger("djl.registry")
 
 #: How long unregister lets in-flight requests finish before their workers are stopped.
 UNREGISTER_GRACE_S = 5.0
-PYTHON_ENGINES = ("Python", "MPI")
 
 
 @dataclass(eq=False)
@@ -343,44 +339,18 @@ class ModelManager:
     async def _create_pool(self, model: Model) -> WorkerPool:
         source = model.source
         assert source is not None
-        properties_file = source.model_dir / "serving.properties"
-        properties = (
-            await trio.to_thread.run_sync(read_properties, properties_file)
-            if properties_file.is_file()
-            else {}
-        )
-        properties = {**{f"option.{k}": v for k, v in model.options.items()},
-                      **model.arguments, **properties}
-        config = build_model_config(self.config, properties, model.params, source.arguments)
-        model.config = config
-        engine = config.engine or store.infer_engine(
-            source.model_dir, source.artifact_name, config.options, config.arguments
-        )
-        if engine not in PYTHON_ENGINES:
-            raise BadRequest(f"{engine} is not supported")
-        entry_point = self._entry_point(source, config)
-        check_memory(config)
-        devices = resolve_devices(config.load_on_devices)
-        init = {k: str(v) for k, v in config.options.items()}
-        init.update({k: str(v) for k, v in config.arguments.items()})
-        init.update({k: str(v) for k, v in source.arguments.items()})
-        command = WorkerCommand(
-            python=config.python_executable,
-            model_dir=source.model_dir,
-            entry_point=entry_point,
-            init_properties=init,
-            handler=config.options.get("handler", "handle"),
-            env=_parse_env(config.options.get("env", "")),
-            log_level=self.config.log_level,
-            # A response may be as large as a request may be (an echo must not kill it).
-            max_item_bytes=max(self.config.max_worker_item_bytes, self.config.max_request_size),
-            pipeline_depth=self.config.pipeline_depth,
-            stream_send_timeout_s=self.config.chunked_read_timeout_s,
-        )
-        await install_requirements(model.model_id, source.model_dir, command.python,
-                                   self.config.offline, config.model_loading_timeout_s)
+        prepared = await trio.to_thread.run_sync(partial(
+            prepare_model, self.config, source, model.params,
+            options=model.options, arguments=model.arguments,
+        ))
+        model.config = prepared.config
+        if prepared.install_requirements:
+            await install_requirements(
+                model.model_id, source.model_dir, prepared.command.python, self.config.offline,
+                prepared.config.model_loading_timeout_s,
+            )
         pool = WorkerPool(
-            model.model_id, model.version, config, command, devices,
+            model.model_id, model.version, prepared.config, prepared.command, prepared.devices,
             fail_fast=self.config.fail_fast,
             health_check_override=self.config.health_check_override,
         )
@@ -391,33 +361,6 @@ class ModelManager:
         except BaseExceptionGroup as group:
             raise first_error(group) from None
         return pool
-
-    def _entry_point(self, source: store.ModelSource, config: ModelConfig) -> str:
-        """Spec §6.2, server side.
-
-        A file given by ``option.entryPoint`` or ``option.modelName`` must lie inside the
-        model directory: whoever may register a URL must not run any other file on the
-        host. Module names (``djl_python.huggingface``) import as DJL's do; an entry point
-        the operator set in the environment is trusted as is.
-        """
-        entry = config.options.get("entryPoint")
-        if entry:
-            if entry != self.config.env_options.get("entryPoint"):
-                _check_confined(source.model_dir, entry, "option.entryPoint")
-            return entry
-        if source.entry_point:
-            return source.entry_point
-        model_name = config.options.get("modelName")
-        if model_name:
-            # Checked whether or not it exists: the answer must not reveal files elsewhere.
-            _check_confined(source.model_dir, model_name, "option.modelName")
-            if (source.model_dir / model_name).is_file():
-                return model_name
-        if (source.model_dir / "model.py").is_file():
-            return "model.py"
-        err = ModelLoadError(f".py file not found in: {source.model_dir}")
-        err.type = "FileNotFoundException"
-        raise err
 
     # -- unregister --------------------------------------------------------------------
     async def unregister(self, name: str, version: str | None = None) -> None:
@@ -568,51 +511,3 @@ class ModelManager:
                         statuses[key] = "Healthy" if healthy else "Unhealthy"
         return statuses, failed, pending
 
-
-def _check_confined(model_dir: Path, entry: str, key: str) -> None:
-    """BadRequest unless ``entry``, if it names a file, resolves inside ``model_dir``.
-
-    A file is a value ending in ``.py`` or holding a path separator; anything else is a
-    module name, imported from the model directory or the installed packages.
-    """
-    if not entry.lower().endswith(".py") and "/" not in entry and "\\" not in entry:
-        return
-    root = os.path.realpath(model_dir)
-    real = os.path.realpath(os.path.join(root, entry))
-    if os.path.commonpath([root, real]) != root:
-        raise BadRequest(
-            f"{key} {entry} is outside the model directory: only a module name or a file "
-            "inside the model directory is allowed"
-        )
-
-
-def _parse_env(text: str) -> dict[str, str]:
-    env: dict[str, str] = {}
-    for pair in text.split(","):
-        key, sep, value = pair.partition("=")
-        if sep and key.strip():
-            env[key.strip()] = value.strip()
-    return env
-
-
-def check_memory(config: ModelConfig) -> None:
-    """Memory admission (spec §4.8): free - required must stay above reserved."""
-    required_mb = _int_arg(config.arguments.get("required_memory_mb"), 0)
-    reserved_mb = _int_arg(config.arguments.get("reserved_memory_mb"), 500)
-    try:
-        text = Path("/proc/meminfo").read_text()
-    except OSError:
-        return
-    m = re.search(r"^MemAvailable:\s+(\d+) kB", text, re.M)
-    if not m:
-        return
-    free_mb = int(m.group(1)) // 1024
-    if free_mb - required_mb < reserved_mb:
-        raise OutOfMemory.admission()
-
-
-def _int_arg(value: str | None, default: int) -> int:
-    try:
-        return int(value) if value not in (None, "") else default
-    except ValueError:
-        return default

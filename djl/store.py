@@ -643,7 +643,9 @@ def infer_engine(
     if (d / "MAR-INF").is_dir():
         return "Python"
     if has(".pt"):
-        return "PyTorch"
+        # The spec's [REC] (§4.4): a folder that also holds its model.py is a Python model
+        # that loads the .pt itself; DJL would pick PyTorch and never run the handler.
+        return "Python" if has(".py") else "PyTorch"
     if (d / "config.pbtxt").is_file():
         return "TritonServer"
     if (d / "saved_model.pb").is_file():

@@ -655,7 +655,11 @@ def test_engine_inference_sequence(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("files", "options", "engine"),
     [
-        (["model.py", "model.pt"], {}, "PyTorch"),  # spec: .pt wins over model.py
+        # The spec's [REC]: model.py wins over model.pt (DJL itself would pick PyTorch).
+        (["model.py", "model.pt"], {}, "Python"),
+        (["m.py", "model.pt"], {}, "Python"),
+        (["model.pt"], {}, "PyTorch"),
+        (["m.pt", "other.py"], {}, "PyTorch"),  # only model.py / <prefix>.py count
         (["MAR-INF/MANIFEST.json"], {}, "Python"),
         (["x.onnx"], {"modelName": "x"}, "OnnxRuntime"),
         (["model.joblib"], {}, "Python"),

@@ -22,7 +22,7 @@ from djl.config import ServerConfig, parse_java_int
 from djl.errors import BadRequest, DjlError, IllegalArgument, StreamCut
 from djl.io import Input, Output, PairList
 from djl.registry import Model, Workflow
-from djl.wlm.pool import ModelStatus
+from djl.status import ModelStatus
 
 log = logging.getLogger("djl.http")
 

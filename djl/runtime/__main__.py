@@ -1,11 +1,14 @@
 """``python -m djl.runtime``: one worker process serving one model over a socket.
 
 The server creates a socketpair and hands this process its end as ``--fd``; stdout and
-stderr stay free for logs, which the server forwards line by line. The loop is strictly
-request → response: the server sends one (possibly batched) request frame and waits for
-its answer, so this side needs no concurrency. The first request is the init call
-(empty content, the model's properties); the entry point is imported before it is
-answered, so a broken model fails its registration rather than its first request.
+stderr stay free for logs, which the server forwards line by line. ``--engine`` picks
+what serves the model: ``Python`` (a ``model.py`` handler, python_engine.py) or
+``PyTorch`` (a TorchScript file, torch_engine.py, imported only then; the only path that
+imports torch). The loop is strictly request → response: the server sends one (possibly
+batched) request frame and waits for its answer, so this side needs no concurrency. The
+first request is the init call (empty content, the model's properties); the entry point
+is imported before it is answered, so a broken model fails its registration rather than
+its first request.
 
 Never imports the HTTP or workload-manager side of djl.
 """
@@ -19,11 +22,15 @@ import socket
 import sys
 import traceback
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from djl import _batch
-from djl.errors import FrameError, OutputTooLarge
+from djl.errors import FrameError, ItemError, OutputTooLarge
 from djl.io import Input, Output, PairList
 from djl.runtime.python_engine import EntryPointError, PythonEngine, is_out_of_memory
+
+if TYPE_CHECKING:
+    from djl.runtime.torch_engine import TorchEngine
 
 log = logging.getLogger("djl.runtime")
 
@@ -38,6 +45,9 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--device-id", default="-1")
     p.add_argument("--log-level", default="info")
     p.add_argument("--max-item-bytes", type=int, default=20 * 1024 * 1024)
+    p.add_argument("--engine", default="Python", choices=("Python", "PyTorch"))
+    p.add_argument("--num-threads", type=int, default=0,
+                   help="torch intra-op threads (PyTorch engine; 0: torch's default)")
     return p.parse_args(argv)
 
 
@@ -86,6 +96,26 @@ def _send_output(sock: socket.socket, output: Output, max_item_bytes: int) -> No
     sock.sendall(_batch.encode_chunk(False, b""))
 
 
+def _results_frame(results: list[Output | ItemError], max_item_bytes: int) -> bytearray:
+    """A batch answered request by request (the PyTorch engine): one RESULTS frame."""
+    frames = []
+    for result in results:
+        if isinstance(result, ItemError):
+            frames.append(_batch.encode_error(result.kind, result.message))
+            continue
+        largest = max((len(v) for v in result.content.values), default=0)
+        if largest > max_item_bytes:
+            error = OutputTooLarge.item(largest, max_item_bytes)
+            log.error("%s", error.message)
+            frames.append(_batch.encode_error("output", error.message))
+            continue
+        props = {str(k): str(v) for k, v in result.properties.items()}
+        frames.append(_batch.encode_response(
+            result.code, result.message, props, result.content.keys, result.content.values
+        ))
+    return _batch.encode_results(frames)
+
+
 def _run_finalizers(output: Output) -> None:
     for function, args in output.finalizers:
         try:
@@ -94,7 +124,7 @@ def _run_finalizers(output: Output) -> None:
             log.warning("finalizer raised:\n%s", traceback.format_exc())
 
 
-def serve(sock: socket.socket, engine: PythonEngine, max_item_bytes: int) -> None:
+def serve(sock: socket.socket, engine: PythonEngine | TorchEngine, max_item_bytes: int) -> None:
     decoder = _batch.FrameDecoder()
     initialised = False
     while True:
@@ -119,7 +149,13 @@ def serve(sock: socket.socket, engine: PythonEngine, max_item_bytes: int) -> Non
                     kind_name = "oom" if is_out_of_memory(exc) else "load"
                     sock.sendall(_batch.encode_error(kind_name, f"{type(exc).__name__}: {exc}"))
                     return
-            output = engine.invoke(inputs)
+                output = engine.initialise(inputs)
+            else:
+                answer = engine.invoke(inputs)
+                if isinstance(answer, list):
+                    sock.sendall(_results_frame(answer, max_item_bytes))
+                    continue
+                output = answer
             _send_output(sock, output, max_item_bytes)
             _run_finalizers(output)
 
@@ -134,7 +170,13 @@ def main(argv: list[str] | None = None) -> int:
     sock = socket.socket(fileno=args.fd)
     model_dir = Path(args.model_dir)
     os.chdir(model_dir)
-    engine = PythonEngine(model_dir, args.entry_point, args.device_id)
+    engine: PythonEngine | TorchEngine
+    if args.engine == "PyTorch":
+        from djl.runtime.torch_engine import TorchEngine
+
+        engine = TorchEngine(model_dir, args.entry_point, args.device_id, args.num_threads)
+    else:
+        engine = PythonEngine(model_dir, args.entry_point, args.device_id)
     try:
         serve(sock, engine, args.max_item_bytes)
     except (BrokenPipeError, ConnectionResetError):

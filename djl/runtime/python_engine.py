@@ -79,6 +79,10 @@ class PythonEngine:
     def load(self) -> None:
         self.module = load_entry_point(self.model_dir, self.entry_point)
 
+    def initialise(self, inputs: Input) -> Output:
+        """The init call (spec §6.3): the handler itself, with the model's properties."""
+        return self.invoke(inputs)
+
     def invoke(self, inputs: Input) -> Output:
         """Call the handler named by the ``handler`` property; never raises."""
         handler_name = inputs.properties.get("handler") or "handle"

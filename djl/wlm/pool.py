@@ -14,7 +14,6 @@ past it the model is FAILED (§6.9).
 
 from __future__ import annotations
 
-import enum
 import logging
 import math
 import os
@@ -34,6 +33,7 @@ from djl.errors import (
     exception_leaves,
 )
 from djl.io import Input
+from djl.status import ModelStatus
 from djl.wlm.devices import Device
 from djl.wlm.worker import ExitReason, Worker, WorkerCommand, WorkerState
 
@@ -49,12 +49,6 @@ RESTART_BACKOFF_MAX_S = 10.0
 SCALE_UP_BACKOFF_MAX_S = 60.0
 #: A worker that lived this long before dying resets the back-off.
 BACKOFF_RESET_S = 60.0
-
-
-class ModelStatus(enum.Enum):
-    PENDING = "PENDING"
-    READY = "READY"
-    FAILED = "FAILED"
 
 
 @dataclass

@@ -30,12 +30,14 @@ import trio
 
 from djl import _batch
 from djl.errors import (
+    ITEM_ERROR_KINDS,
     WORKER_ERROR_KINDS,
     DjlError,
     FrameError,
     ModelLoadError,
     OutputTooLarge,
     StreamCut,
+    TranslateError,
     WlmError,
 )
 from djl.io import Output, PairList
@@ -90,6 +92,10 @@ class WorkerCommand:
     pipeline_depth: int = 4
     #: Longest a streamed chunk waits for the HTTP side to take it (chunked_read_timeout).
     stream_send_timeout_s: float = 120.0
+    #: The runtime engine that serves the model: ``Python`` (model.py) or ``PyTorch``.
+    engine: str = "Python"
+    #: torch intra-op threads per worker (PyTorch engine; 0 leaves torch's default).
+    num_threads: int = 0
 
     def argv(self, fd: int, device_id: int) -> list[str]:
         return [
@@ -108,6 +114,10 @@ class WorkerCommand:
             self.log_level,
             "--max-item-bytes",
             str(self.max_item_bytes),
+            "--engine",
+            self.engine,
+            "--num-threads",
+            str(self.num_threads),
         ]
 
 
@@ -414,6 +424,8 @@ class Worker:
                     raise WorkerDied(f"Prediction timed out after {timeout:g}s")
                 if kind == _batch.RESPONSE:
                     await self._deliver(current, payload, stream, decoder)
+                elif kind == _batch.RESULTS:
+                    self._deliver_each(current, payload)
                 else:
                     self._refused(current, kind, payload)
                 del self.inflight[: len(current)]
@@ -469,6 +481,27 @@ class Worker:
             return
         for job, (key, value) in zip(batch, items, strict=True):
             job.set_result(_output(code, message, props, [key], [value]))
+
+    @staticmethod
+    def _deliver_each(batch: Sequence[_batch.Job], payload: bytes) -> None:
+        """A RESULTS frame: the engine answered each job on its own (its own code and
+        headers, or an error such as a bad input), so one request's fault is its alone."""
+        results = _batch.decode_results(payload)
+        if len(results) != len(batch):
+            error = TranslateError.batch_size_mismatch(len(batch), len(results))
+            for job in batch:
+                job.set_error(error)
+            return
+        for job, (kind, item) in zip(batch, results, strict=True):
+            if kind == _batch.ERROR:
+                error_kind, message = _batch.decode_error(item)
+                job.set_error(ITEM_ERROR_KINDS.get(error_kind, WorkerDied)(message))
+                continue
+            code, message, props, keys, values = _batch.decode_response(item)
+            if keys is None:
+                job.set_error(WorkerDied("A streamed response cannot be batched"))
+            else:
+                job.set_result(_output(code, message, props, keys, values))
 
     async def _relay_stream(
         self,

@@ -1,0 +1,270 @@
+"""A batched TorchScript MLP three ways, in one run: djl's PyTorch engine, the same model as
+a plain ``model.py`` handler on djl, and TorchServe 0.12.
+
+The model is examples/mlp's ``Linear(128,256)-ReLU-Linear(256,10)`` (same seed), scripted
+into a temp folder. Every server gets one worker, batch 32, ``max_batch_delay`` 10 ms and
+one torch thread; the request is a JSON array of 128 floats. The script checks that all
+three answer the same numbers, then drives each with wrk at c1 and c64 (interleaved per
+round, so drift hits all alike) and records req/s, p50/p99, and the CPU per request of
+the HTTP front (djl's server process, TorchServe's Java frontend) and of the workers.
+
+Prints a table and the ratios the PyTorch engine issue sets targets for, and writes
+bench/results/torch_mlp.json. TorchServe comes from bench/.venv-ts (``sh bench/setup.sh``);
+without it its rows are skipped and the output says so.
+
+    .venv/bin/python bench/torch_mlp.py            # ~2.5 min: 10 s per point
+    .venv/bin/python bench/torch_mlp.py --quick    # ~1 min
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import sys
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _common import (  # noqa: E402
+    REPO,
+    Client,
+    LoadSpec,
+    Processes,
+    Server,
+    ensure_wrk,
+    machine_info,
+    measure,
+    register,
+    start_djl,
+    start_torchserve,
+    table,
+    timer,
+    torchserve_archive,
+    torchserve_available,
+    torchserve_register,
+    write_results,
+)
+
+SETTINGS = """batch_size=32
+max_batch_delay=10
+minWorkers=1
+maxWorkers=1
+option.num_threads=1
+"""
+
+#: The same model behind djl's Python engine: what a user writes without the engine.
+MODEL_PY = '''"""The MLP as a plain djl handler (bench/torch_mlp.py): JSON in, JSON out."""
+
+import json
+
+import torch
+
+from djl_python import Input, Output
+
+torch.set_num_threads(1)
+MODEL = torch.jit.load("model.pt").eval()
+
+
+def handle(inputs: Input) -> Output | None:
+    if inputs.is_empty():
+        return None
+    batch = inputs.get_batches()
+    rows = [item.get_as_json() for item in batch]
+    with torch.inference_mode():
+        result = MODEL(torch.tensor(rows, dtype=torch.float32))
+    outputs = Output()
+    outputs.add_property("content-type", "application/json")
+    for i, row in enumerate(result.tolist()):
+        outputs.add(json.dumps({"predictions": row}).encode(), key="data",
+                    batch_index=i if len(batch) > 1 else None)
+    return outputs
+'''
+
+#: The same model behind TorchServe: a module-level handler, its usual shape.
+TS_HANDLER = '''"""The MLP as a TorchServe handler (bench/torch_mlp.py): JSON in, JSON out."""
+
+import json
+import os
+
+import torch
+
+torch.set_num_threads(1)
+MODEL = None
+
+
+def handle(data, context):
+    global MODEL
+    if MODEL is None:
+        model_dir = context.system_properties.get("model_dir")
+        MODEL = torch.jit.load(os.path.join(model_dir, "model.pt")).eval()
+    if data is None:
+        return None
+    rows = []
+    for item in data:
+        body = item.get("data") or item.get("body")
+        if isinstance(body, bytes | bytearray):
+            body = json.loads(body)
+        rows.append(body)
+    with torch.inference_mode():
+        result = MODEL(torch.tensor(rows, dtype=torch.float32))
+    return [{"predictions": row} for row in result.tolist()]
+'''
+
+
+def build_models(root: Path) -> dict[str, Path]:
+    sys.path.insert(0, str(REPO / "examples" / "mlp"))
+    from build import build  # examples/mlp/build.py: same layers, same seed
+
+    engine = root / "mlp_engine"
+    engine.mkdir(parents=True)
+    build().save(str(engine / "model.pt"))
+    (engine / "serving.properties").write_text("engine=PyTorch\n" + SETTINGS)
+    handler = root / "mlp_handler"
+    handler.mkdir()
+    (handler / "model.pt").write_bytes((engine / "model.pt").read_bytes())
+    (handler / "model.py").write_text(MODEL_PY)
+    (handler / "serving.properties").write_text("engine=Python\n" + SETTINGS)
+    ts_handler = root / "ts_handler.py"
+    ts_handler.write_text(TS_HANDLER)
+    return {"engine": engine, "handler": handler, "ts_handler": ts_handler}
+
+
+def request_body(seed: int = 0) -> bytes:
+    rng = random.Random(seed)
+    return json.dumps([round(rng.uniform(-1, 1), 4) for _ in range(128)]).encode()
+
+
+def predictions(url: str, body: bytes) -> list[float]:
+    r = httpx.post(url, content=body, headers={"content-type": "application/json"}, timeout=60)
+    r.raise_for_status()
+    return r.json()["predictions"]
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--duration", type=float, default=10.0, help="seconds per point")
+    parser.add_argument("--warmup", type=float, default=3.0, help="warm-up seconds per point")
+    parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 64])
+    parser.add_argument("--rounds", type=int, default=1)
+    parser.add_argument("--no-torchserve", action="store_true", help="skip TorchServe")
+    parser.add_argument("--wrk-threads", type=int, default=1)
+    parser.add_argument("--quick", action="store_true", help="~1 min: 4 s points")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.duration, args.warmup = 4.0, 1.0
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    info = machine_info()
+    body = request_body()
+    points: list[dict[str, Any]] = []
+    notes: list[str] = []
+    with Processes() as procs:
+        paths = build_models(procs.tmp)
+        wrk = ensure_wrk(allow_install=True)
+        client = Client(wrk, threads=args.wrk_threads, tmp=procs.tmp)
+        if wrk is None:
+            notes.append("wrk unavailable: the multi-process Python client measured")
+        targets: dict[str, tuple[Server, str]] = {}
+        with timer("start djl"):
+            djl = start_djl(procs)
+        register(djl, paths["engine"], "mlp_engine")
+        register(djl, paths["handler"], "mlp_handler")
+        targets["djl PyTorch engine"] = (djl, f"{djl.base_url}/predictions/mlp_engine")
+        targets["djl model.py handler"] = (djl, f"{djl.base_url}/predictions/mlp_handler")
+        if args.no_torchserve or torchserve_available(allow_install=True) is None:
+            notes.append("TorchServe skipped (not installed: sh bench/setup.sh)")
+        else:
+            with timer("start TorchServe"):
+                store = procs.tmp / "ts_store"
+                torchserve_archive(store, "mlp", paths["ts_handler"],
+                                   serialized_file=paths["engine"] / "model.pt")
+                ts = start_torchserve(procs, store)
+                torchserve_register(ts, "mlp.mar", batch_size=32, max_batch_delay_ms=10)
+            targets["TorchServe 0.12"] = (ts, f"{ts.base_url}/predictions/mlp")
+        answers = {name: predictions(url, body) for name, (_, url) in targets.items()}
+        reference = answers["djl PyTorch engine"]
+        for name, values in answers.items():
+            worst = max(abs(a - b) for a, b in zip(values, reference, strict=True))
+            if worst > 1e-4:
+                raise SystemExit(f"{name} answers differently (max |diff| {worst})")
+        for round_no in range(args.rounds):
+            for c in args.concurrency:
+                for name, (server, url) in targets.items():
+                    spec = LoadSpec(url, body, "application/json", c, args.duration)
+                    point = measure(client, server, spec, args.warmup)
+                    point.update(server=name, round=round_no)
+                    points.append(point)
+                    print(f"{name:<22} c={c:<3} {point['rps']:>8,.0f} req/s  "
+                          f"p50 {point['p50_ms']:.2f} ms  p99 {point['p99_ms']:.2f} ms  "
+                          f"front {point['server_cpu_us_per_req']:,.0f} µs/req  "
+                          f"worker {point['workers_cpu_us_per_req']:,.0f} µs/req  "
+                          f"errors {point['errors'] + point['non_2xx']}", flush=True)
+        client_name = client.name
+    print()
+    print(f"torch_mlp: MLP 128-256-10 TorchScript, 1 worker, batch 32, max_batch_delay 10 ms, "
+          f"1 torch thread, JSON of 128 floats, {args.duration:g} s per point, "
+          f"client {client_name}, nproc {info['nproc']}")
+    print(table(
+        ["server", "c", "req/s", "p50 ms", "p99 ms", "front µs/req", "worker µs/req",
+         "other load", "errors"],
+        [[p["server"], p["concurrency"], p["rps"], p["p50_ms"], p["p99_ms"],
+          p["server_cpu_us_per_req"], p["workers_cpu_us_per_req"],
+          f"{p['other_busy_cores']:.2f}", p["errors"] + p["non_2xx"]] for p in points],
+    ))
+    ratios = compute_ratios(points)
+    for key, value in ratios.items():
+        print(f"{key}: {value:.3f}" if isinstance(value, float) else f"{key}: {value}")
+    for note in notes:
+        print(f"NOTE: {note}")
+    path = write_results("torch_mlp.json", {
+        "bench": "torch_mlp",
+        "settings": vars(args),
+        "client": client_name,
+        "model": "TorchScript Linear(128,256)-ReLU-Linear(256,10), seed 0 (examples/mlp)",
+        "machine": info,
+        "notes": notes,
+        "ratios": ratios,
+        "points": points,
+    })
+    print(f"wrote {path}")
+    return 0
+
+
+def compute_ratios(points: list[dict[str, Any]]) -> dict[str, Any]:
+    """The issue's targets, per concurrency, from the medians over rounds."""
+
+    def median(server: str, c: int, key: str) -> float | None:
+        values = sorted(p[key] for p in points
+                        if p["server"] == server and p["concurrency"] == c)
+        return values[len(values) // 2] if values else None
+
+    out: dict[str, Any] = {}
+    for c in sorted({p["concurrency"] for p in points}):
+        engine_worker = median("djl PyTorch engine", c, "workers_cpu_us_per_req")
+        handler_worker = median("djl model.py handler", c, "workers_cpu_us_per_req")
+        engine_front = median("djl PyTorch engine", c, "server_cpu_us_per_req")
+        if engine_worker is not None and handler_worker:
+            out[f"c{c} engine worker / handler worker CPU (target <= 0.2)"] = (
+                engine_worker / handler_worker)
+        if engine_worker is not None and engine_front:
+            out[f"c{c} engine worker / engine server CPU (target <= 0.1)"] = (
+                engine_worker / engine_front)
+        engine_rps = median("djl PyTorch engine", c, "rps")
+        ts_rps = median("TorchServe 0.12", c, "rps")
+        handler_rps = median("djl model.py handler", c, "rps")
+        if engine_rps and ts_rps:
+            out[f"c{c} engine / TorchServe req/s"] = engine_rps / ts_rps
+        if engine_rps and handler_rps:
+            out[f"c{c} engine / handler req/s"] = engine_rps / handler_rps
+    return out
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,240 @@
+"""Model preparation: from a resolved source to the frozen plan its worker pool is built from.
+
+Registration (spec §4.7 step 1 and the checks of step 3) in one synchronous function with
+no trio in it: read ``serving.properties``, merge the settings (§4.6), choose the engine
+(§4.4) and the entry point (§6.2), check memory (§4.8), resolve the devices (§5.8) and
+build the worker command. It reads a few small files and stats a few more, so the registry
+runs it in ``trio.to_thread``; tests call it directly. ``registry.py`` keeps endpoints,
+versions and lifecycles; ``wlm/`` gets a ``PreparedModel`` and never looks at a folder.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from djl import store
+from djl.config import ModelConfig, RegisterParams, ServerConfig, build_model_config
+from djl.errors import BadRequest, ModelLoadError, OutOfMemory
+from djl.properties import read_properties
+from djl.wlm.devices import Device, resolve_devices
+from djl.wlm.worker import WorkerCommand
+
+#: Engine names a model may have (spec §4.4), mapped to the runtime engine that serves it.
+#: ``MPI`` is the Python engine in MPI mode; any other name is refused with DJL's 400.
+RUNTIME_ENGINES = {"Python": "Python", "MPI": "Python", "PyTorch": "PyTorch"}
+#: Device types the PyTorch engine can map to a torch device (cpu, cuda:N).
+TORCH_DEVICE_TYPES = ("cpu", "gpu")
+#: How the PyTorch engine batches (the ``batchifier`` key DJL uses); ``stack`` is our
+#: default, where DJL's is ``none``: see torch_engine.py.
+BATCHIFIERS = ("stack", "none")
+
+
+@dataclass(frozen=True)
+class PreparedModel:
+    """Everything a WorkerPool needs to run one model, decided once at registration."""
+
+    config: ModelConfig
+    #: The engine as named (``Python``, ``MPI``, ``PyTorch``).
+    engine: str
+    command: WorkerCommand
+    devices: tuple[Device, ...]
+    #: True when the model's ``requirements.txt`` must be installed before its first worker
+    #: (Python engines only: a TorchScript file imports nothing).
+    install_requirements: bool
+
+
+def prepare_model(
+    server: ServerConfig,
+    source: store.ModelSource,
+    params: RegisterParams,
+    *,
+    options: Mapping[str, str] | None = None,
+    arguments: Mapping[str, str] | None = None,
+    cores: int | None = None,
+) -> PreparedModel:
+    """The plan for ``source``; raises the DjlError a client should see when it cannot run.
+
+    ``options`` and ``arguments`` are a workflow file's per-model maps (below
+    ``serving.properties``); ``cores`` defaults to the CPUs this process may use.
+    """
+    properties_file = source.model_dir / "serving.properties"
+    properties = read_properties(properties_file) if properties_file.is_file() else {}
+    properties = {**{f"option.{k}": v for k, v in (options or {}).items()},
+                  **(arguments or {}), **properties}
+    config = build_model_config(server, properties, params, source.arguments)
+    engine = choose_engine(source, config)
+    runtime = RUNTIME_ENGINES[engine]
+    if runtime == "PyTorch":
+        entry_point = torchscript_file(source, config)
+    else:
+        entry_point = python_entry_point(source, config, server)
+    check_memory(config)
+    devices = tuple(resolve_devices(config.load_on_devices))
+    threads = 0
+    if runtime == "PyTorch":
+        unsupported = [str(d) for d in devices if d.device_type not in TORCH_DEVICE_TYPES]
+        if unsupported:
+            raise BadRequest(
+                f"The PyTorch engine runs on cpu and gpu<N> devices, not {', '.join(unsupported)}"
+            )
+        threads = intra_op_threads(config, server, devices, cores)
+        batchifier = str(config.arguments.get("batchifier") or "stack").lower()
+        if batchifier not in BATCHIFIERS:
+            raise BadRequest(f"Unknown batchifier {batchifier}: use stack or none")
+    init = {k: str(v) for k, v in config.options.items()}
+    init.update({k: str(v) for k, v in config.arguments.items()})
+    init.update({k: str(v) for k, v in source.arguments.items()})
+    command = WorkerCommand(
+        python=config.python_executable,
+        model_dir=source.model_dir,
+        entry_point=entry_point,
+        init_properties=init,
+        handler=config.options.get("handler", "handle"),
+        env=parse_env(config.options.get("env", "")),
+        log_level=server.log_level,
+        # A response may be as large as a request may be (an echo must not kill it).
+        max_item_bytes=max(server.max_worker_item_bytes, server.max_request_size),
+        pipeline_depth=server.pipeline_depth,
+        stream_send_timeout_s=server.chunked_read_timeout_s,
+        engine=runtime,
+        num_threads=threads,
+    )
+    return PreparedModel(config, engine, command, devices, install_requirements=runtime == "Python")
+
+
+def choose_engine(source: store.ModelSource, config: ModelConfig) -> str:
+    """The engine given (register parameter, ``-m name::Engine=url``, serving.properties,
+    ``OPTION_ENGINE``), else the one the folder implies (spec §4.4); 400 if we lack it."""
+    engine = config.engine or store.infer_engine(
+        source.model_dir, source.artifact_name, config.options, config.arguments
+    )
+    if engine not in RUNTIME_ENGINES:
+        raise BadRequest(f"{engine} is not supported")
+    return engine
+
+
+def torchscript_file(source: store.ModelSource, config: ModelConfig) -> str:
+    """The TorchScript file of a PyTorch model, relative to its folder.
+
+    ``<option.modelName>.pt`` (else ``<artifact name>.pt``), then ``model.pt``, then the
+    folder's only ``.pt`` file. ``option.modelName`` must stay inside the folder.
+    """
+    model_name = config.options.get("modelName")
+    if model_name:
+        check_confined(source.model_dir, f"{model_name}.pt", "option.modelName")
+    prefix = model_name or source.artifact_name
+    for name in (f"{prefix}.pt", "model.pt"):
+        if (source.model_dir / name).is_file():
+            return name
+    found = sorted(p.name for p in source.model_dir.glob("*.pt") if p.is_file())
+    if len(found) == 1:
+        return found[0]
+    detail = f"several .pt files ({', '.join(found)}): set option.modelName" if found else (
+        f"no {prefix}.pt or model.pt")
+    err = ModelLoadError(f"TorchScript file not found in: {source.model_dir}: {detail}")
+    err.type = "FileNotFoundException"
+    raise err
+
+
+def python_entry_point(
+    source: store.ModelSource, config: ModelConfig, server: ServerConfig
+) -> str:
+    """Spec §6.2, server side.
+
+    A file given by ``option.entryPoint`` or ``option.modelName`` must lie inside the
+    model directory: whoever may register a URL must not run any other file on the
+    host. Module names (``djl_python.huggingface``) import as DJL's do; an entry point
+    the operator set in the environment is trusted as is.
+    """
+    entry = config.options.get("entryPoint")
+    if entry:
+        if entry != server.env_options.get("entryPoint"):
+            check_confined(source.model_dir, entry, "option.entryPoint")
+        return entry
+    if source.entry_point:
+        return source.entry_point
+    model_name = config.options.get("modelName")
+    if model_name:
+        # Checked whether or not it exists: the answer must not reveal files elsewhere.
+        check_confined(source.model_dir, model_name, "option.modelName")
+        if (source.model_dir / model_name).is_file():
+            return model_name
+    if (source.model_dir / "model.py").is_file():
+        return "model.py"
+    err = ModelLoadError(f".py file not found in: {source.model_dir}")
+    err.type = "FileNotFoundException"
+    raise err
+
+
+def check_confined(model_dir: Path, entry: str, key: str) -> None:
+    """BadRequest unless ``entry``, if it names a file, resolves inside ``model_dir``.
+
+    A file is a value ending in ``.py`` or ``.pt`` or holding a path separator; anything
+    else is a module name, imported from the model directory or the installed packages.
+    """
+    if (not entry.lower().endswith((".py", ".pt")) and "/" not in entry
+            and "\\" not in entry):
+        return
+    root = os.path.realpath(model_dir)
+    real = os.path.realpath(os.path.join(root, entry))
+    if os.path.commonpath([root, real]) != root:
+        raise BadRequest(
+            f"{key} {entry} is outside the model directory: only a module name or a file "
+            "inside the model directory is allowed"
+        )
+
+
+def intra_op_threads(
+    config: ModelConfig, server: ServerConfig, devices: tuple[Device, ...],
+    cores: int | None = None,
+) -> int:
+    """torch's intra-op threads per worker: ``option.num_threads``, else
+    ``OMP_NUM_THREADS``, else as many as keep workers × threads within the cores (every
+    worker of every group may run at once, and oversubscribed torch threads spin against
+    each other: STACK_NOTES measured 6× slower stacking with 2 threads on a busy 2-core box).
+    """
+    explicit = _int_arg(config.options.get("num_threads"), 0)
+    if explicit > 0:
+        return explicit
+    if server.omp_num_threads > 0:
+        return server.omp_num_threads
+    cores = cores or len(os.sched_getaffinity(0)) or 1
+    workers = sum(config.workers_for(d.device_type, cores)[1] for d in devices)
+    return max(1, cores // max(workers, 1))
+
+
+def parse_env(text: str) -> dict[str, str]:
+    """``option.env``: ``K1=V1,K2=V2`` extra environment for the worker (spec §4.6)."""
+    env: dict[str, str] = {}
+    for pair in text.split(","):
+        key, sep, value = pair.partition("=")
+        if sep and key.strip():
+            env[key.strip()] = value.strip()
+    return env
+
+
+def check_memory(config: ModelConfig, meminfo: Path = Path("/proc/meminfo")) -> None:
+    """Memory admission (spec §4.8): free - required must stay above reserved."""
+    required_mb = _int_arg(config.arguments.get("required_memory_mb"), 0)
+    reserved_mb = _int_arg(config.arguments.get("reserved_memory_mb"), 500)
+    try:
+        text = meminfo.read_text()
+    except OSError:
+        return
+    m = re.search(r"^MemAvailable:\s+(\d+) kB", text, re.M)
+    if not m:
+        return
+    free_mb = int(m.group(1)) // 1024
+    if free_mb - required_mb < reserved_mb:
+        raise OutOfMemory.admission()
+
+
+def _int_arg(value: str | None, default: int) -> int:
+    try:
+        return int(value) if value not in (None, "") else default
+    except ValueError:
+        return default

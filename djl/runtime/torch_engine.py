@@ -1,0 +1,339 @@
+"""The PyTorch engine: a TorchScript model served the way DJL's default translator serves it.
+
+Runs inside the worker process; torch is imported here and nowhere on the server side.
+
+In: ``application/json`` (a numeric array, or an object whose ``inputs`` or ``instance``
+is one), ``tensor/ndlist`` (spec Appendix D) or ``tensor/npz``; several arrays of an
+NDList or npz are the model's positional inputs. Out: ``tensor/npz`` when the request's
+``Accept`` or content type says so, JSON ``{"predictions": ...}`` when either says
+``application/json`` (Accept wins: ``Accept: tensor/ndlist`` on a JSON request gets an
+NDList), else ``tensor/ndlist``. A tuple, list or dict of tensors is several outputs.
+
+Batching (``batchifier``): ``stack``, the default, groups a batch's requests by the dtypes
+and shapes of their inputs, stacks each group along a new axis 0 straight from the
+payloads (``_batch.collate``: one buffer per input, no Python floats), moves it to the
+device once, runs one forward and splits every output along axis 0 back into the group's
+answers (``_batch.encode_rows``). A request alone is a group of one: the model always sees
+a leading batch axis, so an answer never depends on who shared the batch. ``none`` runs
+each request by itself on its own arrays (DJL's default, which gives up the batching).
+
+Each request gets its own answer: a body that cannot be read, a content type we do not
+read, or a shape the model rejects fails that request (and, for the model's refusal, its
+group: they share one forward) with a 4xx; every other request of the batch is answered
+and the worker serves on.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from djl import _batch
+from djl.errors import BadInput, DjlError, ItemError, UnsupportedMediaType
+from djl.io import Input, Output
+from djl.runtime.python_engine import EntryPointError, is_out_of_memory
+
+log = logging.getLogger("djl.runtime")
+
+JSON = "application/json"
+NDLIST = "tensor/ndlist"
+NPZ = "tensor/npz"
+#: Output format → the content-type of the answer.
+MEDIA_TYPES = {_batch.FORMAT_JSON: JSON, _batch.FORMAT_NDLIST: NDLIST, _batch.FORMAT_NPZ: NPZ}
+#: What an NDList payload starts with: i32 count, then the first array's s16 "NDAR".
+_NDLIST_MAGIC = b"\x00\x04NDAR"
+
+
+class TorchLoadError(EntryPointError):
+    """The TorchScript model cannot be loaded where it was asked to run."""
+
+
+class TorchEngine:
+    """One TorchScript model on one device."""
+
+    def __init__(self, model_dir: Path, model_file: str, device_id: str,
+                 num_threads: int = 0) -> None:
+        self.model_dir = model_dir
+        self.model_file = model_file
+        self.device_id = int(device_id)
+        self.num_threads = num_threads
+        self.stack = True
+        self.model: Any = None
+        self.device: Any = None
+        self._torch: Any = None
+
+    def load(self) -> None:
+        import torch
+
+        self._torch = torch
+        if self.num_threads > 0:
+            torch.set_num_threads(self.num_threads)
+        if self.device_id < 0:
+            self.device = torch.device("cpu")
+        elif not torch.cuda.is_available():
+            raise TorchLoadError(
+                f"Cannot load on gpu{self.device_id}: CUDA is not available to this torch "
+                f"({torch.__version__})"
+            )
+        elif self.device_id >= torch.cuda.device_count():
+            raise TorchLoadError(
+                f"Cannot load on gpu{self.device_id}: torch sees "
+                f"{torch.cuda.device_count()} GPU(s)"
+            )
+        else:
+            self.device = torch.device(f"cuda:{self.device_id}")
+        path = self.model_dir / self.model_file
+        self.model = torch.jit.load(str(path), map_location=self.device)
+        self.model.eval()
+        log.info("PyTorch engine: %s on %s, %d intra-op thread(s)", self.model_file,
+                 self.device, torch.get_num_threads())
+
+    def initialise(self, inputs: Input) -> Output:
+        """The init call (the model's properties, no content): settings, then 204.
+
+        ``batchifier`` was checked at registration (djl/prepare.py)."""
+        self.stack = str(inputs.properties.get("batchifier") or "stack").lower() != "none"
+        return Output(204, "No content")
+
+    def invoke(self, inputs: Input) -> list[Output | ItemError]:
+        """One answer per request of the (possibly batched) Input, in order; never raises."""
+        items = batch_items(inputs)
+        results: list[Output | ItemError | None] = [None] * len(items)
+        parsed: list[Any] = [None] * len(items)
+        out_formats = [_batch.FORMAT_NDLIST] * len(items)
+        for i, (content_type, accept, data) in enumerate(items):
+            try:
+                fmt = input_format(content_type, data)
+                out_formats[i] = output_format(accept, content_type)
+                parsed[i] = _batch.parse_tensors(data, fmt)
+            except DjlError as exc:
+                results[i] = ItemError(_kind(exc), exc.message)
+            except Exception as exc:  # noqa: BLE001 — a codec bug must fail one request only
+                log.exception("reading a request failed unexpectedly")
+                results[i] = ItemError("input", f"Cannot read the request: {exc}")
+        if self.stack:
+            groups: dict[Any, list[int]] = {}
+            for i, tensors in enumerate(parsed):
+                if tensors is not None:
+                    groups.setdefault(tensors.signature, []).append(i)
+            for members in groups.values():
+                self._run_group(members, parsed, out_formats, results)
+        else:
+            for i, tensors in enumerate(parsed):
+                if tensors is not None:
+                    self._run_one(i, tensors, out_formats[i], results)
+        return results  # type: ignore[return-value]  # every slot is filled above
+
+    # -- running ------------------------------------------------------------------------
+    def _forward(self, arrays: Sequence[Any]) -> tuple[list[Any], list[str] | None]:
+        torch = self._torch
+        with torch.inference_mode():
+            tensors = [torch.from_numpy(a).to(self.device) for a in arrays]
+            return _numpy_outputs(self.model(*tensors))
+
+    def _run_group(self, members: list[int], parsed: list[Any], out_formats: list[int],
+                   results: list[Any]) -> None:
+        try:
+            arrays = _batch.collate([parsed[i] for i in members])
+            outputs, names = self._forward(arrays)
+            n = len(members)
+            for k, out in enumerate(outputs):
+                if out.ndim == 0 or out.shape[0] != n:
+                    raise _BadOutput(
+                        f"The model's output {k} has shape {list(out.shape)}: with "
+                        f"batchifier=stack its first axis must be the batch ({n})"
+                    )
+            bodies = _batch.encode_rows(outputs, [out_formats[i] for i in members], names)
+        except Exception as exc:  # noqa: BLE001 — the group's failure is its answer
+            failure = self._failure(exc)
+            for i in members:
+                results[i] = failure
+            return
+        for i, body in zip(members, bodies, strict=True):
+            results[i] = _answer(body, out_formats[i])
+
+    def _run_one(self, i: int, tensors: Any, out_format: int, results: list[Any]) -> None:
+        try:
+            arrays = [a[0] for a in _batch.collate([tensors])]
+            outputs, names = self._forward(arrays)
+            results[i] = _answer(_batch.encode_tensors(outputs, out_format, names), out_format)
+        except Exception as exc:  # noqa: BLE001 — the request's failure is its answer
+            results[i] = self._failure(exc)
+
+    @staticmethod
+    def _failure(exc: Exception) -> Output | ItemError:
+        if is_out_of_memory(exc):
+            log.error("model ran out of memory: %s", exc)
+            return Output(507, str(exc))
+        if isinstance(exc, DjlError):
+            return ItemError(_kind(exc), exc.message)
+        if isinstance(exc, _BadOutput):
+            return ItemError("input", str(exc))
+        log.warning("the model rejected its input: %s", exc)
+        return ItemError("input", f"The model rejected the input: {_last_line(exc)}")
+
+
+class _BadOutput(Exception):
+    """The model's outputs cannot be split back into the batch's answers."""
+
+
+# -- request and response formats -----------------------------------------------------------
+
+
+def _media_type(value: str | None) -> str:
+    return (value or "").split(";", 1)[0].strip().lower()
+
+
+def input_format(content_type: str | None, data: bytes | None) -> int:
+    """The payload format a request's content type names; sniffed when it names none."""
+    if not data:
+        raise BadInput(
+            "The request body is empty: send a JSON array, a tensor/ndlist or a tensor/npz"
+        )
+    declared = _declared_format(content_type or "")
+    if declared:
+        return declared
+    if data[:2] == b"PK":
+        return _batch.FORMAT_NPZ
+    if data[4:10] == _NDLIST_MAGIC:
+        return _batch.FORMAT_NDLIST
+    if declared is None:  # no content type at all: JSON is what curl users send
+        return _batch.FORMAT_JSON
+    raise UnsupportedMediaType(
+        f"Unsupported content type {content_type}: an octet stream must be an NDList or "
+        "an npz"
+    )
+
+
+@functools.lru_cache(maxsize=256)
+def _declared_format(content_type: str) -> int | None:
+    """The format a content type names; 0 for an octet stream and None for none (both
+    sniffed). Cached: a batch's requests mostly share one content type."""
+    media = _media_type(content_type)
+    if media == JSON or media.endswith("+json"):
+        return _batch.FORMAT_JSON
+    if media == NDLIST:
+        return _batch.FORMAT_NDLIST
+    if media == NPZ:
+        return _batch.FORMAT_NPZ
+    if media == "application/octet-stream":
+        return 0
+    if media == "":
+        return None
+    raise UnsupportedMediaType(
+        f"Unsupported content type {content_type}: the PyTorch engine reads "
+        f"{JSON}, {NDLIST} and {NPZ}"
+    )
+
+
+@functools.lru_cache(maxsize=256)
+def output_format(accept: str | None, content_type: str | None) -> int:
+    """npz if Accept or the content type says npz; JSON if Accept says JSON, or the request
+    is JSON and Accept does not ask for an NDList; else NDList (DJL's default)."""
+    accepted = {_media_type(part) for part in (accept or "").split(",")}
+    media = _media_type(content_type)
+    if NPZ in accepted or media == NPZ:
+        return _batch.FORMAT_NPZ
+    if JSON in accepted or (media == JSON and NDLIST not in accepted):
+        return _batch.FORMAT_JSON
+    return _batch.FORMAT_NDLIST
+
+
+def _kind(exc: DjlError) -> str:
+    return "media_type" if exc.status == 415 else "input"
+
+
+def _last_line(exc: BaseException) -> str:
+    """TorchScript errors carry the script's traceback; its last line says what failed."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return lines[-1] if lines else type(exc).__name__
+
+
+def _answer(body: bytes | bytearray, out_format: int) -> Output:
+    output = Output()
+    output.properties["content-type"] = MEDIA_TYPES[out_format]
+    output.content.add("data", body)
+    return output
+
+
+def _numpy_outputs(result: Any) -> tuple[list[Any], list[str] | None]:
+    """The model's result as numpy arrays on the CPU, and their names (a dict's keys)."""
+    names: list[str] | None = None
+    if isinstance(result, dict):
+        names = [str(k) for k in result]
+        values = list(result.values())
+    elif isinstance(result, tuple | list):
+        values = list(result)
+    else:
+        values = [result]
+    arrays = []
+    for value in values:
+        if not hasattr(value, "detach"):
+            raise _BadOutput(
+                f"The model returned a {type(value).__name__}, not a tensor or a tuple, "
+                "list or dict of tensors"
+            )
+        tensor = value.detach()
+        if tensor.device.type != "cpu":
+            tensor = tensor.cpu()
+        if str(tensor.dtype) == "torch.bfloat16":
+            tensor = tensor.float()  # numpy has no bfloat16
+        arrays.append(tensor.contiguous().numpy())
+    return arrays, names
+
+
+def batch_items(inputs: Input) -> list[tuple[str, str, bytes | None]]:
+    """(content type, accept, body) of each request in a (possibly batched) Input.
+
+    Only these three facts matter here, so no per-request Input is made: one pass over
+    the batch keys of spec §6.8 (``batch_%03d.<name>``, at most 999 requests). Header
+    names arrive lower-cased from HTTP; ``Content-Type`` and ``CONTENT-TYPE`` (a property
+    a workflow passed on) are read too.
+    """
+    props = inputs.properties
+    keys = inputs.content.keys
+    values = inputs.content.values
+    size = props.get("batch_size")
+    if size is None:
+        content_type = accept = ""
+        for key, value in props.items():
+            lower = key.lower()
+            if lower == "content-type":
+                content_type = value
+            elif lower == "accept":
+                accept = value
+        return [(content_type, accept, _body(keys, values))]
+    n = int(size)
+    content_types = [""] * n
+    accepts = [""] * n
+    for key, value in props.items():
+        wanted = _HEADERS.get(key[10:])
+        if wanted is not None and key[9:10] == "." and key.startswith("batch_"):
+            (content_types if wanted else accepts)[int(key[6:9])] = value
+    bodies: list[bytes | None] = [None] * n
+    named = [False] * n
+    for key, value in zip(keys, values, strict=True):
+        index = int(key[6:9])
+        if key[10:] == "data" and not named[index]:
+            bodies[index] = value
+            named[index] = True
+        elif bodies[index] is None:
+            bodies[index] = value
+    return list(zip(content_types, accepts, bodies, strict=True))
+
+
+#: Property names batch_items reads: True for the content type, False for Accept.
+_HEADERS = {spelling: header == "content-type"
+            for header in ("content-type", "accept")
+            for spelling in (header, header.title(), header.upper())}
+
+
+def _body(keys: list[str | None], values: list[bytes]) -> bytes | None:
+    """The content item ``data``, else the first (spec §3.3)."""
+    for key, value in zip(keys, values, strict=True):
+        if key == "data":
+            return value
+    return values[0] if values else None
