@@ -213,12 +213,13 @@ class Processes:
             shutil.rmtree(self.tmp, ignore_errors=True)
 
     def start(self, name: str, argv: list[str], env: Mapping[str, str] | None = None,
-              *, port: int, ping_path: str = "/ping", timeout_s: float = 60.0) -> Server:
+              *, port: int, ping_path: str = "/ping", timeout_s: float = 60.0,
+              cwd: Path = REPO) -> Server:
         log_path = self.tmp / f"{name}.log"
         with open(log_path, "wb") as log:
             process = subprocess.Popen(
                 argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                cwd=REPO, env={**os.environ, **(env or {})}, start_new_session=True,
+                cwd=cwd, env={**os.environ, **(env or {})}, start_new_session=True,
             )
         server = Server(name, process, f"http://127.0.0.1:{port}", log_path)
         self.servers.append(server)
@@ -287,17 +288,21 @@ def wait_ready(server: Server, path: str, timeout_s: float) -> None:
         time.sleep(0.1)
 
 
-def start_bare(procs: Processes, body: bytes) -> Server:
-    """The baseline: a QuartTrio route with a fixed body on hypercorn's trio worker."""
+def start_bare(procs: Processes, body: bytes, *, app: str = "quart", worker: str = "trio",
+               name: str = "bare") -> Server:
+    """A baseline (bench/bare_server.py): a fixed body from a QuartTrio route (``app``
+    "quart") or a plain ASGI app ("raw"), on hypercorn's ``worker`` ("trio", "asyncio")."""
     port = free_port()
     body_file = procs.tmp / "bare_body"
     body_file.write_bytes(body)
-    return procs.start("bare", [PYTHON, str(BENCH_DIR / "bare_server.py"), "--port", str(port),
-                                "--body-file", str(body_file)], port=port)
+    return procs.start(name, [PYTHON, str(BENCH_DIR / "bare_server.py"), "--port", str(port),
+                              "--body-file", str(body_file), "--app", app,
+                              "--worker", worker], port=port)
 
 
-def start_djl(procs: Processes, *, name: str = "djl") -> Server:
-    """``python -m djl`` on a free port with no start-up models."""
+def start_djl(procs: Processes, *, name: str = "djl", source: Path = REPO) -> Server:
+    """``python -m djl`` on a free port with no start-up models; ``source``: the checkout
+    whose ``djl`` runs (e.g. main's, for a baseline in the same run)."""
     port = free_port()
     address = f"http://127.0.0.1:{port}"
     env = {
@@ -307,7 +312,9 @@ def start_djl(procs: Processes, *, name: str = "djl") -> Server:
         "MODEL_SERVER_HOME": str(procs.tmp),
         "DJL_CACHE_DIR": str(procs.tmp / "cache"),
     }
-    return procs.start(name, [PYTHON, "-m", "djl"], env, port=port)
+    # The workers too: they must not pick up another checkout's installed djl.
+    env["PYTHONPATH"] = str(source)
+    return procs.start(name, [PYTHON, "-m", "djl"], env, port=port, cwd=source)
 
 
 def register(server: Server, model_dir: Path, name: str, **params: Any) -> dict[str, Any]:

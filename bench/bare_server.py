@@ -1,11 +1,12 @@
-"""The baseline server: a bare QuartTrio route on hypercorn's trio worker, in one process.
+"""Baseline servers: the HTTP stack without djl, in one process, served as djl serves.
 
-Served the way ``djl-serving`` serves (``hypercorn.trio.serve`` in this process, no access
-log, the same keep-alive), so the ratio djl/bare isolates what djl adds on top of the HTTP
-stack. ``POST /predictions/<name>`` reads the body and answers a fixed body;
-``GET /ping`` answers ``{}``. Stops on SIGTERM/SIGINT.
+``--app quart`` (default): a bare QuartTrio route returning a fixed body, on hypercorn's
+trio worker (what Quart costs). ``--app raw``: a plain ASGI app doing the same (the
+ceiling of hypercorn itself), on its trio worker or, with ``--worker asyncio``, on its
+asyncio worker. ``POST /predictions/<name>`` reads the body and answers the fixed body;
+``GET /ping`` answers ``{}``. No access log, the same keep-alive. Stops on SIGTERM/SIGINT.
 
-    python bench/bare_server.py --port 8081 [--body-file FILE]
+    python bench/bare_server.py --port 8081 [--app raw] [--worker asyncio] [--body-file F]
 """
 
 from __future__ import annotations
@@ -13,15 +14,15 @@ from __future__ import annotations
 import argparse
 import signal
 from pathlib import Path
+from typing import Any
 
-import trio
 from hypercorn.config import Config
-from hypercorn.trio import serve
-from quart import Response, request
-from quart_trio import QuartTrio
 
 
-def create_app(body: bytes) -> QuartTrio:
+def quart_app(body: bytes) -> Any:
+    from quart import Response, request
+    from quart_trio import QuartTrio
+
     app = QuartTrio("bare")
     app.config["BACKGROUND_TASK_SHUTDOWN_TIMEOUT"] = None
 
@@ -37,28 +38,82 @@ def create_app(body: bytes) -> QuartTrio:
     return app
 
 
-async def main(port: int, body: bytes) -> None:
-    config = Config()
-    config.bind = [f"127.0.0.1:{port}"]
-    config.accesslog = None
-    config.keep_alive_timeout = 60
-    stop = trio.Event()
+def raw_app(body: bytes) -> Any:
+    """Read the whole body, then one ``http.response.start`` and one body message."""
+    answers = {"/ping": (b"{}\n", b"application/json")}
 
-    async def watch() -> None:
-        with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
-            async for _ in signals:
-                stop.set()
-                return
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "lifespan":
+            while True:
+                message = await receive()
+                await send({"type": message["type"] + ".complete"})
+                if message["type"] == "lifespan.shutdown":
+                    return
+        more = True
+        while more:
+            message = await receive()
+            more = message.get("more_body", False)
+        data, content_type = answers.get(scope["path"], (body, b"text/plain"))
+        await send({"type": "http.response.start", "status": 200, "headers": [
+            (b"content-type", content_type), (b"content-length", str(len(data)).encode())]})
+        await send({"type": "http.response.body", "body": data})
 
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(watch)
-        await serve(create_app(body), config, shutdown_trigger=stop.wait)
-        nursery.cancel_scope.cancel()
+    return app
+
+
+def config(port: int) -> Config:
+    hc = Config()
+    hc.bind = [f"127.0.0.1:{port}"]
+    hc.accesslog = None
+    hc.keep_alive_timeout = 60
+    return hc
+
+
+def serve_trio(app: Any, hc: Config) -> None:
+    import trio
+    from hypercorn.trio import serve
+
+    async def main() -> None:
+        stop = trio.Event()
+
+        async def watch() -> None:
+            with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+                async for _ in signals:
+                    stop.set()
+                    return
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(watch)
+            await serve(app, hc, shutdown_trigger=stop.wait)
+            nursery.cancel_scope.cancel()
+
+    trio.run(main)
+
+
+def serve_asyncio(app: Any, hc: Config) -> None:
+    import asyncio
+
+    from hypercorn.asyncio import serve
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, stop.set)
+        await serve(app, hc, shutdown_trigger=stop.wait)
+
+    asyncio.run(main())
 
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--port", type=int, default=8081)
     parser.add_argument("--body-file", type=Path, help="the fixed response body")
+    parser.add_argument("--app", choices=["quart", "raw"], default="quart")
+    parser.add_argument("--worker", choices=["trio", "asyncio"], default="trio")
     args = parser.parse_args()
-    trio.run(main, args.port, args.body_file.read_bytes() if args.body_file else b"hello\n")
+    body = args.body_file.read_bytes() if args.body_file else b"hello\n"
+    if args.app == "quart" and args.worker == "asyncio":
+        parser.error("the Quart baseline is quart-trio: trio worker only")
+    application = quart_app(body) if args.app == "quart" else raw_app(body)
+    (serve_trio if args.worker == "trio" else serve_asyncio)(application, config(args.port))

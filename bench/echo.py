@@ -1,22 +1,30 @@
-"""End-to-end throughput of the bundled echo model, as a ratio of a bare quart-trio route.
+"""End-to-end throughput of the bundled echo model beside the HTTP stack's own ceilings.
 
-Starts two real servers on free ports of 127.0.0.1, in their own processes:
+Starts real servers on free ports of 127.0.0.1, each in its own process:
 
-* ``bare``: ``bench/bare_server.py``, a QuartTrio route returning a fixed body, served by
-  hypercorn's trio worker exactly as djl serves (the HTTP stack's ceiling);
+* ``bare``: ``bench/bare_server.py``, a QuartTrio route returning a fixed body on
+  hypercorn's trio worker, served as djl serves (what Quart costs);
+* ``raw-trio`` / ``raw-asyncio``: a plain ASGI app doing the same on hypercorn's trio /
+  asyncio worker (hypercorn's own ceiling);
 * ``djl``: ``python -m djl`` with no start-up models; the script registers
   ``examples/echo`` over HTTP twice: ``echo`` with its own serving.properties (batch_size 8,
   max_batch_delay 10 ms, 1-2 workers) and ``echo_b1`` with ``batch_size=1`` (no batching
-  delay: the pure per-request overhead).
+  delay: the pure per-request overhead);
+* ``djl-main`` / ``djl-main-b1`` (with ``--main DIR``): the same, from another checkout
+  (e.g. main's), the baseline of a change measured in the same run;
+* ``torchserve`` (when ``bench/.venv-ts`` exists, ``sh bench/setup.sh``): TorchServe 0.12
+  with ``bench/torchserve_echo.py`` as handler, batch 8 / 10 ms like ``echo``.
 
-Then, round by round and interleaved (bare, djl, djl-b1 at each concurrency, so drift hits
+Then, round by round and interleaved (every target at each concurrency, so drift hits
 all alike), it warms up and drives ``POST /predictions/<model>`` with wrk for
 ``--duration`` seconds per point, recording req/s, latency percentiles and the CPU time
-per request of the server process, its workers and the client. Prints a table and writes
-bench/results/echo.json. Every process it started is stopped on exit, Ctrl-C included.
+per request of the server process (TorchServe: its Java front), its workers and the
+client. Prints a table and writes bench/results/echo.json. Every process it started is
+stopped on exit, Ctrl-C included.
 
-    .venv/bin/python bench/echo.py            # ~4 min: 3 rounds, 10 s per point
-    .venv/bin/python bench/echo.py --quick    # ~30 s
+    .venv/bin/python bench/echo.py            # ~10 min: 3 rounds, 10 s per point
+    .venv/bin/python bench/echo.py --quick    # ~1 min
+    .venv/bin/python bench/echo.py --main /work/main --targets djl djl-main raw-trio
 """
 
 from __future__ import annotations
@@ -30,18 +38,24 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import (  # noqa: E402
+    BENCH_DIR,
     REPO,
     Client,
     LoadSpec,
     Processes,
+    Server,
     ensure_wrk,
     machine_info,
     measure,
     register,
     start_bare,
     start_djl,
+    start_torchserve,
     table,
     timer,
+    torchserve_archive,
+    torchserve_available,
+    torchserve_register,
     write_results,
 )
 
@@ -49,9 +63,16 @@ ECHO_DIR = REPO / "examples" / "echo"
 #: target → (server, model name, registration overrides); None overrides = the bare route.
 TARGETS: dict[str, tuple[str, str, dict[str, Any]]] = {
     "bare": ("bare", "bare", {}),
+    "raw-trio": ("raw-trio", "raw", {}),
+    "raw-asyncio": ("raw-asyncio", "raw", {}),
     "djl": ("djl", "echo", {}),
     "djl-b1": ("djl", "echo_b1", {"batch_size": 1}),
+    "djl-main": ("djl-main", "echo", {}),
+    "djl-main-b1": ("djl-main", "echo_b1", {"batch_size": 1}),
+    "torchserve": ("torchserve", "echo", {}),
 }
+DJL_SERVERS = ("djl", "djl-main")
+DEFAULT_TARGETS = ["bare", "raw-trio", "raw-asyncio", "djl", "djl-b1", "torchserve"]
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -59,8 +80,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--duration", type=float, default=10.0, help="seconds per point")
     parser.add_argument("--warmup", type=float, default=2.0, help="warm-up seconds per point")
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds (median)")
-    parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 32])
-    parser.add_argument("--targets", nargs="+", default=list(TARGETS), choices=list(TARGETS))
+    parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 64])
+    parser.add_argument("--targets", nargs="+", default=DEFAULT_TARGETS, choices=list(TARGETS))
+    parser.add_argument("--main", type=Path, help="another checkout for the djl-main rows "
+                        "(its djl package runs; default: those rows are skipped)")
     parser.add_argument("--body", default="hello world", help="request body (text/plain)")
     parser.add_argument("--client", choices=["auto", "wrk", "python"], default="auto",
                         help="load generator (auto: wrk, installed if missing, else Python)")
@@ -68,6 +91,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="wrk threads (1 leaves the second core to the server)")
     parser.add_argument("--quick", action="store_true", help="~30 s: 1 round of 3 s points")
     args = parser.parse_args(argv)
+    if args.main is not None and not any(t.startswith("djl-main") for t in args.targets):
+        args.targets += ["djl-main", "djl-main-b1"]
+    if args.main is None:
+        args.targets = [t for t in args.targets if not t.startswith("djl-main")]
     if args.quick:
         args.duration, args.warmup, args.rounds = 3.0, 1.0, 1
     return args
@@ -82,6 +109,36 @@ def make_client(args: argparse.Namespace, procs: Processes) -> Client:
         print("NOTE: wrk unavailable: using the multi-process Python client (slower; its "
               "numbers are a lower bound)", flush=True)
     return client
+
+
+def start_servers(args: argparse.Namespace, procs: Processes,
+                  body: bytes) -> dict[str, Server]:
+    wanted = {TARGETS[t][0] for t in args.targets}
+    servers: dict[str, Server] = {}
+    if "bare" in wanted:
+        servers["bare"] = start_bare(procs, body)
+    for worker in ("trio", "asyncio"):
+        if f"raw-{worker}" in wanted:
+            servers[f"raw-{worker}"] = start_bare(procs, body, app="raw", worker=worker,
+                                                  name=f"raw-{worker}")
+    for name in DJL_SERVERS:
+        if name in wanted:
+            servers[name] = start_djl(procs, name=name,
+                                      source=args.main if name == "djl-main" else REPO)
+            for target in args.targets:
+                kind, model, overrides = TARGETS[target]
+                if kind == name:
+                    register(servers[name], ECHO_DIR, model, **overrides)
+    if "torchserve" in wanted:
+        if torchserve_available(allow_install=False) is None:
+            print("TorchServe not installed (sh bench/setup.sh): its row is skipped")
+        else:
+            store = procs.tmp / "ts-store"
+            mar = torchserve_archive(store, "echo", BENCH_DIR / "torchserve_echo.py")
+            servers["torchserve"] = start_torchserve(procs, store)
+            torchserve_register(servers["torchserve"], mar.name, batch_size=8,
+                                max_batch_delay_ms=10)
+    return servers
 
 
 def summarise(points: list[dict[str, Any]], targets: list[str],
@@ -136,16 +193,9 @@ def main(argv: list[str] | None = None) -> int:
     points: list[dict[str, Any]] = []
     with Processes() as procs:
         client = make_client(args, procs)
-        servers = {}
         with timer("start servers and register"):
-            if "bare" in args.targets:
-                servers["bare"] = start_bare(procs, body)
-            if any(TARGETS[t][0] == "djl" for t in args.targets):
-                servers["djl"] = start_djl(procs)
-                for target in args.targets:
-                    kind, model, overrides = TARGETS[target]
-                    if kind == "djl":
-                        register(servers["djl"], ECHO_DIR, model, **overrides)
+            servers = start_servers(args, procs, body)
+        args.targets = [t for t in args.targets if TARGETS[t][0] in servers]
         for round_no in range(args.rounds):
             for c in args.concurrency:
                 for target in args.targets:
@@ -180,7 +230,7 @@ def main(argv: list[str] | None = None) -> int:
           "work that is not ours (noise).")
     path = write_results("echo.json", {
         "bench": "echo",
-        "settings": {k: v for k, v in vars(args).items()},
+        "settings": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
         "client": client_name,
         "targets": {t: {"server": TARGETS[t][0], "model": TARGETS[t][1],
                         "overrides": TARGETS[t][2]} for t in args.targets},
