@@ -300,9 +300,11 @@ def start_bare(procs: Processes, body: bytes, *, app: str = "quart", worker: str
                               "--worker", worker], port=port)
 
 
-def start_djl(procs: Processes, *, name: str = "djl", source: Path = REPO) -> Server:
+def start_djl(procs: Processes, *, name: str = "djl", source: Path = REPO,
+              extra_env: Mapping[str, str] | None = None) -> Server:
     """``python -m djl`` on a free port with no start-up models; ``source``: the checkout
-    whose ``djl`` runs (e.g. main's, for a baseline in the same run)."""
+    whose ``djl`` runs (e.g. main's, for a baseline in the same run); ``extra_env``:
+    ``SERVING_*`` settings."""
     port = free_port()
     address = f"http://127.0.0.1:{port}"
     env = {
@@ -314,6 +316,7 @@ def start_djl(procs: Processes, *, name: str = "djl", source: Path = REPO) -> Se
     }
     # The workers too: they must not pick up another checkout's installed djl.
     env["PYTHONPATH"] = str(source)
+    env.update(extra_env or {})
     return procs.start(name, [PYTHON, "-m", "djl"], env, port=port, cwd=source)
 
 

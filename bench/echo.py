@@ -70,8 +70,16 @@ TARGETS: dict[str, tuple[str, str, dict[str, Any]]] = {
     "djl-main": ("djl-main", "echo", {}),
     "djl-main-b1": ("djl-main", "echo_b1", {"batch_size": 1}),
     "torchserve": ("torchserve", "echo", {}),
+    # GC settings A/B (gc_freeze is on by default): what freezing and thresholds buy.
+    "djl-nofreeze": ("djl-nofreeze", "echo", {}),
+    "djl-gcthr": ("djl-gcthr", "echo", {}),
 }
-DJL_SERVERS = ("djl", "djl-main")
+#: djl servers: name → SERVING_* settings.
+DJL_SERVERS: dict[str, dict[str, str]] = {
+    "djl": {}, "djl-main": {},
+    "djl-nofreeze": {"SERVING_GC_FREEZE": "false"},
+    "djl-gcthr": {"SERVING_GC_THRESHOLDS": "20000,50,100"},
+}
 DEFAULT_TARGETS = ["bare", "raw-trio", "raw-asyncio", "djl", "djl-b1", "torchserve"]
 
 
@@ -111,6 +119,14 @@ def make_client(args: argparse.Namespace, procs: Processes) -> Client:
     return client
 
 
+def rss_mib(pid: int) -> float:
+    """Resident memory of a process now (what gc_freeze may cost over a long run)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
 def start_servers(args: argparse.Namespace, procs: Processes,
                   body: bytes) -> dict[str, Server]:
     wanted = {TARGETS[t][0] for t in args.targets}
@@ -121,9 +137,9 @@ def start_servers(args: argparse.Namespace, procs: Processes,
         if f"raw-{worker}" in wanted:
             servers[f"raw-{worker}"] = start_bare(procs, body, app="raw", worker=worker,
                                                   name=f"raw-{worker}")
-    for name in DJL_SERVERS:
+    for name, settings in DJL_SERVERS.items():
         if name in wanted:
-            servers[name] = start_djl(procs, name=name,
+            servers[name] = start_djl(procs, name=name, extra_env=settings,
                                       source=args.main if name == "djl-main" else REPO)
             for target in args.targets:
                 kind, model, overrides = TARGETS[target]
@@ -177,6 +193,7 @@ def summarise(points: list[dict[str, Any]], targets: list[str],
                 "server_cpu_vs_bare": statistics.median(cpu_ratios) if cpu_ratios else None,
                 "server_cpu_util": med("server_cpu_util"),
                 "other_busy_cores": med("other_busy_cores"),
+                "server_rss_mib": max(v["server_rss_mib"] for v in mine),
                 "errors": sum(v["errors"] + v["non_2xx"] for v in mine),
             })
     return rows
@@ -204,7 +221,8 @@ def main(argv: list[str] | None = None) -> int:
                     spec = LoadSpec(f"{server.base_url}/predictions/{model}", body,
                                     "text/plain", c, args.duration)
                     point = measure(client, server, spec, args.warmup)
-                    point.update(target=target, round=round_no)
+                    point.update(target=target, round=round_no,
+                                 server_rss_mib=rss_mib(server.front_pid()))
                     points.append(point)
                     print(f"round {round_no} c={c:<3} {target:<7} {point['rps']:>9,.0f} req/s"
                           f"  p50 {point['p50_ms']:.2f} ms  p99 {point['p99_ms']:.2f} ms"
@@ -218,15 +236,17 @@ def main(argv: list[str] | None = None) -> int:
           f"client {client_name}, nproc {info['nproc']}")
     print(table(
         ["target", "c", "req/s", "p50 ms", "p99 ms", "req/s x bare", "server µs/req",
-         "CPU x bare", "workers µs/req", "client µs/req", "other load", "errors"],
+         "CPU x bare", "workers µs/req", "client µs/req", "RSS MiB", "other load", "errors"],
         [[r["target"], r["concurrency"], r["rps"], r["p50_ms"], r["p99_ms"],
           _ratio(r["ratio_vs_bare"]), r["server_cpu_us_per_req"],
           _ratio(r["server_cpu_vs_bare"]), r["workers_cpu_us_per_req"],
-          r["client_cpu_us_per_req"], f"{r['other_busy_cores']:.2f}", r["errors"]]
+          r["client_cpu_us_per_req"], r["server_rss_mib"], f"{r['other_busy_cores']:.2f}",
+          r["errors"]]
          for r in rows],
     ))
     print("x bare: same-round ratio to the bare quart-trio route (median over rounds); "
-          "server/workers/client µs/req: CPU time per request; other load: cores busy with "
+          "server/workers/client µs/req: CPU time per request; RSS: the server's, "
+          "largest over rounds; other load: cores busy with "
           "work that is not ours (noise).")
     path = write_results("echo.json", {
         "bench": "echo",

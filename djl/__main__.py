@@ -17,7 +17,7 @@ import trio
 from hypercorn.config import Config as HypercornConfig
 from hypercorn.trio import serve
 
-from djl.app import SHUTDOWN_GRACE_S, Listener, create_app
+from djl.app import SHUTDOWN_GRACE_S, Listener, create_app, settle_gc
 from djl.config import Address, ConfigError, ServerConfig, load_server_config
 from djl.errors import DjlError, exception_leaves
 from djl.registry import ModelManager
@@ -92,6 +92,7 @@ async def run_server(config: ServerConfig, *, task_status: Any = trio.TASK_STATU
             else:
                 nursery.start_soon(_load_or_stop, manager, config, stop)
             app = create_app(config, manager)
+            settle_gc(config)
 
             async def trigger() -> None:
                 await stop.wait()

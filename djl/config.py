@@ -166,6 +166,11 @@ class ServerConfig:
     error_rate_server: str = ""
     error_rate_wlm: str = ""
     fail_fast: bool = False
+    #: After start-up, move every object alive to the GC's permanent generation
+    #: (``gc.freeze``): full collections then skip the server's own code and data.
+    gc_freeze: bool = True
+    #: ``gc.set_threshold`` for the server process, "gen0,gen1,gen2"; empty keeps Python's.
+    gc_thresholds: str = ""
     health_check_override: bool = False
     #: ``HF_MODEL_ID``: one more start-up model (spec §4.5); only a local path or a URL.
     hf_model_id: str = ""
@@ -255,6 +260,12 @@ def _coerce(name: str, value: str) -> Any:
         return Address.parse(value.strip())
     if isinstance(default, Path):
         return Path(value).expanduser()
+    if name == "gc_thresholds":
+        parts = [p.strip() for p in value.split(",") if p.strip()]
+        if not 1 <= len(parts) <= 3 or not all(p.isdigit() for p in parts):
+            raise ConfigError(f"Invalid gc_thresholds (1 to 3 counts, e.g. 700,10,10): "
+                              f"{value!r}")
+        return ",".join(parts)
     if name == "allowed_urls":
         patterns = tuple(p.strip() for p in value.split(",") if p.strip())
         for pattern in patterns:
