@@ -1668,6 +1668,8 @@ def encode_rows(arrays, fmts, names=None):
 
 
 # -- content negotiation ------------------------------------------------------------------
+# The rules of DJL's default serving translator, as djl/runtime/torch_engine.py applies
+# them; the Python-handler helper (djl/tensor_batch.py) uses these.
 
 cdef str _media_type(value):
     if not value:
@@ -1676,24 +1678,40 @@ cdef str _media_type(value):
 
 
 def input_format(content_type, payload):
-    """The format of a request body, from its content type (DJL's translator rules):
-    ``application/json`` is JSON; ``tensor/ndlist``, ``tensor/npz`` or none is npz when
-    the body starts with ``PK``, else NDList. Any other type raises BadInput."""
+    """The format a request body is read in: JSON for ``application/json`` (or ``+json``),
+    NDList / npz for their types; with no type (or octet-stream) npz when the body starts
+    with ``PK``, NDList when it starts like one, JSON when untyped. BadInput otherwise."""
+    if payload is None or len(payload) == 0:
+        raise BadInput("The request body is empty: send a JSON array, a tensor/ndlist or "
+                       "a tensor/npz")
     media = _media_type(content_type)
-    if media == "application/json":
+    if media == "application/json" or media.endswith("+json"):
         return FORMAT_JSON
-    if media in ("", "tensor/ndlist", "tensor/npz", "application/octet-stream"):
-        return FORMAT_NPZ if bytes(memoryview(payload)[:2]) == b"PK" else FORMAT_NDLIST
-    raise BadInput(f"Unsupported content type for a tensor input: {content_type}")
+    if media == "tensor/ndlist":
+        return FORMAT_NDLIST
+    if media == "tensor/npz":
+        return FORMAT_NPZ
+    if media == "" or media == "application/octet-stream":
+        head = bytes(memoryview(payload)[:10])
+        if head[:2] == b"PK":
+            return FORMAT_NPZ
+        if head[4:10] == b"\x00\x04NDAR":
+            return FORMAT_NDLIST
+        if media == "":
+            return FORMAT_JSON
+    raise BadInput(f"Unsupported content type {content_type}: tensors are read from "
+                   "application/json, tensor/ndlist and tensor/npz")
 
 
 def output_format(content_type, accept):
-    """The format of the answer: npz when Accept or the content type says tensor/npz,
-    JSON when either says application/json, else NDList (DJL's translator rules)."""
+    """The format of the answer: npz when Accept or the content type says tensor/npz; JSON
+    when Accept says application/json, or the request is JSON and Accept does not ask for
+    tensor/ndlist; else NDList (DJL's default)."""
     accepted = {_media_type(part) for part in str(accept or "").split(",")}
     media = _media_type(content_type)
     if "tensor/npz" in accepted or media == "tensor/npz":
         return FORMAT_NPZ
-    if "application/json" in accepted or media == "application/json":
+    if "application/json" in accepted or (media == "application/json"
+                                          and "tensor/ndlist" not in accepted):
         return FORMAT_JSON
     return FORMAT_NDLIST

@@ -517,14 +517,22 @@ def test_ndlist_rejects_what_it_cannot_carry() -> None:
 
 def test_formats_follow_djls_translator() -> None:
     assert input_format("application/json; charset=utf-8", b"[1]") == FORMAT_JSON
+    assert input_format("application/vnd.x+json", b"[1]") == FORMAT_JSON
     assert input_format("tensor/ndlist", b"\x00\x00") == FORMAT_NDLIST
     assert input_format(None, b"PK\x03\x04") == FORMAT_NPZ
+    assert input_format("application/octet-stream", encode_ndlist([1])) == FORMAT_NDLIST
+    assert input_format("", b"[1]") == FORMAT_JSON
     assert input_format("tensor/npz", b"PK") == FORMAT_NPZ
-    with pytest.raises(BadInput, match="Unsupported content type for a tensor input: text/x"):
+    with pytest.raises(BadInput, match="Unsupported content type text/x: tensors are read"):
         input_format("text/x", b"[1]")
+    with pytest.raises(BadInput, match="Unsupported content type application/octet-stream"):
+        input_format("application/octet-stream", b"[1]")
+    with pytest.raises(BadInput, match="The request body is empty"):
+        input_format("application/json", b"")
     assert output_format("tensor/npz", None) == FORMAT_NPZ
     assert output_format("application/json", "tensor/npz") == FORMAT_NPZ
     assert output_format("application/json", None) == FORMAT_JSON
+    assert output_format("application/json", "tensor/ndlist") == FORMAT_NDLIST
     assert output_format(None, "text/plain, Application/JSON") == FORMAT_JSON
     assert output_format("tensor/ndlist", "*/*") == FORMAT_NDLIST
     assert output_format(None, None) == FORMAT_NDLIST
