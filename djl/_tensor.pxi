@@ -1560,7 +1560,7 @@ cdef _Prepared _prepare(array, int index, name, bint batched):
     if a.nbytes:
         PyObject_GetBuffer(p.flat, &p.view, PyBUF_SIMPLE)
         p.has_view = True
-    p.name = name
+    p.name = str(name) if name is not None else None
     p.ndlist_header = None
     p.npy_header = None
     return p
