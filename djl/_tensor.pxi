@@ -147,6 +147,9 @@ cdef class ParsedTensors:
     def __cinit__(self):
         self._has_view = False
 
+    def __init__(self):
+        raise TypeError("ParsedTensors come from parse_tensors()")
+
     def __dealloc__(self):
         if self._has_view:
             PyBuffer_Release(&self._view)
@@ -937,8 +940,9 @@ cdef _parse_npz(ParsedTensors p, payload):
                                f"compressed bytes")
             inflater = zlib.decompressobj(-15)
             try:
+                # (max_length 0 would mean "no limit", so an empty entry asks for 1)
                 base = inflater.decompress(
-                    memoryview(payload).cast("B")[data_at:data_at + csize], usize)
+                    memoryview(payload).cast("B")[data_at:data_at + csize], usize or 1)
             except zlib.error as exc:
                 raise BadInput(f"npz input: entry {name!r} is corrupt: {exc}") from None
             if len(base) != usize or not inflater.eof:
@@ -1109,6 +1113,8 @@ def collate(items):
                     order, fortran = item._orders[k]
                     flat = np.frombuffer(item._bases[k], batch.dtype.newbyteorder(order),
                                          row_bytes // batch.itemsize, offset)
+                    if code == DT_BOOL:
+                        flat = flat.view(np.uint8) != 0
                     batch[i] = (flat.reshape(shape[::-1]).T if fortran
                                 else flat.reshape(shape))
         finally:

@@ -288,6 +288,9 @@ def test_absurd_shapes_do_not_allocate() -> None:
     bomb[central + 24 : central + 28] = struct.pack("<I", 2**31)
     with pytest.raises(BadInput, match="claims 2147483648 bytes"):
         parse_tensors(bytes(bomb), FORMAT_NPZ)
+    bomb[central + 24 : central + 28] = struct.pack("<I", 0)  # zlib reads 0 as "no limit"
+    with pytest.raises(BadInput, match="is corrupt: it inflates to 1 bytes, not 0"):
+        parse_tensors(bytes(bomb), FORMAT_NPZ)
 
 
 @pytest.mark.parametrize(
