@@ -600,9 +600,12 @@ cdef class _JsonScan:
                 else:
                     self.fail("expected ',' or ']'" if close == 93 else "expected ',' or '}'",
                               pos)
-        for word, n in ((b"true", 4), (b"false", 5), (b"null", 4)):
-            if _literal(s, pos, self.end, word, n):
-                return pos + n
+        if s[pos] == 116 and _literal(s, pos, self.end, "true", 4):
+            return pos + 4
+        if s[pos] == 102 and _literal(s, pos, self.end, "false", 5):
+            return pos + 5
+        if s[pos] == 110 and _literal(s, pos, self.end, "null", 4):
+            return pos + 4
         stop = _scan_number(s, pos, self.end)
         if stop < 0:
             self.fail("expected a value", pos)
