@@ -1,0 +1,41 @@
+"""DESIGN.md's rules of the house that imports can break: dependencies point down."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+DJL = Path(__file__).resolve().parent.parent / "djl"
+
+
+def imported(path: Path) -> set[str]:
+    names: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names.add(node.module)
+    return names
+
+
+@pytest.mark.parametrize(
+    ("package", "forbidden"),
+    [
+        ("http", ("djl.wlm",)),
+        ("runtime", ("djl.http", "djl.wlm", "djl.registry", "djl.workflow", "djl.prepare")),
+        ("wlm", ("djl.http", "djl.registry", "djl.prepare")),
+    ],
+)
+def test_no_import_points_up(package: str, forbidden: tuple[str, ...]) -> None:
+    for path in sorted((DJL / package).glob("*.py")):
+        bad = sorted(name for name in imported(path)
+                     if any(name == f or name.startswith(f + ".") for f in forbidden))
+        assert not bad, f"{path.relative_to(DJL.parent)} imports {bad}"
+
+
+def test_torch_is_imported_only_by_the_torch_engine() -> None:
+    users = sorted(str(p.relative_to(DJL.parent)) for p in DJL.rglob("*.py")
+                   if any(n == "torch" or n.startswith("torch.") for n in imported(p)))
+    assert users == ["djl/runtime/torch_engine.py"]
