@@ -127,7 +127,6 @@ async def _shut_down_on_stop(stop: trio.Event, manager: ModelManager) -> None:
     written before it drops the connections that are left.
     """
     await stop.wait()
-    manager.cancel_loads()
     await manager.aclose(SHUTDOWN_GRACE_S)
 
 

@@ -76,6 +76,8 @@ def create_app(config: ServerConfig | None = None,
 
         @app.after_serving
         async def _stop() -> None:
+            # The same stop as djl-serving's (ModelManager.aclose): loads in progress are
+            # aborted, queued requests answered, in-flight ones given the grace.
             await manager.aclose(SHUTDOWN_GRACE_S)
 
     @app.route("/", defaults={"path": ""}, methods=ALL_METHODS, provide_automatic_options=False)

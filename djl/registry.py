@@ -166,7 +166,9 @@ class ModelManager:
             self._nursery = None
 
     async def aclose(self, grace_s: float = UNREGISTER_GRACE_S) -> None:
-        """Shutdown: unregister everything, answering or failing every request."""
+        """Shutdown: abort the loads in progress (cancel_loads), then unregister
+        everything, answering or failing every request."""
+        self.cancel_loads()
         with trio.CancelScope(shield=True):
             async with trio.open_nursery() as nursery:
                 for entry in list(self._pools.values()):
@@ -229,29 +231,48 @@ class ModelManager:
         if not synchronous:
             self.nursery.start_soon(self._load_in_background, workflow)
             return
-        # A client hanging up must not abort the load (shielded), but shutdown may
-        # (cancel_loads): then it is rolled back like any failed registration.
-        scope = trio.CancelScope(shield=True)
+        # The load runs in the manager's nursery, not in the request's task: a client
+        # hanging up (or hypercorn dropping the request at shutdown) must not abort it,
+        # while stopping the manager (cancel_loads) must, whichever way it was launched.
+        outcome: list[BaseException | None] = []
+        done = trio.Event()
+        self.nursery.start_soon(self._load_registered, workflow, outcome, done)
+        await done.wait()
+        if outcome[0] is not None:
+            raise outcome[0]
+
+    async def _load_registered(self, workflow: Workflow, outcome: list[BaseException | None],
+                               done: trio.Event) -> None:
+        """A synchronous registration's load: rolled back unless it loads, its outcome
+        handed to the waiting request."""
+        scope = trio.CancelScope()
         if self._stopping:
             scope.cancel()
         self._loads.add(scope)
+        error: BaseException | None = None
         try:
             with scope:
                 await self._load_workflow(workflow)
             if scope.cancelled_caught:
-                raise ServiceUnavailable("The server is shutting down")
-            if workflow.removed:
+                error = ServiceUnavailable("The server is shutting down")
+            elif workflow.removed:
                 # A DELETE stopped the load: answering "registered" would name a model
                 # that no longer exists.
-                raise ModelNotFound(
+                error = ModelNotFound(
                     f"Model or workflow {workflow.name} was unregistered while it loaded"
                 )
+        except Exception as exc:  # noqa: BLE001 — the registering request renders it
+            error = exc
         except BaseException:
-            with trio.CancelScope(shield=True):
-                await self._remove(workflow)
+            error = ServiceUnavailable("The server is shutting down")
             raise
         finally:
             self._loads.discard(scope)
+            if error is not None:
+                with trio.CancelScope(shield=True):
+                    await self._remove(workflow)
+            outcome.append(error)
+            done.set()
 
     def cancel_loads(self) -> None:
         """Shutdown has begun: abort synchronous registrations still loading, and any that
