@@ -535,8 +535,17 @@ class ModelManager:
         target_device = Device.parse(device) if device else None
         for workflow in targets:
             for model in workflow.models.values():
-                assert model.pool is not None
-                await model.pool.scale(min_workers, max_workers, target_device)
+                # Every await below lets a DELETE run: a workflow it removed is gone (404),
+                # whether that happened before this model's turn or while it scaled.
+                pool = model.pool
+                if workflow.removed or pool is None:
+                    raise ModelNotFound.model_or_workflow(name)
+                try:
+                    await pool.scale(min_workers, max_workers, target_device)
+                except DjlError:
+                    if workflow.removed:
+                        raise ModelNotFound.model_or_workflow(name) from None
+                    raise
         return targets
 
     # -- inference ---------------------------------------------------------------------

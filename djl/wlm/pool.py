@@ -380,6 +380,8 @@ class WorkerPool:
         still starting.
         """
         async with self._scale_lock:
+            if self._closing:
+                raise WlmError.not_ready(self.model_id)
             await self._scale(min_workers, max_workers, device)
 
     async def _scale(self, min_workers: int | None, max_workers: int | None,
@@ -408,8 +410,10 @@ class WorkerPool:
                     break
                 self._retire(worker)
                 excess -= 1
-            assert self._nursery is not None
             for _ in range(group.min_workers - len(group.permanent())):
+                if self._closing or self._nursery is None:
+                    # Unregistered while an earlier worker started: none may start now.
+                    raise WlmError.not_ready(self.model_id)
                 await self._nursery.start(self._keep_worker, group, True)
         if sum(g.max_workers for g in self.groups.values()) == 0:
             # No worker may ever run again: queued jobs must not wait for one forever.
