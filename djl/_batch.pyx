@@ -32,7 +32,7 @@ from libc.string cimport memcpy
 
 from collections import deque
 
-from djl.errors import Capacity, FrameError, TranslateError
+from djl.errors import Capacity, FrameError, FrameTooLarge, TranslateError
 
 REQUEST = 1
 RESPONSE = 2
@@ -247,8 +247,11 @@ cdef class _Writer:
         self.parts.append(n)
         self.size += 4
 
-    cdef bytearray finish(self, int kind):
+    cdef bytearray finish(self, int kind, Py_ssize_t max_frame):
+        """The frame, or FrameTooLarge before anything is allocated."""
         cdef Py_ssize_t total = 5 + self.size
+        if total - 4 > max_frame:
+            raise FrameTooLarge(total - 4, max_frame)
         cdef bytearray out = PyByteArray_FromStringAndSize(NULL, total)
         cdef char* buf = PyByteArray_AS_STRING(out)
         cdef Py_ssize_t pos = 0
@@ -272,7 +275,7 @@ cdef inline void _write_properties(_Writer w, dict properties):
         w.string(v)
 
 
-def encode_request(dict properties, list keys, list values):
+def encode_request(dict properties, list keys, list values, Py_ssize_t max_frame=MAX_FRAME):
     """One request frame: ``properties`` (str -> str) and content (keys, values)."""
     cdef _Writer w = _Writer()
     _write_properties(w, properties)
@@ -280,10 +283,10 @@ def encode_request(dict properties, list keys, list values):
     for i in range(len(keys)):
         w.string(keys[i])
         w.blob(values[i])
-    return w.finish(REQUEST)
+    return w.finish(REQUEST, max_frame)
 
 
-def encode_batch(list inputs, dict extra=None):
+def encode_batch(list inputs, dict extra=None, Py_ssize_t max_frame=MAX_FRAME):
     """One request frame for a batch of Inputs (spec §6.8).
 
     A batch of one is sent unchanged. Otherwise property ``batch_size`` is added and
@@ -303,7 +306,7 @@ def encode_batch(list inputs, dict extra=None):
         if extra:
             props = dict(props)
             props.update(extra)
-        return encode_request(props, item.content.keys, item.content.values)
+        return encode_request(props, item.content.keys, item.content.values, max_frame)
     for item in inputs:
         nprops += len(item.properties)
         nitems += len(item.content.keys)
@@ -326,10 +329,11 @@ def encode_batch(list inputs, dict extra=None):
         for k, v in zip(content.keys, content.values):
             w.string(prefix + (k if k is not None else "data"))
             w.blob(v)
-    return w.finish(REQUEST)
+    return w.finish(REQUEST, max_frame)
 
 
-def encode_response(int code, str message, dict properties, list keys, list values):
+def encode_response(int code, str message, dict properties, list keys, list values,
+                    Py_ssize_t max_frame=MAX_FRAME):
     """One response frame; ``keys is None`` announces a stream of CHUNK frames."""
     cdef _Writer w = _Writer()
     w.count(code)
@@ -342,15 +346,19 @@ def encode_response(int code, str message, dict properties, list keys, list valu
         for i in range(len(keys)):
             w.string(keys[i])
             w.blob(values[i])
-    return w.finish(RESPONSE)
+    return w.finish(RESPONSE, max_frame)
 
 
 def encode_chunk(bint more, data):
     cdef const unsigned char[::1] view = data
     cdef Py_ssize_t n = view.shape[0]
-    cdef bytearray out = PyByteArray_FromStringAndSize(NULL, 6 + n)
-    cdef char* buf = PyByteArray_AS_STRING(out)
+    cdef bytearray out
+    cdef char* buf
     cdef Py_ssize_t pos = 0
+    if n + 2 > MAX_FRAME:
+        raise FrameTooLarge(n + 2, MAX_FRAME)
+    out = PyByteArray_FromStringAndSize(NULL, 6 + n)
+    buf = PyByteArray_AS_STRING(out)
     _put_u32(buf, &pos, <uint32_t>(n + 2))
     buf[4] = <char>CHUNK
     buf[5] = <char>(1 if more else 0)
@@ -363,7 +371,7 @@ def encode_error(str kind, str message):
     cdef _Writer w = _Writer()
     w.string(kind)
     w.string(message)
-    return w.finish(ERROR)
+    return w.finish(ERROR, MAX_FRAME)
 
 
 # -- decoding -----------------------------------------------------------------------------
@@ -484,6 +492,8 @@ cdef class FrameDecoder:
     cdef readonly Py_ssize_t max_frame
 
     def __init__(self, Py_ssize_t max_frame=MAX_FRAME):
+        if not 1 <= max_frame <= MAX_FRAME:
+            raise ValueError(f"max_frame must be within 1..{MAX_FRAME}, got {max_frame}")
         self._buf = bytearray()
         self._start = 0
         self.max_frame = max_frame
@@ -513,7 +523,7 @@ cdef class FrameDecoder:
         if length < 1:
             raise FrameError("empty frame: a frame holds at least its kind byte")
         if length > <uint32_t>self.max_frame:
-            raise FrameError(f"frame of {length} bytes exceeds the limit of {self.max_frame}")
+            raise FrameTooLarge(length, self.max_frame)
         if avail < 4 + <Py_ssize_t>length:
             # Release the buffer export first: a bytearray cannot shrink while viewed.
             view = None

@@ -140,6 +140,11 @@ class ModelLoadError(DjlError):
     status = 500
     type = "EngineException"
 
+    @classmethod
+    def out_of_memory(cls) -> ModelLoadError:
+        """The worker ran out of memory while loading (507, as DJL answers)."""
+        return cls("OOM", status=OutOfMemory.status)
+
 
 # -- mapping B: inference failures -----------------------------------------------------------
 
@@ -158,6 +163,10 @@ class WlmError(DjlError):
     @classmethod
     def shutting_down(cls) -> WlmError:
         return cls("Worker shutting down")
+
+
+class WorkerDied(WlmError):
+    """The worker process is gone or unusable; its in-flight jobs get this (503)."""
 
 
 class WlmShutdown(WlmError):
@@ -224,6 +233,13 @@ class OutputTooLarge(DjlError):
             "(max_worker_item_bytes)"
         )
 
+    @classmethod
+    def frame(cls, size: int, limit: int) -> OutputTooLarge:
+        return cls(
+            f"The model's answer of {size} bytes exceeds the limit of {limit} bytes for one "
+            "batch (max_worker_item_bytes per item of a full batch)"
+        )
+
 
 class FrameError(DjlError):
     """The worker pipe carried bytes that are not a valid frame: the worker is unusable."""
@@ -233,13 +249,25 @@ class FrameError(DjlError):
     config_key = "wlm_error_http_code"
 
 
-#: Error kinds a worker may report in an ERROR frame, mapped back to classes server-side.
-WORKER_ERROR_KINDS: dict[str, type[DjlError]] = {
-    "load": ModelLoadError,
-    "oom": ModelLoadError,
-    "not_found": ModelLoadError,
-    "protocol": FrameError,
-}
+class FrameTooLarge(FrameError):
+    """A frame over the limit its receiver set: the encoder refuses to write it, the
+    decoder to read it. ``size`` and ``limit`` are the frame's bytes after its length."""
+
+    def __init__(self, size: int, limit: int) -> None:
+        super().__init__(f"frame of {size} bytes exceeds the limit of {limit}")
+        self.size = size
+        self.limit = limit
+
+
+#: The kinds of a worker's ERROR frame: ``runtime/__main__.py`` sends them and
+#: ``wlm/worker.py`` turns them back into these classes.
+#: The model cannot load: its registration fails (ModelLoadError).
+ERROR_LOAD = "load"
+#: The model cannot load for lack of memory (ModelLoadError.out_of_memory, 507).
+ERROR_OOM = "oom"
+#: An answer over the item or frame limit: its batch fails (OutputTooLarge), the worker
+#: serves on.
+ERROR_OUTPUT = "output"
 
 
 def exception_leaves(exc: BaseException) -> list[BaseException]:

@@ -21,7 +21,14 @@ import traceback
 from pathlib import Path
 
 from djl import _batch
-from djl.errors import FrameError, OutputTooLarge
+from djl.errors import (
+    ERROR_LOAD,
+    ERROR_OOM,
+    ERROR_OUTPUT,
+    FrameError,
+    FrameTooLarge,
+    OutputTooLarge,
+)
 from djl.io import Input, Output, PairList
 from djl.runtime.python_engine import EntryPointError, PythonEngine, is_out_of_memory
 
@@ -38,28 +45,39 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--device-id", default="-1")
     p.add_argument("--log-level", default="info")
     p.add_argument("--max-item-bytes", type=int, default=20 * 1024 * 1024)
+    p.add_argument("--max-frame-bytes", type=int, default=_batch.MAX_FRAME,
+                   help="largest frame the server reads")
     return p.parse_args(argv)
 
 
-def _send_output(sock: socket.socket, output: Output, max_item_bytes: int) -> None:
+def _send_output(sock: socket.socket, output: Output, max_item_bytes: int,
+                 max_frame: int) -> None:
     """One answer frame (or a stream of chunk frames) for one request frame.
 
-    An item over ``max_item_bytes`` is refused here, before it reaches the pipe: the server
-    would have to treat a frame that large as a broken worker. Stream chunks are split.
+    An item over ``max_item_bytes``, or an answer whose frame would pass ``max_frame``
+    (many items, each within the limit), is refused here, before it reaches the pipe: the
+    server would have to treat a frame that large as a broken worker. Stream chunks are
+    split.
     """
     props = {str(k): str(v) for k, v in output.properties.items()}
     if output.stream is None:
         largest = max((len(v) for v in output.content.values), default=0)
-        if largest > max_item_bytes:
-            error = OutputTooLarge.item(largest, max_item_bytes)
-            log.error("%s", error.message)
-            sock.sendall(_batch.encode_error("output", error.message))
-            return
-        sock.sendall(
-            _batch.encode_response(
-                output.code, output.message, props, output.content.keys, output.content.values
+        try:
+            if largest > max_item_bytes:
+                raise OutputTooLarge.item(largest, max_item_bytes)
+            frame = _batch.encode_response(
+                output.code, output.message, props, output.content.keys,
+                output.content.values, max_frame,
             )
-        )
+        except FrameTooLarge as exc:
+            refused = OutputTooLarge.frame(exc.size, exc.limit)
+        except OutputTooLarge as exc:
+            refused = exc
+        else:
+            sock.sendall(frame)
+            return
+        log.error("%s", refused.message)
+        sock.sendall(_batch.encode_error(ERROR_OUTPUT, refused.message))
         return
     sock.sendall(_batch.encode_response(output.code, output.message, props, None, None))
     formatter = output.stream_formatter
@@ -94,7 +112,8 @@ def _run_finalizers(output: Output) -> None:
             log.warning("finalizer raised:\n%s", traceback.format_exc())
 
 
-def serve(sock: socket.socket, engine: PythonEngine, max_item_bytes: int) -> None:
+def serve(sock: socket.socket, engine: PythonEngine, max_item_bytes: int,
+          max_frame: int = _batch.MAX_FRAME) -> None:
     decoder = _batch.FrameDecoder()
     initialised = False
     while True:
@@ -112,15 +131,15 @@ def serve(sock: socket.socket, engine: PythonEngine, max_item_bytes: int) -> Non
                 try:
                     engine.load()
                 except EntryPointError as exc:
-                    sock.sendall(_batch.encode_error("load", str(exc)))
+                    sock.sendall(_batch.encode_error(ERROR_LOAD, str(exc)))
                     return
                 except Exception as exc:  # noqa: BLE001 — the user's module failed to import
                     log.error("model failed to load:\n%s", traceback.format_exc())
-                    kind_name = "oom" if is_out_of_memory(exc) else "load"
+                    kind_name = ERROR_OOM if is_out_of_memory(exc) else ERROR_LOAD
                     sock.sendall(_batch.encode_error(kind_name, f"{type(exc).__name__}: {exc}"))
                     return
             output = engine.invoke(inputs)
-            _send_output(sock, output, max_item_bytes)
+            _send_output(sock, output, max_item_bytes, max_frame)
             _run_finalizers(output)
 
 
@@ -136,7 +155,7 @@ def main(argv: list[str] | None = None) -> int:
     os.chdir(model_dir)
     engine = PythonEngine(model_dir, args.entry_point, args.device_id)
     try:
-        serve(sock, engine, args.max_item_bytes)
+        serve(sock, engine, args.max_item_bytes, args.max_frame_bytes)
     except (BrokenPipeError, ConnectionResetError):
         return 0
     except KeyboardInterrupt:

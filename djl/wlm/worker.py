@@ -30,13 +30,15 @@ import trio
 
 from djl import _batch
 from djl.errors import (
-    WORKER_ERROR_KINDS,
+    ERROR_OOM,
+    ERROR_OUTPUT,
     DjlError,
     FrameError,
     ModelLoadError,
     OutputTooLarge,
     StreamCut,
     WlmError,
+    WorkerDied,
 )
 from djl.io import Output, PairList
 
@@ -91,7 +93,9 @@ class WorkerCommand:
     #: Longest a streamed chunk waits for the HTTP side to take it (chunked_read_timeout).
     stream_send_timeout_s: float = 120.0
 
-    def argv(self, fd: int, device_id: int) -> list[str]:
+    def argv(self, fd: int, device_id: int, max_frame: int) -> list[str]:
+        """``max_frame``: the largest frame the server reads from this worker; the runtime
+        refuses to write a larger one (it answers the batch with an ERROR frame instead)."""
         return [
             self.python or sys.executable,
             "-m",
@@ -108,6 +112,8 @@ class WorkerCommand:
             self.log_level,
             "--max-item-bytes",
             str(self.max_item_bytes),
+            "--max-frame-bytes",
+            str(max_frame),
         ]
 
 
@@ -122,10 +128,6 @@ def _init_detail(values: Sequence[bytes] | None) -> str:
     if isinstance(body, dict) and isinstance(body.get("error"), str):
         return body["error"]
     return text
-
-
-class WorkerDied(WlmError):
-    """The worker process is gone or unusable; its in-flight jobs get this (503)."""
 
 
 class ChunkStream:
@@ -211,7 +213,8 @@ class Worker:
                     # this worker, never an error that escapes the pool.
                     channel, child = socket.socketpair()
                     process = await trio.lowlevel.open_process(
-                        command.argv(child.fileno(), self.group.device.device_id),
+                        command.argv(child.fileno(), self.group.device.device_id,
+                                     self._max_frame()),
                         pass_fds=(child.fileno(),),
                         stdin=subprocess.DEVNULL,
                         stdout=-1,
@@ -327,14 +330,12 @@ class Worker:
             ) from None
         if kind == _batch.ERROR:
             error_kind, message = _batch.decode_error(payload)
-            if error_kind == "oom":
-                raise ModelLoadError("OOM", status=507)
-            raise WORKER_ERROR_KINDS.get(error_kind, ModelLoadError)(
-                f"Failed to initialize model: {message}"
-            )
+            if error_kind == ERROR_OOM:
+                raise ModelLoadError.out_of_memory()
+            raise ModelLoadError(f"Failed to initialize model: {message}")
         code, message, _props, keys, values = _batch.decode_response(payload)
-        if code == 507:
-            raise ModelLoadError("OOM", status=507)
+        if code == ModelLoadError.out_of_memory().status:
+            raise ModelLoadError.out_of_memory()
         if code >= 300:
             raise ModelLoadError(
                 f"Failed to initialize model: {message}: {_init_detail(values)}".rstrip(": ")
@@ -439,7 +440,7 @@ class Worker:
         if kind != _batch.ERROR:
             raise FrameError(f"unexpected frame kind {kind} from worker")
         error_kind, message = _batch.decode_error(payload)
-        if error_kind != "output":
+        if error_kind != ERROR_OUTPUT:
             raise FrameError(f"unexpected {error_kind} error from worker: {message}")
         error = OutputTooLarge(message)
         for job in batch:

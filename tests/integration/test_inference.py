@@ -358,6 +358,32 @@ async def test_an_oversized_response_item_fails_its_request_not_the_worker(tmp_p
         assert [w["status"] for w in group["workers"]] == ["READY"]
 
 
+async def test_an_answer_over_the_frame_limit_fails_its_request_not_the_worker(tmp_path):
+    """Items each within max_worker_item_bytes can add up to more than the server reads in
+    one frame: the runtime refuses that answer itself, so only its request fails (500),
+    the worker serves on and no failure counts against retry_threshold (issue 8, defect 2;
+    it used to be killed as a broken worker, and FAILED at the second one)."""
+    async with running_server(tmp_path, max_worker_item_bytes=str(MIB),
+                              max_request_size=str(MIB), retry_threshold="0") as server:
+        c = server.client
+        await register(server, "b", "behave", min_worker="1", max_worker="1")
+        pid = (await c.post("/predictions/b", params={"action": "pid"})).text
+        for _ in range(2):
+            r = await c.post("/predictions/b", params={"action": "many", "count": "3",
+                                                       "size": str(MIB)})
+            assert r.status_code == 500, r.text  # 503 would mean the worker was killed
+            body = r.json()
+            assert body["type"] == "OutputTooLargeException", body
+            assert "exceeds the limit of" in body["message"], body
+        r = await c.post("/predictions/b", params={"action": "many", "count": "1",
+                                                   "size": str(MIB)})
+        assert r.status_code == 200 and len(r.content) == MIB
+        r = await c.post("/predictions/b", params={"action": "pid"})
+        assert r.status_code == 200 and r.text == pid  # the same process
+        r = await c.get("/ping")
+        assert r.status_code == 200 and r.json() == {"b": {"status": "Healthy"}}
+
+
 async def test_a_stream_chunk_over_the_item_limit_arrives_whole(tmp_path):
     """Streamed chunks have no size limit for the model: the runtime splits a big one."""
     async with running_server(tmp_path, max_worker_item_bytes=str(MIB),
