@@ -20,10 +20,11 @@ $(VENV)/.installed: pyproject.toml setup.py constraints.txt djl/_batch.pyx
 	$(BIN)/python -c "import djl._batch"
 	touch $@
 
+# exec: the server replaces the recipe's shell, so a SIGTERM make passes on reaches it.
 serve: install
 	SERVING_INFERENCE_ADDRESS=http://$(HOST):$(PORT) \
 	SERVING_MANAGEMENT_ADDRESS=http://$(HOST):$(PORT) \
-	$(BIN)/djl-serving --models echo=file:examples/echo/
+	exec $(BIN)/djl-serving --models echo=file:examples/echo/
 
 test: install
 	$(BIN)/ruff check djl djl_python tests bench
