@@ -63,9 +63,8 @@ cdef class Job:
     cdef public object done      # trio.Event set once result or error is filled in
     cdef public object result    # Output
     cdef public object error     # DjlError
-    cdef public double enqueued_at
 
-    def __init__(self, input, int priority=3, done=None):
+    def __init__(self, input, int priority=DEFAULT_PRIORITY, done=None):
         self.input = input
         self.priority = priority
         self.queued = False
@@ -73,7 +72,6 @@ cdef class Job:
         self.done = done
         self.result = None
         self.error = None
-        self.enqueued_at = 0.0
 
     cpdef bint finished(self):
         return self.result is not None or self.error is not None
@@ -114,11 +112,6 @@ cdef class JobQueue:
 
     def __len__(self):
         return self._live
-
-    cpdef set_capacity(self, Py_ssize_t capacity):
-        if capacity < 1:
-            raise ValueError(f"queue capacity must be >= 1, got {capacity}")
-        self.capacity = capacity
 
     cpdef put_nowait(self, Job job, bint worker_idle=True):
         """Enqueue ``job`` or raise ``Capacity``.
@@ -192,6 +185,12 @@ cdef class JobQueue:
     cpdef list drain(self):
         """Remove and return every live job (unregister, shutdown)."""
         return self.take(self._live)
+
+    cpdef fail_all(self, error):
+        """Remove every live job and answer each with ``error`` (a DjlError)."""
+        cdef Job job
+        for job in self.take(self._live):
+            job.set_error(error)
 
 
 # -- encoding -----------------------------------------------------------------------------

@@ -22,7 +22,7 @@ from quart import Response, request
 from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
-from djl.config import ServerConfig, load_server_config
+from djl.config import BODY_TIMEOUT_S, SHUTDOWN_GRACE_S, ServerConfig, load_server_config
 from djl.errors import (
     DjlError,
     MethodNotAllowed,
@@ -38,8 +38,6 @@ from djl.startup import load_startup_models
 
 log = logging.getLogger("djl.app")
 
-#: Shutdown: how long in-flight requests get to finish before their workers are stopped.
-SHUTDOWN_GRACE_S = 10.0
 ALL_METHODS = ["GET", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "HEAD"]
 
 _INFERENCE = re.compile(r"^/(ping|invocations|predictions|v1/chat/completions)([/?].*)?$")
@@ -61,7 +59,7 @@ def create_app(config: ServerConfig | None = None,
     app.config["MAX_CONTENT_LENGTH"] = config.max_request_size
     app.config["BACKGROUND_TASK_SHUTDOWN_TIMEOUT"] = SHUTDOWN_GRACE_S
     app.config["PROVIDE_AUTOMATIC_OPTIONS"] = False
-    app.config["BODY_TIMEOUT"] = 600
+    app.config["BODY_TIMEOUT"] = BODY_TIMEOUT_S
     owns_manager = manager is None
     manager = manager or ModelManager(config)
     app.extensions["djl.manager"] = manager

@@ -36,6 +36,10 @@ class BadRequest(DjlError):
     status = 400
     type = "BadRequestException"
 
+    @classmethod
+    def unnamed_workflow(cls) -> BadRequest:
+        return cls('The workflow has no name: set "name" in the workflow file or model_name')
+
 
 class IllegalArgument(BadRequest):
     """Malformed parameter values (Java's IllegalArgumentException). The spec's [REC] is 400."""
@@ -132,6 +136,10 @@ class ServiceUnavailable(DjlError):
     @classmethod
     def not_ready(cls, name: str) -> ServiceUnavailable:
         return cls(f"Model or workflow is not ready: {name}")
+
+    @classmethod
+    def server_stopping(cls) -> ServiceUnavailable:
+        return cls("The server is shutting down")
 
 
 class ModelLoadError(DjlError):

@@ -24,7 +24,15 @@ from typing import Any
 import trio
 
 from djl import store
-from djl.config import ModelConfig, RegisterParams, ServerConfig, build_model_config
+from djl.config import (
+    RESERVED_MEMORY_MB,
+    UNREGISTER_GRACE_S,
+    ModelConfig,
+    RegisterParams,
+    ServerConfig,
+    build_model_config,
+    parse_int,
+)
 from djl.errors import (
     BadRequest,
     Conflict,
@@ -46,8 +54,6 @@ from djl.workflow.spec import load_workflow, workflow_file_of
 
 log = logging.getLogger("djl.registry")
 
-#: How long unregister lets in-flight requests finish before their workers are stopped.
-UNREGISTER_GRACE_S = 5.0
 PYTHON_ENGINES = ("Python", "MPI")
 
 
@@ -211,7 +217,7 @@ class ModelManager:
         """A parsed workflow file (djl.workflow.spec.WorkflowSpec)."""
         workflow_name = name or spec.name
         if not workflow_name:
-            raise BadRequest("The workflow has no name: set \"name\" in the file or model_name")
+            raise BadRequest.unnamed_workflow()
         models: dict[str, Model] = {}
         for local_name, ref in spec.models.items():
             store.check_url_allowed(ref.url, self.config)
@@ -254,7 +260,7 @@ class ModelManager:
             with scope:
                 await self._load_workflow(workflow)
             if scope.cancelled_caught:
-                error = ServiceUnavailable("The server is shutting down")
+                error = ServiceUnavailable.server_stopping()
             elif workflow.removed:
                 # A DELETE stopped the load: answering "registered" would name a model
                 # that no longer exists.
@@ -264,7 +270,7 @@ class ModelManager:
         except Exception as exc:  # noqa: BLE001 — the registering request renders it
             error = exc
         except BaseException:
-            error = ServiceUnavailable("The server is shutting down")
+            error = ServiceUnavailable.server_stopping()
             raise
         finally:
             self._loads.discard(scope)
@@ -381,7 +387,8 @@ class ModelManager:
             raise BadRequest(f"{engine} is not supported")
         entry_point = self._entry_point(source, config)
         check_memory(config)
-        devices = resolve_devices(config.load_on_devices)
+        devices = resolve_devices(config.load_on_devices,
+                                  visible_devices=self.config.cuda_visible_devices)
         init = {k: str(v) for k, v in config.options.items()}
         init.update({k: str(v) for k, v in config.arguments.items()})
         init.update({k: str(v) for k, v in source.arguments.items()})
@@ -627,8 +634,8 @@ def _parse_env(text: str) -> dict[str, str]:
 
 def check_memory(config: ModelConfig) -> None:
     """Memory admission (spec §4.8): free - required must stay above reserved."""
-    required_mb = _int_arg(config.arguments.get("required_memory_mb"), 0)
-    reserved_mb = _int_arg(config.arguments.get("reserved_memory_mb"), 500)
+    required_mb = parse_int(config.arguments.get("required_memory_mb"), 0) or 0
+    reserved_mb = parse_int(config.arguments.get("reserved_memory_mb"), RESERVED_MEMORY_MB)
     try:
         text = Path("/proc/meminfo").read_text()
     except OSError:
@@ -637,12 +644,5 @@ def check_memory(config: ModelConfig) -> None:
     if not m:
         return
     free_mb = int(m.group(1)) // 1024
-    if free_mb - required_mb < reserved_mb:
+    if free_mb - required_mb < (reserved_mb or 0):
         raise OutOfMemory.admission()
-
-
-def _int_arg(value: str | None, default: int) -> int:
-    try:
-        return int(value) if value not in (None, "") else default
-    except ValueError:
-        return default

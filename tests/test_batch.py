@@ -172,17 +172,14 @@ def test_drain_returns_every_live_job_in_order():
     assert len(q) == 0
 
 
-def test_capacity_validation_and_resize():
+def test_capacity_validation():
     with pytest.raises(ValueError):
         _batch.JobQueue(0)
     q = _batch.JobQueue(1, "m")
     assert q.capacity == 1 and q.model_id == "m"
     q.put_nowait(job("a"))
-    q.set_capacity(2)
-    q.put_nowait(job("b"))
-    with pytest.raises(ValueError):
-        q.set_capacity(0)
-    assert q.capacity == 2
+    with pytest.raises(Capacity):
+        q.put_nowait(job("b"))
 
 
 # -- frames -------------------------------------------------------------------------------

@@ -44,8 +44,9 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--entry-point", required=True)
     p.add_argument("--device-id", default="-1")
     p.add_argument("--log-level", default="info")
-    p.add_argument("--max-item-bytes", type=int, default=20 * 1024 * 1024)
-    p.add_argument("--max-frame-bytes", type=int, default=_batch.MAX_FRAME,
+    # No defaults: the server always says (its ServerConfig is the one source).
+    p.add_argument("--max-item-bytes", type=int, required=True)
+    p.add_argument("--max-frame-bytes", type=int, required=True,
                    help="largest frame the server reads")
     return p.parse_args(argv)
 

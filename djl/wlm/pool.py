@@ -24,10 +24,11 @@ from dataclasses import dataclass
 import trio
 
 from djl import _batch
-from djl.config import ModelConfig
+from djl.config import ModelConfig, parse_int
 from djl.errors import (
     BadRequest,
     DjlError,
+    IllegalArgument,
     ModelLoadError,
     WlmError,
     WlmShutdown,
@@ -179,16 +180,14 @@ class WorkerPool:
                 raise rest from None
         finally:
             self._closing = True
-            for job in self.queue.drain():
-                job.set_error(WlmError.shutting_down())
+            self.queue.fail_all(WlmError.shutting_down())
             self.closed.set()
 
     async def aclose(self, grace_s: float = 0.0) -> None:
         """Unregister: refuse new jobs, answer queued ones, let in-flight ones finish for
         up to ``grace_s``, then stop every worker and wait for the processes to exit."""
         self._closing = True
-        for job in self.queue.drain():
-            job.set_error(WlmError.shutting_down())
+        self.queue.fail_all(WlmError.shutting_down())
         try:
             if grace_s > 0:
                 with trio.move_on_after(grace_s):
@@ -202,7 +201,7 @@ class WorkerPool:
                 await self.closed.wait()
 
     # -- requests ----------------------------------------------------------------------
-    def submit(self, inputs: Input, priority: int = 3) -> _batch.Job:
+    def submit(self, inputs: Input, priority: int = _batch.DEFAULT_PRIORITY) -> _batch.Job:
         """Queue a job (spec §5.2) or raise: not ready, shut down, queue full (503s)."""
         if self.status is not ModelStatus.READY or self._closing:
             raise WlmError.not_ready(self.model_id)
@@ -210,7 +209,6 @@ class WorkerPool:
         if max_total == 0:
             raise WlmShutdown.all_workers(self.model_id)
         job = _batch.Job(inputs, priority, trio.Event())
-        job.enqueued_at = trio.current_time()
         try:
             self.queue.put_nowait(job, self._idle > 0)
         except DjlError:
@@ -417,8 +415,7 @@ class WorkerPool:
                 await self._nursery.start(self._keep_worker, group, True)
         if sum(g.max_workers for g in self.groups.values()) == 0:
             # No worker may ever run again: queued jobs must not wait for one forever.
-            for job in self.queue.drain():
-                job.set_error(WlmShutdown.all_workers(self.model_id))
+            self.queue.fail_all(WlmShutdown.all_workers(self.model_id))
         self._lot.unpark_all()
 
     def _retire(self, worker: Worker) -> None:
@@ -515,8 +512,7 @@ class WorkerPool:
             log.critical("SERVING_FAIL_FAST is set: exiting with status 137")
             os._exit(137)
         self.status = ModelStatus.FAILED
-        for job in self.queue.drain():
-            job.set_error(WlmError.not_ready(self.model_id))
+        self.queue.fail_all(WlmError.not_ready(self.model_id))
         for worker in self.running_workers():
             worker.retiring = True
         self._lot.unpark_all()
@@ -545,13 +541,12 @@ class WorkerPool:
 
 
 def priority_of(inputs: Input) -> int:
-    """The ``x-priority`` property (spec §3.4): an int, default 3, lower runs first."""
+    """The ``x-priority`` property (spec §3.4): an int, default DEFAULT_PRIORITY, lower runs
+    first."""
     value = inputs.get_property("x-priority")
-    if value is None or value == "":
-        return 3
     try:
-        return int(value)
-    except ValueError:
+        return parse_int(value, _batch.DEFAULT_PRIORITY)  # type: ignore[return-value]
+    except IllegalArgument:
         raise BadRequest(f"Invalid x-priority: {value}") from None
 
 

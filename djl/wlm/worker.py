@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING
 import trio
 
 from djl import _batch
+from djl.config import ServerConfig
 from djl.errors import (
     ERROR_OOM,
     ERROR_OUTPUT,
@@ -87,11 +88,11 @@ class WorkerCommand:
     handler: str = "handle"
     env: dict[str, str] = field(default_factory=dict)
     log_level: str = "info"
-    max_item_bytes: int = 20 * 1024 * 1024
+    max_item_bytes: int = ServerConfig.max_worker_item_bytes
     #: Batches in flight at once for a fast model (ServerConfig.pipeline_depth).
-    pipeline_depth: int = 4
+    pipeline_depth: int = ServerConfig.pipeline_depth
     #: Longest a streamed chunk waits for the HTTP side to take it (chunked_read_timeout).
-    stream_send_timeout_s: float = 120.0
+    stream_send_timeout_s: float = ServerConfig.chunked_read_timeout_s
 
     def argv(self, fd: int, device_id: int, max_frame: int) -> list[str]:
         """``max_frame``: the largest frame the server reads from this worker; the runtime

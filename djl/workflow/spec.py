@@ -24,7 +24,7 @@ from urllib.parse import unquote, urlsplit
 
 import trio
 
-from djl.config import RegisterParams
+from djl.config import RegisterParams, parse_java_int
 from djl.errors import BadRequest, IllegalArgument
 from djl.workflow.graph import IN, OUT, Program, compile_program
 from djl.workflow.libs import load_functions
@@ -387,7 +387,7 @@ def _model_object(name: str, raw: Mapping[str, Any]) -> ModelRef:
             return int(value)
         if isinstance(value, str):
             try:
-                return int(value.strip())
+                return parse_java_int(value.strip())
             except ValueError:
                 pass
         raise BadRequest(f"The {key} of model {name} must be an integer, not {value!r}")
