@@ -97,12 +97,13 @@ def _send_output(sock: socket.socket, output: Output, max_item_bytes: int,
             if isinstance(data, str):
                 data = data.encode("utf-8")
             for start in range(0, len(data), max_item_bytes):
-                sock.sendall(_batch.encode_chunk(True, data[start:start + max_item_bytes]))
+                piece = data[start:start + max_item_bytes]
+                sock.sendall(_batch.encode_chunk(more=True, data=piece))
     except Exception as exc:  # noqa: BLE001 — the error text becomes the final chunk
         log.warning("stream generator raised:\n%s", traceback.format_exc())
-        sock.sendall(_batch.encode_chunk(False, str(exc).encode("utf-8")))
+        sock.sendall(_batch.encode_chunk(more=False, data=str(exc).encode("utf-8")))
         return
-    sock.sendall(_batch.encode_chunk(False, b""))
+    sock.sendall(_batch.encode_chunk(more=False, data=b""))
 
 
 def _run_finalizers(output: Output) -> None:

@@ -185,14 +185,25 @@ async def test_lower_x_priority_is_served_first(tmp_path):
             assert r.status_code == 200
             finished.append(label)
 
+        async def queued(n: int) -> None:
+            """Wait until ``n`` requests wait in the model's queue (describe shows it)."""
+            with trio.fail_after(10):
+                while True:
+                    [model] = (await c.get("/models/one")).json()[0]["models"]
+                    if model["requestInQueue"] == n:
+                        return
+                    await trio.sleep(0.01)
+
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(call, "blocker", {"action": "sleep", "seconds": "1"})
-            await trio.sleep(0.3)  # the worker is busy with the blocker now
-            nursery.start_soon(call, "low-1", None, {"x-priority": "5"})
-            await trio.sleep(0.1)  # equal priorities leave in arrival order (FIFO)
-            nursery.start_soon(call, "low-2", None, {"x-priority": "5"})
-            await trio.sleep(0.1)
-            nursery.start_soon(call, "high", None, {"x-priority": "1"})
+            nursery.start_soon(call, "blocker", {"action": "sleep", "seconds": "3"})
+            # Each count proves the race was staged: the blocker is in the worker (it is
+            # never counted), and each request is queued before the next is sent, so
+            # equal priorities must leave in arrival order (FIFO).
+            for n, (label, priority) in enumerate(
+                    [("low-1", "5"), ("low-2", "5"), ("high", "1")], start=1):
+                nursery.start_soon(call, label, None, {"x-priority": priority})
+                await queued(n)
+            assert finished == [], "all three must be queued while the blocker runs"
         assert finished == ["blocker", "high", "low-1", "low-2"]
 
 
