@@ -47,6 +47,15 @@ class IllegalArgument(BadRequest):
     type = "IllegalArgumentException"
 
     @classmethod
+    def invalid_url(cls, url: str) -> IllegalArgument:
+        """A URL that does not parse (409, as the spec's URI syntax error)."""
+        return cls(f"Invalid url: {url}", status=409)
+
+    @classmethod
+    def file_type(cls, file_type: str) -> IllegalArgument:
+        return cls(f"Unexpected file type: {file_type}")
+
+    @classmethod
     def number(cls, value: str) -> IllegalArgument:
         err = cls(f'For input string: "{value}"')
         err.type = "NumberFormatException"
@@ -127,6 +136,14 @@ class SourceError(BadRequest):
     """
 
     type = "ModelSourceException"
+
+    @classmethod
+    def invalid_url(cls, url: str, reason: object) -> SourceError:
+        return cls(f"Invalid URL {url}: {reason}", status=400)
+
+    @classmethod
+    def cache_unwritable(cls, target: object, reason: object) -> SourceError:
+        return cls(f"Cannot write to the cache {target}: {reason}", status=500)
 
 
 class ServiceUnavailable(DjlError):

@@ -191,7 +191,7 @@ def _extension(url: str) -> str:
 def _file_type(url: str) -> str:
     file_type = _extension(url)
     if file_type.lower() not in FILE_TYPES:
-        raise IllegalArgument(f"Unexpected file type: {file_type}")
+        raise IllegalArgument.file_type(file_type)
     return file_type
 
 
@@ -275,7 +275,7 @@ def parse_workflow(
     """
     kind = file_type.lower()
     if kind not in FILE_TYPES:
-        raise IllegalArgument(f"Unexpected file type: {file_type}")
+        raise IllegalArgument.file_type(file_type)
     values = {**(replacements or {}), "model_dir": workflow_dir(base_uri)}
     data = _decode(substitute(text, values), kind, base_uri)
     if not isinstance(data, dict):
