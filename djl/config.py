@@ -4,7 +4,8 @@
 ``config.properties`` < command line < ``SERVING_<KEY>`` environment < SageMaker size
 overrides. ``ModelConfig`` merges a model's settings: global defaults < environment
 defaults (``OPTION_*``/``ARGS_*``, "put if absent") < ``serving.properties`` < register
-parameters (spec §4.6). Both are frozen; nothing else reads ``os.environ``.
+parameters (spec §4.6). Both are frozen; nothing else reads a setting from ``os.environ``
+(worker processes only inherit it).
 """
 
 from __future__ import annotations
