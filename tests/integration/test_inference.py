@@ -194,11 +194,15 @@ async def test_lower_x_priority_is_served_first(tmp_path):
                         return
                     await trio.sleep(0.01)
 
+        mark = tmp_path / "blocker-started"
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(call, "blocker", {"action": "sleep", "seconds": "3"})
-            # Each count proves the race was staged: the blocker is in the worker (it is
-            # never counted), and each request is queued before the next is sent, so
-            # equal priorities must leave in arrival order (FIFO).
+            nursery.start_soon(call, "blocker", {"action": "sleep", "seconds": "3",
+                                                 "mark": str(mark)})
+            with trio.fail_after(10):
+                while not mark.exists():  # the worker is busy with the blocker now
+                    await trio.sleep(0.01)
+            # Each count proves the race was staged: each request is queued before the
+            # next is sent, so equal priorities must leave in arrival order (FIFO).
             for n, (label, priority) in enumerate(
                     [("low-1", "5"), ("low-2", "5"), ("high", "1")], start=1):
                 nursery.start_soon(call, label, None, {"x-priority": priority})

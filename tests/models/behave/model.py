@@ -3,7 +3,8 @@
 ``big``: a body of ``size`` bytes; ``many``: ``count`` items of ``size`` bytes.
 ``stream``: ``n`` chunks of ``size`` bytes (default 1), the first one after ``delay``
 seconds (default none), ``before`` seconds spent in ``handle`` first; with ``exit_after``
-the process exits after that many chunks.
+the process exits after that many chunks. ``sleep``: ``seconds`` in ``handle``, after
+creating the file ``mark`` if given.
 """
 
 import os
@@ -34,6 +35,9 @@ def handle(inputs: Input):
         sys.stderr.flush()
         os._exit(4)
     if action == "sleep":
+        if first.contains_key("mark"):  # a file the test waits for: the sleep has begun
+            with open(first.get_as_string("mark"), "w"):
+                pass
         time.sleep(float(first.get_as_string("seconds")))
     if action == "header":
         out = Output()
