@@ -24,10 +24,11 @@ $(VENV)/.installed: pyproject.toml setup.py constraints.txt djl/_batch.pyx djl/_
 examples/mlp/model.pt: examples/mlp/build.py $(VENV)/.installed
 	$(BIN)/python examples/mlp/build.py --out $@
 
+# exec: the server replaces the recipe's shell, so a SIGTERM make passes on reaches it.
 serve: install
 	SERVING_INFERENCE_ADDRESS=http://$(HOST):$(PORT) \
 	SERVING_MANAGEMENT_ADDRESS=http://$(HOST):$(PORT) \
-	$(BIN)/djl-serving --models echo=file:examples/echo/ mlp=file:examples/mlp/
+	exec $(BIN)/djl-serving --models echo=file:examples/echo/ mlp=file:examples/mlp/
 
 test: install
 	$(BIN)/ruff check djl djl_python tests bench

@@ -17,8 +17,17 @@ import trio
 from hypercorn.config import Config as HypercornConfig
 from hypercorn.trio import serve
 
-from djl.app import SHUTDOWN_GRACE_S, Listener, create_app, settle_gc
-from djl.config import Address, ConfigError, ServerConfig, load_server_config
+from djl.app import Listener, create_app, settle_gc
+from djl.config import (
+    HYPERCORN_GRACEFUL_TIMEOUT_S,
+    HYPERCORN_MIN_STARTUP_TIMEOUT_S,
+    HYPERCORN_SHUTDOWN_TIMEOUT_S,
+    SHUTDOWN_GRACE_S,
+    Address,
+    ConfigError,
+    ServerConfig,
+    load_server_config,
+)
 from djl.errors import DjlError, exception_leaves
 from djl.registry import ModelManager
 from djl.startup import load_startup_models
@@ -46,9 +55,9 @@ def hypercorn_config(address: Address, config: ServerConfig) -> HypercornConfig:
     hc = HypercornConfig()
     hc.bind = [address.bind]
     # Longer than the models' own grace (_shut_down_on_stop): their last answers go out.
-    hc.graceful_timeout = SHUTDOWN_GRACE_S + 3
-    hc.startup_timeout = max(600.0, config.model_loading_timeout_s + 60)
-    hc.shutdown_timeout = SHUTDOWN_GRACE_S * 3
+    hc.graceful_timeout = HYPERCORN_GRACEFUL_TIMEOUT_S
+    hc.startup_timeout = max(HYPERCORN_MIN_STARTUP_TIMEOUT_S, config.model_loading_timeout_s + 60)
+    hc.shutdown_timeout = HYPERCORN_SHUTDOWN_TIMEOUT_S
     hc.accesslog = None
     hc.errorlog = logging.getLogger("hypercorn.error")
     hc.keep_alive_timeout = config.request_head_timeout_s
@@ -128,7 +137,6 @@ async def _shut_down_on_stop(stop: trio.Event, manager: ModelManager) -> None:
     written before it drops the connections that are left.
     """
     await stop.wait()
-    manager.cancel_loads()
     await manager.aclose(SHUTDOWN_GRACE_S)
 
 

@@ -8,68 +8,82 @@ from numpy.typing import ArrayLike
 
 Buffer = bytes | bytearray | memoryview
 
-REQUEST: int
-RESPONSE: int
-CHUNK: int
-ERROR: int
-#: A batch answered job by job: one RESPONSE or ERROR frame per job, in order.
-RESULTS: int
-MAX_FRAME: int
+REQUEST: int  # frame kind: a (possibly batched) request, server → worker
+RESPONSE: int  # frame kind: the answer to one request frame, worker → server
+CHUNK: int  # frame kind: one piece of a streamed answer
+ERROR: int  # frame kind: a typed failure (kind, message); kinds are djl.errors.ERROR_*
+RESULTS: int  # frame kind: a batch answered job by job, one RESPONSE or ERROR frame per job
+MAX_FRAME: int  # the largest frame the format can carry (2**31 - 1 bytes)
+DEFAULT_PRIORITY: int  # a request's priority without x-priority (spec §3.4); lower runs first
 
 class Job:
-    input: Any
-    priority: int
-    queued: bool
-    cancelled: bool
-    done: Any
-    result: Any
-    error: Any
-    enqueued_at: float
-    def __init__(self, input: Any, priority: int = 3, done: Any = None) -> None: ...
-    def finished(self) -> bool: ...
-    def set_result(self, result: Any) -> None: ...
-    def set_error(self, error: Any) -> None: ...
+    """One request for one model: its input, priority and the slot its answer lands in."""
+
+    input: Any  # the request's djl.io.Input
+    priority: int  # lower runs first
+    queued: bool  # True exactly while the job sits in a JobQueue
+    cancelled: bool  # its client went away: skipped when a batch forms
+    done: Any  # trio.Event, set once result or error is filled in
+    result: Any  # the djl.io.Output, or None
+    error: Any  # the DjlError, or None
+    def __init__(self, input: Any, priority: int = ..., done: Any = None) -> None: ...
+    def finished(self) -> bool: ...  # result or error is set
+    def set_result(self, result: Any) -> None: ...  # first answer wins; sets done
+    def set_error(self, error: Any) -> None: ...  # first answer wins; sets done
 
 class JobQueue:
-    capacity: int
-    model_id: str
-    def __init__(self, capacity: int, model_id: str = "") -> None: ...
-    def __len__(self) -> int: ...
-    def set_capacity(self, capacity: int) -> None: ...
-    def put_nowait(self, job: Job, worker_idle: bool = True) -> None: ...
-    def put_front(self, jobs: list[Job]) -> None: ...
-    def discard(self, job: Job) -> bool: ...
-    def take(self, max_items: int) -> list[Job]: ...
-    def drain(self) -> list[Job]: ...
+    """Priority queue of Jobs with a capacity (spec §5.1, §5.3); FIFO within a priority."""
 
-def encode_request(
-    properties: dict[str, Any], keys: list[str | None], values: list[Any]
+    capacity: int  # most live jobs it holds
+    model_id: str  # named in its Capacity error
+    def __init__(self, capacity: int, model_id: str = "") -> None: ...
+    def __len__(self) -> int: ...  # live jobs only
+    def put_nowait(self, job: Job, worker_idle: bool = True) -> None: ...  # or Capacity
+    def put_front(self, jobs: list[Job]) -> None: ...  # back at the head, capacity unchecked
+    def discard(self, job: Job) -> bool: ...  # forget a queued job in O(1)
+    def take(self, max_items: int) -> list[Job]: ...  # up to max_items, best priority first
+    def drain(self) -> list[Job]: ...  # every live job
+    def fail_all(self, error: Any) -> None: ...  # drain, answering each job with error
+
+def encode_request(  # one REQUEST frame; FrameTooLarge over max_frame
+    properties: dict[str, Any], keys: list[str | None], values: list[Any],
+    max_frame: int = ...,
 ) -> bytearray: ...
-def encode_batch(inputs: list[Any], extra: dict[str, str] | None = None) -> bytearray: ...
-def encode_response(
+def encode_batch(  # one REQUEST frame for a batch, keys prefixed batch_NNN. (spec §6.8)
+    inputs: list[Any], extra: dict[str, str] | None = None, max_frame: int = ...
+) -> bytearray: ...
+def encode_response(  # one RESPONSE frame; keys None announces CHUNK frames
     code: int, message: str, properties: dict[str, Any], keys: list[str | None] | None,
-    values: list[Any] | None,
+    values: list[Any] | None, max_frame: int = ...,
 ) -> bytearray: ...
-def encode_chunk(more: bool, data: bytes | bytearray) -> bytearray: ...
-def encode_error(kind: str, message: str) -> bytearray: ...
-def encode_results(frames: list[bytes | bytearray]) -> bytearray: ...
-def decode_request(payload: bytes) -> tuple[dict[str, str], list[str | None], list[bytes]]: ...
-def decode_response(
+def encode_chunk(more: bool, data: bytes | bytearray) -> bytearray: ...  # one CHUNK frame
+def encode_error(kind: str, message: str) -> bytearray: ...  # one ERROR frame
+def encode_results(  # one RESULTS frame; FrameTooLarge over max_frame
+    frames: list[bytes | bytearray], max_frame: int = ...
+) -> bytearray: ...
+def decode_request(  # (properties, keys, values) of a REQUEST payload
+    payload: bytes,
+) -> tuple[dict[str, str], list[str | None], list[bytes]]: ...
+def decode_response(  # (code, message, properties, keys, values); keys None: a stream
     payload: bytes,
 ) -> tuple[int, str, dict[str, str], list[str | None] | None, list[bytes] | None]: ...
-def decode_error(payload: bytes) -> tuple[str, str]: ...
-def decode_chunk(payload: bytes) -> tuple[bool, bytes]: ...
-def decode_results(payload: bytes) -> list[tuple[int, bytes]]: ...
+def decode_error(payload: bytes) -> tuple[str, str]: ...  # (kind, message)
+def decode_chunk(payload: bytes) -> tuple[bool, bytes]: ...  # (more, data)
+def decode_results(payload: bytes) -> list[tuple[int, bytes]]: ...  # (kind, payload) per job
 
 class FrameDecoder:
-    max_frame: int
-    buffered: int
-    def __init__(self, max_frame: int = ...) -> None: ...
-    def feed(self, data: bytes | bytearray | memoryview) -> None: ...
-    def __iter__(self) -> Iterator[tuple[int, bytes]]: ...
-    def __next__(self) -> tuple[int, bytes]: ...
+    """Sans-IO frame splitter: feed(data), then iterate (kind, payload); never blocks."""
 
-def split_batch(n: int, keys: list[str | None], values: list[bytes]) -> list[tuple[str, bytes]]: ...
+    max_frame: int  # a longer frame raises FrameTooLarge; 1..MAX_FRAME, checked at init
+    buffered: int  # bytes fed and not yet returned as frames
+    def __init__(self, max_frame: int = ...) -> None: ...
+    def feed(self, data: bytes | bytearray | memoryview) -> None: ...  # append bytes read
+    def __iter__(self) -> Iterator[tuple[int, bytes]]: ...
+    def __next__(self) -> tuple[int, bytes]: ...  # the next whole frame, else StopIteration
+
+def split_batch(  # a batched answer's items back to its n requests; TranslateError
+    n: int, keys: list[str | None], values: list[bytes]
+) -> list[tuple[str, bytes]]: ...
 
 # -- tensor codecs and collation (djl/_tensor.pxi) ------------------------------------------
 

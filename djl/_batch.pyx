@@ -34,7 +34,7 @@ from libc.string cimport memcpy
 
 from collections import deque
 
-from djl.errors import Capacity, FrameError, TranslateError
+from djl.errors import Capacity, FrameError, FrameTooLarge, TranslateError
 
 REQUEST = 1
 RESPONSE = 2
@@ -66,9 +66,8 @@ cdef class Job:
     cdef public object done      # trio.Event set once result or error is filled in
     cdef public object result    # Output
     cdef public object error     # DjlError
-    cdef public double enqueued_at
 
-    def __init__(self, input, int priority=3, done=None):
+    def __init__(self, input, int priority=DEFAULT_PRIORITY, done=None):
         self.input = input
         self.priority = priority
         self.queued = False
@@ -76,7 +75,6 @@ cdef class Job:
         self.done = done
         self.result = None
         self.error = None
-        self.enqueued_at = 0.0
 
     cpdef bint finished(self):
         return self.result is not None or self.error is not None
@@ -117,11 +115,6 @@ cdef class JobQueue:
 
     def __len__(self):
         return self._live
-
-    cpdef set_capacity(self, Py_ssize_t capacity):
-        if capacity < 1:
-            raise ValueError(f"queue capacity must be >= 1, got {capacity}")
-        self.capacity = capacity
 
     cpdef put_nowait(self, Job job, bint worker_idle=True):
         """Enqueue ``job`` or raise ``Capacity``.
@@ -196,6 +189,12 @@ cdef class JobQueue:
         """Remove and return every live job (unregister, shutdown)."""
         return self.take(self._live)
 
+    cpdef fail_all(self, error):
+        """Remove every live job and answer each with ``error`` (a DjlError)."""
+        cdef Job job
+        for job in self.take(self._live):
+            job.set_error(error)
+
 
 # -- encoding -----------------------------------------------------------------------------
 
@@ -250,8 +249,11 @@ cdef class _Writer:
         self.parts.append(n)
         self.size += 4
 
-    cdef bytearray finish(self, int kind):
+    cdef bytearray finish(self, int kind, Py_ssize_t max_frame):
+        """The frame, or FrameTooLarge before anything is allocated."""
         cdef Py_ssize_t total = 5 + self.size
+        if total - 4 > max_frame:
+            raise FrameTooLarge(total - 4, max_frame)
         cdef bytearray out = PyByteArray_FromStringAndSize(NULL, total)
         cdef char* buf = PyByteArray_AS_STRING(out)
         cdef Py_ssize_t pos = 0
@@ -275,7 +277,7 @@ cdef inline void _write_properties(_Writer w, dict properties):
         w.string(v)
 
 
-def encode_request(dict properties, list keys, list values):
+def encode_request(dict properties, list keys, list values, Py_ssize_t max_frame=MAX_FRAME):
     """One request frame: ``properties`` (str -> str) and content (keys, values)."""
     cdef _Writer w = _Writer()
     _write_properties(w, properties)
@@ -283,10 +285,10 @@ def encode_request(dict properties, list keys, list values):
     for i in range(len(keys)):
         w.string(keys[i])
         w.blob(values[i])
-    return w.finish(REQUEST)
+    return w.finish(REQUEST, max_frame)
 
 
-def encode_batch(list inputs, dict extra=None):
+def encode_batch(list inputs, dict extra=None, Py_ssize_t max_frame=MAX_FRAME):
     """One request frame for a batch of Inputs (spec §6.8).
 
     A batch of one is sent unchanged. Otherwise property ``batch_size`` is added and
@@ -306,7 +308,7 @@ def encode_batch(list inputs, dict extra=None):
         if extra:
             props = dict(props)
             props.update(extra)
-        return encode_request(props, item.content.keys, item.content.values)
+        return encode_request(props, item.content.keys, item.content.values, max_frame)
     for item in inputs:
         nprops += len(item.properties)
         nitems += len(item.content.keys)
@@ -329,10 +331,11 @@ def encode_batch(list inputs, dict extra=None):
         for k, v in zip(content.keys, content.values):
             w.string(prefix + (k if k is not None else "data"))
             w.blob(v)
-    return w.finish(REQUEST)
+    return w.finish(REQUEST, max_frame)
 
 
-def encode_response(int code, str message, dict properties, list keys, list values):
+def encode_response(int code, str message, dict properties, list keys, list values,
+                    Py_ssize_t max_frame=MAX_FRAME):
     """One response frame; ``keys is None`` announces a stream of CHUNK frames."""
     cdef _Writer w = _Writer()
     w.count(code)
@@ -345,15 +348,19 @@ def encode_response(int code, str message, dict properties, list keys, list valu
         for i in range(len(keys)):
             w.string(keys[i])
             w.blob(values[i])
-    return w.finish(RESPONSE)
+    return w.finish(RESPONSE, max_frame)
 
 
 def encode_chunk(bint more, data):
     cdef const unsigned char[::1] view = data
     cdef Py_ssize_t n = view.shape[0]
-    cdef bytearray out = PyByteArray_FromStringAndSize(NULL, 6 + n)
-    cdef char* buf = PyByteArray_AS_STRING(out)
+    cdef bytearray out
+    cdef char* buf
     cdef Py_ssize_t pos = 0
+    if n + 2 > MAX_FRAME:
+        raise FrameTooLarge(n + 2, MAX_FRAME)
+    out = PyByteArray_FromStringAndSize(NULL, 6 + n)
+    buf = PyByteArray_AS_STRING(out)
     _put_u32(buf, &pos, <uint32_t>(n + 2))
     buf[4] = <char>CHUNK
     buf[5] = <char>(1 if more else 0)
@@ -366,16 +373,16 @@ def encode_error(str kind, str message):
     cdef _Writer w = _Writer()
     w.string(kind)
     w.string(message)
-    return w.finish(ERROR)
+    return w.finish(ERROR, MAX_FRAME)
 
 
-def encode_results(list frames):
+def encode_results(list frames, Py_ssize_t max_frame=MAX_FRAME):
     """One RESULTS frame from one whole RESPONSE or ERROR frame per job of a batch."""
     cdef _Writer w = _Writer()
     w.count(<int32_t>len(frames))
     for frame in frames:
         w.blob(frame)
-    return w.finish(RESULTS)
+    return w.finish(RESULTS, max_frame)
 
 
 # -- decoding -----------------------------------------------------------------------------
@@ -514,6 +521,8 @@ cdef class FrameDecoder:
     cdef readonly Py_ssize_t max_frame
 
     def __init__(self, Py_ssize_t max_frame=MAX_FRAME):
+        if not 1 <= max_frame <= MAX_FRAME:
+            raise ValueError(f"max_frame must be within 1..{MAX_FRAME}, got {max_frame}")
         self._buf = bytearray()
         self._start = 0
         self.max_frame = max_frame
@@ -543,7 +552,7 @@ cdef class FrameDecoder:
         if length < 1:
             raise FrameError("empty frame: a frame holds at least its kind byte")
         if length > <uint32_t>self.max_frame:
-            raise FrameError(f"frame of {length} bytes exceeds the limit of {self.max_frame}")
+            raise FrameTooLarge(length, self.max_frame)
         if avail < 4 + <Py_ssize_t>length:
             # Release the buffer export first: a bytearray cannot shrink while viewed.
             view = None

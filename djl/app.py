@@ -23,7 +23,7 @@ from quart import Response, request
 from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge, RequestTimeout
 
-from djl.config import ServerConfig, load_server_config
+from djl.config import SHUTDOWN_GRACE_S, ServerConfig, load_server_config
 from djl.errors import (
     DjlError,
     MethodNotAllowed,
@@ -40,8 +40,6 @@ from djl.startup import load_startup_models
 
 log = logging.getLogger("djl.app")
 
-#: Shutdown: how long in-flight requests get to finish before their workers are stopped.
-SHUTDOWN_GRACE_S = 10.0
 ALL_METHODS = ["GET", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "HEAD"]
 
 _MANAGEMENT = re.compile(r"^/(workflows([/?].*)?|server/.+|models([/?].*)?)$")
@@ -74,6 +72,8 @@ def create_app(config: ServerConfig | None = None,
 
         @app.after_serving
         async def _stop() -> None:
+            # The same stop as djl-serving's (ModelManager.aclose): loads in progress are
+            # aborted, queued requests answered, in-flight ones given the grace.
             await manager.aclose(SHUTDOWN_GRACE_S)
 
     @app.route("/", defaults={"path": ""}, methods=ALL_METHODS, provide_automatic_options=False)

@@ -4,7 +4,8 @@
 ``config.properties`` < command line < ``SERVING_<KEY>`` environment < SageMaker size
 overrides. ``ModelConfig`` merges a model's settings: global defaults < environment
 defaults (``OPTION_*``/``ARGS_*``, "put if absent") < ``serving.properties`` < register
-parameters (spec §4.6). Both are frozen; nothing else reads ``os.environ``.
+parameters (spec §4.6). Both are frozen; nothing else reads a setting from ``os.environ``
+(worker processes only inherit it).
 """
 
 from __future__ import annotations
@@ -22,6 +23,21 @@ from djl.properties import read_properties
 
 MIB = 1024 * 1024
 SECONDS = 1.0
+
+# Fixed settings (not configuration keys), here so each has one home.
+#: Shutdown: how long in-flight requests get to finish before their workers are stopped.
+SHUTDOWN_GRACE_S = 10 * SECONDS
+#: Unregister: the same grace for the workers of one model.
+UNREGISTER_GRACE_S = 5 * SECONDS
+#: Hypercorn: longer than the models' own grace, so their last answers still go out.
+HYPERCORN_GRACEFUL_TIMEOUT_S = SHUTDOWN_GRACE_S + 3
+#: Hypercorn: the lifespan's shutdown (models stop inside it) may take this long.
+HYPERCORN_SHUTDOWN_TIMEOUT_S = SHUTDOWN_GRACE_S * 3
+#: Hypercorn: the lifespan's start-up gets at least this, or the model loading timeout + 60.
+HYPERCORN_MIN_STARTUP_TIMEOUT_S = 600 * SECONDS
+#: Memory admission (spec §4.8): what must stay free after a model loads, unless the model's
+#: ``reserved_memory_mb`` says otherwise.
+RESERVED_MEMORY_MB = 500
 
 
 class ConfigError(ValueError):
@@ -115,6 +131,18 @@ def parse_java_int(value: Any) -> int:
     return number
 
 
+def parse_int(value: Any, default: int | None = None) -> int | None:
+    """A request parameter or model setting: ``default`` when absent (None or ""), else
+    read as ``parse_java_int`` reads it; IllegalArgument (NumberFormatException, 400) if it
+    is not a number."""
+    if value is None or value == "":
+        return default
+    try:
+        return parse_java_int(value)
+    except ValueError:
+        raise IllegalArgument.number(str(value)) from None
+
+
 def _int(key: str, value: str) -> int:
     try:
         return parse_java_int(value.strip())
@@ -146,6 +174,8 @@ class ServerConfig:
     archive_max_ratio: int = 200
     bad_request_http_code: int = 400
     batch_size: int = 1
+    #: ``CUDA_VISIBLE_DEVICES`` when set: the GPUs ``*`` loads on (None: every GPU there is).
+    cuda_visible_devices: str | None = None
     #: Root of downloads and extracted archives (``DJL_CACHE_DIR``, default ``~/.djl.ai``).
     cache_dir: Path = Path("~/.djl.ai").expanduser()
     #: PEM certificate chain and private key for ``https://`` addresses (spec §8.6).
@@ -193,8 +223,9 @@ class ServerConfig:
     model_url_pattern: str = ""
     #: ``DJL_OFFLINE``: pip installs a model's requirements from its own folder only.
     offline: bool = False
-    #: ``OMP_NUM_THREADS`` (0 when unset or not a positive integer): the PyTorch engine's
-    #: intra-op threads per worker when the model sets no ``option.num_threads``.
+    #: ``OMP_NUM_THREADS`` (0 when unset or not a positive integer): threads per CPU worker,
+    #: which bounds the default CPU workers, and the PyTorch engine's intra-op threads per
+    #: worker when the model sets no ``option.num_threads``.
     omp_num_threads: int = 0
     #: Batches a worker may have in flight for a fast model (1 turns pipelining off).
     pipeline_depth: int = 4
@@ -350,10 +381,11 @@ def load_server_config(
             _coerce("model_loading_timeout_s", env["MODEL_LOADING_TIMEOUT"]),
         )
     values.setdefault("python_executable", env.get("PYTHON_EXECUTABLE", ""))
+    omp = env.get("OMP_NUM_THREADS", "")
+    values["omp_num_threads"] = int(omp) if omp.isascii() and omp.isdigit() else 0
+    values["cuda_visible_devices"] = env.get("CUDA_VISIBLE_DEVICES")
     values["fail_fast"] = _bool(env.get("SERVING_FAIL_FAST", "false"))
     values["offline"] = _bool(env.get("DJL_OFFLINE", "false"))
-    omp = env.get("OMP_NUM_THREADS", "").strip()
-    values["omp_num_threads"] = int(omp) if omp.isdigit() else 0
     values["hf_model_id"] = env.get("HF_MODEL_ID", "").strip()
     values["health_check_override"] = _bool(env.get("SERVING_HEALTH_CHECK_OVERRIDE", "false"))
     values["prometheus"] = _bool(env.get("SERVING_PROMETHEUS", "false"))
@@ -432,13 +464,7 @@ class RegisterParams:
             raise BadRequest("Parameter url is required.")
 
         def number(name: str) -> int | None:
-            value = get(name)
-            if value is None or value == "":
-                return None
-            try:
-                return parse_java_int(value)
-            except ValueError:
-                raise IllegalArgument.number(str(value)) from None
+            return parse_int(get(name))
 
         sync = get("synchronous")
         return cls(
@@ -474,6 +500,8 @@ class ModelConfig:
     model_loading_timeout_s: float
     retry_threshold: int
     python_executable: str
+    #: ServerConfig.omp_num_threads: CPU workers share the cores by it.
+    omp_num_threads: int = 0
     explicit_min_workers: int | None = None
     explicit_max_workers: int | None = None
 
@@ -482,12 +510,7 @@ class ModelConfig:
 
         def arg(key: str) -> int | None:
             value = self.arguments.get(key)
-            if value is None or str(value).strip() == "":
-                return None
-            try:
-                return parse_java_int(value)
-            except ValueError:
-                raise IllegalArgument.number(str(value)) from None
+            return None if value is None or str(value).strip() == "" else parse_int(value)
 
         hi = self.explicit_max_workers
         if hi is None or hi < 0:
@@ -497,8 +520,7 @@ class ModelConfig:
             if hi is None or hi <= 0:
                 if device_type == "cpu":
                     cores = cpu_count or os.cpu_count() or 1
-                    omp = os.environ.get("OMP_NUM_THREADS", "")
-                    threads = int(omp) if omp.isdigit() and int(omp) > 0 else 1
+                    threads = max(1, self.omp_num_threads)
                     hi = max(1, min(cores, cores // threads))
                 else:
                     hi = 1
@@ -514,24 +536,10 @@ class ModelConfig:
 
 def _positive(*candidates: Any) -> int | None:
     for value in candidates:
-        if value is None or value == "":
-            continue
-        try:
-            number = parse_java_int(value)
-        except ValueError:
-            raise IllegalArgument.number(str(value)) from None
-        if number > 0:
+        number = parse_int(value)
+        if number is not None and number > 0:
             return number
     return None
-
-
-def _retry_threshold(value: str | None, default: int) -> int:
-    if value is None or value == "":
-        return default
-    try:
-        return parse_java_int(value)
-    except ValueError:
-        raise IllegalArgument.number(value) from None
 
 
 def _seconds(value: str | None, default: float) -> float:
@@ -574,19 +582,20 @@ def build_model_config(
         explicit_min = min(explicit_min, explicit_max)
 
     return ModelConfig(
-        batch_size=_positive(p.batch_size, arguments.get("batch_size"), server.batch_size) or 1,
+        batch_size=_positive(p.batch_size, arguments.get("batch_size"), server.batch_size)
+        or ServerConfig.batch_size,
         max_batch_delay_ms=_positive(
             p.max_batch_delay_ms, arguments.get("max_batch_delay"), server.max_batch_delay_ms
         )
-        or 100,
+        or ServerConfig.max_batch_delay_ms,
         max_idle_time_s=_positive(
             p.max_idle_time_s, arguments.get("max_idle_time"), server.max_idle_time_s
         )
-        or 60,
+        or ServerConfig.max_idle_time_s,
         job_queue_size=_positive(
             p.job_queue_size, arguments.get("job_queue_size"), server.job_queue_size
         )
-        or 1000,
+        or ServerConfig.job_queue_size,
         load_on_devices=p.device or arguments.get("load_on_devices") or server.load_on_devices,
         engine=p.engine or arguments.get("engine"),
         options=options,
@@ -595,8 +604,9 @@ def build_model_config(
         model_loading_timeout_s=_seconds(
             options.get("model_loading_timeout"), server.model_loading_timeout_s
         ),
-        retry_threshold=_retry_threshold(arguments.get("retry_threshold"), server.retry_threshold),
+        retry_threshold=parse_int(arguments.get("retry_threshold"), server.retry_threshold),
         python_executable=options.get("pythonExecutable") or server.python_executable,
+        omp_num_threads=server.omp_num_threads,
         explicit_min_workers=explicit_min,
         explicit_max_workers=explicit_max,
     )

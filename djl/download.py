@@ -207,7 +207,7 @@ def _connect(url: str, config: ServerConfig) -> http.client.HTTPConnection:
         parts = urlsplit(url)
         host, port = parts.hostname, parts.port
     except ValueError as exc:
-        raise SourceError(f"Invalid URL {url}: {exc}", status=400) from None
+        raise SourceError.invalid_url(url, exc) from None
     if not host:
         raise SourceError(f"Invalid URL {url}: no host", status=400)
     timeout = config.download_connect_timeout_s
@@ -219,7 +219,7 @@ def _connect(url: str, config: ServerConfig) -> http.client.HTTPConnection:
         else:
             conn = http.client.HTTPConnection(host, port, timeout=timeout)
     except (http.client.InvalidURL, ValueError) as exc:
-        raise SourceError(f"Invalid URL {url}: {exc}", status=400) from None
+        raise SourceError.invalid_url(url, exc) from None
     try:
         conn.connect()
     except TimeoutError:
@@ -250,7 +250,7 @@ def _request(
             f"Timed out after {config.download_read_timeout_s:g} s waiting for {url}", status=504
         ) from None
     except (http.client.InvalidURL, ValueError, UnicodeError) as exc:
-        raise SourceError(f"Invalid URL {url}: {exc}", status=400) from None
+        raise SourceError.invalid_url(url, exc) from None
     except (http.client.HTTPException, OSError) as exc:
         raise SourceError(f"Bad response from {url} ({_reason(exc)})", status=502) from None
 

@@ -38,11 +38,24 @@ class BadRequest(DjlError):
     status = 400
     type = "BadRequestException"
 
+    @classmethod
+    def unnamed_workflow(cls) -> BadRequest:
+        return cls('The workflow has no name: set "name" in the workflow file or model_name')
+
 
 class IllegalArgument(BadRequest):
     """Malformed parameter values (Java's IllegalArgumentException). The spec's [REC] is 400."""
 
     type = "IllegalArgumentException"
+
+    @classmethod
+    def invalid_url(cls, url: str) -> IllegalArgument:
+        """A URL that does not parse (409, as the spec's URI syntax error)."""
+        return cls(f"Invalid url: {url}", status=409)
+
+    @classmethod
+    def file_type(cls, file_type: str) -> IllegalArgument:
+        return cls(f"Unexpected file type: {file_type}")
 
     @classmethod
     def number(cls, value: str) -> IllegalArgument:
@@ -137,6 +150,14 @@ class SourceError(BadRequest):
 
     type = "ModelSourceException"
 
+    @classmethod
+    def invalid_url(cls, url: str, reason: object) -> SourceError:
+        return cls(f"Invalid URL {url}: {reason}", status=400)
+
+    @classmethod
+    def cache_unwritable(cls, target: object, reason: object) -> SourceError:
+        return cls(f"Cannot write to the cache {target}: {reason}", status=500)
+
 
 class ServiceUnavailable(DjlError):
     status = 503
@@ -146,12 +167,21 @@ class ServiceUnavailable(DjlError):
     def not_ready(cls, name: str) -> ServiceUnavailable:
         return cls(f"Model or workflow is not ready: {name}")
 
+    @classmethod
+    def server_stopping(cls) -> ServiceUnavailable:
+        return cls("The server is shutting down")
+
 
 class ModelLoadError(DjlError):
     """A model that cannot be loaded (Java's EngineException at load time)."""
 
     status = 500
     type = "EngineException"
+
+    @classmethod
+    def out_of_memory(cls) -> ModelLoadError:
+        """The worker ran out of memory while loading (507, as DJL answers)."""
+        return cls("OOM", status=OutOfMemory.status)
 
 
 # -- mapping B: inference failures -----------------------------------------------------------
@@ -171,6 +201,10 @@ class WlmError(DjlError):
     @classmethod
     def shutting_down(cls) -> WlmError:
         return cls("Worker shutting down")
+
+
+class WorkerDied(WlmError):
+    """The worker process is gone or unusable; its in-flight jobs get this (503)."""
 
 
 class WlmShutdown(WlmError):
@@ -252,6 +286,13 @@ class OutputTooLarge(DjlError):
             "(max_worker_item_bytes)"
         )
 
+    @classmethod
+    def frame(cls, size: int, limit: int) -> OutputTooLarge:
+        return cls(
+            f"The model's answer of {size} bytes exceeds the limit of {limit} bytes for one "
+            "batch (max_worker_item_bytes per item of a full batch)"
+        )
+
 
 class FrameError(DjlError):
     """The worker pipe carried bytes that are not a valid frame: the worker is unusable."""
@@ -261,13 +302,25 @@ class FrameError(DjlError):
     config_key = "wlm_error_http_code"
 
 
-#: Error kinds a worker may report in an ERROR frame, mapped back to classes server-side.
-WORKER_ERROR_KINDS: dict[str, type[DjlError]] = {
-    "load": ModelLoadError,
-    "oom": ModelLoadError,
-    "not_found": ModelLoadError,
-    "protocol": FrameError,
-}
+class FrameTooLarge(FrameError):
+    """A frame over the limit its receiver set: the encoder refuses to write it, the
+    decoder to read it. ``size`` and ``limit`` are the frame's bytes after its length."""
+
+    def __init__(self, size: int, limit: int) -> None:
+        super().__init__(f"frame of {size} bytes exceeds the limit of {limit}")
+        self.size = size
+        self.limit = limit
+
+
+#: The kinds of a worker's ERROR frame: ``runtime/__main__.py`` sends them and
+#: ``wlm/worker.py`` turns them back into these classes.
+#: The model cannot load: its registration fails (ModelLoadError).
+ERROR_LOAD = "load"
+#: The model cannot load for lack of memory (ModelLoadError.out_of_memory, 507).
+ERROR_OOM = "oom"
+#: An answer over the item or frame limit: its batch fails (OutputTooLarge), the worker
+#: serves on.
+ERROR_OUTPUT = "output"
 
 
 #: Error kinds an engine may report for one job of a batch (in a RESULTS frame): the

@@ -17,7 +17,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from djl import store
-from djl.config import ModelConfig, RegisterParams, ServerConfig, build_model_config
+from djl.config import (
+    RESERVED_MEMORY_MB,
+    ModelConfig,
+    RegisterParams,
+    ServerConfig,
+    build_model_config,
+    parse_int,
+)
 from djl.errors import BadRequest, ModelLoadError, OutOfMemory
 from djl.properties import read_properties
 from djl.wlm.devices import Device, resolve_devices
@@ -73,7 +80,8 @@ def prepare_model(
     else:
         entry_point = python_entry_point(source, config, server)
     check_memory(config)
-    devices = tuple(resolve_devices(config.load_on_devices))
+    devices = tuple(resolve_devices(config.load_on_devices,
+                                    visible_devices=server.cuda_visible_devices))
     threads = 0
     if runtime == "PyTorch":
         unsupported = [str(d) for d in devices if d.device_type not in TORCH_DEVICE_TYPES]
@@ -197,7 +205,7 @@ def intra_op_threads(
     worker of every group may run at once, and oversubscribed torch threads spin against
     each other: STACK_NOTES measured 6× slower stacking with 2 threads on a busy 2-core box).
     """
-    explicit = _int_arg(config.options.get("num_threads"), 0)
+    explicit = parse_int(config.options.get("num_threads"), 0) or 0
     if explicit > 0:
         return explicit
     if server.omp_num_threads > 0:
@@ -219,8 +227,8 @@ def parse_env(text: str) -> dict[str, str]:
 
 def check_memory(config: ModelConfig, meminfo: Path = Path("/proc/meminfo")) -> None:
     """Memory admission (spec §4.8): free - required must stay above reserved."""
-    required_mb = _int_arg(config.arguments.get("required_memory_mb"), 0)
-    reserved_mb = _int_arg(config.arguments.get("reserved_memory_mb"), 500)
+    required_mb = parse_int(config.arguments.get("required_memory_mb"), 0) or 0
+    reserved_mb = parse_int(config.arguments.get("reserved_memory_mb"), RESERVED_MEMORY_MB) or 0
     try:
         text = meminfo.read_text()
     except OSError:
@@ -232,9 +240,3 @@ def check_memory(config: ModelConfig, meminfo: Path = Path("/proc/meminfo")) -> 
     if free_mb - required_mb < reserved_mb:
         raise OutOfMemory.admission()
 
-
-def _int_arg(value: str | None, default: int) -> int:
-    try:
-        return int(value) if value not in (None, "") else default
-    except ValueError:
-        return default

@@ -22,7 +22,7 @@ from typing import Any
 import trio
 
 from djl import store
-from djl.config import ModelConfig, RegisterParams, ServerConfig
+from djl.config import UNREGISTER_GRACE_S, ModelConfig, RegisterParams, ServerConfig
 from djl.errors import (
     BadRequest,
     Conflict,
@@ -43,8 +43,6 @@ from djl.workflow.spec import load_workflow, workflow_file_of
 
 log = logging.getLogger("djl.registry")
 
-#: How long unregister lets in-flight requests finish before their workers are stopped.
-UNREGISTER_GRACE_S = 5.0
 
 
 @dataclass(eq=False)
@@ -162,7 +160,9 @@ class ModelManager:
             self._nursery = None
 
     async def aclose(self, grace_s: float = UNREGISTER_GRACE_S) -> None:
-        """Shutdown: unregister everything, answering or failing every request."""
+        """Shutdown: abort the loads in progress (cancel_loads), then unregister
+        everything, answering or failing every request."""
+        self.cancel_loads()
         with trio.CancelScope(shield=True):
             async with trio.open_nursery() as nursery:
                 for entry in list(self._pools.values()):
@@ -205,7 +205,7 @@ class ModelManager:
         """A parsed workflow file (djl.workflow.spec.WorkflowSpec)."""
         workflow_name = name or spec.name
         if not workflow_name:
-            raise BadRequest("The workflow has no name: set \"name\" in the file or model_name")
+            raise BadRequest.unnamed_workflow()
         models: dict[str, Model] = {}
         for local_name, ref in spec.models.items():
             store.check_url_allowed(ref.url, self.config)
@@ -225,29 +225,48 @@ class ModelManager:
         if not synchronous:
             self.nursery.start_soon(self._load_in_background, workflow)
             return
-        # A client hanging up must not abort the load (shielded), but shutdown may
-        # (cancel_loads): then it is rolled back like any failed registration.
-        scope = trio.CancelScope(shield=True)
+        # The load runs in the manager's nursery, not in the request's task: a client
+        # hanging up (or hypercorn dropping the request at shutdown) must not abort it,
+        # while stopping the manager (cancel_loads) must, whichever way it was launched.
+        outcome: list[BaseException | None] = []
+        done = trio.Event()
+        self.nursery.start_soon(self._load_registered, workflow, outcome, done)
+        await done.wait()
+        if outcome[0] is not None:
+            raise outcome[0]
+
+    async def _load_registered(self, workflow: Workflow, outcome: list[BaseException | None],
+                               done: trio.Event) -> None:
+        """A synchronous registration's load: rolled back unless it loads, its outcome
+        handed to the waiting request."""
+        scope = trio.CancelScope()
         if self._stopping:
             scope.cancel()
         self._loads.add(scope)
+        error: BaseException | None = None
         try:
             with scope:
                 await self._load_workflow(workflow)
             if scope.cancelled_caught:
-                raise ServiceUnavailable("The server is shutting down")
-            if workflow.removed:
+                error = ServiceUnavailable.server_stopping()
+            elif workflow.removed:
                 # A DELETE stopped the load: answering "registered" would name a model
                 # that no longer exists.
-                raise ModelNotFound(
+                error = ModelNotFound(
                     f"Model or workflow {workflow.name} was unregistered while it loaded"
                 )
+        except Exception as exc:  # noqa: BLE001 — the registering request renders it
+            error = exc
         except BaseException:
-            with trio.CancelScope(shield=True):
-                await self._remove(workflow)
+            error = ServiceUnavailable.server_stopping()
             raise
         finally:
             self._loads.discard(scope)
+            if error is not None:
+                with trio.CancelScope(shield=True):
+                    await self._remove(workflow)
+            outcome.append(error)
+            done.set()
 
     def cancel_loads(self) -> None:
         """Shutdown has begun: abort synchronous registrations still loading, and any that
@@ -457,8 +476,17 @@ class ModelManager:
         target_device = Device.parse(device) if device else None
         for workflow in targets:
             for model in workflow.models.values():
-                assert model.pool is not None
-                await model.pool.scale(min_workers, max_workers, target_device)
+                # Every await below lets a DELETE run: a workflow it removed is gone (404),
+                # whether that happened before this model's turn or while it scaled.
+                pool = model.pool
+                if workflow.removed or pool is None:
+                    raise ModelNotFound.model_or_workflow(name)
+                try:
+                    await pool.scale(min_workers, max_workers, target_device)
+                except DjlError:
+                    if workflow.removed:
+                        raise ModelNotFound.model_or_workflow(name) from None
+                    raise
         return targets
 
     # -- inference ---------------------------------------------------------------------

@@ -11,13 +11,12 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from djl.archive import ARCHIVE_SUFFIXES
 from djl.config import ConfigError, RegisterParams, ServerConfig
 from djl.registry import ModelManager
 from djl.store import infer_model_name
 
 log = logging.getLogger("djl.startup")
-
-_ARCHIVES = (".zip", ".mar", ".tgz", ".tar.gz", ".tar.z", ".tar")
 
 
 @dataclass(frozen=True)
@@ -82,7 +81,7 @@ def _listed_entries(config: ServerConfig) -> list[StartupEntry]:
         log.warning("Model store %s does not exist.", store)
         return []
     children = sorted(p for p in store.iterdir() if not p.name.startswith("."))
-    candidates = [p for p in children if p.is_dir() or p.name.lower().endswith(_ARCHIVES)]
+    candidates = [p for p in children if p.is_dir() or p.name.lower().endswith(ARCHIVE_SUFFIXES)]
     # Spec §4.5: a store entry maps to `<inferred name>=file:<dir>/`, so the folder names
     # a workflow folder's endpoint too (not the "name" inside its workflow.json).
     if len(candidates) != len(children):

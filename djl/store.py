@@ -121,7 +121,7 @@ def infer_model_name(url: str) -> str:
     try:
         path = urlsplit(url).path
     except ValueError:
-        raise IllegalArgument(f"Invalid url: {url}", status=409) from None
+        raise IllegalArgument.invalid_url(url) from None
     is_dir = path.endswith("/")
     if is_dir:
         path = path[:-1]
@@ -179,7 +179,7 @@ def _parse(url: str) -> _Url:
     try:
         parts = urlsplit(url)
     except ValueError:
-        raise IllegalArgument(f"Invalid url: {url}", status=409) from None
+        raise IllegalArgument.invalid_url(url) from None
     scheme = m.group(1).lower()
     if scheme == "file":
         if parts.netloc not in ("", "localhost"):
@@ -350,7 +350,7 @@ async def _remeasure(target: Path, produce: Callable[[StopEvent], Budget]) -> Bu
             try:
                 entry.budget = await _in_thread(produce)
             except OSError as exc:
-                raise SourceError(f"Cannot write to the cache {target}: {exc}", status=500) from exc
+                raise SourceError.cache_unwritable(target, exc) from exc
         return entry.budget
 
 
@@ -486,7 +486,7 @@ async def _acquire(target: Path, produce: Callable[[StopEvent], Budget]) -> Budg
             try:
                 entry.budget = await _in_thread(produce)
             except OSError as exc:
-                raise SourceError(f"Cannot write to the cache {target}: {exc}", status=500) from exc
+                raise SourceError.cache_unwritable(target, exc) from exc
         entry.refs += 1
         return entry.budget
 

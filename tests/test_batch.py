@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from djl import _batch
-from djl.errors import Capacity, FrameError, TranslateError
+from djl.errors import Capacity, FrameError, FrameTooLarge, TranslateError
 from djl.io import Input
 
 
@@ -172,17 +172,14 @@ def test_drain_returns_every_live_job_in_order():
     assert len(q) == 0
 
 
-def test_capacity_validation_and_resize():
+def test_capacity_validation():
     with pytest.raises(ValueError):
         _batch.JobQueue(0)
     q = _batch.JobQueue(1, "m")
     assert q.capacity == 1 and q.model_id == "m"
     q.put_nowait(job("a"))
-    q.set_capacity(2)
-    q.put_nowait(job("b"))
-    with pytest.raises(ValueError):
-        q.set_capacity(0)
-    assert q.capacity == 2
+    with pytest.raises(Capacity):
+        q.put_nowait(job("b"))
 
 
 # -- frames -------------------------------------------------------------------------------
@@ -250,6 +247,29 @@ def test_decoder_partial_frame_after_a_whole_one():
     decoder.feed(b[7:])
     assert [_batch.decode_error(p) for _, p in decoder] == [("k2", "m2")]
     assert decoder.buffered == 0
+
+
+@pytest.mark.parametrize("max_frame", [0, -1, _batch.MAX_FRAME + 1])
+def test_decoder_refuses_a_limit_outside_the_frame_format(max_frame):
+    with pytest.raises(ValueError, match="max_frame must be within"):
+        _batch.FrameDecoder(max_frame=max_frame)
+
+
+def test_encoder_refuses_a_frame_over_the_limit_it_is_given():
+    """The sender checks what the receiver's decoder would refuse, before allocating."""
+    frame = _batch.encode_response(200, "OK", {}, ["a", "b"], [b"x" * 50, b"y" * 50])
+    size = len(frame) - 4
+    assert bytes(_batch.encode_response(200, "OK", {}, ["a", "b"], [b"x" * 50, b"y" * 50],
+                                        size)) == bytes(frame)
+    with pytest.raises(FrameTooLarge) as caught:
+        _batch.encode_response(200, "OK", {}, ["a", "b"], [b"x" * 50, b"y" * 50], size - 1)
+    assert (caught.value.size, caught.value.limit) == (size, size - 1)
+    with pytest.raises(FrameTooLarge):
+        _batch.encode_request({}, ["a"], [b"x" * 50], 10)
+    decoder = _batch.FrameDecoder(max_frame=size - 1)
+    decoder.feed(frame)
+    with pytest.raises(FrameTooLarge):
+        next(decoder)
 
 
 def test_decoder_rejects_oversized_and_empty_frames():

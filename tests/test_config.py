@@ -488,11 +488,6 @@ def test_bad_integer_in_serving_properties_is_illegal_argument(home: Path) -> No
 # -- ModelConfig.workers_for (§4.6) ----------------------------------------------------------
 
 
-@pytest.fixture
-def no_omp(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
-
-
 def workers(
     home: Path,
     properties: dict[str, str],
@@ -503,7 +498,7 @@ def workers(
     return build_model_config(server(home), properties, params).workers_for(device, cores)
 
 
-def test_identity_model_example(home: Path, no_omp: None) -> None:
+def test_identity_model_example(home: Path) -> None:
     properties = {
         "cpu.minWorkers": "2",
         "cpu.maxWorkers": "4",
@@ -516,7 +511,7 @@ def test_identity_model_example(home: Path, no_omp: None) -> None:
     assert build_model_config(server(home), properties).job_queue_size == 10
 
 
-def test_device_type_keys_beat_plain_keys(home: Path, no_omp: None) -> None:
+def test_device_type_keys_beat_plain_keys(home: Path) -> None:
     properties = {
         "minWorkers": "1",
         "maxWorkers": "6",
@@ -527,35 +522,48 @@ def test_device_type_keys_beat_plain_keys(home: Path, no_omp: None) -> None:
     assert workers(home, properties, "gpu") == (1, 6)
 
 
-def test_defaults_min_one_cpu_max_cores_gpu_max_one(home: Path, no_omp: None) -> None:
+def test_defaults_min_one_cpu_max_cores_gpu_max_one(home: Path) -> None:
     assert workers(home, {}, "cpu", cores=8) == (1, 8)
     assert workers(home, {}, "cpu", cores=1) == (1, 1)
     assert workers(home, {}, "gpu") == (1, 1)
     assert workers(home, {}, "nc") == (1, 1)
 
 
-def test_cpu_max_divides_cores_by_omp_threads(home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("OMP_NUM_THREADS", "2")
-    assert workers(home, {}, "cpu", cores=8) == (1, 4)
-    monkeypatch.setenv("OMP_NUM_THREADS", "16")
-    assert workers(home, {}, "cpu", cores=8) == (1, 1)
-    monkeypatch.setenv("OMP_NUM_THREADS", "0")
-    assert workers(home, {}, "cpu", cores=8) == (1, 8)
+def test_cpu_max_divides_cores_by_omp_threads(home: Path) -> None:
+    def cpu_workers(omp: str) -> tuple[int, int]:
+        config = server(home, OMP_NUM_THREADS=omp)
+        return build_model_config(config, {}).workers_for("cpu", 8)
+
+    assert cpu_workers("2") == (1, 4)
+    assert cpu_workers("16") == (1, 1)
+    assert cpu_workers("0") == (1, 8)
+    assert cpu_workers("lots") == (1, 8)
 
 
-def test_min_is_lowered_to_max(home: Path, no_omp: None) -> None:
+def test_cuda_visible_devices_is_read_once_into_the_config(home: Path) -> None:
+    from djl.wlm.devices import Device, resolve_devices
+
+    config = server(home, CUDA_VISIBLE_DEVICES="0,1")
+    assert config.cuda_visible_devices == "0,1"
+    assert resolve_devices("*", visible_devices=config.cuda_visible_devices) == [
+        Device("gpu", 0), Device("gpu", 1)]
+    assert resolve_devices("*", visible_devices="-1") == [Device("cpu", -1)]
+    assert server(home).cuda_visible_devices is None
+
+
+def test_min_is_lowered_to_max(home: Path) -> None:
     assert workers(home, {"minWorkers": "5"}, "gpu") == (1, 1)
     assert workers(home, {"minWorkers": "5", "maxWorkers": "2"}, "cpu") == (2, 2)
     assert workers(home, {"cpu.minWorkers": "9"}, "cpu", cores=4) == (4, 4)
 
 
-def test_zero_min_is_allowed_but_zero_max_means_unset(home: Path, no_omp: None) -> None:
+def test_zero_min_is_allowed_but_zero_max_means_unset(home: Path) -> None:
     assert workers(home, {"minWorkers": "0", "maxWorkers": "0"}, "cpu", cores=4) == (0, 4)
     assert workers(home, {"cpu.maxWorkers": "0", "maxWorkers": "3"}, "cpu") == (1, 3)
     assert workers(home, {"cpu.minWorkers": "-1", "minWorkers": "2"}, "cpu") == (2, 8)
 
 
-def test_explicit_register_params_win(home: Path, no_omp: None) -> None:
+def test_explicit_register_params_win(home: Path) -> None:
     properties = {"cpu.minWorkers": "2", "cpu.maxWorkers": "4"}
     params = RegisterParams(url="u", min_workers=1, max_workers=6)
     assert workers(home, properties, "cpu", params) == (1, 6)
@@ -571,7 +579,7 @@ def test_explicit_register_params_win(home: Path, no_omp: None) -> None:
     assert workers(home, properties, "cpu", RegisterParams(url="u", max_workers=0)) == (0, 0)
 
 
-def test_bad_worker_count_is_illegal_argument(home: Path, no_omp: None) -> None:
+def test_bad_worker_count_is_illegal_argument(home: Path) -> None:
     with pytest.raises(IllegalArgument, match='For input string: "two"'):
         workers(home, {"cpu.minWorkers": "two"})
 

@@ -18,8 +18,8 @@ import trio
 from quart import Request, Response
 from werkzeug.datastructures import Headers
 
-from djl.config import ServerConfig, parse_java_int
-from djl.errors import BadRequest, DjlError, IllegalArgument, StreamCut
+from djl.config import ServerConfig, parse_int
+from djl.errors import BadRequest, DjlError, StreamCut
 from djl.io import Input, Output, PairList
 from djl.registry import Model, Workflow
 from djl.status import ModelStatus
@@ -70,13 +70,7 @@ class Query:
         return None
 
     def get_int(self, name: str, default: int) -> int:
-        value = self.get(name)
-        if value is None:
-            return default
-        try:
-            return parse_java_int(value)
-        except ValueError:
-            raise IllegalArgument.number(value) from None
+        return parse_int(self.get(name), default)  # type: ignore[return-value]
 
     def single_valued(self) -> dict[str, str]:
         counts: dict[str, int] = {}

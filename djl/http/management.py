@@ -9,8 +9,8 @@ from typing import Any
 
 from quart import Request, Response
 
-from djl.config import RegisterParams, ServerConfig, parse_java_int
-from djl.errors import BadRequest, MethodNotAllowed, NotFound
+from djl.config import RegisterParams, ServerConfig, parse_int
+from djl.errors import BadRequest, IllegalArgument, MethodNotAllowed, NotFound
 from djl.http import codec
 from djl.registry import ModelManager
 from djl.store import infer_model_name
@@ -129,7 +129,7 @@ async def _register_workflow(call: Call) -> Response:
     else:
         raise BadRequest("Either parameter url or template is required.")
     if not spec.name:
-        raise BadRequest("The workflow has no name: set \"name\" in the workflow file")
+        raise BadRequest.unnamed_workflow()
     workflow = await call.manager.register_workflow(spec, synchronous=synchronous)
     if not synchronous:
         return call.status(f'Workflow "{workflow.name}" registration scheduled.', 202)
@@ -160,14 +160,11 @@ def _list_workflows(call: Call) -> Response:
 
 async def _scale(call: Call, name: str, version: str | None) -> Response:
     def number(key: str) -> int:
-        value = call.query.get(key)
-        if value is None:
-            return -1
         try:
-            return parse_java_int(value)
-        except ValueError:
+            return parse_int(call.query.get(key), -1)  # type: ignore[return-value]
+        except IllegalArgument as exc:
             # Spec §2.7: a BadRequestException carrying the NumberFormatException text.
-            raise BadRequest(f'For input string: "{value}"') from None
+            raise BadRequest(exc.message) from None
 
     min_workers = number("min_worker")
     max_workers = number("max_worker")

@@ -25,7 +25,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from djl import _batch
-from djl.errors import FrameError, ItemError, OutputTooLarge
+from djl.errors import (
+    ERROR_LOAD,
+    ERROR_OOM,
+    ERROR_OUTPUT,
+    FrameError,
+    FrameTooLarge,
+    ItemError,
+    OutputTooLarge,
+)
 from djl.io import Input, Output, PairList
 from djl.runtime.python_engine import EntryPointError, PythonEngine, is_out_of_memory
 
@@ -44,32 +52,44 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--entry-point", required=True)
     p.add_argument("--device-id", default="-1")
     p.add_argument("--log-level", default="info")
-    p.add_argument("--max-item-bytes", type=int, default=20 * 1024 * 1024)
+    # No defaults: the server always says (its ServerConfig is the one source).
+    p.add_argument("--max-item-bytes", type=int, required=True)
+    p.add_argument("--max-frame-bytes", type=int, required=True,
+                   help="largest frame the server reads")
     p.add_argument("--engine", default="Python", choices=("Python", "PyTorch"))
     p.add_argument("--num-threads", type=int, default=0,
                    help="torch intra-op threads (PyTorch engine; 0: torch's default)")
     return p.parse_args(argv)
 
 
-def _send_output(sock: socket.socket, output: Output, max_item_bytes: int) -> None:
+def _send_output(sock: socket.socket, output: Output, max_item_bytes: int,
+                 max_frame: int) -> None:
     """One answer frame (or a stream of chunk frames) for one request frame.
 
-    An item over ``max_item_bytes`` is refused here, before it reaches the pipe: the server
-    would have to treat a frame that large as a broken worker. Stream chunks are split.
+    An item over ``max_item_bytes``, or an answer whose frame would pass ``max_frame``
+    (many items, each within the limit), is refused here, before it reaches the pipe: the
+    server would have to treat a frame that large as a broken worker. Stream chunks are
+    split.
     """
     props = {str(k): str(v) for k, v in output.properties.items()}
     if output.stream is None:
         largest = max((len(v) for v in output.content.values), default=0)
-        if largest > max_item_bytes:
-            error = OutputTooLarge.item(largest, max_item_bytes)
-            log.error("%s", error.message)
-            sock.sendall(_batch.encode_error("output", error.message))
-            return
-        sock.sendall(
-            _batch.encode_response(
-                output.code, output.message, props, output.content.keys, output.content.values
+        try:
+            if largest > max_item_bytes:
+                raise OutputTooLarge.item(largest, max_item_bytes)
+            frame = _batch.encode_response(
+                output.code, output.message, props, output.content.keys,
+                output.content.values, max_frame,
             )
-        )
+        except FrameTooLarge as exc:
+            refused = OutputTooLarge.frame(exc.size, exc.limit)
+        except OutputTooLarge as exc:
+            refused = exc
+        else:
+            sock.sendall(frame)
+            return
+        log.error("%s", refused.message)
+        sock.sendall(_batch.encode_error(ERROR_OUTPUT, refused.message))
         return
     sock.sendall(_batch.encode_response(output.code, output.message, props, None, None))
     formatter = output.stream_formatter
@@ -88,32 +108,49 @@ def _send_output(sock: socket.socket, output: Output, max_item_bytes: int) -> No
             if isinstance(data, str):
                 data = data.encode("utf-8")
             for start in range(0, len(data), max_item_bytes):
-                sock.sendall(_batch.encode_chunk(True, data[start:start + max_item_bytes]))
+                piece = data[start:start + max_item_bytes]
+                sock.sendall(_batch.encode_chunk(more=True, data=piece))
     except Exception as exc:  # noqa: BLE001 — the error text becomes the final chunk
         log.warning("stream generator raised:\n%s", traceback.format_exc())
-        sock.sendall(_batch.encode_chunk(False, str(exc).encode("utf-8")))
+        sock.sendall(_batch.encode_chunk(more=False, data=str(exc).encode("utf-8")))
         return
-    sock.sendall(_batch.encode_chunk(False, b""))
+    sock.sendall(_batch.encode_chunk(more=False, data=b""))
 
 
-def _results_frame(results: list[Output | ItemError], max_item_bytes: int) -> bytearray:
-    """A batch answered request by request (the PyTorch engine): one RESULTS frame."""
-    frames = []
+def _results_frame(results: list[Output | ItemError], max_item_bytes: int,
+                   max_frame: int) -> bytearray:
+    """A batch answered request by request (the PyTorch engine): one RESULTS frame.
+
+    An item over ``max_item_bytes``, or one that would carry the frame past ``max_frame``,
+    fails its own request (OutputTooLarge); its batch-mates are answered.
+    """
+    frames: list[bytes | bytearray] = []
+    used = 9  # the RESULTS frame's own header and count
     for result in results:
         if isinstance(result, ItemError):
-            frames.append(_batch.encode_error(result.kind, result.message))
-            continue
-        largest = max((len(v) for v in result.content.values), default=0)
-        if largest > max_item_bytes:
-            error = OutputTooLarge.item(largest, max_item_bytes)
-            log.error("%s", error.message)
-            frames.append(_batch.encode_error("output", error.message))
-            continue
-        props = {str(k): str(v) for k, v in result.properties.items()}
-        frames.append(_batch.encode_response(
-            result.code, result.message, props, result.content.keys, result.content.values
-        ))
-    return _batch.encode_results(frames)
+            frame = _batch.encode_error(result.kind, result.message)
+        else:
+            largest = max((len(v) for v in result.content.values), default=0)
+            props = {str(k): str(v) for k, v in result.properties.items()}
+            try:
+                if largest > max_item_bytes:
+                    raise OutputTooLarge.item(largest, max_item_bytes)
+                frame = _batch.encode_response(
+                    result.code, result.message, props, result.content.keys,
+                    result.content.values, max_frame - used - 4,
+                )
+            except FrameTooLarge as exc:
+                frame = _refused(OutputTooLarge.frame(exc.size, exc.limit))
+            except OutputTooLarge as exc:
+                frame = _refused(exc)
+        used += 4 + len(frame)
+        frames.append(frame)
+    return _batch.encode_results(frames, max_frame)
+
+
+def _refused(error: OutputTooLarge) -> bytearray:
+    log.error("%s", error.message)
+    return _batch.encode_error(ERROR_OUTPUT, error.message)
 
 
 def _run_finalizers(output: Output) -> None:
@@ -124,7 +161,8 @@ def _run_finalizers(output: Output) -> None:
             log.warning("finalizer raised:\n%s", traceback.format_exc())
 
 
-def serve(sock: socket.socket, engine: PythonEngine | TorchEngine, max_item_bytes: int) -> None:
+def serve(sock: socket.socket, engine: PythonEngine | TorchEngine, max_item_bytes: int,
+          max_frame: int = _batch.MAX_FRAME) -> None:
     decoder = _batch.FrameDecoder()
     initialised = False
     while True:
@@ -142,21 +180,21 @@ def serve(sock: socket.socket, engine: PythonEngine | TorchEngine, max_item_byte
                 try:
                     engine.load()
                 except EntryPointError as exc:
-                    sock.sendall(_batch.encode_error("load", str(exc)))
+                    sock.sendall(_batch.encode_error(ERROR_LOAD, str(exc)))
                     return
                 except Exception as exc:  # noqa: BLE001 — the user's module failed to import
                     log.error("model failed to load:\n%s", traceback.format_exc())
-                    kind_name = "oom" if is_out_of_memory(exc) else "load"
+                    kind_name = ERROR_OOM if is_out_of_memory(exc) else ERROR_LOAD
                     sock.sendall(_batch.encode_error(kind_name, f"{type(exc).__name__}: {exc}"))
                     return
                 output = engine.initialise(inputs)
             else:
                 answer = engine.invoke(inputs)
                 if isinstance(answer, list):
-                    sock.sendall(_results_frame(answer, max_item_bytes))
+                    sock.sendall(_results_frame(answer, max_item_bytes, max_frame))
                     continue
                 output = answer
-            _send_output(sock, output, max_item_bytes)
+            _send_output(sock, output, max_item_bytes, max_frame)
             _run_finalizers(output)
 
 
@@ -178,7 +216,7 @@ def main(argv: list[str] | None = None) -> int:
     else:
         engine = PythonEngine(model_dir, args.entry_point, args.device_id)
     try:
-        serve(sock, engine, args.max_item_bytes)
+        serve(sock, engine, args.max_item_bytes, args.max_frame_bytes)
     except (BrokenPipeError, ConnectionResetError):
         return 0
     except KeyboardInterrupt:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,20 +34,21 @@ class Device:
         return "cpu" if self.device_type == "cpu" else f"{self.device_type}{self.device_id}"
 
 
-def gpu_count() -> int:
-    """GPUs the NVIDIA driver exposes, honouring CUDA_VISIBLE_DEVICES; no torch import."""
-    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+def gpu_count(visible: str | None = None) -> int:
+    """GPUs the NVIDIA driver exposes, or those ``visible`` (ServerConfig's
+    CUDA_VISIBLE_DEVICES) names; no torch import."""
     if visible is not None:
         return len([v for v in visible.split(",") if v.strip() and v.strip() != "-1"])
     gpus = Path("/proc/driver/nvidia/gpus")
     return len(list(gpus.iterdir())) if gpus.is_dir() else 0
 
 
-def resolve_devices(load_on_devices: str, gpus: int | None = None) -> list[Device]:
+def resolve_devices(load_on_devices: str, gpus: int | None = None, *,
+                    visible_devices: str | None = None) -> list[Device]:
     """The devices a model loads on: ``*`` = every GPU, else CPU; or a ``;`` list."""
     spec = (load_on_devices or "*").strip()
     if spec == "*":
-        count = gpu_count() if gpus is None else gpus
+        count = gpu_count(visible_devices) if gpus is None else gpus
         return [Device("gpu", i) for i in range(count)] or [Device("cpu", -1)]
     devices: list[Device] = []
     for part in spec.split(";"):

@@ -5,7 +5,8 @@ Nursery layout (DESIGN.md)::
     WorkerPool.run          the model's nursery; cancelling it means "unregister"
      └─ _keep_worker × n    one per worker slot: run a Worker, replace it if it died
 
-Workers pull batches with ``next_batch`` (the aggregation rule of §5.5). Requests enter
+Workers pull batches with ``take_batch`` (the aggregation rule of §5.5); the pool is
+their BatchSource (djl/wlm/worker.py), the only way a worker sees it. Requests enter
 with ``submit`` (§5.2, §5.3); a queue that grows past twice the batch size adds a
 temporary worker (§5.4), which retires after ``max_idle_time`` idle. A worker that dies
 is replaced with back-off while the model's failures stay within ``retry_threshold``;
@@ -15,18 +16,19 @@ past it the model is FAILED (§6.9).
 from __future__ import annotations
 
 import logging
-import math
 import os
 from collections.abc import Iterable
 from dataclasses import dataclass
+from functools import partial
 
 import trio
 
 from djl import _batch
-from djl.config import ModelConfig
+from djl.config import ModelConfig, parse_int
 from djl.errors import (
     BadRequest,
     DjlError,
+    IllegalArgument,
     ModelLoadError,
     WlmError,
     WlmShutdown,
@@ -139,6 +141,8 @@ class WorkerPool:
         self._nursery: trio.Nursery | None = None
         self._cancel_scope = trio.CancelScope()
         self.closed = trio.Event()
+        #: Made by aclose while it waits for in-flight batches; set once none is left.
+        self._drained: trio.Event | None = None
         self._batches = 0
         self._jobs = 0
 
@@ -155,7 +159,8 @@ class WorkerPool:
                     self._nursery = nursery
                     for group in self.groups.values():
                         for _ in range(group.min_workers):
-                            await nursery.start(self._keep_worker, group, True)
+                            await nursery.start(partial(self._keep_worker, group,
+                                                        permanent=True))
                     self.status = ModelStatus.READY
                     started = True
                     task_status.started(self)
@@ -173,21 +178,20 @@ class WorkerPool:
                 raise rest from None
         finally:
             self._closing = True
-            for job in self.queue.drain():
-                job.set_error(WlmError.shutting_down())
+            self.queue.fail_all(WlmError.shutting_down())
             self.closed.set()
 
     async def aclose(self, grace_s: float = 0.0) -> None:
         """Unregister: refuse new jobs, answer queued ones, let in-flight ones finish for
         up to ``grace_s``, then stop every worker and wait for the processes to exit."""
         self._closing = True
-        for job in self.queue.drain():
-            job.set_error(WlmError.shutting_down())
+        self.queue.fail_all(WlmError.shutting_down())
         try:
             if grace_s > 0:
+                self._drained = trio.Event()
+                self._check_drained()
                 with trio.move_on_after(grace_s):
-                    while any(w.inflight for w in self.all_workers()):
-                        await trio.sleep(0.05)
+                    await self._drained.wait()
         finally:
             # Even when the caller is cancelled during the grace period (a client hanging
             # up on DELETE), the workers stop: nobody could reach this pool again.
@@ -196,7 +200,7 @@ class WorkerPool:
                 await self.closed.wait()
 
     # -- requests ----------------------------------------------------------------------
-    def submit(self, inputs: Input, priority: int = 3) -> _batch.Job:
+    def submit(self, inputs: Input, priority: int = _batch.DEFAULT_PRIORITY) -> _batch.Job:
         """Queue a job (spec §5.2) or raise: not ready, shut down, queue full (503s)."""
         if self.status is not ModelStatus.READY or self._closing:
             raise WlmError.not_ready(self.model_id)
@@ -204,9 +208,8 @@ class WorkerPool:
         if max_total == 0:
             raise WlmShutdown.all_workers(self.model_id)
         job = _batch.Job(inputs, priority, trio.Event())
-        job.enqueued_at = trio.current_time()
         try:
-            self.queue.put_nowait(job, self._idle > 0)
+            self.queue.put_nowait(job, worker_idle=self._idle > 0)
         except DjlError:
             self._maybe_scale_up(force=True)
             raise
@@ -215,7 +218,13 @@ class WorkerPool:
         self._maybe_scale_up()
         return job
 
-    def requeue(self, jobs: list[_batch.Job]) -> None:
+    def _check_drained(self) -> None:
+        """During aclose's grace: wake it once no worker holds a job any more."""
+        if self._drained is not None and not any(w.inflight for w in self.all_workers()):
+            self._drained.set()
+
+    # -- BatchSource: what a Worker calls ------------------------------------------------
+    def give_back(self, jobs: list[_batch.Job]) -> None:
         """Jobs a dead worker held but never started: first in line again."""
         jobs = [job for job in jobs if not job.cancelled and not job.finished()]
         if not jobs:
@@ -227,17 +236,12 @@ class WorkerPool:
         self.queue.put_front(jobs)
         self._lot.unpark_all()
 
-    def worker_ready(self) -> None:
+    def worker_ready(self, worker: Worker) -> None:
         """A worker finished loading: a burst may still need another one (spec §5.4),
         and scale-up only looks while no worker is starting."""
         self._maybe_scale_up()
 
-    def discard(self, job: _batch.Job) -> None:
-        """The client went away: a queued job is dropped, an in-flight one is ignored."""
-        job.cancelled = True
-        self.queue.discard(job)
-
-    async def next_batch(self, worker: Worker) -> list[_batch.Job] | None:
+    async def take_batch(self, worker: Worker) -> list[_batch.Job] | None:
         """The batch a worker should run next, or None when it should exit (spec §5.5).
 
         First job: permanent workers wait forever; temporary ones retire once idle for
@@ -253,10 +257,8 @@ class WorkerPool:
                 # The jobs are the worker's from here on: if it is killed while the batch
                 # fills, Worker.run's finally answers them (503) instead of losing them, and
                 # scale-down lets it finish rather than kill it (BUSY is never killed).
-                worker.inflight = batch
-                worker.state = WorkerState.BUSY
+                worker.hold(batch)
                 break
-            worker.state = WorkerState.IDLE
             self._idle += 1
             try:
                 if worker.permanent:
@@ -283,7 +285,7 @@ class WorkerPool:
                     batch.extend(self.queue.take(size - len(batch)))
                     break
         batch = [job for job in batch if not job.cancelled]
-        worker.inflight = batch
+        worker.hold(batch)
         return batch
 
     def take_ready(self, worker: Worker, max_batches: int) -> list[list[_batch.Job]]:
@@ -302,9 +304,15 @@ class WorkerPool:
                 batches.append(batch)
         return batches
 
-    def batch_done(self) -> None:
+    def batch_done(self, worker: Worker) -> None:
         """A worker answered a batch (counted for statistics())."""
         self._batches += 1
+        self._check_drained()
+
+    def discard(self, job: _batch.Job) -> None:
+        """The client went away: a queued job is dropped, an in-flight one is ignored."""
+        job.cancelled = True
+        self.queue.discard(job)
 
     # -- scaling -----------------------------------------------------------------------
     def all_workers(self) -> list[Worker]:
@@ -327,7 +335,7 @@ class WorkerPool:
         if self._pending_workers or any(w.state is WorkerState.STARTING for w in running):
             return  # one scale-up at a time; the starting worker will take the load
         if trio.current_time() < self._scale_up_after:
-            self._retry_scale_up_later(force)
+            self._retry_scale_up_later(force=force)
             return
         best = max(
             self.groups.values(),
@@ -338,9 +346,10 @@ class WorkerPool:
             return
         log.info("scaling up %s on %s: %d queued", self.model_id, best.device, len(self.queue))
         self._pending_workers += 1
-        self._nursery.start_soon(self._keep_worker, best, False, True)
+        self._nursery.start_soon(partial(self._keep_worker, best, permanent=False,
+                                         pending=True))
 
-    def _retry_scale_up_later(self, force: bool) -> None:
+    def _retry_scale_up_later(self, *, force: bool) -> None:
         """Scale-up is backing off: look again when the back-off ends, so queued jobs
         with no worker to take them are not left waiting for the next request."""
         if self._scale_up_timer or self._nursery is None:
@@ -374,6 +383,8 @@ class WorkerPool:
         still starting.
         """
         async with self._scale_lock:
+            if self._closing:
+                raise WlmError.not_ready(self.model_id)
             await self._scale(min_workers, max_workers, device)
 
     async def _scale(self, min_workers: int | None, max_workers: int | None,
@@ -402,13 +413,14 @@ class WorkerPool:
                     break
                 self._retire(worker)
                 excess -= 1
-            assert self._nursery is not None
             for _ in range(group.min_workers - len(group.permanent())):
-                await self._nursery.start(self._keep_worker, group, True)
+                if self._closing or self._nursery is None:
+                    # Unregistered while an earlier worker started: none may start now.
+                    raise WlmError.not_ready(self.model_id)
+                await self._nursery.start(partial(self._keep_worker, group, permanent=True))
         if sum(g.max_workers for g in self.groups.values()) == 0:
             # No worker may ever run again: queued jobs must not wait for one forever.
-            for job in self.queue.drain():
-                job.set_error(WlmShutdown.all_workers(self.model_id))
+            self.queue.fail_all(WlmShutdown.all_workers(self.model_id))
         self._lot.unpark_all()
 
     def _retire(self, worker: Worker) -> None:
@@ -417,8 +429,8 @@ class WorkerPool:
             worker.kill()
 
     async def _keep_worker(
-        self, group: WorkerGroup, permanent: bool, pending: bool = False,
-        *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+        self, group: WorkerGroup, *, permanent: bool, pending: bool = False,
+        task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
     ) -> None:
         """Run one worker slot: start a worker, and replace it while it keeps dying.
 
@@ -429,24 +441,29 @@ class WorkerPool:
         # started with start_soon (a scale-up) handles it in _run_slot (back-off, and a
         # failure count only while nothing else serves).
         waited = task_status is not trio.TASK_STATUS_IGNORED
+        cancelled = False
         try:
-            await self._run_slot(group, permanent, pending, waited, task_status)
+            await self._run_slot(group, task_status, permanent=permanent, pending=pending,
+                                 waited=waited)
+        except trio.Cancelled:
+            cancelled = True
+            raise
         finally:
+            self._check_drained()
             # Jobs may still be queued with no worker left to take them (a temporary worker
             # died, min_workers is 0): start one rather than let them wait forever. Not when
             # the pool is being cancelled: the new slot would die and start another, forever.
-            cancelled = trio.current_effective_deadline() == -math.inf
             if self.queue and not self._closing and not cancelled:
                 self._maybe_scale_up(force=not self.running_workers())
 
     async def _run_slot(
-        self, group: WorkerGroup, permanent: bool, pending: bool, waited: bool,
-        task_status: trio.TaskStatus[None],
+        self, group: WorkerGroup, task_status: trio.TaskStatus[None], *, permanent: bool,
+        pending: bool, waited: bool,
     ) -> None:
         started = False
         restarts = 0
         while True:
-            worker = Worker(self, group, permanent)
+            worker = Worker(self, group.device, permanent=permanent)
             born = trio.current_time()
             group.purge(born)
             group.workers.append(worker)
@@ -463,6 +480,8 @@ class WorkerPool:
                 if waited and not started:
                     raise
                 log.error("worker %s failed to load: %s", worker.label, exc)
+            finally:
+                self._check_drained()  # its jobs are answered: aclose may be waiting
             started = True
             if not permanent:
                 if worker.exit_reason is not ExitReason.LOAD_FAILED:
@@ -505,8 +524,7 @@ class WorkerPool:
             log.critical("SERVING_FAIL_FAST is set: exiting with status 137")
             os._exit(137)
         self.status = ModelStatus.FAILED
-        for job in self.queue.drain():
-            job.set_error(WlmError.not_ready(self.model_id))
+        self.queue.fail_all(WlmError.not_ready(self.model_id))
         for worker in self.running_workers():
             worker.retiring = True
         self._lot.unpark_all()
@@ -535,13 +553,12 @@ class WorkerPool:
 
 
 def priority_of(inputs: Input) -> int:
-    """The ``x-priority`` property (spec §3.4): an int, default 3, lower runs first."""
+    """The ``x-priority`` property (spec §3.4): an int, default DEFAULT_PRIORITY, lower runs
+    first."""
     value = inputs.get_property("x-priority")
-    if value is None or value == "":
-        return 3
     try:
-        return int(value)
-    except ValueError:
+        return parse_int(value, _batch.DEFAULT_PRIORITY)  # type: ignore[return-value]
+    except IllegalArgument:
         raise BadRequest(f"Invalid x-priority: {value}") from None
 
 

@@ -24,14 +24,16 @@ import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import trio
 
 from djl import _batch
+from djl.config import ModelConfig, ServerConfig
 from djl.errors import (
+    ERROR_OOM,
+    ERROR_OUTPUT,
     ITEM_ERROR_KINDS,
-    WORKER_ERROR_KINDS,
     DjlError,
     FrameError,
     ModelLoadError,
@@ -39,11 +41,10 @@ from djl.errors import (
     StreamCut,
     TranslateError,
     WlmError,
+    WorkerDied,
 )
 from djl.io import Output, PairList
-
-if TYPE_CHECKING:
-    from djl.wlm.pool import WorkerGroup, WorkerPool
+from djl.wlm.devices import Device
 
 log = logging.getLogger("djl.worker")
 
@@ -87,17 +88,19 @@ class WorkerCommand:
     handler: str = "handle"
     env: dict[str, str] = field(default_factory=dict)
     log_level: str = "info"
-    max_item_bytes: int = 20 * 1024 * 1024
+    max_item_bytes: int = ServerConfig.max_worker_item_bytes
     #: Batches in flight at once for a fast model (ServerConfig.pipeline_depth).
-    pipeline_depth: int = 4
+    pipeline_depth: int = ServerConfig.pipeline_depth
     #: Longest a streamed chunk waits for the HTTP side to take it (chunked_read_timeout).
-    stream_send_timeout_s: float = 120.0
+    stream_send_timeout_s: float = ServerConfig.chunked_read_timeout_s
     #: The runtime engine that serves the model: ``Python`` (model.py) or ``PyTorch``.
     engine: str = "Python"
     #: torch intra-op threads per worker (PyTorch engine; 0 leaves torch's default).
     num_threads: int = 0
 
-    def argv(self, fd: int, device_id: int) -> list[str]:
+    def argv(self, fd: int, device_id: int, max_frame: int) -> list[str]:
+        """``max_frame``: the largest frame the server reads from this worker; the runtime
+        refuses to write a larger one (it answers the batch with an ERROR frame instead)."""
         return [
             self.python or sys.executable,
             "-m",
@@ -114,11 +117,48 @@ class WorkerCommand:
             self.log_level,
             "--max-item-bytes",
             str(self.max_item_bytes),
+            "--max-frame-bytes",
+            str(max_frame),
             "--engine",
             self.engine,
             "--num-threads",
             str(self.num_threads),
         ]
+
+
+class BatchSource(Protocol):
+    """What a Worker needs from whoever feeds it: a WorkerPool, or a fake in tests.
+
+    The worker takes batches, gives back the ones it could not start, and reports when it
+    is ready and when it has answered a batch; it never reaches into the pool otherwise,
+    and the source changes the worker only through ``Worker.hold``. Another kind of worker
+    (a remote one) needs only this to be fed by the same pool.
+    """
+
+    model_id: str
+    config: ModelConfig
+    command: WorkerCommand
+
+    async def take_batch(self, worker: Worker) -> list[_batch.Job] | None:
+        """The next batch (maybe empty: ask again), or None when the worker should stop.
+        Jobs are handed over with ``worker.hold`` as soon as they are taken."""
+        ...
+
+    def take_ready(self, worker: Worker, max_batches: int) -> list[list[_batch.Job]]:
+        """Full batches to pipeline behind the one the worker holds (maybe none)."""
+        ...
+
+    def give_back(self, jobs: list[_batch.Job]) -> None:
+        """Jobs the worker took and never started (it died): first in line again."""
+        ...
+
+    def worker_ready(self, worker: Worker) -> None:
+        """The worker has loaded the model and serves."""
+        ...
+
+    def batch_done(self, worker: Worker) -> None:
+        """The worker has answered a batch."""
+        ...
 
 
 def _init_detail(values: Sequence[bytes] | None) -> str:
@@ -132,10 +172,6 @@ def _init_detail(values: Sequence[bytes] | None) -> str:
     if isinstance(body, dict) and isinstance(body.get("error"), str):
         return body["error"]
     return text
-
-
-class WorkerDied(WlmError):
-    """The worker process is gone or unusable; its in-flight jobs get this (503)."""
 
 
 class ChunkStream:
@@ -163,12 +199,13 @@ class ChunkStream:
 
 
 class Worker:
-    """One model process. Owned by a WorkerPool; ``run`` is its whole life."""
+    """One model process, fed by a BatchSource (its WorkerPool); ``run`` is its whole life."""
 
-    def __init__(self, pool: WorkerPool, group: WorkerGroup, permanent: bool) -> None:
+    def __init__(self, source: BatchSource, device: Device, *, permanent: bool) -> None:
         self.id = next(_worker_ids)
-        self.pool = pool
-        self.group = group
+        #: Where its batches come from (its WorkerPool); see BatchSource.
+        self.source = source
+        self.device = device
         #: Permanent workers make up the group's minimum; temporary ones retire when idle.
         self.permanent = permanent
         self.start_time = datetime.datetime.now(datetime.UTC)
@@ -198,11 +235,17 @@ class Worker:
 
     @property
     def label(self) -> str:
-        return f"{self.pool.model_id}/{self.id}"
+        return f"{self.source.model_id}/{self.id}"
 
     def kill(self) -> None:
         """Stop now: in-flight jobs are answered with ``Worker shutting down``."""
         self._cancel_scope.cancel()
+
+    def hold(self, jobs: list[_batch.Job]) -> None:
+        """The source hands over the jobs it took for this worker (BUSY from now on): if
+        the worker stops while its batch still fills, ``run`` answers them."""
+        self.inflight = jobs
+        self.state = WorkerState.BUSY
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Start the process, load the model, serve until told to stop or the process dies.
@@ -210,7 +253,7 @@ class Worker:
         Raises ModelLoadError before ``task_status.started()`` if the model cannot load.
         Afterwards never raises: how it ended is in ``exit_reason``.
         """
-        command = self.pool.command
+        command = self.source.command
         process: trio.Process | None = None
         channel: trio.SocketStream | socket.socket | None = None
         failure: BaseException | None = None
@@ -221,7 +264,8 @@ class Worker:
                     # this worker, never an error that escapes the pool.
                     channel, child = socket.socketpair()
                     process = await trio.lowlevel.open_process(
-                        command.argv(child.fileno(), self.group.device.device_id),
+                        command.argv(child.fileno(), self.device.device_id,
+                                     self._max_frame()),
                         pass_fds=(child.fileno(),),
                         stdin=subprocess.DEVNULL,
                         stdout=-1,
@@ -251,7 +295,7 @@ class Worker:
                         self.state = WorkerState.IDLE
                         self.last_active = trio.current_time()
                         task_status.started()
-                        self.pool.worker_ready()
+                        self.source.worker_ready(self)
                         await self._serve(stream, decoder)
                     except (ModelLoadError, WorkerDied, FrameError, trio.BrokenResourceError,
                             trio.ClosedResourceError) as exc:
@@ -262,14 +306,14 @@ class Worker:
                     finally:
                         self._end(failure)
                         with trio.CancelScope(shield=True):
-                            await self._stop(process, channel, self._broken)
+                            await self._stop(process, channel, kill=self._broken)
                         self.process_gone = True
                         logs.cancel_scope.deadline = trio.current_time() + LOG_DRAIN_S
         finally:
             if not self.process_gone:  # the spawn itself failed or was cancelled
                 self._end(failure)
                 with trio.CancelScope(shield=True):
-                    await self._stop(process, channel, True)
+                    await self._stop(process, channel, kill=True)
                 self.process_gone = True
         if isinstance(failure, ModelLoadError):
             raise failure
@@ -289,7 +333,7 @@ class Worker:
             # it never started go back to the head of the queue for another worker.
             answering = self._answering or len(self.inflight)
             unstarted, self.inflight = self.inflight[answering:], self.inflight[:answering]
-            self.pool.requeue(unstarted)
+            self.source.give_back(unstarted)
             self._fail_inflight(
                 failure if isinstance(failure, DjlError) else WorkerDied(str(failure))
             )
@@ -302,7 +346,7 @@ class Worker:
     # -- start-up ----------------------------------------------------------------------
     def _environment(self) -> dict[str, str]:
         env = dict(os.environ)
-        command = self.pool.command
+        command = self.source.command
         paths = [p for p in (env.get("PYTHONPATH"), str(command.model_dir)) if p]
         env["PYTHONPATH"] = os.pathsep.join(paths)
         env["PYTHONUNBUFFERED"] = "1"
@@ -310,22 +354,22 @@ class Worker:
         return env
 
     def _max_frame(self) -> int:
-        batch = max(1, self.pool.config.batch_size)
-        return min(_batch.MAX_FRAME, self.pool.command.max_item_bytes * batch + (1 << 20))
+        batch = max(1, self.source.config.batch_size)
+        return min(_batch.MAX_FRAME, self.source.command.max_item_bytes * batch + (1 << 20))
 
     async def _initialise(
         self, stream: trio.SocketStream, decoder: _batch.FrameDecoder, process: trio.Process
     ) -> None:
-        command = self.pool.command
+        command = self.source.command
         props = dict(command.init_properties)
         props["handler"] = command.handler
         try:
             await stream.send_all(_batch.encode_request(props, [], []))
-            with trio.fail_after(self.pool.config.model_loading_timeout_s):
+            with trio.fail_after(self.source.config.model_loading_timeout_s):
                 kind, payload = await self._next_frame(stream, decoder)
         except trio.TooSlowError:
             raise ModelLoadError(
-                f"Model loading timed out after {self.pool.config.model_loading_timeout_s:g}s"
+                f"Model loading timed out after {self.source.config.model_loading_timeout_s:g}s"
             ) from None
         except FrameError as exc:
             raise ModelLoadError(f"Failed to initialize model: {exc.message}") from None
@@ -337,14 +381,12 @@ class Worker:
             ) from None
         if kind == _batch.ERROR:
             error_kind, message = _batch.decode_error(payload)
-            if error_kind == "oom":
-                raise ModelLoadError("OOM", status=507)
-            raise WORKER_ERROR_KINDS.get(error_kind, ModelLoadError)(
-                f"Failed to initialize model: {message}"
-            )
+            if error_kind == ERROR_OOM:
+                raise ModelLoadError.out_of_memory()
+            raise ModelLoadError(f"Failed to initialize model: {message}")
         code, message, _props, keys, values = _batch.decode_response(payload)
-        if code == 507:
-            raise ModelLoadError("OOM", status=507)
+        if code == ModelLoadError.out_of_memory().status:
+            raise ModelLoadError.out_of_memory()
         if code >= 300:
             raise ModelLoadError(
                 f"Failed to initialize model: {message}: {_init_detail(values)}".rstrip(": ")
@@ -392,22 +434,22 @@ class Worker:
         request is still handled exactly as if sent alone. Slow models never pipeline, so
         a queued job is not held behind one while another worker frees up.
         """
-        pool = self.pool
-        extra = {"handler": pool.command.handler}
-        timeout = pool.config.predict_timeout_s
+        source = self.source
+        extra = {"handler": source.command.handler}
+        timeout = source.config.predict_timeout_s
         while True:
-            batch = await pool.next_batch(self)
+            batch = await source.take_batch(self)
             if batch is None:
                 self.exit_reason = ExitReason.RETIRED
                 return
-            if not batch:
+            if not batch:  # every job's client left while it filled
+                self.state = WorkerState.IDLE
                 continue
             batches = [batch]
-            depth = pool.command.pipeline_depth
+            depth = source.command.pipeline_depth
             if depth > 1 and self._service_s < PIPELINE_MAX_SERVICE_S:
-                batches += pool.take_ready(self, depth - 1)
-            self.state = WorkerState.BUSY
-            self.inflight = [job for b in batches for job in b]
+                batches += source.take_ready(self, depth - 1)
+            self.hold([job for b in batches for job in b])
             frames = _batch.encode_batch([job.input for job in batch], extra)
             for more in batches[1:]:
                 frames += _batch.encode_batch([job.input for job in more], extra)
@@ -432,7 +474,7 @@ class Worker:
                 now = trio.current_time()
                 self._observe_service(now - started)
                 started = now
-                pool.batch_done()
+                source.batch_done(self)
             self._answering = 0
             self.state = WorkerState.IDLE
             self.last_active = trio.current_time()
@@ -451,7 +493,7 @@ class Worker:
         if kind != _batch.ERROR:
             raise FrameError(f"unexpected frame kind {kind} from worker")
         error_kind, message = _batch.decode_error(payload)
-        if error_kind != "output":
+        if error_kind != ERROR_OUTPUT:
             raise FrameError(f"unexpected {error_kind} error from worker: {message}")
         error = OutputTooLarge(message)
         for job in batch:
@@ -521,7 +563,7 @@ class Worker:
         batch[0].set_result(output)
         for job in batch[1:]:
             job.set_error(WorkerDied("A streamed response cannot be batched"))
-        timeout = self.pool.config.predict_timeout_s
+        timeout = self.source.config.predict_timeout_s
         # Its client may have left while the model ran: then nobody will ever read or close
         # the stream, so it is drained here instead of held for stream_send_timeout_s.
         abandoned = batch[0].cancelled
@@ -548,7 +590,7 @@ class Worker:
         """Hand a chunk to the HTTP side. False once the client is gone, or when it has not
         taken a chunk within the stream timeout: then its stream is cut, so a client that
         stops reading cannot hold this worker."""
-        with trio.move_on_after(self.pool.command.stream_send_timeout_s):
+        with trio.move_on_after(self.source.command.stream_send_timeout_s):
             try:
                 await send.send(data)
                 return True
@@ -565,7 +607,7 @@ class Worker:
             job.set_error(error)
 
     # -- stopping ----------------------------------------------------------------------
-    async def _stop(self, process: trio.Process | None, channel: object, kill: bool = False
+    async def _stop(self, process: trio.Process | None, channel: object, *, kill: bool = False
                     ) -> None:
         """Close the channel (the runtime exits on EOF), then SIGTERM, then SIGKILL.
 

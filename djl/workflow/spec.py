@@ -24,7 +24,7 @@ from urllib.parse import unquote, urlsplit
 
 import trio
 
-from djl.config import RegisterParams
+from djl.config import RegisterParams, parse_java_int
 from djl.errors import BadRequest, IllegalArgument
 from djl.workflow.graph import IN, OUT, Program, compile_program
 from djl.workflow.libs import load_functions
@@ -191,7 +191,7 @@ def _extension(url: str) -> str:
 def _file_type(url: str) -> str:
     file_type = _extension(url)
     if file_type.lower() not in FILE_TYPES:
-        raise IllegalArgument(f"Unexpected file type: {file_type}")
+        raise IllegalArgument.file_type(file_type)
     return file_type
 
 
@@ -275,7 +275,7 @@ def parse_workflow(
     """
     kind = file_type.lower()
     if kind not in FILE_TYPES:
-        raise IllegalArgument(f"Unexpected file type: {file_type}")
+        raise IllegalArgument.file_type(file_type)
     values = {**(replacements or {}), "model_dir": workflow_dir(base_uri)}
     data = _decode(substitute(text, values), kind, base_uri)
     if not isinstance(data, dict):
@@ -387,7 +387,7 @@ def _model_object(name: str, raw: Mapping[str, Any]) -> ModelRef:
             return int(value)
         if isinstance(value, str):
             try:
-                return int(value.strip())
+                return parse_java_int(value.strip())
             except ValueError:
                 pass
         raise BadRequest(f"The {key} of model {name} must be an integer, not {value!r}")

@@ -268,3 +268,123 @@ def test_sigterm_under_load_answers_every_request(tmp_path):
     assert len(ok) >= 1 and len(ok) + len(refused) == 20, answers
     assert all('"Worker shutting down"' in text for _, text in refused)
     assert_workers_gone(model)
+
+
+def test_hypercorn_sigterm_during_a_synchronous_registration_stops_promptly(tmp_path):
+    """Under ``hypercorn 'djl.app:create_app()'`` too, shutdown aborts a synchronous
+    registration still loading (issue 8, defect 1): it used to hold the process until
+    model_loading_timeout."""
+    model = tmp_path / "slow-register"
+    model.mkdir()
+    (model / "model.py").write_text(
+        "import time\n\n\ndef handle(inputs):\n"
+        "    if inputs.is_empty():\n"
+        "        time.sleep(60)\n"
+        "    return None\n"
+    )
+    port = free_port()
+    env = {**ENV, "DJL_CACHE_DIR": str(tmp_path / "cache"), "MODEL_SERVER_HOME": str(tmp_path),
+           "SERVING_LOAD_MODELS": "NONE"}
+    hypercorn = Path(sys.executable).with_name("hypercorn")
+    proc = subprocess.Popen([str(hypercorn), "-k", "trio", "-b", f"127.0.0.1:{port}",
+                             "djl.app:create_app()"], env=env, cwd=tmp_path,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    answers: list[object] = []
+    sent: list[float] = []
+    try:
+        wait_ready(port, proc)
+
+        async def register_then_stop() -> None:
+            async with httpx.AsyncClient(timeout=60) as client:
+
+                async def register() -> None:
+                    try:
+                        r = await client.post(f"http://127.0.0.1:{port}/models",
+                                              params={"url": f"file:{model}/"})
+                        answers.append(r.status_code)
+                    except httpx.HTTPError as exc:
+                        answers.append(repr(exc))
+
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(register)
+                    with trio.fail_after(30):
+                        while not runtime_pids(str(model)):  # the worker is loading
+                            await trio.sleep(0.05)
+                    sent.append(time.monotonic())
+                    proc.send_signal(signal.SIGTERM)
+
+        trio.run(register_then_stop)
+        proc.communicate(timeout=30)
+        print(f"exited {time.monotonic() - sent[0]:.2f}s after SIGTERM; answers {answers}")
+        assert time.monotonic() - sent[0] < 20
+        assert answers and answers[0] != 200
+        assert_workers_gone(model)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+        for pid in runtime_pids(str(model)):
+            os.kill(pid, signal.SIGKILL)
+
+
+def _descendants(pid: int) -> set[int]:
+    """Every live process below ``pid`` (by parent links in /proc)."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            ppid = int(stat.rpartition(")")[2].split()[1])
+            children.setdefault(ppid, []).append(int(entry.name))
+    found: set[int] = set()
+    todo = [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.add(child)
+            todo.append(child)
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+@pytest.mark.skipif(shutil.which("make") is None, reason="needs GNU make")
+def test_sigterm_to_make_serve_stops_the_server(tmp_path):
+    """``make serve`` execs the server, so a SIGTERM to make reaches it (issue 8, defect
+    6): it used to kill only the recipe's shell and leave djl-serving and its worker."""
+    repo = Path(__file__).resolve().parents[2]
+    venv = Path(sys.executable).parent.parent
+    port = free_port()
+    env = {**ENV, "DJL_CACHE_DIR": str(tmp_path / "cache"), "MODEL_SERVER_HOME": str(tmp_path)}
+    # -o: take the venv running this test as installed (never rebuild it from here).
+    proc = subprocess.Popen(["make", "-s", "-C", str(repo), "-o", f"{venv}/.installed", "serve",
+                             f"VENV={venv}", f"PORT={port}"], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    below: set[int] = set()
+    try:
+        wait_ready(port, proc)
+        r = httpx.post(f"http://127.0.0.1:{port}/predictions/echo", content=b"made",
+                       headers={"content-type": "text/plain"})
+        assert r.status_code == 200 and r.text == "made"
+        below = _descendants(proc.pid)
+        assert below, "the server runs below make"
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=30)
+        deadline = time.monotonic() + 20
+        while any(_alive(pid) for pid in below) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert [pid for pid in below if _alive(pid)] == []
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        for pid in below:
+            if _alive(pid):
+                os.kill(pid, signal.SIGKILL)

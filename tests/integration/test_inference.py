@@ -185,14 +185,29 @@ async def test_lower_x_priority_is_served_first(tmp_path):
             assert r.status_code == 200
             finished.append(label)
 
+        async def queued(n: int) -> None:
+            """Wait until ``n`` requests wait in the model's queue (describe shows it)."""
+            with trio.fail_after(10):
+                while True:
+                    [model] = (await c.get("/models/one")).json()[0]["models"]
+                    if model["requestInQueue"] == n:
+                        return
+                    await trio.sleep(0.01)
+
+        mark = tmp_path / "blocker-started"
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(call, "blocker", {"action": "sleep", "seconds": "1"})
-            await trio.sleep(0.3)  # the worker is busy with the blocker now
-            nursery.start_soon(call, "low-1", None, {"x-priority": "5"})
-            await trio.sleep(0.1)  # equal priorities leave in arrival order (FIFO)
-            nursery.start_soon(call, "low-2", None, {"x-priority": "5"})
-            await trio.sleep(0.1)
-            nursery.start_soon(call, "high", None, {"x-priority": "1"})
+            nursery.start_soon(call, "blocker", {"action": "sleep", "seconds": "3",
+                                                 "mark": str(mark)})
+            with trio.fail_after(10):
+                while not mark.exists():  # the worker is busy with the blocker now
+                    await trio.sleep(0.01)
+            # Each count proves the race was staged: each request is queued before the
+            # next is sent, so equal priorities must leave in arrival order (FIFO).
+            for n, (label, priority) in enumerate(
+                    [("low-1", "5"), ("low-2", "5"), ("high", "1")], start=1):
+                nursery.start_soon(call, label, None, {"x-priority": priority})
+                await queued(n)
+            assert finished == [], "all three must be queued while the blocker runs"
         assert finished == ["blocker", "high", "low-1", "low-2"]
 
 
@@ -356,6 +371,32 @@ async def test_an_oversized_response_item_fails_its_request_not_the_worker(tmp_p
         assert r2.status_code == 200 and r2.json() == {"b": {"status": "Healthy"}}
         [group] = (await c.get("/models/b")).json()[0]["models"][0]["workerGroups"]
         assert [w["status"] for w in group["workers"]] == ["READY"]
+
+
+async def test_an_answer_over_the_frame_limit_fails_its_request_not_the_worker(tmp_path):
+    """Items each within max_worker_item_bytes can add up to more than the server reads in
+    one frame: the runtime refuses that answer itself, so only its request fails (500),
+    the worker serves on and no failure counts against retry_threshold (issue 8, defect 2;
+    it used to be killed as a broken worker, and FAILED at the second one)."""
+    async with running_server(tmp_path, max_worker_item_bytes=str(MIB),
+                              max_request_size=str(MIB), retry_threshold="0") as server:
+        c = server.client
+        await register(server, "b", "behave", min_worker="1", max_worker="1")
+        pid = (await c.post("/predictions/b", params={"action": "pid"})).text
+        for _ in range(2):
+            r = await c.post("/predictions/b", params={"action": "many", "count": "3",
+                                                       "size": str(MIB)})
+            assert r.status_code == 500, r.text  # 503 would mean the worker was killed
+            body = r.json()
+            assert body["type"] == "OutputTooLargeException", body
+            assert "exceeds the limit of" in body["message"], body
+        r = await c.post("/predictions/b", params={"action": "many", "count": "1",
+                                                   "size": str(MIB)})
+        assert r.status_code == 200 and len(r.content) == MIB
+        r = await c.post("/predictions/b", params={"action": "pid"})
+        assert r.status_code == 200 and r.text == pid  # the same process
+        r = await c.get("/ping")
+        assert r.status_code == 200 and r.json() == {"b": {"status": "Healthy"}}
 
 
 async def test_a_stream_chunk_over_the_item_limit_arrives_whole(tmp_path):

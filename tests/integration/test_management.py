@@ -361,7 +361,14 @@ async def test_concurrent_scale_requests_are_serialised(tmp_path):
 
         async with trio.open_nursery() as nursery:
             nursery.start_soon(partial(put, "up", min_worker="3", max_worker="3"))
-            await trio.sleep(0.5)  # the scale-up is starting its first worker now
+            with trio.fail_after(30):
+                while True:  # the scale-up is starting its first worker (listed at once)
+                    [group] = (await c.get("/models/slow")).json()[0]["models"][0][
+                        "workerGroups"]
+                    if len(group["workers"]) >= 2:
+                        break
+                    await trio.sleep(0.02)
+            assert "up" not in answers, "the scale-down must come while the scale-up runs"
             nursery.start_soon(partial(put, "down", min_worker="1", max_worker="3"))
         for label, (lo, hi) in {"up": (3, 3), "down": (1, 3)}.items():
             r = answers[label]
@@ -434,3 +441,46 @@ async def test_a_models_requirements_are_installed_before_it_loads(tmp_path):
     finally:
         subprocess.run([sys.executable, "-m", "pip", "uninstall", "-q", "-y", package],
                        check=False, capture_output=True)
+
+
+async def test_scale_racing_an_unregister_answers_404(tmp_path):
+    """PUT /models/m scales every version in turn; a DELETE of a later version while the
+    first one starts a worker leaves a model that is gone: 404, not the 500 of an
+    assertion (issue 8, defect 3)."""
+    model = tmp_path / "slowinit"
+    model.mkdir()
+    (model / "model.py").write_text(
+        "import time\n\n\ndef handle(inputs):\n"
+        "    if inputs.is_empty():\n"
+        "        time.sleep(1.0)\n"
+        "    return None\n"
+    )
+    async with running_server(tmp_path) as server:
+        c = server.client
+        for version in ("v1", "v2"):
+            r = await c.post("/models", params={"url": f"file:{model}/", "model_name": "slow",
+                                                "model_version": version, "max_worker": "2"})
+            assert r.status_code == 200, r.text
+        order: list[str] = []
+        answers = {}
+
+        async def put() -> None:
+            answers["put"] = await c.put("/models/slow", params={"min_worker": "2"})
+            order.append("put")
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(put)
+            with trio.fail_after(30):
+                while True:  # v1's second worker is starting: the PUT is mid-scale
+                    [v1, _] = (await c.get("/models/slow")).json()
+                    [group] = v1["models"][0]["workerGroups"]
+                    if len(group["workers"]) == 2:
+                        break
+                    await trio.sleep(0.02)
+            answers["delete"] = await c.delete("/models/slow/v2")
+            order.append("delete")
+        assert order == ["delete", "put"], "the DELETE must land while the PUT scales"
+        assert answers["delete"].status_code == 200, answers["delete"].text
+        r = answers["put"]
+        assert r.status_code == 404, r.text
+        assert r.json()["message"] == "Model or workflow not found: slow"

@@ -1,6 +1,6 @@
 """WorkerPool in virtual time (spec §5.2-§5.6, §6.9): no processes are spawned.
 
-``next_batch`` is driven with a stand-in that has the attributes it reads; the scaling,
+``take_batch`` is driven with a stand-in that has the attributes it reads; the scaling,
 restart and shutdown tests run ``WorkerPool.run`` with ``SimWorker`` in place of
 ``djl.wlm.worker.Worker``: it pulls batches like the real one and "serves" each by
 sleeping, under pytest-trio's ``autojump_clock``, so a 60 s idle timeout costs nothing.
@@ -16,7 +16,7 @@ import trio
 import trio.testing
 
 from djl.config import RegisterParams, ServerConfig, build_model_config
-from djl.errors import ModelLoadError, WlmError
+from djl.errors import ModelLoadError, WlmError, WorkerDied
 from djl.io import Input
 from djl.wlm import pool as pool_module
 from djl.wlm.devices import Device
@@ -26,7 +26,7 @@ from djl.wlm.pool import (
     ModelStatus,
     WorkerPool,
 )
-from djl.wlm.worker import ExitReason, WorkerCommand, WorkerDied, WorkerState
+from djl.wlm.worker import ExitReason, WorkerCommand, WorkerState
 
 CPU = Device("cpu", -1)
 
@@ -49,7 +49,7 @@ def make_pool(
 
 
 def ready_pool(**kwargs) -> WorkerPool:
-    """A pool whose ``run`` is not running: only submit/next_batch are exercised."""
+    """A pool whose ``run`` is not running: only submit/take_batch are exercised."""
     pool = make_pool(**kwargs)
     pool.status = ModelStatus.READY
     return pool
@@ -66,7 +66,7 @@ def names(batch) -> list[str]:
 
 
 class Puller:
-    """The attributes of a Worker that ``WorkerPool.next_batch`` reads and writes."""
+    """The attributes of a Worker that ``WorkerPool.take_batch`` reads and writes."""
 
     def __init__(self, permanent: bool = True) -> None:
         self.permanent = permanent
@@ -76,6 +76,10 @@ class Puller:
         self.inflight: list = []
         self.label = "m/puller"
         self.running = True
+
+    def hold(self, jobs: list) -> None:
+        self.inflight = jobs
+        self.state = WorkerState.BUSY
 
 
 # -- batch aggregation (spec §5.5) ---------------------------------------------------------
@@ -88,7 +92,7 @@ async def test_batch_size_one_never_waits(autojump_clock):
         pool.submit(request(f"j{i}"))
     start = trio.current_time()
     for i in range(3):
-        assert names(await pool.next_batch(worker)) == [f"j{i}"]
+        assert names(await pool.take_batch(worker)) == [f"j{i}"]
     assert trio.current_time() == start  # not a moment of max_batch_delay spent
 
 
@@ -98,9 +102,9 @@ async def test_full_batch_from_the_queue_goes_at_once_then_the_rest_waits(autoju
     for i in range(6):
         pool.submit(request(f"j{i}"))
     start = trio.current_time()
-    assert names(await pool.next_batch(worker)) == ["j0", "j1", "j2", "j3"]
+    assert names(await pool.take_batch(worker)) == ["j0", "j1", "j2", "j3"]
     assert trio.current_time() == start
-    assert names(await pool.next_batch(worker)) == ["j4", "j5"]
+    assert names(await pool.take_batch(worker)) == ["j4", "j5"]
     assert trio.current_time() - start == pytest.approx(0.1)
     assert len(pool.queue) == 0
 
@@ -109,7 +113,7 @@ async def test_a_lone_job_waits_exactly_max_batch_delay(autojump_clock):
     pool = ready_pool(batch_size=8, delay_ms=200)
     pool.submit(request("only"))
     start = trio.current_time()
-    assert names(await pool.next_batch(Puller())) == ["only"]
+    assert names(await pool.take_batch(Puller())) == ["only"]
     assert trio.current_time() - start == pytest.approx(0.2)
 
 
@@ -126,7 +130,7 @@ async def test_arrivals_join_within_the_budget_and_not_after(autojump_clock):
 
     async with trio.open_nursery() as nursery:
         nursery.start_soon(arrivals)
-        batch = await pool.next_batch(Puller())
+        batch = await pool.take_batch(Puller())
         assert trio.current_time() - start == pytest.approx(0.1)
     assert names(batch) == ["t0", "t0.03", "t0.06", "t0.099"]
     assert names(pool.queue.take(10)) == ["t0.15"]
@@ -145,7 +149,7 @@ async def test_a_batch_that_fills_goes_before_the_budget_ends(autojump_clock):
 
     async with trio.open_nursery() as nursery:
         nursery.start_soon(arrivals)
-        batch = await pool.next_batch(Puller())
+        batch = await pool.take_batch(Puller())
     assert names(batch) == ["a", "b", "c"]
     assert trio.current_time() - start == pytest.approx(0.01)
     assert len(pool.queue) == 1
@@ -162,7 +166,7 @@ async def test_the_delay_budget_starts_with_the_first_job(autojump_clock):
 
     async with trio.open_nursery() as nursery:
         nursery.start_soon(late)
-        batch = await pool.next_batch(Puller())
+        batch = await pool.take_batch(Puller())
     assert names(batch) == ["late"]
     assert trio.current_time() - start == pytest.approx(500.1)
 
@@ -171,7 +175,7 @@ async def test_batch_is_in_priority_order(autojump_clock):
     pool = ready_pool(batch_size=4, delay_ms=50)
     for name, priority in [("p3", 3), ("p1", 1), ("p9", 9), ("p0", 0)]:
         pool.submit(request(name), priority)
-    assert names(await pool.next_batch(Puller())) == ["p0", "p1", "p3", "p9"]
+    assert names(await pool.take_batch(Puller())) == ["p0", "p1", "p3", "p9"]
 
 
 async def test_jobs_whose_client_left_are_dropped(autojump_clock):
@@ -193,7 +197,7 @@ async def test_jobs_whose_client_left_are_dropped(autojump_clock):
     worker = Puller()
     async with trio.open_nursery() as nursery:
         nursery.start_soon(client_leaves)
-        batch = await pool.next_batch(worker)
+        batch = await pool.take_batch(worker)
     assert names(batch) == ["b"]
     assert worker.inflight == batch
     assert trio.current_time() - start == pytest.approx(0.1)
@@ -209,7 +213,7 @@ async def test_a_batch_of_only_cancelled_jobs_is_empty(autojump_clock):
 
     async with trio.open_nursery() as nursery:
         nursery.start_soon(leave)
-        assert await pool.next_batch(Puller()) == []
+        assert await pool.take_batch(Puller()) == []
 
 
 async def test_a_collecting_worker_keeps_its_jobs_in_inflight(autojump_clock):
@@ -220,7 +224,7 @@ async def test_a_collecting_worker_keeps_its_jobs_in_inflight(autojump_clock):
     job = pool.submit(request("a"))
     worker = Puller()
     with trio.move_on_after(0.05):
-        await pool.next_batch(worker)
+        await pool.take_batch(worker)
     assert worker.inflight == [job] and not job.finished()
     assert worker.state is WorkerState.BUSY  # scale-down lets it finish, never kills it
     assert len(pool.queue) == 0
@@ -231,9 +235,9 @@ async def test_retiring_worker_or_closing_pool_gets_none(autojump_clock):
     pool.submit(request("a"))
     worker = Puller()
     worker.retiring = True
-    assert await pool.next_batch(worker) is None
+    assert await pool.take_batch(worker) is None
     pool._closing = True
-    assert await pool.next_batch(Puller()) is None
+    assert await pool.take_batch(Puller()) is None
 
 
 # -- idle scale-down (spec §5.5 step 1) -----------------------------------------------------
@@ -243,7 +247,7 @@ async def test_temporary_worker_retires_after_max_idle_time(autojump_clock):
     pool = ready_pool(idle_s=2)
     worker = Puller(permanent=False)
     start = trio.current_time()
-    assert await pool.next_batch(worker) is None
+    assert await pool.take_batch(worker) is None
     assert trio.current_time() - start == pytest.approx(2)
     assert pool.statistics().idle_workers == 0
 
@@ -259,10 +263,10 @@ async def test_temporary_worker_serves_a_job_then_retires_idle_from_then(autojum
 
     async with trio.open_nursery() as nursery:
         nursery.start_soon(job_at, 1.5)
-        assert names(await pool.next_batch(worker)) == ["work"]
+        assert names(await pool.take_batch(worker)) == ["work"]
     assert trio.current_time() - start == pytest.approx(1.5)
     worker.last_active = trio.current_time()  # Worker._serve does this after the batch
-    assert await pool.next_batch(worker) is None
+    assert await pool.take_batch(worker) is None
     assert trio.current_time() - start == pytest.approx(3.5)
 
 
@@ -270,7 +274,7 @@ async def test_permanent_worker_never_retires(autojump_clock):
     pool = ready_pool(idle_s=1)
     worker = Puller(permanent=True)
     with trio.move_on_after(1000) as scope:
-        await pool.next_batch(worker)
+        await pool.take_batch(worker)
     assert scope.cancelled_caught
     assert pool.statistics().idle_workers == 0
 
@@ -286,7 +290,7 @@ async def test_parked_workers_count_as_idle_for_the_last_slot(autojump_clock):
     pool.queue.drain()
 
     async with trio.open_nursery() as nursery:
-        nursery.start_soon(pool.next_batch, Puller())
+        nursery.start_soon(pool.take_batch, Puller())
         await trio.testing.wait_all_tasks_blocked()
         assert pool.statistics().idle_workers == 1
         pool.submit(request("x"))
@@ -319,10 +323,10 @@ class SimWorker:
     most_alive = 0
     created: list[SimWorker] = []
 
-    def __init__(self, pool, group, permanent: bool) -> None:
+    def __init__(self, pool, device, *, permanent: bool) -> None:
         self.id = next(_sim_ids)
         self.pool = pool
-        self.group = group
+        self.device = device
         self.permanent = permanent
         self.state = WorkerState.STARTING
         self.retiring = False
@@ -343,6 +347,10 @@ class SimWorker:
 
     def kill(self) -> None:
         self._cancel_scope.cancel()
+
+    def hold(self, jobs: list) -> None:
+        self.inflight = jobs
+        self.state = WorkerState.BUSY
 
     async def run(self, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
         SimWorker.alive.add(self)
@@ -369,14 +377,14 @@ class SimWorker:
 
     async def _serve(self) -> None:
         while True:
-            batch = await self.pool.next_batch(self)
+            batch = await self.pool.take_batch(self)
             if batch is None:
                 self.exit_reason = ExitReason.RETIRED
                 return
             if not batch:
+                self.state = WorkerState.IDLE
                 continue
-            self.state = WorkerState.BUSY
-            self.inflight = batch
+            self.hold(batch)
             await trio.sleep(self.serve_s)
             if any(job.input.properties.get("crash") for job in batch):
                 self.exit_reason = ExitReason.DIED
@@ -390,7 +398,7 @@ class SimWorker:
             self.inflight = []
             self.state = WorkerState.IDLE
             self.last_active = trio.current_time()
-            self.pool.batch_done()
+            self.pool.batch_done(self)
 
 
 @pytest.fixture

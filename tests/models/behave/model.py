@@ -1,8 +1,10 @@
 """A test model whose behaviour each request picks with its ``action`` query parameter.
 
-``big``: a body of ``size`` bytes. ``stream``: ``n`` chunks of ``size`` bytes (default 1),
-the first one after ``delay`` seconds (default none), ``before`` seconds spent in
-``handle`` first; with ``exit_after`` the process exits after that many chunks.
+``big``: a body of ``size`` bytes; ``many``: ``count`` items of ``size`` bytes.
+``stream``: ``n`` chunks of ``size`` bytes (default 1), the first one after ``delay``
+seconds (default none), ``before`` seconds spent in ``handle`` first; with ``exit_after``
+the process exits after that many chunks. ``sleep``: ``seconds`` in ``handle``, after
+creating the file ``mark`` if given.
 """
 
 import os
@@ -33,6 +35,9 @@ def handle(inputs: Input):
         sys.stderr.flush()
         os._exit(4)
     if action == "sleep":
+        if first.contains_key("mark"):  # a file the test waits for: the sleep has begun
+            with open(first.get_as_string("mark"), "w"):
+                pass
         time.sleep(float(first.get_as_string("seconds")))
     if action == "header":
         out = Output()
@@ -52,6 +57,11 @@ def handle(inputs: Input):
         return Output().add(str(os.getpid()))
     if action == "big":
         return Output().add(b"x" * int(first.get_as_string("size")))
+    if action == "many":
+        out = Output()
+        for i in range(int(first.get_as_string("count"))):
+            out.add(b"x" * int(first.get_as_string("size")), key=f"item{i}")
+        return out
     if action == "stream":
         if first.contains_key("before"):  # seconds in handle(), before the stream exists
             time.sleep(float(first.get_as_string("before")))
