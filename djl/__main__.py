@@ -29,6 +29,7 @@ from djl.config import (
     load_server_config,
 )
 from djl.errors import DjlError, exception_leaves
+from djl.log_levels import python_level
 from djl.registry import ModelManager
 from djl.startup import load_startup_models
 
@@ -178,9 +179,7 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, ValueError) as exc:
         print(f"djl-serving: {exc}", file=sys.stderr)
         return 1
-    logging.getLogger("djl").setLevel(config.log_level.upper()
-                                      if config.log_level.upper() in logging._nameToLevel
-                                      else logging.INFO)
+    logging.getLogger("djl").setLevel(python_level(config.log_level))
     try:
         trio.run(run_server, config)
     except KeyboardInterrupt:

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
+from djl.breaker import parse_rule
 from djl.errors import BadRequest, IllegalArgument
 from djl.properties import read_properties
 
@@ -163,17 +164,28 @@ def _env_key(suffix: str) -> str:
 class ServerConfig:
     """Global settings (spec §8.4), alphabetical. Units are in the names."""
 
+    #: One ``djl.access`` log line per request (id, route, model, status, bytes, latency).
+    #: Off by default: it costs throughput.
+    access_log: bool = False
     allow_multi_status: bool = False
     #: ``ALLOW_REQUEST_HANDLER_OVERRIDE``: let a request's ``handler`` header pick the function.
     allow_request_handler_override: bool = False
     #: Regexes (full match) a model or workflow URL must satisfy to be registered at all.
     allowed_urls: tuple[str, ...] = (r"file:.*", r"[^:]*", r"https?://.*")
     #: Extracted-archive limits against archive bombs (issue: model sources).
+    #: Results of ``x-synchronous: false`` requests (spec §3.8) kept in memory: at most this
+    #: many, this many bytes in all, each for this long after it completed. When full, the
+    #: oldest completed result is dropped; with only pending ones, a new request gets 503.
+    async_result_max_bytes: int = 256 * MIB
+    async_result_max_entries: int = 1000
+    async_result_ttl_s: float = 900 * SECONDS
     archive_max_bytes: int = 20 * 1024 * MIB
     archive_max_entries: int = 100_000
     archive_max_ratio: int = 200
     bad_request_http_code: int = 400
     batch_size: int = 1
+    #: ``SERVING_CACHE_BATCH``: stream chunks per stored item of an async result (spec §3.8).
+    cache_batch: int = 1
     #: ``CUDA_VISIBLE_DEVICES`` when set: the GPUs ``*`` loads on (None: every GPU there is).
     cuda_visible_devices: str | None = None
     #: Root of downloads and extracted archives (``DJL_CACHE_DIR``, default ``~/.djl.ai``).
@@ -192,6 +204,7 @@ class ServerConfig:
     env_options: Mapping[str, str] = field(default_factory=dict)
     #: ``SAGEMAKER_*`` model settings that overwrite serving.properties (spec §4.6).
     model_overrides: Mapping[str, str] = field(default_factory=dict)
+    #: Error-rate breaker rules (spec §3.9), ``count[/ISO-8601 duration]``; empty: no rule.
     error_rate_any: str = ""
     error_rate_server: str = ""
     error_rate_wlm: str = ""
@@ -220,6 +233,8 @@ class ServerConfig:
     model_loading_timeout_s: float = 240 * SECONDS
     model_server_home: Path = Path(".")
     model_store: str = ""
+    #: Spec §3.10: a regex (full match); when set, a prediction for an unknown model with a
+    #: ``model_url`` (header, query or form) registers it first. ``allowed_urls`` applies too.
     model_url_pattern: str = ""
     #: ``DJL_OFFLINE``: pip installs a model's requirements from its own folder only.
     offline: bool = False
@@ -272,6 +287,7 @@ _KEY_ALIASES = {
     "download_read_timeout": "download_read_timeout_s",
     "request_body_timeout": "request_body_timeout_s",
     "request_head_timeout": "request_head_timeout_s",
+    "async_result_ttl": "async_result_ttl_s",
 }
 _FIELDS = {f.name: f for f in fields(ServerConfig)}
 
@@ -297,6 +313,18 @@ def _coerce(name: str, value: str) -> Any:
             raise ConfigError(f"Invalid gc_thresholds (1 to 3 counts, e.g. 700,10,10): "
                               f"{value!r}")
         return ",".join(parts)
+    if name.startswith("error_rate_"):
+        try:
+            parse_rule(value)
+        except ValueError as exc:
+            raise ConfigError(f"Invalid {name}: {exc}") from None
+        return value.strip()
+    if name == "model_url_pattern" and value.strip():
+        try:
+            re.compile(value)
+        except re.error as exc:
+            raise ConfigError(f"Invalid model_url_pattern {value!r}: {exc}") from None
+        return value
     if name == "allowed_urls":
         patterns = tuple(p.strip() for p in value.split(",") if p.strip())
         for pattern in patterns:

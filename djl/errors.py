@@ -39,6 +39,11 @@ class BadRequest(DjlError):
     type = "BadRequestException"
 
     @classmethod
+    def invalid_starting_token(cls, token: str) -> BadRequest:
+        """Spec §3.8: a poll for a result the store does not hold (never had, or dropped)."""
+        return cls(f"Invalid x-starting-token: {token}")
+
+    @classmethod
     def unnamed_workflow(cls) -> BadRequest:
         return cls('The workflow has no name: set "name" in the workflow file or model_name')
 
@@ -77,6 +82,16 @@ class Conflict(DjlError):
 class NotFound(DjlError):
     status = 404
     type = "ResourceNotFoundException"
+
+    @classmethod
+    def model_url_required(cls) -> NotFound:
+        """Spec §3.10: dynamic loading without a ``model_url``."""
+        return cls("Parameter model_url is required.")
+
+    @classmethod
+    def model_url_denied(cls, url: str) -> NotFound:
+        """Spec §3.10: a ``model_url`` that model_url_pattern or allowed_urls refuses."""
+        return cls(f"Permission denied: {url}")
 
     @classmethod
     def resource(cls) -> NotFound:
@@ -170,6 +185,15 @@ class ServiceUnavailable(DjlError):
     @classmethod
     def server_stopping(cls) -> ServiceUnavailable:
         return cls("The server is shutting down")
+
+
+class AsyncResultsFull(ServiceUnavailable):
+    """Every slot of the async result store holds a request still running (spec §3.8)."""
+
+    @classmethod
+    def pending(cls, limit: int) -> AsyncResultsFull:
+        return cls(f"Too many asynchronous requests in flight (async_result_max_entries "
+                   f"{limit}); retry later")
 
 
 class ModelLoadError(DjlError):
@@ -285,6 +309,11 @@ class OutputTooLarge(DjlError):
             f"The model's output item of {size} bytes exceeds the limit of {limit} bytes "
             "(max_worker_item_bytes)"
         )
+
+    @classmethod
+    def async_result(cls, limit: int) -> OutputTooLarge:
+        return cls(f"The result exceeds the async result store's limit of {limit} bytes "
+                   "(async_result_max_bytes)")
 
     @classmethod
     def frame(cls, size: int, limit: int) -> OutputTooLarge:

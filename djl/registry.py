@@ -14,14 +14,17 @@ from __future__ import annotations
 
 import itertools
 import logging
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from functools import partial
+from functools import lru_cache, partial
 from typing import Any
 
 import trio
 
 from djl import store
+from djl.async_results import AsyncResults
+from djl.breaker import ErrorRateBreaker
 from djl.config import UNREGISTER_GRACE_S, ModelConfig, RegisterParams, ServerConfig
 from djl.errors import (
     BadRequest,
@@ -29,6 +32,7 @@ from djl.errors import (
     DjlError,
     ModelLoadError,
     ModelNotFound,
+    NotFound,
     ServiceUnavailable,
     WlmError,
 )
@@ -42,6 +46,11 @@ from djl.workflow.graph import execute
 from djl.workflow.spec import load_workflow, workflow_file_of
 
 log = logging.getLogger("djl.registry")
+
+
+@lru_cache(maxsize=4)
+def _url_pattern(pattern: str) -> re.Pattern[str]:
+    return re.compile(pattern)
 
 
 
@@ -145,6 +154,17 @@ class ModelManager:
         self._loads: set[trio.CancelScope] = set()
         #: Set by cancel_loads: a registration arriving later is aborted at once.
         self._stopping = False
+        #: Spec §3.9: inference failures trip /ping to 503.
+        self.breaker = ErrorRateBreaker.from_config(
+            config.error_rate_wlm, config.error_rate_server, config.error_rate_any)
+        #: Spec §3.8: results of x-synchronous: false requests; runs in our nursery.
+        self.results = AsyncResults(
+            max_entries=config.async_result_max_entries,
+            max_bytes=config.async_result_max_bytes, ttl_s=config.async_result_ttl_s,
+            cache_batch=config.cache_batch, chunk_timeout_s=config.chunked_read_timeout_s)
+        #: Spec §3.10: (name, version) → [loaded, error] of a dynamic load in flight, so
+        #: concurrent first requests load the model once.
+        self._dynamic_loads: dict[tuple[str, str | None], list[Any]] = {}
 
     # -- lifetime ----------------------------------------------------------------------
     async def run(self, *, task_status: trio.TaskStatus[ModelManager] = trio.TASK_STATUS_IGNORED):
@@ -154,6 +174,7 @@ class ModelManager:
         try:
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery
+                await nursery.start(self.results.run)
                 task_status.started(self)
                 await trio.sleep_forever()
         finally:
@@ -489,7 +510,74 @@ class ModelManager:
                     raise
         return targets
 
+    async def find_or_load(self, name: str, version: str | None, inputs: Input) -> Workflow:
+        """The workflow a prediction addresses; with ``model_url_pattern`` set, an unknown
+        one is first registered from the request's ``model_url`` (spec §3.10).
+
+        Unlike DJL, the pattern and ``allowed_urls`` apply to a ``model_url`` header as
+        much as to a query or form item: a header must not be a way around them.
+        """
+        loading = self._dynamic_loads.get((name, version))
+        if loading is None:
+            try:
+                return self.find_workflow(name, version)
+            except ModelNotFound:
+                if not self.config.model_url_pattern:
+                    raise
+            loading = self._dynamic_loads[(name, version)] = [trio.Event(), None]
+            try:
+                await self._load_dynamic(name, version, inputs)
+            except Exception as exc:
+                loading[1] = exc
+                raise
+            finally:
+                del self._dynamic_loads[(name, version)]
+                loading[0].set()
+        else:
+            await loading[0].wait()
+            if loading[1] is not None:
+                raise loading[1]
+        return self.find_workflow(name, version)
+
+    async def _load_dynamic(self, name: str, version: str | None, inputs: Input) -> None:
+        url = inputs.get_property("model_url")
+        if not url:
+            item = inputs.content.get("model_url")
+            url = bytes(item).decode("utf-8") if item else None
+        if not url:
+            raise NotFound.model_url_required()
+        if not _url_pattern(self.config.model_url_pattern).fullmatch(url):
+            raise NotFound.model_url_denied(url)
+        log.info("loading model %s from %s for a prediction (model_url_pattern)", name, url)
+        await self.register_model(RegisterParams(
+            url=url, model_name=name, model_version=version,
+            engine=inputs.get_property("engine_name") or None,
+            device=inputs.get_property("device") or None))
+
+    def invocation_target(self, *candidates: str | None) -> str:
+        """Spec §3.1: the model an /invocations request names — the first non-empty
+        candidate (query, header, form field, in that order), else the single start-up
+        model, else 400."""
+        for candidate in candidates:
+            if candidate:
+                return candidate
+        if len(self.startup_names) == 1:
+            return self.startup_names[0]
+        raise BadRequest("Parameter model_name is required.")
+
     # -- inference ---------------------------------------------------------------------
+    async def predict(self, workflow: Workflow, inputs: Input) -> Output:
+        """``infer``, counted by the error-rate breaker (spec §3.9)."""
+        try:
+            output = await self.infer(workflow, inputs)
+        except Exception as exc:
+            self.breaker.failure(exc)
+            raise
+        code = output.code
+        if code >= 500 or code == 424:
+            self.breaker.server_error()
+        return output
+
     async def infer(self, workflow: Workflow, inputs: Input) -> Output:
         model = workflow.single_model
         if model is not None:

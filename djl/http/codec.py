@@ -18,6 +18,7 @@ import trio
 from quart import Request, Response
 from werkzeug.datastructures import Headers
 
+from djl.async_results import Page
 from djl.config import ServerConfig, parse_int
 from djl.errors import BadRequest, DjlError, StreamCut
 from djl.io import Input, Output, PairList
@@ -32,6 +33,9 @@ NO_CACHE_HEADERS = {
     "Expires": "Thu, 01 Jan 1970 00:00:00 UTC",
 }
 _FORM_TYPES = ("multipart/form-data", "application/x-www-form-urlencoded")
+#: Spec §3.8's properties, also as SageMaker custom attributes of any case.
+_ASYNC_KEYS = frozenset({"x-synchronous", "x-starting-token", "x-max-items"})
+_CUSTOM_ATTRIBUTES = b"x-amzn-sagemaker-custom-attributes"
 
 
 # -- parsing --------------------------------------------------------------------------------
@@ -108,6 +112,8 @@ def request_properties(headers: list[tuple[bytes, bytes]],
                 key, sep, val = token.partition("=")
                 if sep:
                     key = key.strip()
+                    if key.lower() in _ASYNC_KEYS:
+                        key = key.lower()  # read by exact name on every request
                     properties[key] = val.strip()
                     overridden = overridden or key.lower() == "handler"
             continue
@@ -299,8 +305,37 @@ async def output_reply(output: Output, req_id: str, config: ServerConfig) -> Rep
                  chunks=_chunks(first, stream, config.chunked_read_timeout_s))
 
 
+def _next_token_headers(headers: HeaderList, token: str) -> None:
+    raw = token.encode("latin-1")
+    headers.append((b"x-next-token", raw))
+    headers.append((_CUSTOM_ATTRIBUTES, b"x-next-token=" + raw))
+
+
+def submitted_reply(token: str, req_id: str, config: ServerConfig) -> Reply:
+    """Spec §3.8: an asynchronous request accepted — 200, empty, the token to poll with."""
+    headers = common_headers(req_id, 200, config)
+    _next_token_headers(headers, token)
+    headers.append((b"content-length", b"0"))
+    return Reply(200, headers)
+
+
+def page_reply(page: Page, req_id: str, config: ServerConfig) -> Reply:
+    """Spec §3.8: one poll of an asynchronous result."""
+    if page.error is not None:
+        return error_reply(page.error, req_id, config, inference=True)
+    output = Output(page.status)
+    output.properties = page.properties
+    # The paging headers are the store's to set, whatever the model's said.
+    headers = _with_common_headers(output, req_id, config, drop=_PAGED)
+    if page.next_token is not None:
+        _next_token_headers(headers, page.next_token)
+    headers.append((b"content-length", str(len(page.body)).encode()))
+    return Reply(page.status, headers, page.body)
+
+
 #: A full body's length is ours to state, whatever the model set.
 _SIZED = ("content-length",)
+_PAGED = (*_SIZED, "x-next-token", _CUSTOM_ATTRIBUTES.decode())
 
 
 def _with_common_headers(output: Output, req_id: str, config: ServerConfig, *,

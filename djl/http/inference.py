@@ -8,9 +8,11 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from functools import partial
 
-from djl.config import ServerConfig
+from djl.config import ServerConfig, parse_java_int
 from djl.errors import BadRequest, NotFound
+from djl.health import ping_status
 from djl.http import codec
 from djl.io import Input
 from djl.registry import ModelManager
@@ -33,18 +35,15 @@ class InferenceCall:
 
 
 def ping(call: InferenceCall) -> codec.Reply:
-    """Spec §3.2: per-model health; 500 on any FAILED, 207 while pending if allowed."""
+    """Spec §3.2: per-model health; the code is ``health.ping_status``'s."""
     statuses, failed, pending = call.manager.health()
-    status = 200
-    if failed:
-        status = 500
-    elif pending and call.config.allow_multi_status:
-        status = 207
+    status = ping_status(failed=failed, pending=pending, tripped=call.manager.breaker.tripped,
+                         allow_multi_status=call.config.allow_multi_status)
     return codec.json_reply(codec.health_body(statuses), status, call.req_id, call.config)
 
 
-def _target(call: InferenceCall) -> tuple[str | None, str | None]:
-    """The (model name, version) a request addresses (spec §3.1)."""
+def _path_target(call: InferenceCall) -> tuple[str | None, str | None]:
+    """The (model name, version) the path, query or headers name (spec §3.1)."""
     segments = call.segments
     route = segments[1]
     if route == "predictions":
@@ -60,38 +59,52 @@ def _target(call: InferenceCall) -> tuple[str | None, str | None]:
     return name, call.query.get("model_version") or call.header("model_version") or None
 
 
-async def _resolve(call: InferenceCall) -> tuple[str, str | None, Input | None]:
-    """Target plus, for /invocations, the Input when the name came from a form field."""
-    name, version = _target(call)
-    if name:
-        return name, version, None
-    inputs = await call.read_input()
+def _form_name(inputs: Input) -> str | None:
     field = inputs.content.get("model_name")
-    if field:
-        return bytes(field).decode("utf-8"), version, inputs
-    if len(call.manager.startup_names) == 1:
-        return call.manager.startup_names[0], version, inputs
-    raise BadRequest("Parameter model_name is required.")
+    return bytes(field).decode("utf-8") if field else None
 
 
 async def predict(call: InferenceCall) -> codec.Reply:
-    name, version, inputs = await _resolve(call)
+    manager = call.manager
+    name, version = _path_target(call)
     if call.method == "OPTIONS":
+        if not name:
+            name = manager.invocation_target(_form_name(await call.read_input()))
         # Spec §3.4: an unknown name or version is a 404 here too; without a version the
         # round-robin is left alone.
         if version:
-            call.manager.find_workflow(name, version)
+            manager.find_workflow(name, version)
         else:
-            call.manager.endpoint(name)
+            manager.endpoint(name)
         return codec.json_reply({}, 200, call.req_id, call.config)
-    workflow = call.manager.find_workflow(name, version)
-    if inputs is None:
-        inputs = await call.read_input()
+    inputs = await call.read_input()
+    properties = inputs.properties
+    token = properties.get("x-starting-token")
+    if token:  # spec §3.4: a poll, whatever model the request names
+        page = manager.results.poll(token, _max_items(properties.get("x-max-items")))
+        return codec.page_reply(page, call.req_id, call.config)
+    if not name:
+        name = manager.invocation_target(_form_name(inputs))
+    workflow = await manager.find_or_load(name, version, inputs)
+    synchronous = properties.get("x-synchronous")
+    if synchronous is not None and synchronous.lower() != "true":
+        token = manager.results.submit(partial(manager.predict, workflow, inputs))
+        return codec.submitted_reply(token, call.req_id, call.config)
     try:
-        output = await call.manager.infer(workflow, inputs)
+        output = await manager.predict(workflow, inputs)
         return await codec.output_reply(output, call.req_id, call.config)
     except Exception as exc:  # noqa: BLE001 — every failure gets mapping B's answer
         return codec.error_reply(exc, call.req_id, call.config, inference=True)
+
+
+def _max_items(value: str | None) -> int:
+    """Spec §3.8 ``x-max-items``: absent or negative means every item."""
+    if not value:
+        return -1
+    try:
+        return parse_java_int(value)
+    except ValueError:
+        raise BadRequest(f"Invalid x-max-items: {value}") from None
 
 
 async def handle(call: InferenceCall) -> codec.Reply:

@@ -12,6 +12,7 @@ from quart import Request, Response
 from djl.config import RegisterParams, ServerConfig, parse_int
 from djl.errors import BadRequest, IllegalArgument, MethodNotAllowed, NotFound
 from djl.http import codec
+from djl.log_levels import python_level
 from djl.registry import ModelManager
 from djl.store import infer_model_name
 from djl.workflow.spec import load_workflow, workflow_file_of
@@ -68,10 +69,7 @@ async def handle(call: Call) -> Response:
 async def _server(call: Call) -> Response:
     what = call.segments[2] if len(call.segments) > 2 else ""
     if what == "logging":
-        level = (call.query.get("level") or "info").upper()
-        python_level = {"TRACE": "DEBUG", "WARN": "WARNING", "FATAL": "CRITICAL",
-                        "OFF": "CRITICAL"}.get(level, level)
-        logging.getLogger("djl").setLevel(getattr(logging, python_level, logging.INFO))
+        logging.getLogger("djl").setLevel(python_level(call.query.get("level")))
         return call.status("OK")
     if what == "metrics" and len(call.segments) == 3:
         if call.method != "GET":
