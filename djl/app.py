@@ -34,6 +34,7 @@ from djl.errors import (
 )
 from djl.errors import RequestTimeout as BodyTimeout
 from djl.http import codec, inference, management
+from djl.http.access_log import MODEL_KEY
 from djl.http.front import INVOKE, ROLE_KEY, Front, is_inference, too_large
 from djl.registry import ModelManager
 from djl.startup import load_startup_models
@@ -162,9 +163,13 @@ async def dispatch(manager: ModelManager, config: ServerConfig) -> Response:
         query = codec.Query(codec.parse_query(query_string))
         if is_inference(uri, query_string) and role != "management":
             # Only forms get here (the front serves the rest): Quart parses them.
-            return codec.to_response(await inference.handle(inference.InferenceCall(
+            call = inference.InferenceCall(
                 method, segments, query, req_id, config, manager, req.headers.get,
-                lambda: codec.to_input(req, query, req_id, config))))
+                lambda: codec.to_input(req, query, req_id, config))
+            try:
+                return codec.to_response(await inference.handle(call))
+            finally:
+                scope[MODEL_KEY] = call.model
         call = management.Call(req, method, segments, query, req_id, config, manager)
         if role == "inference":
             raise NotFound.resource()

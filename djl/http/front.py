@@ -27,6 +27,7 @@ import trio
 from djl.config import ServerConfig
 from djl.errors import PayloadTooLarge, RequestTimeout, StreamCut
 from djl.http import codec, inference
+from djl.http.access_log import MODEL_KEY, access_logged
 from djl.io import Input
 from djl.registry import ModelManager
 
@@ -66,11 +67,18 @@ class Front:
         self.manager = manager
         self.config = config
         self.id_header = config.request_id_header_key.lower().encode("latin-1")
+        self.access_log = config.access_log
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] != "http":
             await self.quart_asgi(scope, receive, send)
             return
+        if self.access_log:
+            await access_logged(self._serve, scope, receive, send)
+            return
+        await self._serve(scope, receive, send)
+
+    async def _serve(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         try:
             await self._http(scope, receive, send)
         except* _ClientGone:
@@ -131,6 +139,7 @@ class Front:
                 reply = await inference.handle(call)
             except Exception as exc:  # noqa: BLE001 — routing errors: mapping A
                 reply = codec.error_reply(exc, req_id, config)
+            scope[MODEL_KEY] = call.model
             if reply.chunks is not None:
                 ended = await _send_stream(send, reply)
             nursery.cancel_scope.cancel()

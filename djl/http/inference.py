@@ -32,6 +32,8 @@ class InferenceCall:
     header: Callable[[str], str | None]
     #: The request as an Input (reads the body; spec §3.3).
     read_input: Callable[[], Awaitable[Input]]
+    #: The model it addressed, once known (for the access log).
+    model: str | None = None
 
 
 def ping(call: InferenceCall) -> codec.Reply:
@@ -85,6 +87,7 @@ async def predict(call: InferenceCall) -> codec.Reply:
         return codec.page_reply(page, call.req_id, call.config)
     if not name:
         name = manager.invocation_target(_form_name(inputs))
+    call.model = name
     workflow = await manager.find_or_load(name, version, inputs)
     synchronous = properties.get("x-synchronous")
     if synchronous is not None and synchronous.lower() != "true":
