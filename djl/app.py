@@ -163,13 +163,13 @@ async def dispatch(manager: ModelManager, config: ServerConfig) -> Response:
         query = codec.Query(codec.parse_query(query_string))
         if is_inference(uri, query_string) and role != "management":
             # Only forms get here (the front serves the rest): Quart parses them.
-            call = inference.InferenceCall(
+            routed = inference.InferenceCall(
                 method, segments, query, req_id, config, manager, req.headers.get,
                 lambda: codec.to_input(req, query, req_id, config))
             try:
-                return codec.to_response(await inference.handle(call))
+                return codec.to_response(await inference.handle(routed))
             finally:
-                scope[MODEL_KEY] = call.model
+                scope[MODEL_KEY] = routed.model
         call = management.Call(req, method, segments, query, req_id, config, manager)
         if role == "inference":
             raise NotFound.resource()
