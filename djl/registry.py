@@ -546,7 +546,9 @@ class ModelManager:
             url = bytes(item).decode("utf-8") if item else None
         if not url:
             raise NotFound.model_url_required()
-        if not _url_pattern(self.config.model_url_pattern).fullmatch(url):
+        # A pattern is a regex over the text: "." or ".." segments would lead it elsewhere.
+        dotted = any(part in (".", "..") for part in re.split(r"[/\\]", url.split("?")[0]))
+        if dotted or not _url_pattern(self.config.model_url_pattern).fullmatch(url):
             raise NotFound.model_url_denied(url)
         log.info("loading model %s from %s for a prediction (model_url_pattern)", name, url)
         await self.register_model(RegisterParams(

@@ -1,0 +1,71 @@
+"""The registry's inference-time rules without workers: /invocations target selection
+(spec §3.1), dynamic loading's refusals (§3.10), breaker accounting (§3.9)."""
+
+from __future__ import annotations
+
+import pytest
+
+from djl.config import RegisterParams, ServerConfig
+from djl.errors import BadRequest, ModelNotFound, NotFound, WlmError
+from djl.io import Input, Output, PairList
+from djl.registry import Model, ModelManager, Workflow
+
+
+def test_invocation_target_first_named_then_the_single_startup_model():
+    manager = ModelManager(ServerConfig())
+    assert manager.invocation_target(None, "", "form", "later") == "form"
+    with pytest.raises(BadRequest, match="Parameter model_name is required."):
+        manager.invocation_target(None, None)
+    manager.startup_names.append("only")
+    assert manager.invocation_target(None) == "only"
+    assert manager.invocation_target("named") == "named"
+    manager.startup_names.append("second")
+    with pytest.raises(BadRequest):
+        manager.invocation_target(None)
+
+
+def _input(header: str | None = None, item: str | None = None) -> Input:
+    content = PairList()
+    if item is not None:
+        content.add("model_url", item.encode())
+    return Input({"model_url": header} if header else {}, content)
+
+
+async def test_dynamic_loading_refusals():
+    pattern = ServerConfig(model_url_pattern=r"file:/models/.*")
+    with pytest.raises(ModelNotFound, match="not found: m"):
+        await ModelManager(ServerConfig()).find_or_load("m", None, _input(item="file:/models/m"))
+    manager = ModelManager(pattern)
+    with pytest.raises(NotFound, match=r"^Parameter model_url is required\.$"):
+        await manager.find_or_load("m", None, _input())
+    for refused in (_input(item="file:/etc/m"), _input(header="file:/etc/m"),
+                    _input(header="file:/etc/m", item="file:/models/m"),
+                    _input(item="file:/models/m/../../etc")):
+        with pytest.raises(NotFound, match="Permission denied: file:/"):
+            await manager.find_or_load("m", None, refused)
+    assert manager.endpoints == {} and manager._dynamic_loads == {}
+
+
+async def test_predict_counts_failures_and_server_codes():
+    manager = ModelManager(ServerConfig(error_rate_server="1/PT1M"))
+    params = RegisterParams(url="file:/m", model_name="m")
+    workflow = Workflow("m", None, {"m": Model("m", None, params.url, params)})
+    answers: list[object] = [Output(200), Output(424)]
+
+    async def infer(_workflow: Workflow, _inputs: Input) -> Output:
+        answer = answers.pop(0)
+        if isinstance(answer, Exception):
+            raise answer
+        return answer  # type: ignore[return-value]
+
+    manager.infer = infer  # type: ignore[method-assign]
+    await manager.predict(workflow, Input())
+    await manager.predict(workflow, Input())
+    assert not manager.breaker.tripped  # one 424 tolerated
+    answers.append(WlmError.not_ready("m"))  # a wlm error: not this rule's kind
+    with pytest.raises(WlmError):
+        await manager.predict(workflow, Input())
+    assert not manager.breaker.tripped
+    answers.append(Output(500))
+    await manager.predict(workflow, Input())
+    assert manager.breaker.tripped
