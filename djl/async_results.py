@@ -76,7 +76,7 @@ class AsyncResults:
     """The bounded result store; see the module docstring."""
 
     def __init__(self, *, max_entries: int, max_bytes: int, ttl_s: float,
-                 cache_batch: int = 1, chunk_timeout_s: float = 120.0,
+                 cache_batch: int, chunk_timeout_s: float,
                  clock: Callable[[], float] = trio.current_time) -> None:
         self.max_entries = max(1, max_entries)
         self.max_bytes = max_bytes

@@ -20,10 +20,8 @@ from dataclasses import dataclass
 
 import trio
 
+from djl.config import ERROR_RATE_WINDOW_S
 from djl.errors import DjlError
-
-#: Spec §3.9: a rule without a duration counts per minute.
-DEFAULT_WINDOW_S = 60.0
 
 _DURATION = re.compile(
     r"P(?:(?P<d>\d+)D)?(?:T(?:(?P<h>\d+)H)?(?:(?P<m>\d+)M)?(?:(?P<s>\d+(?:[.,]\d{1,9})?)S)?)?",
@@ -64,7 +62,7 @@ def parse_rule(text: str) -> Rule | None:
     count_text = count_text.strip()
     if not count_text.isascii() or not count_text.isdigit() or int(count_text) < 1:
         raise ValueError(f"the count must be a positive integer: {text!r}")
-    return Rule(int(count_text), parse_duration(duration) if sep else DEFAULT_WINDOW_S)
+    return Rule(int(count_text), parse_duration(duration) if sep else ERROR_RATE_WINDOW_S)
 
 
 class TokenBucket:
@@ -146,5 +144,5 @@ class ErrorRateBreaker:
             self.server_error()
 
 
-__all__ = ["DEFAULT_WINDOW_S", "ErrorRateBreaker", "Rule", "TokenBucket", "parse_duration",
+__all__ = ["ErrorRateBreaker", "Rule", "TokenBucket", "parse_duration",
            "parse_rule"]

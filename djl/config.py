@@ -18,7 +18,6 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
-from djl.breaker import parse_rule
 from djl.errors import BadRequest, IllegalArgument
 from djl.properties import read_properties
 
@@ -39,6 +38,8 @@ HYPERCORN_MIN_STARTUP_TIMEOUT_S = 600 * SECONDS
 #: Memory admission (spec §4.8): what must stay free after a model loads, unless the model's
 #: ``reserved_memory_mb`` says otherwise.
 RESERVED_MEMORY_MB = 500
+#: Spec §3.9: an ``error_rate_*`` rule without a duration counts errors per minute.
+ERROR_RATE_WINDOW_S = 60 * SECONDS
 
 
 class ConfigError(ValueError):
@@ -317,6 +318,8 @@ def _coerce(name: str, value: str) -> Any:
                               f"{value!r}")
         return ",".join(parts)
     if name.startswith("error_rate_"):
+        from djl.breaker import parse_rule  # it reads ERROR_RATE_WINDOW_S from here
+
         try:
             parse_rule(value)
         except ValueError as exc:

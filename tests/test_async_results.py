@@ -29,7 +29,8 @@ class Stream:
 
 
 def store(**kwargs) -> AsyncResults:
-    settings = {"max_entries": 10, "max_bytes": 1000, "ttl_s": 60.0}
+    settings = {"max_entries": 10, "max_bytes": 1000, "ttl_s": 60.0, "cache_batch": 1,
+                "chunk_timeout_s": 5.0}
     settings.update(kwargs)
     return AsyncResults(**settings)
 
@@ -117,6 +118,24 @@ async def test_cache_batch_groups_chunks(nursery, autojump_clock):
     await trio.testing.wait_all_tasks_blocked()
     assert results.poll(key, max_items=1).body == b"12"
     assert results.poll(key + "1").body == b"3"
+
+
+async def test_a_stream_that_stalls_fails_after_the_chunk_timeout(nursery, autojump_clock):
+    results = await nursery.start(store().run)
+    stream = Stream()
+    stream.send.send_nowait(b"first")
+
+    async def job() -> Output:
+        out = Output()
+        out.stream = stream  # type: ignore[assignment]
+        return out
+
+    key = results.submit(job)
+    await trio.sleep(4)
+    assert results.poll(key).body == b"first"
+    await trio.sleep(2)
+    assert "chunked_read_timeout (5s)" in str(results.poll(key).error)
+    assert stream.closed
 
 
 async def test_a_failure_is_the_result(nursery, autojump_clock):
