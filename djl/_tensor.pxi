@@ -34,8 +34,10 @@ from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize
 from cpython.conversion cimport Py_DTSF_ADD_DOT_0, PyOS_double_to_string, PyOS_string_to_double
 from cpython.mem cimport PyMem_Free, PyMem_Malloc, PyMem_Realloc
 from libc.stdint cimport int8_t, int16_t, int64_t, uint8_t, uint16_t, uint64_t
-from libc.stdint cimport int32_t, uint32_t
+from libc.stdint cimport INT64_MAX, int32_t, uint32_t
 from libc.string cimport memcmp, memcpy, memset, strlen
+
+import zlib
 
 from djl.errors import BadInput
 
@@ -144,6 +146,9 @@ cdef class ParsedTensors:
 
     def __cinit__(self):
         self._has_view = False
+
+    def __init__(self):
+        raise TypeError("ParsedTensors come from parse_tensors()")
 
     def __dealloc__(self):
         if self._has_view:
@@ -280,6 +285,89 @@ cdef double[23] _POW10
 _POW10[:] = [1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13,
              1e14, 1e15, 1e16, 1e17, 1e18, 1e19, 1e20, 1e21, 1e22]
 
+cdef extern from *:
+    """
+    #include <stdint.h>
+    #include <string.h>
+    /* The 128-bit product of two 64-bit words (Eisel-Lemire needs the high half). */
+    static inline uint64_t djl_mul64(uint64_t a, uint64_t b, uint64_t *lo) {
+        unsigned __int128 p = (unsigned __int128)a * b;
+        *lo = (uint64_t)p;
+        return (uint64_t)(p >> 64);
+    }
+    static inline double djl_bits_to_double(uint64_t bits) {
+        double d;
+        memcpy(&d, &bits, 8);
+        return d;
+    }
+    """
+    uint64_t djl_mul64(uint64_t a, uint64_t b, uint64_t* lo) noexcept nogil
+    double djl_bits_to_double(uint64_t bits) noexcept nogil
+    int __builtin_clzll(unsigned long long) noexcept nogil
+
+# 10**e for e in [-348, 347] as 128-bit mantissas rounded down (hi, lo), the table of the
+# Eisel-Lemire algorithm (Lemire, "Number Parsing at a Gigabyte per Second", 2021).
+cdef enum:
+    _P10_MIN = -348
+    _P10_MAX = 347
+cdef uint64_t _P10_HI[696]
+cdef uint64_t _P10_LO[696]
+
+
+cdef _pow10_table():
+    for e in range(_P10_MIN, _P10_MAX + 1):
+        if e >= 0:
+            v = 10 ** e
+            shift = v.bit_length() - 128
+            m = v >> shift if shift >= 0 else v << -shift
+        else:
+            d = 10 ** -e
+            m = (1 << (d.bit_length() + 127)) // d
+        _P10_HI[e - _P10_MIN] = m >> 64
+        _P10_LO[e - _P10_MIN] = m & 0xFFFFFFFFFFFFFFFF
+
+
+_pow10_table()
+
+
+cdef bint _eisel_lemire(uint64_t man, int e10, double* out) noexcept nogil:
+    """man * 10**e10 correctly rounded to a double; False where it cannot tell (rare)."""
+    cdef int clz
+    cdef uint64_t ret_exp2, x_hi, x_lo, y_hi, y_lo, merged_hi, merged_lo, msb, mantissa
+    if man == 0:
+        out[0] = 0.0
+        return True
+    if e10 < _P10_MIN or e10 > _P10_MAX:
+        return False
+    clz = __builtin_clzll(man)
+    man <<= clz
+    ret_exp2 = <uint64_t>(((217706 * e10) >> 16) + 64 + 1023) - <uint64_t>clz
+    x_hi = djl_mul64(man, _P10_HI[e10 - _P10_MIN], &x_lo)
+    if (x_hi & 0x1FF) == 0x1FF and x_lo + man < man:
+        y_hi = djl_mul64(man, _P10_LO[e10 - _P10_MIN], &y_lo)
+        merged_hi = x_hi
+        merged_lo = x_lo + y_hi
+        if merged_lo < x_lo:
+            merged_hi += 1
+        if (merged_hi & 0x1FF) == 0x1FF and merged_lo + 1 == 0 and y_lo + man < man:
+            return False
+        x_hi = merged_hi
+        x_lo = merged_lo
+    msb = x_hi >> 63
+    mantissa = x_hi >> (msb + 9)
+    ret_exp2 -= 1 ^ msb
+    if x_lo == 0 and (x_hi & 0x1FF) == 0 and (mantissa & 3) == 1:
+        return False
+    mantissa += mantissa & 1
+    mantissa >>= 1
+    if mantissa >> 53:
+        mantissa >>= 1
+        ret_exp2 += 1
+    if ret_exp2 - 1 >= 0x7FF - 1:  # subnormal or infinite: the slow path decides
+        return False
+    out[0] = djl_bits_to_double((ret_exp2 << 52) | (mantissa & ((<uint64_t>1 << 52) - 1)))
+    return True
+
 
 cdef double _number_value(const unsigned char* s, Py_ssize_t pos, Py_ssize_t stop) except? -1.0:
     """The value of the validated number token s[pos:stop], correctly rounded."""
@@ -291,7 +379,7 @@ cdef double _number_value(const unsigned char* s, Py_ssize_t pos, Py_ssize_t sto
     cdef bint ex_neg = False
     cdef Py_ssize_t p = pos
     cdef char small[64]
-    cdef double value
+    cdef double value, upper
     if s[p] == 78:
         return float("nan")
     if s[p] == 45:
@@ -330,11 +418,20 @@ cdef double _number_value(const unsigned char* s, Py_ssize_t pos, Py_ssize_t sto
         e10 = e10 - ex if ex_neg else e10 + ex
     if mant == 0:
         return -0.0 if neg else 0.0
-    if digits <= 19 and mant <= 9007199254740992 and -22 <= e10 <= 22:
+    if digits <= 19 and mant <= (<uint64_t>1 << 53) and -22 <= e10 <= 22:
         # Clinger's fast path: both operands exact, so one IEEE operation rounds correctly.
         value = <double>mant
         value = value * _POW10[e10] if e10 >= 0 else value / _POW10[-e10]
         return -value if neg else value
+    if -400 < e10 < 400:
+        if digits <= 19:
+            if _eisel_lemire(mant, <int>e10, &value):
+                return -value if neg else value
+        elif mant != <uint64_t>0 - 1:
+            # truncated to 19 digits: the value lies in [mant, mant + 1) * 10**e10
+            if (_eisel_lemire(mant, <int>e10, &value)
+                    and _eisel_lemire(mant + 1, <int>e10, &upper) and value == upper):
+                return -value if neg else value
     if stop - pos < 63:
         memcpy(small, s + pos, stop - pos)
         small[stop - pos] = 0
@@ -503,9 +600,12 @@ cdef class _JsonScan:
                 else:
                     self.fail("expected ',' or ']'" if close == 93 else "expected ',' or '}'",
                               pos)
-        for word, n in ((b"true", 4), (b"false", 5), (b"null", 4)):
-            if _literal(s, pos, self.end, word, n):
-                return pos + n
+        if s[pos] == 116 and _literal(s, pos, self.end, "true", 4):
+            return pos + 4
+        if s[pos] == 102 and _literal(s, pos, self.end, "false", 5):
+            return pos + 5
+        if s[pos] == 110 and _literal(s, pos, self.end, "null", 4):
+            return pos + 4
         stop = _scan_number(s, pos, self.end)
         if stop < 0:
             self.fail("expected a value", pos)
@@ -640,7 +740,7 @@ cdef class _TensorReader:
         self.pos += size
         return at
 
-    cdef uint64_t be(self, int size, str what) except? 0xFFFFFFFFFFFFFFFF:
+    cdef uint64_t be(self, int size, str what) except? 0:
         cdef Py_ssize_t at = self.take(size, what)
         cdef uint64_t v = 0
         cdef int i
@@ -664,7 +764,7 @@ cdef int64_t _checked_size(_TensorReader r, tuple shape, int itemsize) except -1
     """Elements of shape; fails when numpy could not allocate even an empty array of it."""
     cdef int64_t size = 1
     cdef int64_t bound = 1
-    cdef int64_t limit = 0x7FFFFFFFFFFFFFFF // itemsize
+    cdef int64_t limit = INT64_MAX // itemsize
     for dim in shape:
         if dim:
             if <int64_t>dim > limit // bound:
@@ -841,11 +941,11 @@ cdef _parse_npz(ParsedTensors p, payload):
             if usize > csize * 1032 + 1024:
                 raise BadInput(f"npz input: entry {name!r} claims {usize} bytes from {csize} "
                                f"compressed bytes")
-            import zlib
             inflater = zlib.decompressobj(-15)
             try:
+                # (max_length 0 would mean "no limit", so an empty entry asks for 1)
                 base = inflater.decompress(
-                    memoryview(payload).cast("B")[data_at:data_at + csize], usize)
+                    memoryview(payload).cast("B")[data_at:data_at + csize], usize or 1)
             except zlib.error as exc:
                 raise BadInput(f"npz input: entry {name!r} is corrupt: {exc}") from None
             if len(base) != usize or not inflater.eof:
@@ -854,7 +954,6 @@ cdef _parse_npz(ParsedTensors p, payload):
             base_at = 0
         else:
             raise BadInput(f"npz input: entry {name!r} uses unsupported compression {method}")
-        import zlib
         view = memoryview(base).cast("B")[base_at:base_at + usize]
         if zlib.crc32(view) != crc:
             raise BadInput(f"npz input: entry {name!r} fails its CRC check")
@@ -894,15 +993,13 @@ cdef _parse_npy(ParsedTensors p, str name, base, Py_ssize_t at, Py_ssize_t size)
     finally:
         PyBuffer_Release(&view)
     data_at = at + header_at + hlen
-    descr, fortran, shape = _npy_header(label, header_bytes, major)
-    np = _np()
-    try:
-        dtype = np.dtype(descr)
-    except (TypeError, ValueError):
-        raise BadInput(f"{label}: unsupported dtype {descr!r}") from None
-    code = _code_of(dtype) if dtype.fields is None and dtype.subdtype is None else -1
-    if code < 0:
-        raise BadInput(f"{label}: unsupported dtype {descr!r}")
+    known = _NPY_HEADERS.get((major, header_bytes))
+    if known is None:
+        known = _npy_meaning(label, header_bytes, major)
+        if len(_NPY_HEADERS) >= 1024:  # clients repeat a handful of headers
+            _NPY_HEADERS.clear()
+        _NPY_HEADERS[(major, header_bytes)] = known
+    dtype, code, fortran, shape = known
     r = _TensorReader.__new__(_TensorReader)
     r.label = label
     r.pos = data_at
@@ -918,6 +1015,23 @@ cdef _parse_npy(ParsedTensors p, str name, base, Py_ssize_t at, Py_ssize_t size)
                (">" if swapped else "<", bool(fortran)))
     else:
         p._add(code, shape, stem, base, data_at, nbytes, KIND_RAW, None)
+
+
+#: (version, .npy header bytes) -> (dtype, code, fortran_order, shape), checked.
+cdef dict _NPY_HEADERS = {}
+
+
+cdef tuple _npy_meaning(str label, bytes raw, int major):
+    descr, fortran, shape = _npy_header(label, raw, major)
+    np = _np()
+    try:
+        dtype = np.dtype(descr)
+    except (TypeError, ValueError):
+        raise BadInput(f"{label}: unsupported dtype {descr!r}") from None
+    code = _code_of(dtype) if dtype.fields is None and dtype.subdtype is None else -1
+    if code < 0:
+        raise BadInput(f"{label}: unsupported dtype {descr!r}")
+    return dtype, code, fortran, shape
 
 
 cdef tuple _npy_header(str label, bytes raw, int major):
@@ -1002,6 +1116,8 @@ def collate(items):
                     order, fortran = item._orders[k]
                     flat = np.frombuffer(item._bases[k], batch.dtype.newbyteorder(order),
                                          row_bytes // batch.itemsize, offset)
+                    if code == DT_BOOL:
+                        flat = flat.view(np.uint8) != 0
                     batch[i] = (flat.reshape(shape[::-1]).T if fortran
                                 else flat.reshape(shape))
         finally:
@@ -1453,7 +1569,7 @@ cdef _Prepared _prepare(array, int index, name, bint batched):
     if a.nbytes:
         PyObject_GetBuffer(p.flat, &p.view, PyBUF_SIMPLE)
         p.has_view = True
-    p.name = name
+    p.name = str(name) if name is not None else None
     p.ndlist_header = None
     p.npy_header = None
     return p
@@ -1564,7 +1680,6 @@ cdef bytes _npy_prefix(_Prepared p):
 
 
 cdef int _encode_npz(_TensorOut* o, list prepared, Py_ssize_t row) except -1:
-    import zlib
     cdef _Prepared p
     cdef Py_ssize_t k, start = o.len, cd_start, cd_size
     cdef uint64_t size
@@ -1668,6 +1783,8 @@ def encode_rows(arrays, fmts, names=None):
 
 
 # -- content negotiation ------------------------------------------------------------------
+# The rules of DJL's default serving translator, as djl/runtime/torch_engine.py applies
+# them; the Python-handler helper (djl/tensor_batch.py) uses these.
 
 cdef str _media_type(value):
     if not value:
@@ -1676,24 +1793,40 @@ cdef str _media_type(value):
 
 
 def input_format(content_type, payload):
-    """The format of a request body, from its content type (DJL's translator rules):
-    ``application/json`` is JSON; ``tensor/ndlist``, ``tensor/npz`` or none is npz when
-    the body starts with ``PK``, else NDList. Any other type raises BadInput."""
+    """The format a request body is read in: JSON for ``application/json`` (or ``+json``),
+    NDList / npz for their types; with no type (or octet-stream) npz when the body starts
+    with ``PK``, NDList when it starts like one, JSON when untyped. BadInput otherwise."""
+    if payload is None or len(payload) == 0:
+        raise BadInput("The request body is empty: send a JSON array, a tensor/ndlist or "
+                       "a tensor/npz")
     media = _media_type(content_type)
-    if media == "application/json":
+    if media == "application/json" or media.endswith("+json"):
         return FORMAT_JSON
-    if media in ("", "tensor/ndlist", "tensor/npz", "application/octet-stream"):
-        return FORMAT_NPZ if bytes(memoryview(payload)[:2]) == b"PK" else FORMAT_NDLIST
-    raise BadInput(f"Unsupported content type for a tensor input: {content_type}")
+    if media == "tensor/ndlist":
+        return FORMAT_NDLIST
+    if media == "tensor/npz":
+        return FORMAT_NPZ
+    if media == "" or media == "application/octet-stream":
+        head = bytes(memoryview(payload)[:10])
+        if head[:2] == b"PK":
+            return FORMAT_NPZ
+        if head[4:10] == b"\x00\x04NDAR":
+            return FORMAT_NDLIST
+        if media == "":
+            return FORMAT_JSON
+    raise BadInput(f"Unsupported content type {content_type}: tensors are read from "
+                   "application/json, tensor/ndlist and tensor/npz")
 
 
 def output_format(content_type, accept):
-    """The format of the answer: npz when Accept or the content type says tensor/npz,
-    JSON when either says application/json, else NDList (DJL's translator rules)."""
+    """The format of the answer: npz when Accept or the content type says tensor/npz; JSON
+    when Accept says application/json, or the request is JSON and Accept does not ask for
+    tensor/ndlist; else NDList (DJL's default)."""
     accepted = {_media_type(part) for part in str(accept or "").split(",")}
     media = _media_type(content_type)
     if "tensor/npz" in accepted or media == "tensor/npz":
         return FORMAT_NPZ
-    if "application/json" in accepted or media == "application/json":
+    if "application/json" in accepted or (media == "application/json"
+                                          and "tensor/ndlist" not in accepted):
         return FORMAT_JSON
     return FORMAT_NDLIST

@@ -130,6 +130,29 @@ def test_json_payload_kinds() -> None:
     assert same(parse_tensors(values, FORMAT_JSON).arrays()[0], json_array(values))
 
 
+def test_json_numbers_convert_exactly_like_python_floats() -> None:
+    """20k hard tokens (random doubles, 1-30 digit mantissas over the whole exponent range,
+    exact midpoints between doubles) read as float(token) then float32, bit for bit."""
+    rng = np.random.default_rng(11)
+    tokens = [repr(float(v)) for v in rng.integers(0, 2**63, 4000).view(np.float64)
+              if np.isfinite(v)]
+    for _ in range(8000):
+        digits = "".join(map(str, rng.integers(0, 10, rng.integers(1, 31)))).lstrip("0") or "0"
+        tokens.append(f"{digits}e{rng.integers(-360, 330)}")
+    for _ in range(4000):  # m.5 ulp: the decimal lies exactly halfway between two doubles
+        mantissa, exponent = int(rng.integers(2**52, 2**53)), int(rng.integers(-80, 80))
+        half = (2 * mantissa + 1) * (2 ** (exponent - 1)) if exponent >= 1 else None
+        tokens.append(str(half) if half else f"{(2 * mantissa + 1) * 5 ** (1 - exponent)}"
+                                             f"e{exponent - 1}")
+    tokens += ["4.9e-324", "2.4703282292062327e-324", "1.7976931348623157e308",
+               "1.7976931348623159e308", "3.4028235677973366e38", "1.401298464324817e-45",
+               "7.006492321624085e-46", "0." + "0" * 400 + "1", "1" + "0" * 400]
+    payload = ("[" + ",".join(tokens) + "]").encode()
+    with np.errstate(over="ignore"):
+        expected = np.array([float(t) for t in tokens]).astype(np.float32)
+    assert same(parse_tensors(payload, FORMAT_JSON).arrays()[0], expected)
+
+
 def test_collate_fills_each_row_from_its_own_item() -> None:
     items = [parse_tensors(json.dumps([i, i + 0.5, -i]).encode(), FORMAT_JSON)
              for i in range(8)]
@@ -264,6 +287,9 @@ def test_absurd_shapes_do_not_allocate() -> None:
     central = bomb.rindex(b"PK\x01\x02")
     bomb[central + 24 : central + 28] = struct.pack("<I", 2**31)
     with pytest.raises(BadInput, match="claims 2147483648 bytes"):
+        parse_tensors(bytes(bomb), FORMAT_NPZ)
+    bomb[central + 24 : central + 28] = struct.pack("<I", 0)  # zlib reads 0 as "no limit"
+    with pytest.raises(BadInput, match="is corrupt: it inflates to 1 bytes, not 0"):
         parse_tensors(bytes(bomb), FORMAT_NPZ)
 
 
@@ -517,14 +543,22 @@ def test_ndlist_rejects_what_it_cannot_carry() -> None:
 
 def test_formats_follow_djls_translator() -> None:
     assert input_format("application/json; charset=utf-8", b"[1]") == FORMAT_JSON
+    assert input_format("application/vnd.x+json", b"[1]") == FORMAT_JSON
     assert input_format("tensor/ndlist", b"\x00\x00") == FORMAT_NDLIST
     assert input_format(None, b"PK\x03\x04") == FORMAT_NPZ
+    assert input_format("application/octet-stream", encode_ndlist([1])) == FORMAT_NDLIST
+    assert input_format("", b"[1]") == FORMAT_JSON
     assert input_format("tensor/npz", b"PK") == FORMAT_NPZ
-    with pytest.raises(BadInput, match="Unsupported content type for a tensor input: text/x"):
+    with pytest.raises(BadInput, match="Unsupported content type text/x: tensors are read"):
         input_format("text/x", b"[1]")
+    with pytest.raises(BadInput, match="Unsupported content type application/octet-stream"):
+        input_format("application/octet-stream", b"[1]")
+    with pytest.raises(BadInput, match="The request body is empty"):
+        input_format("application/json", b"")
     assert output_format("tensor/npz", None) == FORMAT_NPZ
     assert output_format("application/json", "tensor/npz") == FORMAT_NPZ
     assert output_format("application/json", None) == FORMAT_JSON
+    assert output_format("application/json", "tensor/ndlist") == FORMAT_NDLIST
     assert output_format(None, "text/plain, Application/JSON") == FORMAT_JSON
     assert output_format("tensor/ndlist", "*/*") == FORMAT_NDLIST
     assert output_format(None, None) == FORMAT_NDLIST
