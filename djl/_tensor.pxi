@@ -1748,7 +1748,13 @@ cdef int _encode(_TensorOut* o, list prepared, Py_ssize_t row, int fmt) except -
 
 
 def encode_tensors(arrays, int fmt, names=None):
-    """One item's answer: the arrays encoded in fmt (see the module text for the layouts).
+    """One item's answer: the arrays encoded in fmt.
+
+    JSON is DJL's ``NoopServingTranslator`` answer, compact: ``{"predictions":<nested
+    list>}`` for one array (a bare number for a 0-d one); for several,
+    ``{"predictions":[["<name>",<nested list>],...]}``, an unnamed output being
+    ``arr_<i>``. NDList is spec Appendix D (version 3, little-endian); npz is a stored zip
+    of ``<name>.npy`` entries (``arr_<i>`` unless named), which ``np.load`` reads.
 
     Raises ValueError for a dtype the format cannot carry (strings, objects, complex in
     JSON, complex128 in NDList) or a names list of the wrong length.
