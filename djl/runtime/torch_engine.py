@@ -151,7 +151,7 @@ class TorchEngine:
 
     def _run_one(self, i: int, tensors: Any, out_format: int, results: list[Any]) -> None:
         try:
-            arrays = [a[0] for a in _batch.collate([tensors])]
+            arrays = tensors.arrays()  # a[0] of a collated (1,) array is a numpy scalar
             outputs, names = self._forward(arrays)
             results[i] = _answer(_batch.encode_tensors(outputs, out_format, names), out_format)
         except Exception as exc:  # noqa: BLE001 — the request's failure is its answer

@@ -83,3 +83,16 @@ def test_gpu_without_cuda_is_a_load_failure(tmp_path: Path) -> None:
     torch.jit.script(Double()).save(str(tmp_path / "model.pt"))
     with pytest.raises(TorchLoadError, match="Cannot load on gpu0: CUDA is not available"):
         TorchEngine(tmp_path, "model.pt", "0").load()
+
+
+def test_batchifier_none_runs_a_scalar_input_on_its_own(tmp_path: Path) -> None:
+    buf = io.BytesIO()
+    np.savez(buf, np.array(1.5, np.float32))  # a 0-d input
+    e = engine(tmp_path, Double(), batchifier="none")
+    answers = e.invoke(batch(
+        ({"Content-Type": "tensor/npz"}, [("data", buf.getvalue())]),
+        ({"Content-Type": "application/json"}, [("data", b"[1.0, 2.0]")]),
+    ))
+    with np.load(io.BytesIO(bytes(answers[0].content.get("data")))) as f:
+        assert f[f.files[0]].shape == () and float(f[f.files[0]]) == 3.0
+    assert json.loads(bytes(answers[1].content.get("data"))) == {"predictions": [2.0, 4.0]}
