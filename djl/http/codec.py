@@ -301,7 +301,10 @@ async def output_reply(output: Output, req_id: str, config: ServerConfig) -> Rep
         headers = _with_common_headers(output, req_id, config, drop=_SIZED)
         headers.append((b"content-length", b"0"))
         return Reply(output.code, headers)
-    return Reply(output.code, _with_common_headers(output, req_id, config, drop=()),
+    # Spec §1.3: the header frame of a stream never closes the connection, whatever its
+    # code: chunked framing ends the body cleanly.
+    return Reply(output.code, _with_common_headers(output, req_id, config, drop=(),
+                                                   keep_alive=True),
                  chunks=_chunks(first, stream, config.chunked_read_timeout_s))
 
 
@@ -339,9 +342,9 @@ _PAGED = (*_SIZED, "x-next-token", _CUSTOM_ATTRIBUTES.decode())
 
 
 def _with_common_headers(output: Output, req_id: str, config: ServerConfig, *,
-                         drop: tuple[str, ...]) -> HeaderList:
+                         drop: tuple[str, ...], keep_alive: bool = False) -> HeaderList:
     """Spec §3.5: the common headers overwrite the model's, whatever case it used."""
-    common = common_headers(req_id, output.code, config)
+    common = common_headers(req_id, 200 if keep_alive else output.code, config)
     if not output.properties:
         return common
     overridden = {name.decode() for name, _ in common}.union(drop)
