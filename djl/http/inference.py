@@ -13,7 +13,7 @@ from djl.config import ServerConfig
 from djl.errors import BadRequest, NotFound
 from djl.http import codec
 from djl.io import Input
-from djl.registry import ModelManager
+from djl.registry import ModelManager, Watch, watching
 
 
 @dataclass(slots=True)
@@ -30,6 +30,9 @@ class InferenceCall:
     header: Callable[[str], str | None]
     #: The request as an Input (reads the body; spec §3.3).
     read_input: Callable[[], Awaitable[Input]]
+    #: Listens for the client leaving while a model works (``registry.Watch``); None
+    #: where the transport does that itself (Quart).
+    watch: Watch | None = None
 
 
 def ping(call: InferenceCall) -> codec.Reply:
@@ -88,8 +91,12 @@ async def predict(call: InferenceCall) -> codec.Reply:
     if inputs is None:
         inputs = await call.read_input()
     try:
-        output = await call.manager.infer(workflow, inputs)
-        return await codec.output_reply(output, call.req_id, call.config)
+        output = await call.manager.infer(workflow, inputs, call.watch)
+        if output.stream is None:
+            return await codec.output_reply(output, call.req_id, call.config)
+        # A stream's first chunk may be long in coming: its client is watched meanwhile.
+        return await watching(call.watch, codec.output_reply, output, call.req_id,
+                              call.config)
     except Exception as exc:  # noqa: BLE001 — every failure gets mapping B's answer
         return codec.error_reply(exc, call.req_id, call.config, inference=True)
 
