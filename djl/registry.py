@@ -15,10 +15,10 @@ from __future__ import annotations
 import itertools
 import logging
 import re
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from functools import lru_cache, partial
-from typing import Any
+from typing import Any, TypeVar
 
 import trio
 
@@ -44,6 +44,8 @@ from djl.wlm.pool import WorkerPool, first_error, priority_of
 from djl.wlm.requirements import install_requirements
 from djl.workflow.graph import execute
 from djl.workflow.spec import load_workflow, workflow_file_of
+
+T = TypeVar("T")
 
 log = logging.getLogger("djl.registry")
 
@@ -136,6 +138,50 @@ class Endpoint:
     def next_version(self) -> Workflow:
         """Round-robin across versions (spec §3.4)."""
         return self.versions[next(self._turn) % len(self.versions)]
+
+
+#: What a request does while it waits for a model: an async function that never returns
+#: normally (it listens for its client, and cancels the request if the client leaves);
+#: it is cancelled once the job is done. The HTTP front passes one (issue 10).
+Watch = Callable[[], Awaitable[None]]
+
+
+class _Done:
+    """A job's ``done`` for a caller that waits by running a :data:`Watch`: setting it
+    also ends the watch."""
+
+    __slots__ = ("event", "scope")
+
+    def __init__(self) -> None:
+        self.event = trio.Event()
+        self.scope: trio.CancelScope | None = None
+
+    def set(self) -> None:
+        self.event.set()
+        if self.scope is not None:
+            self.scope.cancel()
+
+    async def wait(self) -> None:
+        await self.event.wait()
+
+
+async def watching(watch: Watch | None, fn: Callable[..., Awaitable[T]], *args: Any) -> T:
+    """``await fn(*args)`` with ``watch`` running beside it in a task (where the wait is not
+    a single job's: workflows, streams)."""
+    if watch is None:
+        return await fn(*args)
+    try:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(watch)
+            result = await fn(*args)
+            nursery.cancel_scope.cancel()
+    except BaseExceptionGroup as group:
+        # The watch fails only by being cancelled: fn's error is raised as itself, so
+        # its status holds (a Cancelled stays in its group, for trio's cancel scopes).
+        if len(group.exceptions) == 1 and isinstance(group.exceptions[0], Exception):
+            raise group.exceptions[0] from None
+        raise
+    return result
 
 
 class ModelManager:
@@ -568,10 +614,11 @@ class ModelManager:
         raise BadRequest("Parameter model_name is required.")
 
     # -- inference ---------------------------------------------------------------------
-    async def predict(self, workflow: Workflow, inputs: Input) -> Output:
+    async def predict(self, workflow: Workflow, inputs: Input,
+                      watch: Watch | None = None) -> Output:
         """``infer``, counted by the error-rate breaker (spec §3.9)."""
         try:
-            output = await self.infer(workflow, inputs)
+            output = await self.infer(workflow, inputs, watch)
         except Exception as exc:
             self.breaker.failure(exc)
             raise
@@ -580,23 +627,37 @@ class ModelManager:
             self.breaker.server_error()
         return output
 
-    async def infer(self, workflow: Workflow, inputs: Input) -> Output:
+    async def infer(self, workflow: Workflow, inputs: Input,
+                    watch: Watch | None = None) -> Output:
+        """The workflow's answer to ``inputs``. ``watch``: see :data:`Watch`."""
         model = workflow.single_model
         if model is not None:
-            return await self.call_model(model, inputs)
+            return await self.call_model(model, inputs, watch)
 
         async def call(local_name: str, model_input: Input) -> Output:
             return await self.call_model(workflow.models[local_name], model_input)
 
-        return await execute(workflow.spec, inputs, call)
+        return await watching(watch, execute, workflow.spec, inputs, call)
 
-    async def call_model(self, model: Model, inputs: Input) -> Output:
+    async def call_model(self, model: Model, inputs: Input,
+                         watch: Watch | None = None) -> Output:
         pool = model.pool
         if pool is None or pool.status is not ModelStatus.READY:
             raise WlmError.not_ready(model.model_id)
-        job = pool.submit(inputs, priority_of(inputs))
+        if watch is None:
+            job = pool.submit(inputs, priority_of(inputs))
+        else:
+            done = _Done()
+            job = pool.submit(inputs, priority_of(inputs), done)
         try:
-            await job.done.wait()
+            if watch is None:
+                await job.done.wait()
+            elif not job.finished():
+                # The waiting task watches itself: no task and no nursery per request.
+                with trio.CancelScope() as done.scope:
+                    await watch()
+                if not job.finished():
+                    await done.wait()
         except BaseException:
             if not job.finished():
                 pool.discard(job)

@@ -52,7 +52,7 @@ async def test_predict_counts_failures_and_server_codes():
     workflow = Workflow("m", None, {"m": Model("m", None, params.url, params)})
     answers: list[object] = [Output(200), Output(424)]
 
-    async def infer(_workflow: Workflow, _inputs: Input) -> Output:
+    async def infer(_workflow: Workflow, _inputs: Input, _watch: object = None) -> Output:
         answer = answers.pop(0)
         if isinstance(answer, Exception):
             raise answer

@@ -29,7 +29,7 @@ from djl.errors import PayloadTooLarge, RequestTimeout, StreamCut
 from djl.http import codec, inference
 from djl.http.access_log import MODEL_KEY, access_logged
 from djl.io import Input
-from djl.registry import ModelManager
+from djl.registry import ModelManager, watching
 
 log = logging.getLogger("djl.http")
 
@@ -128,19 +128,17 @@ class Front:
 
         call = inference.InferenceCall(
             scope["method"], codec.path_segments(raw_path), query, req_id, config,
-            self.manager, _HeaderLookup(headers).get, read_input)
+            self.manager, _HeaderLookup(headers).get, read_input, body.listen)
         reply = None
         ended = False
-        async with trio.open_nursery() as nursery:
-            body.nursery = nursery
+        with trio.CancelScope() as body.scope:
             try:
                 reply = await inference.handle(call)
             except Exception as exc:  # noqa: BLE001 — routing errors: mapping A
                 reply = codec.error_reply(exc, req_id, config)
             scope[MODEL_KEY] = call.model
             if reply.chunks is not None:
-                ended = await _send_stream(send, reply)
-            nursery.cancel_scope.cancel()
+                ended = await watching(body.listen, _send_stream, send, reply)
         if reply is None or body.gone:
             return  # the client left
         if reply.chunks is None:
@@ -168,19 +166,22 @@ class _HeaderLookup:
 
 
 class _Body:
-    """The request body, received when a route first asks for it (no task until then);
-    then, like quart-trio, a task in the request's ``nursery`` listens for the client
-    leaving and cancels the rest, so a request nobody waits for stops (and frees its job)
-    at once. A client that stops sending a declared body for ``request_body_timeout_s``
-    gets a 408 and loses the connection (issue 8.5)."""
+    """The request body, received when a route first asks for it; then, like quart-trio,
+    ``listen`` runs while a model works (in the waiting task itself, or beside a
+    workflow or stream) and cancels the request's ``scope`` when the client leaves, so
+    a request nobody waits for stops (and frees its job) at once. A client that stops
+    sending a declared body for ``request_body_timeout_s`` gets a 408 and loses the
+    connection (issue 8.5)."""
 
-    __slots__ = ("config", "gone", "nursery", "receive")
+    __slots__ = ("config", "gone", "read_done", "receive", "scope")
 
     def __init__(self, receive: Any, config: ServerConfig) -> None:
         self.receive = receive
         self.config = config
         self.gone = False
-        self.nursery: trio.Nursery | None = None
+        #: Until the body is read, its messages are read()'s: nothing listens.
+        self.read_done = False
+        self.scope: trio.CancelScope | None = None
 
     async def read(self) -> bytes:
         receive = self.receive
@@ -189,12 +190,22 @@ class _Body:
         chunks: list[bytes] = []
         size = 0
         error: Exception | None = None
+        # hypercorn hands the app its channel's bound ``receive``: a message already
+        # queued (a small body usually is, by the time the app runs) is taken without
+        # the cost of a timeout scope.
+        receive_nowait = getattr(getattr(receive, "__self__", None), "receive_nowait", None)
         while True:
             message = None
-            with trio.move_on_after(timeout):
-                message = await receive()
+            if receive_nowait is not None:
+                try:
+                    message = receive_nowait()
+                except trio.WouldBlock:
+                    pass
             if message is None:
-                raise RequestTimeout.body(timeout)
+                with trio.move_on_after(timeout):
+                    message = await receive()
+                if message is None:
+                    raise RequestTimeout.body(timeout)
             if message["type"] == "http.disconnect":
                 self._client_left()
                 await trio.lowlevel.checkpoint()  # raises Cancelled: nothing to answer
@@ -211,19 +222,21 @@ class _Body:
                 break
         if error is not None:
             raise error
-        assert self.nursery is not None
-        self.nursery.start_soon(self._watch)
+        self.read_done = True
         return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
-    async def _watch(self) -> None:
-        while (await self.receive())["type"] != "http.disconnect":
-            pass
-        self._client_left()
+    async def listen(self) -> None:
+        """A ``registry.Watch``: returns only by being cancelled."""
+        if self.read_done:
+            while (await self.receive())["type"] != "http.disconnect":
+                pass
+            self._client_left()
+        await trio.sleep_forever()  # raises Cancelled
 
     def _client_left(self) -> None:
         self.gone = True
-        assert self.nursery is not None
-        self.nursery.cancel_scope.cancel()
+        assert self.scope is not None
+        self.scope.cancel()
 
 
 _NO_QUERY = codec.Query([])

@@ -15,7 +15,7 @@ from djl.errors import BadRequest, NotFound
 from djl.health import ping_status
 from djl.http import codec
 from djl.io import Input
-from djl.registry import ModelManager
+from djl.registry import ModelManager, Watch, watching
 
 
 @dataclass(slots=True)
@@ -32,6 +32,9 @@ class InferenceCall:
     header: Callable[[str], str | None]
     #: The request as an Input (reads the body; spec §3.3).
     read_input: Callable[[], Awaitable[Input]]
+    #: Listens for the client leaving while a model works (``registry.Watch``); None
+    #: where the transport does that itself (Quart).
+    watch: Watch | None = None
     #: The model it addressed, once known (for the access log).
     model: str | None = None
 
@@ -94,8 +97,12 @@ async def predict(call: InferenceCall) -> codec.Reply:
         token = manager.results.submit(partial(manager.predict, workflow, inputs))
         return codec.submitted_reply(token, call.req_id, call.config)
     try:
-        output = await manager.predict(workflow, inputs)
-        return await codec.output_reply(output, call.req_id, call.config)
+        output = await manager.predict(workflow, inputs, call.watch)
+        if output.stream is None:
+            return await codec.output_reply(output, call.req_id, call.config)
+        # A stream's first chunk may be long in coming: its client is watched meanwhile.
+        return await watching(call.watch, codec.output_reply, output, call.req_id,
+                              call.config)
     except Exception as exc:  # noqa: BLE001 — every failure gets mapping B's answer
         return codec.error_reply(exc, call.req_id, call.config, inference=True)
 

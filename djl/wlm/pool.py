@@ -20,6 +20,7 @@ import os
 from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import partial
+from typing import Any
 
 import trio
 
@@ -200,14 +201,16 @@ class WorkerPool:
                 await self.closed.wait()
 
     # -- requests ----------------------------------------------------------------------
-    def submit(self, inputs: Input, priority: int = _batch.DEFAULT_PRIORITY) -> _batch.Job:
-        """Queue a job (spec §5.2) or raise: not ready, shut down, queue full (503s)."""
+    def submit(self, inputs: Input, priority: int = _batch.DEFAULT_PRIORITY,
+               done: Any = None) -> _batch.Job:
+        """Queue a job (spec §5.2) or raise: not ready, shut down, queue full (503s).
+        ``done``: what the job sets when answered (a ``trio.Event`` unless given)."""
         if self.status is not ModelStatus.READY or self._closing:
             raise WlmError.not_ready(self.model_id)
         max_total = sum(g.max_workers for g in self.groups.values())
         if max_total == 0:
             raise WlmShutdown.all_workers(self.model_id)
-        job = _batch.Job(inputs, priority, trio.Event())
+        job = _batch.Job(inputs, priority, trio.Event() if done is None else done)
         try:
             self.queue.put_nowait(job, worker_idle=self._idle > 0)
         except DjlError:
