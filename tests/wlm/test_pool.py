@@ -8,6 +8,7 @@ sleeping, under pytest-trio's ``autojump_clock``, so a 60 s idle timeout costs n
 
 from __future__ import annotations
 
+import datetime
 import itertools
 from pathlib import Path
 
@@ -336,6 +337,11 @@ class SimWorker:
         self.inflight: list = []
         self.label = f"m/{self.id}"
         self.process_gone = False
+        self.pid: int | None = None
+        self.requests = 0
+        self.start_time = datetime.datetime.now(datetime.UTC)
+        #: What rss_bytes reports (the memory-recycling tests set it).
+        self.rss: int | None = None
         self.created_at = trio.current_time()
         self.batches: list[int] = []
         self._cancel_scope = trio.CancelScope()
@@ -347,6 +353,9 @@ class SimWorker:
 
     def kill(self) -> None:
         self._cancel_scope.cancel()
+
+    def rss_bytes(self) -> int | None:
+        return self.rss
 
     def hold(self, jobs: list) -> None:
         self.inflight = jobs
@@ -396,6 +405,7 @@ class SimWorker:
                 job.set_result((self.id, len(batch)))
             self.batches.append(len(batch))
             self.inflight = []
+            self.requests += len(batch)
             self.state = WorkerState.IDLE
             self.last_active = trio.current_time()
             self.pool.batch_done(self)
@@ -428,7 +438,7 @@ async def call(pool: WorkerPool, inp: Input):
 
 def listed(pool: WorkerPool) -> list[tuple[bool, str]]:
     """(permanent, READY/UNLOADING) per listed worker, as describe would show them."""
-    pool.healthy()  # describe purges stale stopped workers first (spec §5.7)
+    pool.statistics()  # describe purges stale stopped workers first (spec §5.7)
     return [
         (w.permanent, "READY" if w.running and not w.retiring else "UNLOADING")
         for w in pool.all_workers()
