@@ -156,23 +156,26 @@ class ServerMetrics:
     def exposition(self, names: Sequence[str] = ()) -> bytes:
         """The text format; with ``names`` only those families (a family's name or one of
         its sample names: ``Response_2XX`` and ``Response_2XX_total`` both work)."""
-        if not names:
-            return generate_latest(self.registry)
-        return generate_latest(_Only(self.registry, frozenset(names)))
+        return generate_latest(_Exposed(self.registry, frozenset(names)))
 
 
-class _Only:
-    """The families of ``registry`` that ``names`` asks for (the ``name[]`` filter)."""
+class _Exposed:
+    """What a scrape shows: the families ``names`` asks for (all when empty), without
+    prometheus_client's ``*_created`` samples (DJL has none; in the 0.0.4 format they read
+    as one more gauge family per counter)."""
 
     def __init__(self, registry: CollectorRegistry, names: frozenset[str]) -> None:
         self.registry = registry
         self.names = names
 
     def collect(self) -> Iterator[Metric]:
+        names = self.names
         for family in self.registry.collect():
-            if family.name in self.names or any(s.name in self.names
-                                                  for s in family.samples):
-                yield family
+            if names and family.name not in names and not any(s.name in names
+                                                              for s in family.samples):
+                continue
+            family.samples = [s for s in family.samples if not s.name.endswith("_created")]
+            yield family
 
 
 class _PoolCollector:
