@@ -497,6 +497,9 @@ def test_encode_rows_equals_encoding_each_row(arrays: list[np.ndarray], data) ->
             body = json.loads(row)["predictions"]
             values = [body] if len(arrays) == 1 else [v for _, v in body]
             back = [_from_json(v, w) for v, w in zip(values, want, strict=True)]
+            # JSON has one NaN: a NaN's payload bits cannot survive it.
+            want = [np.where(np.isnan(w), np.array(np.nan, w.dtype), w)
+                    if w.dtype.kind == "f" else w for w in want]
         assert all(same(b, w) for b, w in zip(back, want, strict=True))
 
 
