@@ -2,7 +2,7 @@
 against the Python path a plain handler takes (``json.loads`` + ``torch.tensor``, then
 ``.tolist()`` + ``json.dumps``). No server: CPU µs per item, in-process.
 
-    .venv/bin/python bench/collate.py            # ~20 s   (--quick: ~5 s)
+    .venv/bin/python bench/collate.py            # ~40 s   (--quick: ~10 s)
 
 Per item of a batch of 32 (the bench's torch MLP: 128 float32 in, 10 out; and 128 out):
 
@@ -33,27 +33,34 @@ RESULTS = Path(__file__).parent / "results" / "collate.json"
 BATCH = 32
 
 
-def per_item_us(fn: Callable[[], Any], items: int, rounds: int, min_time: float) -> float:
-    """Best-of-rounds wall time of fn, in µs per item (each round repeats fn min_time)."""
-    fn()  # warm up (imports, lazy tables)
-    best = float("inf")
+def _round(fn: Callable[[], Any], min_time: float) -> float:
+    count = 0
+    start = time.perf_counter()
+    while True:
+        fn()
+        count += 1
+        elapsed = time.perf_counter() - start
+        if elapsed >= min_time:
+            return elapsed / count
+
+
+def per_item_us(fns: list[Callable[[], Any]], items: int, rounds: int,
+                min_time: float) -> list[float]:
+    """Best-of-rounds wall time of each fn, in µs per item. The functions take turns
+    within every round, so a burst of CPU steal hits both sides of a comparison."""
+    for fn in fns:
+        fn()  # warm up (imports, lazy tables)
+    best = [float("inf")] * len(fns)
     for _ in range(rounds):
-        count = 0
-        start = time.perf_counter()
-        while True:
-            fn()
-            count += 1
-            elapsed = time.perf_counter() - start
-            if elapsed >= min_time:
-                break
-        best = min(best, elapsed / count)
-    return best / items * 1e6
+        for i, fn in enumerate(fns):
+            best[i] = min(best[i], _round(fn, min_time))
+    return [b / items * 1e6 for b in best]
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--min-time", type=float, default=0.5, help="seconds per round")
+    parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--min-time", type=float, default=0.3, help="seconds per round")
     parser.add_argument("--quick", action="store_true", help="3 rounds of 0.2 s")
     args = parser.parse_args()
     if args.quick:
@@ -81,10 +88,12 @@ def main() -> None:
 
     def measure(label: str, ours: Callable[[], Any], theirs: Callable[[], Any] | None,
                 theirs_label: str) -> None:
-        mine = per_item_us(ours, BATCH, args.rounds, args.min_time)
-        other = (per_item_us(theirs, BATCH, args.rounds, args.min_time)
-                 if theirs is not None else None)
-        rows.append((label, mine, other, theirs_label))
+        if theirs is None:
+            (mine,) = per_item_us([ours], BATCH, args.rounds, args.min_time)
+            rows.append((label, mine, None, theirs_label))
+        else:
+            mine, other = per_item_us([ours, theirs], BATCH, args.rounds, args.min_time)
+            rows.append((label, mine, other, theirs_label))
 
     (batch,) = ours_in()
     assert np.array_equal(batch, numpy_in())  # same values both ways

@@ -72,9 +72,9 @@ TARGETS: dict[str, tuple[str, str, dict[str, Any]]] = {
     "djl-main": ("djl-main", "echo", {}),
     "djl-main-b1": ("djl-main", "echo_b1", {"batch_size": 1}),
     "torchserve": ("torchserve", "echo", {}),
-    # GC settings A/B (gc_freeze is on by default): what freezing and thresholds buy.
+    # GC settings A/B against the defaults (gc_freeze on, gc_thresholds 20000,50,100).
     "djl-nofreeze": ("djl-nofreeze", "echo", {}),
-    "djl-gcthr": ("djl-gcthr", "echo", {}),
+    "djl-gcpy": ("djl-gcpy", "echo", {}),
     # Metrics A/B (issue 11): the same echo model with SERVING_PROMETHEUS=true.
     "djl-metrics": ("djl-metrics", "echo", {}),
     "djl-metrics-b1": ("djl-metrics", "echo_b1", {"batch_size": 1}),
@@ -83,7 +83,7 @@ TARGETS: dict[str, tuple[str, str, dict[str, Any]]] = {
 DJL_SERVERS: dict[str, dict[str, str]] = {
     "djl": {}, "djl-main": {},
     "djl-nofreeze": {"SERVING_GC_FREEZE": "false"},
-    "djl-gcthr": {"SERVING_GC_THRESHOLDS": "20000,50,100"},
+    "djl-gcpy": {"SERVING_GC_THRESHOLDS": "700,10,10"},
     "djl-metrics": {"SERVING_PROMETHEUS": "true"},
 }
 DEFAULT_TARGETS = ["bare", "raw-trio", "raw-asyncio", "djl", "djl-b1", "torchserve"]

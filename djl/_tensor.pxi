@@ -1517,10 +1517,9 @@ cdef int _put_json_values(_TensorOut* o, const char* data, int code, const Py_ss
     return 0
 
 
-cdef int _put_json_string(_TensorOut* o, str text) except -1:
+cdef bytes _json_string(str text):
     import json
-    raw = json.dumps(text, ensure_ascii=False).encode("utf-8")
-    return _out_put(o, PyBytes_AS_STRING(raw), len(raw))
+    return json.dumps(text, ensure_ascii=False).encode("utf-8")
 
 
 # -- preparing outputs ----------------------------------------------------------------------
@@ -1539,6 +1538,7 @@ cdef class _Prepared:
     cdef str name
     cdef bytes ndlist_header   # everything of its NDList record before the data
     cdef bytes npy_header
+    cdef bytes json_name
 
     def __dealloc__(self):
         if self.has_view:
@@ -1572,6 +1572,7 @@ cdef _Prepared _prepare(array, int index, name, bint batched):
     p.name = str(name) if name is not None else None
     p.ndlist_header = None
     p.npy_header = None
+    p.json_name = None
     return p
 
 
@@ -1601,7 +1602,9 @@ cdef int _encode_json(_TensorOut* o, list prepared, Py_ssize_t row) except -1:
             if k:
                 _out_char(o, 44)
             _out_char(o, 91)
-            _put_json_string(o, p.name if p.name is not None else f"arr_{k}")
+            if p.json_name is None:  # once per output, not once per row
+                p.json_name = _json_string(p.name if p.name is not None else f"arr_{k}")
+            _out_put(o, PyBytes_AS_STRING(p.json_name), len(p.json_name))
             _out_char(o, 44)
         _put_json_values(o, data, p.code, p.shape, p.ndim, &index)
         if len(prepared) != 1:
@@ -1745,7 +1748,13 @@ cdef int _encode(_TensorOut* o, list prepared, Py_ssize_t row, int fmt) except -
 
 
 def encode_tensors(arrays, int fmt, names=None):
-    """One item's answer: the arrays encoded in fmt (see the module text for the layouts).
+    """One item's answer: the arrays encoded in fmt.
+
+    JSON is DJL's ``NoopServingTranslator`` answer, compact: ``{"predictions":<nested
+    list>}`` for one array (a bare number for a 0-d one); for several,
+    ``{"predictions":[["<name>",<nested list>],...]}``, an unnamed output being
+    ``arr_<i>``. NDList is spec Appendix D (version 3, little-endian); npz is a stored zip
+    of ``<name>.npy`` entries (``arr_<i>`` unless named), which ``np.load`` reads.
 
     Raises ValueError for a dtype the format cannot carry (strings, objects, complex in
     JSON, complex128 in NDList) or a names list of the wrong length.

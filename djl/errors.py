@@ -269,14 +269,6 @@ class BadInput(TranslateError, ValueError):
     wrong and where. A ValueError too, which is what ``djl.ndlist``'s callers catch."""
 
 
-class UnsupportedMediaType(BadInput):
-    """A request body in a format the engine does not read (PyTorch: JSON, NDList, npz):
-    415, the status HTTP has for it (DJL answers 400 for every translator failure)."""
-
-    status = 415
-    config_key = None
-
-
 class OutputTooLarge(DjlError):
     """A model answered with an item over the worker item limit: its batch fails with this,
     the worker lives on (a request must not be able to knock a model over)."""
@@ -333,7 +325,6 @@ ERROR_OUTPUT = "output"
 #: job fails with that class, its batch-mates and the worker carry on.
 ITEM_ERROR_KINDS: dict[str, type[DjlError]] = {
     "input": TranslateError,
-    "media_type": UnsupportedMediaType,
     "output": OutputTooLarge,
 }
 

@@ -28,7 +28,7 @@ def test_settle_gc_freezes_what_start_up_left_and_sets_thresholds(gc_state):
 def test_gc_can_be_left_as_python_sets_it(gc_state):
     gc.unfreeze()
     before = gc.get_threshold()
-    settle_gc(ServerConfig(gc_freeze=False))
+    settle_gc(ServerConfig(gc_freeze=False, gc_thresholds=""))
     assert gc.get_threshold() == before
     assert gc.get_freeze_count() == 0
 

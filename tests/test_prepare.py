@@ -36,7 +36,7 @@ def test_a_pt_file_is_the_pytorch_engine(tmp_path: Path) -> None:
     assert plan.command.entry_point == "model.pt"
     assert plan.devices == (Device("cpu", -1),)
     assert not plan.install_requirements  # a TorchScript file imports nothing
-    argv = plan.command.argv(7, -1)
+    argv = plan.command.argv(7, -1, max_frame=1 << 20)
     assert argv[argv.index("--engine") + 1] == "PyTorch"
 
 
@@ -111,7 +111,7 @@ def test_intra_op_threads(tmp_path: Path, properties: str, env: dict[str, str], 
                           threads: int) -> None:
     plan = prepare(folder(tmp_path, "model.pt", properties=properties), env=env, cores=cores)
     assert plan.command.num_threads == threads
-    argv = plan.command.argv(7, -1)
+    argv = plan.command.argv(7, -1, max_frame=1 << 20)
     assert argv[argv.index("--num-threads") + 1] == str(threads)
 
 

@@ -123,10 +123,8 @@ class Front:
             self.manager, _HeaderLookup(headers).get, read_input)
         reply = None
         ended = False
-        # Like quart-trio: one task listens for the client leaving and cancels the rest,
-        # so a request nobody waits for stops (and frees its job) at once.
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(body.pump, nursery.cancel_scope)
+            body.nursery = nursery
             try:
                 reply = await inference.handle(call)
             except Exception as exc:  # noqa: BLE001 — routing errors: mapping A
@@ -161,58 +159,62 @@ class _HeaderLookup:
 
 
 class _Body:
-    """The request body, received by ``pump``; then ``pump`` waits for the client to
-    leave. A client that stops sending a declared body for ``request_body_timeout_s``
+    """The request body, received when a route first asks for it (no task until then);
+    then, like quart-trio, a task in the request's ``nursery`` listens for the client
+    leaving and cancels the rest, so a request nobody waits for stops (and frees its job)
+    at once. A client that stops sending a declared body for ``request_body_timeout_s``
     gets a 408 and loses the connection (issue 8.5)."""
 
-    __slots__ = ("chunks", "complete", "config", "error", "gone", "receive", "size")
+    __slots__ = ("config", "gone", "nursery", "receive")
 
     def __init__(self, receive: Any, config: ServerConfig) -> None:
         self.receive = receive
         self.config = config
-        self.chunks: list[bytes] = []
-        self.size = 0
-        self.complete = trio.Event()
-        self.error: Exception | None = None
         self.gone = False
+        self.nursery: trio.Nursery | None = None
 
-    async def pump(self, scope: trio.CancelScope) -> None:
+    async def read(self) -> bytes:
         receive = self.receive
-        timeout = self.config.request_body_timeout_s
-        while not self.complete.is_set():
+        config = self.config
+        timeout = config.request_body_timeout_s
+        chunks: list[bytes] = []
+        size = 0
+        error: Exception | None = None
+        while True:
             message = None
             with trio.move_on_after(timeout):
                 message = await receive()
             if message is None:
-                self.error = RequestTimeout.body(timeout)
-                self.complete.set()
-                break
+                raise RequestTimeout.body(timeout)
             if message["type"] == "http.disconnect":
-                self.gone = True
-                scope.cancel()
-                return
+                self._client_left()
+                await trio.lowlevel.checkpoint()  # raises Cancelled: nothing to answer
             chunk = message.get("body", b"")
-            if chunk and self.error is None:
-                self.size += len(chunk)
-                if self.size > self.config.max_request_size:
+            if chunk and error is None:
+                size += len(chunk)
+                if size > config.max_request_size:
                     # A chunked body has no Content-Length to refuse it by up front.
-                    self.error = too_large(self.config)
-                    self.chunks.clear()
+                    error = too_large(config)
+                    chunks.clear()
                 else:
-                    self.chunks.append(chunk)
+                    chunks.append(chunk)
             if not message.get("more_body", False):
-                self.complete.set()
-        while (await receive())["type"] != "http.disconnect":
-            pass
-        self.gone = True
-        scope.cancel()
-
-    async def read(self) -> bytes:
-        await self.complete.wait()
-        if self.error is not None:
-            raise self.error
-        chunks = self.chunks
+                break
+        if error is not None:
+            raise error
+        assert self.nursery is not None
+        self.nursery.start_soon(self._watch)
         return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+    async def _watch(self) -> None:
+        while (await self.receive())["type"] != "http.disconnect":
+            pass
+        self._client_left()
+
+    def _client_left(self) -> None:
+        self.gone = True
+        assert self.nursery is not None
+        self.nursery.cancel_scope.cancel()
 
 
 _NO_QUERY = codec.Query([])

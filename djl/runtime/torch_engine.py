@@ -7,7 +7,8 @@ is one), ``tensor/ndlist`` (spec Appendix D) or ``tensor/npz``; several arrays o
 NDList or npz are the model's positional inputs. Out: ``tensor/npz`` when the request's
 ``Accept`` or content type says so, JSON ``{"predictions": ...}`` when either says
 ``application/json`` (Accept wins: ``Accept: tensor/ndlist`` on a JSON request gets an
-NDList), else ``tensor/ndlist``. A tuple, list or dict of tensors is several outputs.
+NDList), else ``tensor/ndlist`` (``_batch.input_format`` / ``output_format``, shared with
+djl.tensor_batch). A tuple, list or dict of tensors is several outputs.
 
 Batching (``batchifier``): ``stack``, the default, groups a batch's requests by the dtypes
 and shapes of their inputs, stacks each group along a new axis 0 straight from the
@@ -19,7 +20,7 @@ each request by itself on its own arrays (DJL's default, which gives up the batc
 
 Each request gets its own answer: a body that cannot be read, a content type we do not
 read, or a shape the model rejects fails that request (and, for the model's refusal, its
-group: they share one forward) with a 4xx; every other request of the batch is answered
+group: they share one forward) with 400; every other request of the batch is answered
 and the worker serves on.
 """
 
@@ -32,19 +33,12 @@ from pathlib import Path
 from typing import Any
 
 from djl import _batch
-from djl.errors import BadInput, DjlError, ItemError, UnsupportedMediaType
+from djl.errors import DjlError, ItemError
 from djl.io import Input, Output
 from djl.runtime.python_engine import EntryPointError, is_out_of_memory
 
 log = logging.getLogger("djl.runtime")
 
-JSON = "application/json"
-NDLIST = "tensor/ndlist"
-NPZ = "tensor/npz"
-#: Output format → the content-type of the answer.
-MEDIA_TYPES = {_batch.FORMAT_JSON: JSON, _batch.FORMAT_NDLIST: NDLIST, _batch.FORMAT_NPZ: NPZ}
-#: What an NDList payload starts with: i32 count, then the first array's s16 "NDAR".
-_NDLIST_MAGIC = b"\x00\x04NDAR"
 
 
 class TorchLoadError(EntryPointError):
@@ -106,11 +100,11 @@ class TorchEngine:
         out_formats = [_batch.FORMAT_NDLIST] * len(items)
         for i, (content_type, accept, data) in enumerate(items):
             try:
-                fmt = input_format(content_type, data)
-                out_formats[i] = output_format(accept, content_type)
+                fmt = _batch.input_format(content_type, data)
+                out_formats[i] = output_format(content_type, accept)
                 parsed[i] = _batch.parse_tensors(data, fmt)
             except DjlError as exc:
-                results[i] = ItemError(_kind(exc), exc.message)
+                results[i] = ItemError("input", exc.message)
             except Exception as exc:  # noqa: BLE001 — a codec bug must fail one request only
                 log.exception("reading a request failed unexpectedly")
                 results[i] = ItemError("input", f"Cannot read the request: {exc}")
@@ -157,7 +151,7 @@ class TorchEngine:
 
     def _run_one(self, i: int, tensors: Any, out_format: int, results: list[Any]) -> None:
         try:
-            arrays = [a[0] for a in _batch.collate([tensors])]
+            arrays = tensors.arrays()  # a[0] of a collated (1,) array is a numpy scalar
             outputs, names = self._forward(arrays)
             results[i] = _answer(_batch.encode_tensors(outputs, out_format, names), out_format)
         except Exception as exc:  # noqa: BLE001 — the request's failure is its answer
@@ -169,7 +163,7 @@ class TorchEngine:
             log.error("model ran out of memory: %s", exc)
             return Output(507, str(exc))
         if isinstance(exc, DjlError):
-            return ItemError(_kind(exc), exc.message)
+            return ItemError("input", exc.message)
         if isinstance(exc, _BadOutput):
             return ItemError("input", str(exc))
         log.warning("the model rejected its input: %s", exc)
@@ -182,68 +176,9 @@ class _BadOutput(Exception):
 
 # -- request and response formats -----------------------------------------------------------
 
-
-def _media_type(value: str | None) -> str:
-    return (value or "").split(";", 1)[0].strip().lower()
-
-
-def input_format(content_type: str | None, data: bytes | None) -> int:
-    """The payload format a request's content type names; sniffed when it names none."""
-    if not data:
-        raise BadInput(
-            "The request body is empty: send a JSON array, a tensor/ndlist or a tensor/npz"
-        )
-    declared = _declared_format(content_type or "")
-    if declared:
-        return declared
-    if data[:2] == b"PK":
-        return _batch.FORMAT_NPZ
-    if data[4:10] == _NDLIST_MAGIC:
-        return _batch.FORMAT_NDLIST
-    if declared is None:  # no content type at all: JSON is what curl users send
-        return _batch.FORMAT_JSON
-    raise UnsupportedMediaType(
-        f"Unsupported content type {content_type}: an octet stream must be an NDList or "
-        "an npz"
-    )
-
-
-@functools.lru_cache(maxsize=256)
-def _declared_format(content_type: str) -> int | None:
-    """The format a content type names; 0 for an octet stream and None for none (both
-    sniffed). Cached: a batch's requests mostly share one content type."""
-    media = _media_type(content_type)
-    if media == JSON or media.endswith("+json"):
-        return _batch.FORMAT_JSON
-    if media == NDLIST:
-        return _batch.FORMAT_NDLIST
-    if media == NPZ:
-        return _batch.FORMAT_NPZ
-    if media == "application/octet-stream":
-        return 0
-    if media == "":
-        return None
-    raise UnsupportedMediaType(
-        f"Unsupported content type {content_type}: the PyTorch engine reads "
-        f"{JSON}, {NDLIST} and {NPZ}"
-    )
-
-
-@functools.lru_cache(maxsize=256)
-def output_format(accept: str | None, content_type: str | None) -> int:
-    """npz if Accept or the content type says npz; JSON if Accept says JSON, or the request
-    is JSON and Accept does not ask for an NDList; else NDList (DJL's default)."""
-    accepted = {_media_type(part) for part in (accept or "").split(",")}
-    media = _media_type(content_type)
-    if NPZ in accepted or media == NPZ:
-        return _batch.FORMAT_NPZ
-    if JSON in accepted or (media == JSON and NDLIST not in accepted):
-        return _batch.FORMAT_JSON
-    return _batch.FORMAT_NDLIST
-
-
-def _kind(exc: DjlError) -> str:
-    return "media_type" if exc.status == 415 else "input"
+#: The answer's format from (content type, Accept): _batch's rule, remembered, since the
+#: requests of a batch mostly share their headers.
+output_format = functools.lru_cache(maxsize=256)(_batch.output_format)
 
 
 def _last_line(exc: BaseException) -> str:
@@ -254,7 +189,7 @@ def _last_line(exc: BaseException) -> str:
 
 def _answer(body: bytes | bytearray, out_format: int) -> Output:
     output = Output()
-    output.properties["content-type"] = MEDIA_TYPES[out_format]
+    output.properties["content-type"] = _batch.CONTENT_TYPES[out_format]
     output.content.add("data", body)
     return output
 

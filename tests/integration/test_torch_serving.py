@@ -257,7 +257,7 @@ async def test_bad_inputs_fail_alone(tmp_path: Path) -> None:
         "bad ndlist": (b"\x00\x00\x00\x01\x00\x04NDAR", {"content-type": "tensor/ndlist"},
                        400, ""),
         "bad npz": (b"PK\x03\x04 not a zip", {"content-type": "tensor/npz"}, 400, ""),
-        "unknown type": (b"1,2,3,4", {"content-type": "text/csv"}, 415, "text/csv"),
+        "unknown type": (b"1,2,3,4", {"content-type": "text/csv"}, 400, "text/csv"),
         "empty": (b"", JSON, 400, "empty"),
         "wrong shape": (json.dumps([1.0] * 5).encode(), JSON, 400, "rejected"),
     }

@@ -1,4 +1,6 @@
-"""djl/runtime/torch_engine.py in-process: formats, batch items, and one engine's answers."""
+"""djl/runtime/torch_engine.py in-process: batch items, and one engine's answers.
+
+The format rules themselves (_batch.input_format, output_format) are in test_collate.py."""
 
 from __future__ import annotations
 
@@ -10,66 +12,9 @@ import numpy as np
 import pytest
 import torch
 
-from djl import _batch
-from djl.errors import ItemError, TranslateError, UnsupportedMediaType
+from djl.errors import ItemError
 from djl.io import Input, PairList, batch_key
-from djl.ndlist import encode_ndlist
-from djl.runtime.torch_engine import (
-    TorchEngine,
-    TorchLoadError,
-    batch_items,
-    input_format,
-    output_format,
-)
-
-J, N, Z = _batch.FORMAT_JSON, _batch.FORMAT_NDLIST, _batch.FORMAT_NPZ
-
-
-@pytest.mark.parametrize(
-    ("content_type", "data", "fmt"),
-    [
-        ("application/json", b"[1]", J),
-        ("Application/JSON; charset=utf-8", b"[1]", J),
-        ("application/vnd.api+json", b"[1]", J),
-        ("tensor/ndlist", b"x", N),
-        ("tensor/npz", b"x", Z),
-        ("", b"PK\x03\x04", Z),  # no content type: sniffed
-        ("", encode_ndlist([np.zeros(1)]), N),
-        ("", b"[1, 2]", J),
-        ("application/octet-stream", b"PK\x03\x04", Z),
-    ],
-)
-def test_input_format(content_type: str, data: bytes, fmt: int) -> None:
-    assert input_format(content_type, data) == fmt
-
-
-def test_input_format_refuses() -> None:
-    with pytest.raises(UnsupportedMediaType, match="Unsupported content type text/csv") as e:
-        input_format("text/csv", b"1,2")
-    assert e.value.status == 415
-    with pytest.raises(UnsupportedMediaType):
-        input_format("application/octet-stream", b"\x01\x02")
-    with pytest.raises(TranslateError, match="empty"):
-        input_format("application/json", b"")
-
-
-@pytest.mark.parametrize(
-    ("accept", "content_type", "fmt"),
-    [
-        ("", "application/json", J),
-        ("*/*", "application/json", J),
-        ("tensor/npz", "application/json", Z),
-        ("tensor/ndlist", "application/json", N),
-        ("", "tensor/npz", Z),
-        ("tensor/ndlist", "tensor/npz", Z),  # npz when either says so (DJL)
-        ("", "tensor/ndlist", N),
-        ("application/json", "tensor/ndlist", J),
-        ("text/html, application/json;q=0.9", "tensor/ndlist", J),
-        ("", "", N),  # DJL's default
-    ],
-)
-def test_output_format(accept: str, content_type: str, fmt: int) -> None:
-    assert output_format(accept, content_type) == fmt
+from djl.runtime.torch_engine import TorchEngine, TorchLoadError, batch_items
 
 
 def batch(*requests: tuple[dict[str, str], list[tuple[str, bytes]]]) -> Input:
@@ -127,7 +72,9 @@ def test_a_batch_is_answered_request_by_request(tmp_path: Path) -> None:
     assert isinstance(answers[1], ItemError) and answers[1].kind == "input"
     with np.load(io.BytesIO(bytes(answers[2].content.get("data")))) as f:
         np.testing.assert_array_equal(f[f.files[0]], [2, 4])
-    assert isinstance(answers[3], ItemError) and answers[3].kind == "media_type"
+    assert answers[3] == ItemError(
+        "input", "Unsupported content type text/csv: tensors are read from application/json, "
+        "tensor/ndlist and tensor/npz")
 
 
 def test_gpu_without_cuda_is_a_load_failure(tmp_path: Path) -> None:
@@ -136,3 +83,16 @@ def test_gpu_without_cuda_is_a_load_failure(tmp_path: Path) -> None:
     torch.jit.script(Double()).save(str(tmp_path / "model.pt"))
     with pytest.raises(TorchLoadError, match="Cannot load on gpu0: CUDA is not available"):
         TorchEngine(tmp_path, "model.pt", "0").load()
+
+
+def test_batchifier_none_runs_a_scalar_input_on_its_own(tmp_path: Path) -> None:
+    buf = io.BytesIO()
+    np.savez(buf, np.array(1.5, np.float32))  # a 0-d input
+    e = engine(tmp_path, Double(), batchifier="none")
+    answers = e.invoke(batch(
+        ({"Content-Type": "tensor/npz"}, [("data", buf.getvalue())]),
+        ({"Content-Type": "application/json"}, [("data", b"[1.0, 2.0]")]),
+    ))
+    with np.load(io.BytesIO(bytes(answers[0].content.get("data")))) as f:
+        assert f[f.files[0]].shape == () and float(f[f.files[0]]) == 3.0
+    assert json.loads(bytes(answers[1].content.get("data"))) == {"predictions": [2.0, 4.0]}
