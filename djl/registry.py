@@ -527,16 +527,33 @@ class ModelManager:
 
     # -- inference ---------------------------------------------------------------------
     async def infer(self, workflow: Workflow, inputs: Input) -> Output:
-        """Run a request through a workflow; with metrics on, count its latency and its
-        failure (WlmError or ServerError, the events of spec §3.9)."""
         observe = workflow.observe_latency_us
-        if observe is None:
-            return await self._infer(workflow, inputs)
+        if observe is not None:
+            return await self._infer_measured(workflow, inputs, observe)
+        model = workflow.single_model
+        if model is not None:
+            return await self.call_model(model, inputs)
+        return await self._execute(workflow, inputs)
+
+    async def _execute(self, workflow: Workflow, inputs: Input) -> Output:
+        async def call(local_name: str, model_input: Input) -> Output:
+            return await self.call_model(workflow.models[local_name], model_input)
+
+        return await execute(workflow.spec, inputs, call)
+
+    async def _infer_measured(self, workflow: Workflow, inputs: Input,
+                              observe: Callable[[float], None]) -> Output:
+        """``infer`` with metrics on: its RequestLatency, and its failure counted as a
+        WlmError or a ServerError (the events of spec §3.9)."""
         metrics = self.metrics
         assert metrics is not None
+        model = workflow.single_model
         began = trio.current_time()
         try:
-            output = await self._infer(workflow, inputs)
+            if model is not None:
+                output = await self.call_model(model, inputs)
+            else:
+                output = await self._execute(workflow, inputs)
         except Exception as exc:  # answered with an error (a hang-up is not counted)
             observe((trio.current_time() - began) * 1e6)
             if not isinstance(exc, TranslateError | BadRequest):
@@ -546,16 +563,6 @@ class ModelManager:
         if output.code >= 500 or output.code == 424:
             metrics.inference_failed(wlm=False)
         return output
-
-    async def _infer(self, workflow: Workflow, inputs: Input) -> Output:
-        model = workflow.single_model
-        if model is not None:
-            return await self.call_model(model, inputs)
-
-        async def call(local_name: str, model_input: Input) -> Output:
-            return await self.call_model(workflow.models[local_name], model_input)
-
-        return await execute(workflow.spec, inputs, call)
 
     async def call_model(self, model: Model, inputs: Input) -> Output:
         pool = model.pool

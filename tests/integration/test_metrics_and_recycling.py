@@ -61,6 +61,8 @@ async def test_metrics_count_known_traffic(tmp_path):
         for _ in range(5):
             r = await server.client.post("/predictions/m", params={"action": "pid"})
             assert r.status_code == 200
+        refused = await server.client.post("/predictions/m", params={"action": "raise"})
+        assert refused.status_code == 424  # the model's failure: a ServerError (§3.9)
         crash = await server.client.post("/predictions/m", params={"action": "exit"})
         assert crash.status_code == 503
         families = await scrape(server)
@@ -74,12 +76,12 @@ async def test_metrics_count_known_traffic(tmp_path):
         assert value(families["LoadModel"], "LoadModel_count", **m) == 1
         assert value(families["LoadModel"], "LoadModel_sum", **m) > 0  # µs
         assert value(families["ModelLoadingError"], "ModelLoadingError_total") == 1
-        assert value(families["QueueTime"], "QueueTime_count", **m) == 6
-        assert value(families["DynamicBatchSize"], "DynamicBatchSize_count", **m) == 6
-        assert value(families["DynamicBatchSize"], "DynamicBatchSize_sum", **m) == 6
-        assert value(families["RequestLatency"], "RequestLatency_count", **m) == 6
+        assert value(families["QueueTime"], "QueueTime_count", **m) == 7
+        assert value(families["DynamicBatchSize"], "DynamicBatchSize_count", **m) == 7
+        assert value(families["DynamicBatchSize"], "DynamicBatchSize_sum", **m) == 7
+        assert value(families["RequestLatency"], "RequestLatency_count", **m) == 7
         assert value(families["WlmError"], "WlmError_total") == 1
-        assert value(families["ServerError"], "ServerError_total") == 0
+        assert value(families["ServerError"], "ServerError_total") == 1
         assert value(families["QueueDepth"], "QueueDepth", **m) == 0
         assert value(families["WorkerRecycles"], "WorkerRecycles_total", **m) == 0
 

@@ -2,7 +2,7 @@
 
 ``action`` query parameter: ``pid`` answers the worker's process id; ``grow`` keeps ``mb``
 MiB more resident memory for the rest of the process's life (a leak on demand); ``exit``
-kills the process. Loading fails while a file named ``refuse_load`` exists beside this
+kills the process; ``raise`` fails the request (424). Loading fails while a file named ``refuse_load`` exists beside this
 file (replacements that cannot load).
 """
 
@@ -26,4 +26,6 @@ def handle(inputs: Input):
         _LEAK.append(b"x" * (int(first.get_as_string("mb")) << 20))
     elif action == "exit":
         os._exit(3)
+    elif action == "raise":
+        raise ValueError("asked to fail")
     return Output().add(str(os.getpid()))
