@@ -65,7 +65,14 @@ async def test_metrics_count_known_traffic(tmp_path):
         assert refused.status_code == 424  # the model's failure: a ServerError (§3.9)
         crash = await server.client.post("/predictions/m", params={"action": "exit"})
         assert crash.status_code == 503
+        missing = await server.client.post("/predictions/nobody")
+        assert missing.status_code == 404
         families = await scrape(server)
+        # Every answer before this scrape: register and 5 predictions; the 424 and the
+        # 404; the failed registration and the crash.
+        assert value(families["Response_2XX"], "Response_2XX_total") == 6
+        assert value(families["Response_4XX"], "Response_4XX_total") == 2
+        assert value(families["Response_5XX"], "Response_5XX_total") == 2
         m = {"Model": "m", "Version": ""}
         assert value(families["DJLServingStart"], "DJLServingStart_total",
                      Version="0.1.0") == 1

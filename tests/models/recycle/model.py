@@ -2,8 +2,8 @@
 
 ``action`` query parameter: ``pid`` answers the worker's process id; ``grow`` keeps ``mb``
 MiB more resident memory for the rest of the process's life (a leak on demand); ``exit``
-kills the process; ``raise`` fails the request (424). Loading fails while a file named ``refuse_load`` exists beside this
-file (replacements that cannot load).
+kills the process; ``raise`` fails the request (424). Loading fails while a file named
+``refuse_load`` exists beside this file (replacements that cannot load).
 """
 
 import os
