@@ -28,6 +28,7 @@ examples/mlp/model.pt: examples/mlp/build.py $(VENV)/.installed
 serve: install
 	SERVING_INFERENCE_ADDRESS=http://$(HOST):$(PORT) \
 	SERVING_MANAGEMENT_ADDRESS=http://$(HOST):$(PORT) \
+	SERVING_PROMETHEUS=true \
 	exec $(BIN)/djl-serving --models echo=file:examples/echo/ mlp=file:examples/mlp/
 
 test: install

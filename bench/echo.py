@@ -12,6 +12,8 @@ Starts real servers on free ports of 127.0.0.1, each in its own process:
   delay: the pure per-request overhead);
 * ``djl-main`` / ``djl-main-b1`` (with ``--main DIR``): the same, from another checkout
   (e.g. main's), the baseline of a change measured in the same run;
+* ``djl-metrics`` / ``djl-metrics-b1``: ``djl`` / ``djl-b1`` with ``SERVING_PROMETHEUS=true``
+  (what the metrics cost: ``--targets bare djl djl-metrics djl-b1 djl-metrics-b1``);
 * ``torchserve`` (when ``bench/.venv-ts`` exists, ``sh bench/setup.sh``): TorchServe 0.12
   with ``bench/torchserve_echo.py`` as handler, batch 8 / 10 ms like ``echo``.
 
@@ -73,12 +75,16 @@ TARGETS: dict[str, tuple[str, str, dict[str, Any]]] = {
     # GC settings A/B against the defaults (gc_freeze on, gc_thresholds 20000,50,100).
     "djl-nofreeze": ("djl-nofreeze", "echo", {}),
     "djl-gcpy": ("djl-gcpy", "echo", {}),
+    # Metrics A/B (issue 11): the same echo model with SERVING_PROMETHEUS=true.
+    "djl-metrics": ("djl-metrics", "echo", {}),
+    "djl-metrics-b1": ("djl-metrics", "echo_b1", {"batch_size": 1}),
 }
 #: djl servers: name → SERVING_* settings.
 DJL_SERVERS: dict[str, dict[str, str]] = {
     "djl": {}, "djl-main": {},
     "djl-nofreeze": {"SERVING_GC_FREEZE": "false"},
     "djl-gcpy": {"SERVING_GC_THRESHOLDS": "700,10,10"},
+    "djl-metrics": {"SERVING_PROMETHEUS": "true"},
 }
 DEFAULT_TARGETS = ["bare", "raw-trio", "raw-asyncio", "djl", "djl-b1", "torchserve"]
 

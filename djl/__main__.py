@@ -17,6 +17,7 @@ import trio
 from hypercorn.config import Config as HypercornConfig
 from hypercorn.trio import serve
 
+from djl import __version__
 from djl.app import Listener, create_app, settle_gc
 from djl.config import (
     HYPERCORN_GRACEFUL_TIMEOUT_S,
@@ -77,6 +78,7 @@ async def run_server(config: ServerConfig, *, task_status: Any = trio.TASK_STATU
     Shutdown order: stop accepting and, meanwhile, stop the models (see
     _shut_down_on_stop), so every accepted request is answered before the listeners go.
     """
+    began = trio.current_time()
     stop = shutdown if shutdown is not None else trio.Event()
     manager = ModelManager(config)
     if not config.management_address.is_loopback:
@@ -115,6 +117,8 @@ async def run_server(config: ServerConfig, *, task_status: Any = trio.TASK_STATU
                         hypercorn_config(address, config), trigger,
                     )
                 log.info("djl serving on %s", ", ".join(binds))
+                if manager.metrics is not None:
+                    manager.metrics.server_started(__version__, trio.current_time() - began)
                 task_status.started(binds)
         finally:
             with trio.CancelScope(shield=True):

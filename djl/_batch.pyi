@@ -26,6 +26,7 @@ class Job:
     done: Any  # trio.Event, set once result or error is filled in
     result: Any  # the djl.io.Output, or None
     error: Any  # the DjlError, or None
+    enqueued_at: float  # trio.current_time() when submitted (the QueueTime metric)
     def __init__(self, input: Any, priority: int = ..., done: Any = None) -> None: ...
     def finished(self) -> bool: ...  # result or error is set
     def set_result(self, result: Any) -> None: ...  # first answer wins; sets done

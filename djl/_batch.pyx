@@ -66,6 +66,7 @@ cdef class Job:
     cdef public object done      # trio.Event set once result or error is filled in
     cdef public object result    # Output
     cdef public object error     # DjlError
+    cdef public double enqueued_at  # trio.current_time() at submit (QueueTime metric)
 
     def __init__(self, input, int priority=DEFAULT_PRIORITY, done=None):
         self.input = input
@@ -75,6 +76,7 @@ cdef class Job:
         self.done = done
         self.result = None
         self.error = None
+        self.enqueued_at = 0.0
 
     cpdef bint finished(self):
         return self.result is not None or self.error is not None

@@ -19,10 +19,12 @@ import logging
 import re
 from typing import Any
 
+import trio
 from quart import Response, request
 from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge, RequestTimeout
 
+from djl import __version__
 from djl.config import SHUTDOWN_GRACE_S, ServerConfig, load_server_config
 from djl.errors import (
     DjlError,
@@ -67,9 +69,12 @@ def create_app(config: ServerConfig | None = None,
 
         @app.before_serving
         async def _start() -> None:
+            began = trio.current_time()
             await app.nursery.start(manager.run)
             await load_startup_models(manager, config)
             settle_gc(config)
+            if manager.metrics is not None:
+                manager.metrics.server_started(__version__, trio.current_time() - began)
 
         @app.after_serving
         async def _stop() -> None:

@@ -40,6 +40,9 @@ HYPERCORN_MIN_STARTUP_TIMEOUT_S = 600 * SECONDS
 RESERVED_MEMORY_MB = 500
 #: Spec §3.9: an ``error_rate_*`` rule without a duration counts errors per minute.
 ERROR_RATE_WINDOW_S = 60 * SECONDS
+#: Worker recycling by memory: how often a model's workers' RSS is read, unless the model's
+#: ``option.worker_rss_check_interval`` says otherwise.
+WORKER_RSS_CHECK_INTERVAL_S = 5 * SECONDS
 
 
 class ConfigError(ValueError):
@@ -250,6 +253,7 @@ class ServerConfig:
     pipeline_depth: int = 4
     predict_timeout_s: float = 120 * SECONDS
     private_key_file: str = ""
+    #: ``SERVING_PROMETHEUS``: collect metrics and serve them on ``/server/metrics``.
     prometheus: bool = False
     python_executable: str = ""
     #: A declared request body that pauses this long is answered 408 and its connection
@@ -261,6 +265,8 @@ class ServerConfig:
     request_id_header_key: str = "x-request-id"
     #: Worker crashes tolerated per model before it turns FAILED (see README, "Failures").
     retry_threshold: int = 3
+    #: ``SAGEMAKER_HEALTH_CHECK_OVERRIDE``: an Unhealthy model fails ``/ping`` (spec §3.2).
+    sagemaker_health_check_override: bool = False
     server_error_http_code: int = 500
     serving_max_workers: str = ""
     serving_min_workers: str = ""
@@ -423,6 +429,9 @@ def load_server_config(
     values["hf_model_id"] = env.get("HF_MODEL_ID", "").strip()
     values["health_check_override"] = _bool(env.get("SERVING_HEALTH_CHECK_OVERRIDE", "false"))
     values["prometheus"] = _bool(env.get("SERVING_PROMETHEUS", "false"))
+    values["sagemaker_health_check_override"] = _bool(
+        env.get("SAGEMAKER_HEALTH_CHECK_OVERRIDE", "false")
+    )
     values["allow_request_handler_override"] = _bool(
         env.get("ALLOW_REQUEST_HANDLER_OVERRIDE", "false")
     )
@@ -538,6 +547,12 @@ class ModelConfig:
     omp_num_threads: int = 0
     explicit_min_workers: int | None = None
     explicit_max_workers: int | None = None
+    #: Worker recycling (``option.max_worker_requests``, ``option.max_worker_rss_mb``; 0 is
+    #: off): a worker that has answered this many requests, or whose resident memory
+    #: passed this many MiB, is replaced by a new one (started first).
+    max_worker_requests: int = 0
+    max_worker_rss_mb: int = 0
+    worker_rss_check_interval_s: float = WORKER_RSS_CHECK_INTERVAL_S
 
     def workers_for(self, device_type: str, cpu_count: int | None = None) -> tuple[int, int]:
         """(min, max) workers of a group on ``device_type`` (spec §4.6)."""
@@ -643,4 +658,9 @@ def build_model_config(
         omp_num_threads=server.omp_num_threads,
         explicit_min_workers=explicit_min,
         explicit_max_workers=explicit_max,
+        max_worker_requests=_positive(options.get("max_worker_requests")) or 0,
+        max_worker_rss_mb=_positive(options.get("max_worker_rss_mb")) or 0,
+        worker_rss_check_interval_s=_seconds(
+            options.get("worker_rss_check_interval"), WORKER_RSS_CHECK_INTERVAL_S
+        ),
     )

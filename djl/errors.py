@@ -47,6 +47,12 @@ class BadRequest(DjlError):
     def unnamed_workflow(cls) -> BadRequest:
         return cls('The workflow has no name: set "name" in the workflow file or model_name')
 
+    @classmethod
+    def prometheus_disabled(cls) -> BadRequest:
+        """``GET /server/metrics`` without SERVING_PROMETHEUS=true (spec §2.8)."""
+        return cls("Prometheus is not enabled, set SERVING_PROMETHEUS environment var to true "
+                   "to enable prometheus metrics")
+
 
 class IllegalArgument(BadRequest):
     """Malformed parameter values (Java's IllegalArgumentException). The spec's [REC] is 400."""

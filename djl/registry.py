@@ -34,13 +34,15 @@ from djl.errors import (
     ModelNotFound,
     NotFound,
     ServiceUnavailable,
+    TranslateError,
     WlmError,
 )
 from djl.io import Input, Output
+from djl.metrics import PoolView, ServerMetrics
 from djl.prepare import prepare_model
 from djl.status import ModelStatus
 from djl.wlm.devices import Device
-from djl.wlm.pool import WorkerPool, first_error, priority_of
+from djl.wlm.pool import PoolStatistics, WorkerPool, first_error, priority_of
 from djl.wlm.requirements import install_requirements
 from djl.workflow.graph import execute
 from djl.workflow.spec import load_workflow, workflow_file_of
@@ -87,6 +89,10 @@ class Model:
             return ModelStatus.FAILED
         return ModelStatus.PENDING
 
+    def statistics(self) -> PoolStatistics | None:
+        """Its pool's snapshot (describe renders it), None while it has no pool yet."""
+        return self.pool.statistics() if self.pool is not None else None
+
 
 @dataclass(eq=False)
 class Workflow:
@@ -104,6 +110,8 @@ class Workflow:
     load_scope: trio.CancelScope | None = None
     #: Set when it leaves the registry (unregistered or rolled back).
     removed: bool = False
+    #: Its RequestLatency observer (djl.metrics), resolved once; None with metrics off.
+    observe_latency_us: Callable[[float], None] | None = None
 
     @property
     def single_model(self) -> Model | None:
@@ -211,6 +219,8 @@ class ModelManager:
         #: Spec §3.10: (name, version) → [loaded, error] of a dynamic load in flight, so
         #: concurrent first requests load the model once.
         self._dynamic_loads: dict[tuple[str, str | None], list[Any]] = {}
+        #: The Prometheus metrics (SERVING_PROMETHEUS), or None: then nothing is counted.
+        self.metrics = ServerMetrics(self._pool_statistics) if config.prometheus else None
 
     # -- lifetime ----------------------------------------------------------------------
     async def run(self, *, task_status: trio.TaskStatus[ModelManager] = trio.TASK_STATUS_IGNORED):
@@ -366,12 +376,20 @@ class ModelManager:
     async def _load_workflow(self, workflow: Workflow) -> None:
         workflow.loading = True
         workflow.load_scope = trio.CancelScope()
+        began = trio.current_time()
+        metrics = self.metrics
+        if metrics is not None:
+            workflow.observe_latency_us = metrics.for_model(
+                workflow.name, workflow.version).observe_request_latency_us
         try:
             with workflow.load_scope:
                 for model in workflow.models.values():
                     if workflow.removed:
                         break
                     await self._load_model(model)
+            if metrics is not None and not workflow.removed:
+                metrics.registered(workflow.name, workflow.version,
+                                   trio.current_time() - began)
         finally:
             workflow.loading = False
             workflow.load_scope = None
@@ -392,17 +410,25 @@ class ModelManager:
                 model.pool = shared[0]
                 model.config = shared[0].config
                 return
+        metrics = self.metrics
         try:
+            began = trio.current_time()
             model.source = await store.resolve_model(model.url, self.config)
+            if metrics is not None:
+                metrics.downloaded(model.model_id, model.version, trio.current_time() - began)
             pool = await self._create_pool(model)
         except DjlError as exc:
             model.load_error = exc
+            if metrics is not None:
+                metrics.model_loading_failed()
             raise
         except Exception as exc:
             # Not a failure we foresaw, but still this model's: it must not escape into the
             # manager's nursery (an async load would take the server down with it).
             log.exception("loading model %s failed unexpectedly", model.model_id)
             model.load_error = ModelLoadError(f"Failed to load model: {exc}")
+            if metrics is not None:
+                metrics.model_loading_failed()
             raise model.load_error from exc
         # Shielded: a running pool must be recorded or closed, even when an unregister
         # cancels the load right now.
@@ -425,6 +451,7 @@ class ModelManager:
     async def _create_pool(self, model: Model) -> WorkerPool:
         source = model.source
         assert source is not None
+        began = trio.current_time()
         prepared = await trio.to_thread.run_sync(partial(
             prepare_model, self.config, source, model.params,
             options=model.options, arguments=model.arguments,
@@ -435,10 +462,12 @@ class ModelManager:
                 model.model_id, source.model_dir, prepared.command.python, self.config.offline,
                 prepared.config.model_loading_timeout_s,
             )
+        metrics = self.metrics
         pool = WorkerPool(
             model.model_id, model.version, prepared.config, prepared.command, prepared.devices,
             fail_fast=self.config.fail_fast,
             health_check_override=self.config.health_check_override,
+            metrics=metrics.for_model(model.model_id, model.version) if metrics else None,
         )
         try:
             await self.nursery.start(pool.run)
@@ -446,7 +475,14 @@ class ModelManager:
             raise
         except BaseExceptionGroup as group:
             raise first_error(group) from None
+        if metrics is not None:
+            metrics.loaded(model.model_id, model.version, trio.current_time() - began)
         return pool
+
+    def _pool_statistics(self) -> Iterator[tuple[str, str, PoolView]]:
+        """Every pool's snapshot, with its workers' memory (read per metrics scrape)."""
+        for (model_id, version), entry in list(self._pools.items()):
+            yield model_id, version or "", entry[0].statistics(rss=True)
 
     # -- unregister --------------------------------------------------------------------
     async def unregister(self, name: str, version: str | None = None) -> None:
@@ -630,14 +666,44 @@ class ModelManager:
     async def infer(self, workflow: Workflow, inputs: Input,
                     watch: Watch | None = None) -> Output:
         """The workflow's answer to ``inputs``. ``watch``: see :data:`Watch`."""
+        observe = workflow.observe_latency_us
+        if observe is not None:
+            return await self._infer_measured(workflow, inputs, observe, watch)
         model = workflow.single_model
         if model is not None:
             return await self.call_model(model, inputs, watch)
+        return await self._execute(workflow, inputs, watch)
 
+    async def _execute(self, workflow: Workflow, inputs: Input,
+                       watch: Watch | None = None) -> Output:
         async def call(local_name: str, model_input: Input) -> Output:
             return await self.call_model(workflow.models[local_name], model_input)
 
         return await watching(watch, execute, workflow.spec, inputs, call)
+
+    async def _infer_measured(self, workflow: Workflow, inputs: Input,
+                              observe: Callable[[float], None],
+                              watch: Watch | None) -> Output:
+        """``infer`` with metrics on: its RequestLatency, and its failure counted as a
+        WlmError or a ServerError (the events of spec §3.9)."""
+        metrics = self.metrics
+        assert metrics is not None
+        model = workflow.single_model
+        began = trio.current_time()
+        try:
+            if model is not None:
+                output = await self.call_model(model, inputs, watch)
+            else:
+                output = await self._execute(workflow, inputs, watch)
+        except Exception as exc:  # answered with an error (a hang-up is not counted)
+            observe((trio.current_time() - began) * 1e6)
+            if not isinstance(exc, TranslateError | BadRequest):
+                metrics.inference_failed(wlm=isinstance(exc, WlmError))
+            raise
+        observe((trio.current_time() - began) * 1e6)
+        if output.code >= 500 or output.code == 424:
+            metrics.inference_failed(wlm=False)
+        return output
 
     async def call_model(self, model: Model, inputs: Input,
                          watch: Watch | None = None) -> Output:
@@ -685,8 +751,11 @@ class ModelManager:
                     elif status is ModelStatus.PENDING:
                         statuses[key] = "PENDING"
                         pending = True
+                    elif model.pool is not None and model.pool.healthy():
+                        statuses[key] = "Healthy"
                     else:
-                        healthy = model.pool is not None and model.pool.healthy()
-                        statuses[key] = "Healthy" if healthy else "Unhealthy"
+                        statuses[key] = "Unhealthy"
+                        # Spec §3.2: on SageMaker an Unhealthy model fails the health check.
+                        failed = failed or self.config.sagemaker_health_check_override
         return statuses, failed, pending
 

@@ -485,6 +485,30 @@ def test_bad_integer_in_serving_properties_is_illegal_argument(home: Path) -> No
         build_model_config(server(home), {"batch_size": "big"})
 
 
+def test_worker_recycling_is_off_by_default_and_set_per_model(home: Path) -> None:
+    """Issue 11.7: option.max_worker_requests / option.max_worker_rss_mb, 0 (off) unless
+    set; OPTION_* environment defaults apply as for every option."""
+    model = build_model_config(server(home), {})
+    assert (model.max_worker_requests, model.max_worker_rss_mb) == (0, 0)
+    assert model.worker_rss_check_interval_s == 5.0
+    model = build_model_config(server(home, OPTION_MAX_WORKER_RSS_MB="512"), {
+        "option.max_worker_requests": "1000", "option.worker_rss_check_interval": "0.5"})
+    assert (model.max_worker_requests, model.max_worker_rss_mb) == (1000, 512)
+    assert model.worker_rss_check_interval_s == 0.5
+    with pytest.raises(IllegalArgument, match='For input string: "lots"'):
+        build_model_config(server(home), {"option.max_worker_requests": "lots"})
+
+
+def test_prometheus_and_sagemaker_health_override_come_from_the_environment(
+    home: Path,
+) -> None:
+    config = server(home)
+    assert not config.prometheus and not config.sagemaker_health_check_override
+    config = server(home, SERVING_PROMETHEUS="true", SAGEMAKER_HEALTH_CHECK_OVERRIDE="TRUE")
+    assert config.prometheus and config.sagemaker_health_check_override
+    assert not config.health_check_override  # SERVING_HEALTH_CHECK_OVERRIDE is another rule
+
+
 # -- ModelConfig.workers_for (§4.6) ----------------------------------------------------------
 
 

@@ -23,7 +23,6 @@ from djl.config import ServerConfig, parse_int
 from djl.errors import BadRequest, DjlError, StreamCut
 from djl.io import Input, Output, PairList
 from djl.registry import Model, Workflow
-from djl.status import ModelStatus
 
 log = logging.getLogger("djl.http")
 
@@ -228,6 +227,14 @@ def json_reply(value: Any, status: int, req_id: str, config: ServerConfig) -> Re
     return Reply(status, headers, body)
 
 
+def bytes_reply(body: bytes, content_type: str, req_id: str, config: ServerConfig) -> Reply:
+    """A 200 with a body already rendered (the metrics' text format)."""
+    headers = common_headers(req_id, 200, config)
+    headers.append((b"content-type", content_type.encode("latin-1")))
+    headers.append((b"content-length", str(len(body)).encode()))
+    return Reply(200, headers, body)
+
+
 def error_body(error: DjlError | Exception, status: int) -> dict[str, Any]:
     if isinstance(error, DjlError):
         return {"code": status, "type": error.type, "message": error.message or None}
@@ -387,22 +394,18 @@ def _iso(moment: datetime.datetime) -> str:
 
 
 def describe_model(model: Model, startup_names: list[str]) -> dict[str, Any]:
-    """One element of a workflow's ``models`` array (spec §2.6)."""
-    pool = model.pool
+    """One element of a workflow's ``models`` array (spec §2.6), rendered from the frozen
+    snapshot its pool makes (``WorkerPool.statistics``)."""
+    stats = model.statistics()
     config = model.config
-    status = model.status
-    if pool is None or config is None:
+    if stats is None or config is None:
         return {
             "batchSize": 0, "maxBatchDelayMillis": 0, "maxIdleSeconds": 0, "queueSize": 0,
-            "requestInQueue": 0, "status": status.value,
+            "requestInQueue": 0, "status": model.status.value,
             "loadedAtStartup": model.model_id in startup_names, "workerGroups": [],
         }
-    if status is ModelStatus.READY:
-        shown = "Healthy" if pool.healthy() else "Unhealthy"
-    else:
-        shown = status.value
     groups = []
-    for group in pool.groups.values():
+    for group in stats.groups:
         groups.append({
             "device": {"deviceType": group.device.device_type,
                        "deviceId": group.device.device_id},
@@ -410,7 +413,7 @@ def describe_model(model: Model, startup_names: list[str]) -> dict[str, Any]:
             "maxWorkers": group.max_workers,
             "workers": [
                 {"id": w.id, "startTime": _iso(w.start_time),
-                 "status": "READY" if w.running and not w.retiring else "UNLOADING"}
+                 "status": "READY" if w.alive else "UNLOADING"}
                 for w in group.workers
             ],
         })
@@ -420,11 +423,13 @@ def describe_model(model: Model, startup_names: list[str]) -> dict[str, Any]:
         "batchSize": config.batch_size,
         "maxBatchDelayMillis": config.max_batch_delay_ms,
         "maxIdleSeconds": config.max_idle_time_s,
-        "queueSize": pool.queue.capacity,
-        "requestInQueue": len(pool.queue),
-        "status": shown,
+        "queueSize": stats.queue_capacity,
+        "requestInQueue": stats.queued,
+        "status": stats.health,
         "loadedAtStartup": model.model_id in startup_names,
         "workerGroups": groups,
+        # Ours (issue 11.7): workers replaced on reaching max_worker_requests/_rss_mb.
+        "recycledWorkers": stats.recycles,
     }
 
 

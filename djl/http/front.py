@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Callable
 from contextlib import aclosing
 from typing import Any
 
@@ -68,6 +69,9 @@ class Front:
         self.config = config
         self.id_header = config.request_id_header_key.lower().encode("latin-1")
         self.access_log = config.access_log
+        #: Counts each answer's status class (Response_2XX, ...), or None: metrics off.
+        self.count_response = (manager.metrics.count_response
+                               if manager.metrics is not None else None)
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] != "http":
@@ -100,7 +104,10 @@ class Front:
             req_id = req_id or codec.random_uuid4()
             log.warning("refused a request of %s bytes (max_request_size %d)",
                         length.decode(), config.max_request_size)
-            await _send_reply(send, codec.error_reply(too_large(config), req_id, config))
+            reply = codec.error_reply(too_large(config), req_id, config)
+            if self.count_response is not None:
+                self.count_response(reply.status)
+            await _send_reply(send, reply)
             return
         raw_path: bytes = scope.get("raw_path") or scope["path"].encode()
         query_string: bytes = scope.get("query_string", b"")
@@ -110,7 +117,7 @@ class Front:
         if (not is_inference(uri, query_string) or scope.get(ROLE_KEY) == "management"
                 or (media_type is not None and codec.is_form(
                     media_type.decode("latin-1").partition(";")[0].strip().lower()))):
-            await self.quart_asgi(scope, receive, _closing_send(send))
+            await self.quart_asgi(scope, receive, _closing_send(send, self.count_response))
             return
         await self._inference(scope, receive, send, raw_path, query_string,
                               req_id or codec.random_uuid4())
@@ -137,6 +144,8 @@ class Front:
             except Exception as exc:  # noqa: BLE001 — routing errors: mapping A
                 reply = codec.error_reply(exc, req_id, config)
             scope[MODEL_KEY] = call.model
+            if self.count_response is not None:
+                self.count_response(reply.status)
             if reply.chunks is not None:
                 ended = await watching(body.listen, _send_stream, send, reply)
         if reply is None or body.gone:
@@ -274,8 +283,8 @@ async def _send_stream(send: Any, reply: codec.Reply) -> bool:
     return True
 
 
-def _closing_send(send: Any) -> Any:
-    """``send`` for Quart: its last message is shielded.
+def _closing_send(send: Any, count_response: Callable[[int], None] | None) -> Any:
+    """``send`` for Quart: its last message is shielded, its status counted (metrics).
 
     hypercorn closes a connection an error answer marked ``connection: close`` inside
     that last send; quart-trio cancels its handler as soon as hypercorn reports the
@@ -287,6 +296,8 @@ def _closing_send(send: Any) -> Any:
             with trio.CancelScope(shield=True):
                 await _send(send, message)
         else:
+            if count_response is not None and message["type"] == "http.response.start":
+                count_response(message["status"])
             await _send(send, message)
 
     return closing_send

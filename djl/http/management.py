@@ -13,6 +13,7 @@ from djl.config import RegisterParams, ServerConfig, parse_int
 from djl.errors import BadRequest, IllegalArgument, MethodNotAllowed, NotFound
 from djl.http import codec
 from djl.log_levels import python_level
+from djl.metrics import CONTENT_TYPE
 from djl.registry import ModelManager
 from djl.store import infer_model_name
 from djl.workflow.spec import load_workflow, workflow_file_of
@@ -74,10 +75,13 @@ async def _server(call: Call) -> Response:
     if what == "metrics" and len(call.segments) == 3:
         if call.method != "GET":
             raise MethodNotAllowed()
-        raise BadRequest(
-            "Prometheus is not enabled, set SERVING_PROMETHEUS environment var to true to "
-            "enable prometheus metrics"
-        )
+        metrics = call.manager.metrics
+        if metrics is None:
+            raise BadRequest.prometheus_disabled()
+        # Spec §2.8: repeated name[] parameters pick the families; none means all.
+        names = [value for key, value in call.query.pairs if key == "name[]" and value]
+        return codec.to_response(codec.bytes_reply(
+            metrics.exposition(names), CONTENT_TYPE, call.req_id, call.config))
     raise NotFound.resource()
 
 

@@ -11,10 +11,16 @@ with ``submit`` (§5.2, §5.3); a queue that grows past twice the batch size add
 temporary worker (§5.4), which retires after ``max_idle_time`` idle. A worker that dies
 is replaced with back-off while the model's failures stay within ``retry_threshold``;
 past it the model is FAILED (§6.9).
+
+Recycling (issue 11.7): a worker that has answered ``max_worker_requests`` requests, or
+whose resident memory passed ``max_worker_rss_mb``, is replaced: the replacement loads
+first (the old worker serves meanwhile), then the old one retires, finishing the batch
+it holds. A group may so hold one process more than ``max_workers`` for a moment.
 """
 
 from __future__ import annotations
 
+import datetime
 import logging
 import os
 from collections.abc import Iterable
@@ -25,7 +31,7 @@ from typing import Any
 import trio
 
 from djl import _batch
-from djl.config import ModelConfig, parse_int
+from djl.config import MIB, ModelConfig, parse_int
 from djl.errors import (
     BadRequest,
     DjlError,
@@ -36,6 +42,7 @@ from djl.errors import (
     exception_leaves,
 )
 from djl.io import Input
+from djl.metrics import ModelMetrics
 from djl.status import ModelStatus
 from djl.wlm.devices import Device
 from djl.wlm.worker import ExitReason, Worker, WorkerCommand, WorkerState
@@ -52,6 +59,11 @@ RESTART_BACKOFF_MAX_S = 10.0
 SCALE_UP_BACKOFF_MAX_S = 60.0
 #: A worker that lived this long before dying resets the back-off.
 BACKOFF_RESET_S = 60.0
+#: After a recycling replacement failed to load, the old worker serves on this long before
+#: another replacement is tried (each try is a whole model load).
+RECYCLE_RETRY_S = 30.0
+#: The memory watch reads every worker's RSS at most this often, whatever the model says.
+MIN_RSS_CHECK_INTERVAL_S = 0.05
 
 
 @dataclass
@@ -64,6 +76,7 @@ class WorkerGroup:
     workers: list[Worker]
 
     def running(self) -> list[Worker]:
+        """Workers alive and not retiring: starting or serving (what health counts)."""
         return [w for w in self.workers if w.running and not w.retiring]
 
     def permanent(self) -> list[Worker]:
@@ -84,16 +97,64 @@ class WorkerGroup:
         ]
 
 
+@dataclass(frozen=True, slots=True)
+class WorkerStatistics:
+    """One listed worker, as describe and the metrics show it."""
+
+    id: int
+    start_time: datetime.datetime
+    #: STARTING, IDLE, BUSY, RETIRING (still running, asked to stop) or STOPPED.
+    state: str
+    pid: int | None
+    #: Requests it has answered.
+    requests: int
+    #: Resident memory now; None unless asked for (``statistics(rss=True)``) or gone.
+    rss_bytes: int | None
+
+    @property
+    def alive(self) -> bool:
+        """Starting or serving: describe's READY (every other state is UNLOADING)."""
+        return self.state in ("STARTING", "IDLE", "BUSY")
+
+
+@dataclass(frozen=True, slots=True)
+class GroupStatistics:
+    device: Device
+    min_workers: int
+    max_workers: int
+    workers: tuple[WorkerStatistics, ...]
+
+
 @dataclass(frozen=True)
 class PoolStatistics:
-    """A snapshot for describe and benchmarks."""
+    """A frozen snapshot of a pool for describe, the metrics and benchmarks."""
 
+    status: ModelStatus
+    #: Whether every group has ``min_workers`` alive (see WorkerPool.healthy).
+    healthy: bool
     queued: int
+    queue_capacity: int
     running_workers: int
     idle_workers: int
     failures: int
     batches: int
     jobs: int
+    #: Workers started to replace one that died or failed to load.
+    restarts: int
+    #: Workers replaced on reaching max_worker_requests or max_worker_rss_mb.
+    recycles: int
+    groups: tuple[GroupStatistics, ...]
+
+    @property
+    def workers(self) -> tuple[WorkerStatistics, ...]:
+        return tuple(w for g in self.groups for w in g.workers)
+
+    @property
+    def health(self) -> str:
+        """Describe's and ``/ping``'s word for it (spec §2.6, §3.2)."""
+        if self.status is not ModelStatus.READY:
+            return self.status.value
+        return "Healthy" if self.healthy else "Unhealthy"
 
 
 class WorkerPool:
@@ -109,6 +170,7 @@ class WorkerPool:
         *,
         fail_fast: bool = False,
         health_check_override: bool = False,
+        metrics: ModelMetrics | None = None,
     ) -> None:
         self.model_id = model_id
         self.version = version
@@ -146,6 +208,15 @@ class WorkerPool:
         self._drained: trio.Event | None = None
         self._batches = 0
         self._jobs = 0
+        #: Workers started to replace a dead one / recycled ones replaced (statistics()).
+        self.restarts = 0
+        self.recycles = 0
+        #: Workers whose recycling replacement is loading; no second one starts for them.
+        self._recycling: set[Worker] = set()
+        #: After a recycling replacement failed to load: no new try before this time.
+        self._recycle_after = 0.0
+        #: This model's metric children (djl.metrics), or None when metrics are off.
+        self.metrics = metrics
 
     # -- lifecycle ---------------------------------------------------------------------
     async def run(self, *, task_status: trio.TaskStatus[WorkerPool] = trio.TASK_STATUS_IGNORED):
@@ -164,6 +235,8 @@ class WorkerPool:
                                                         permanent=True))
                     self.status = ModelStatus.READY
                     started = True
+                    if self.config.max_worker_rss_mb > 0:
+                        nursery.start_soon(self._watch_memory)
                     task_status.started(self)
                     await trio.sleep_forever()
         except BaseExceptionGroup as group:
@@ -211,6 +284,8 @@ class WorkerPool:
         if max_total == 0:
             raise WlmShutdown.all_workers(self.model_id)
         job = _batch.Job(inputs, priority, trio.Event() if done is None else done)
+        if self.metrics is not None:
+            job.enqueued_at = trio.current_time()
         try:
             self.queue.put_nowait(job, worker_idle=self._idle > 0)
         except DjlError:
@@ -289,6 +364,8 @@ class WorkerPool:
                     break
         batch = [job for job in batch if not job.cancelled]
         worker.hold(batch)
+        if self.metrics is not None and batch:
+            self.metrics.batch_taken(trio.current_time(), [job.enqueued_at for job in batch])
         return batch
 
     def take_ready(self, worker: Worker, max_batches: int) -> list[list[_batch.Job]]:
@@ -305,11 +382,19 @@ class WorkerPool:
             batch = [job for job in self.queue.take(size) if not job.cancelled]
             if batch:
                 batches.append(batch)
+        if self.metrics is not None and batches:
+            now = trio.current_time()
+            for batch in batches:
+                self.metrics.batch_taken(now, [job.enqueued_at for job in batch])
         return batches
 
     def batch_done(self, worker: Worker) -> None:
-        """A worker answered a batch (counted for statistics())."""
+        """A worker answered a batch (counted for statistics()); recycle it once it has
+        answered ``max_worker_requests``."""
         self._batches += 1
+        limit = self.config.max_worker_requests
+        if limit and worker.requests >= limit:
+            self._recycle(worker, f"{worker.requests} requests answered")
         self._check_drained()
 
     def discard(self, job: _batch.Job) -> None:
@@ -431,6 +516,54 @@ class WorkerPool:
         if worker.state is not WorkerState.BUSY:
             worker.kill()
 
+    # -- recycling (issue 11.7) --------------------------------------------------------
+    def _recycle(self, worker: Worker, why: str) -> None:
+        """Replace ``worker``: its replacement loads first, then it retires."""
+        if (worker in self._recycling or worker.retiring or not worker.running
+                or self._closing or self._nursery is None
+                or self.status is not ModelStatus.READY
+                or trio.current_time() < self._recycle_after):
+            return
+        self._recycling.add(worker)
+        self._nursery.start_soon(self._replace, worker, why)
+
+    async def _replace(self, worker: Worker, why: str) -> None:
+        group = self.groups.get(worker.device)
+        try:
+            if group is None or self._nursery is None:
+                return
+            log.info("recycling worker %s (%s): starting its replacement", worker.label, why)
+            try:
+                await self._nursery.start(partial(self._keep_worker, group,
+                                                  permanent=worker.permanent))
+            except ModelLoadError as exc:
+                # The old worker still serves: better a worker over its limit than none.
+                self._recycle_after = trio.current_time() + RECYCLE_RETRY_S
+                log.error("recycling %s: the replacement failed to load (%s); it serves on, "
+                          "next try in %ss", worker.label, exc.message, RECYCLE_RETRY_S)
+                return
+            if worker.running:
+                self.recycles += 1
+                log.info("worker %s recycled: its replacement serves", worker.label)
+                self._retire(worker)
+            self._lot.unpark_all()
+        finally:
+            self._recycling.discard(worker)
+
+    async def _watch_memory(self) -> None:
+        """Recycle a worker whose resident memory passed ``max_worker_rss_mb``."""
+        limit = self.config.max_worker_rss_mb * MIB
+        interval = max(MIN_RSS_CHECK_INTERVAL_S, self.config.worker_rss_check_interval_s)
+        while True:
+            await trio.sleep(interval)
+            for worker in self.running_workers():
+                if worker.state is WorkerState.STARTING or worker in self._recycling:
+                    continue
+                rss = worker.rss_bytes()
+                if rss is not None and rss > limit:
+                    self._recycle(worker, f"resident memory {rss / MIB:.0f} MiB > "
+                                          f"{self.config.max_worker_rss_mb} MiB")
+
     async def _keep_worker(
         self, group: WorkerGroup, *, permanent: bool, pending: bool = False,
         task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
@@ -513,6 +646,7 @@ class WorkerPool:
                 self._pending_workers -= 1
             if self._closing or len(group.permanent()) >= group.min_workers:
                 return
+            self.restarts += 1
 
     def _record_failure(self) -> bool:
         """Count a worker death; False once the model has turned FAILED (spec §6.9)."""
@@ -535,24 +669,50 @@ class WorkerPool:
 
     # -- health and statistics ---------------------------------------------------------
     def healthy(self) -> bool:
-        """Listed workers meet every group's minimum (spec §3.2, §5.7)."""
+        """Every group has at least ``min_workers`` workers alive, starting or serving
+        (spec §3.2, issue 11.6).
+
+        Stopped and retiring workers stay listed for describe (spec §5.7) but never count:
+        DJL counts them for 60 s, so a model whose replacements all failed to load kept
+        reporting Healthy, and a load balancer kept sending it traffic.
+        """
+        return all(len(g.running()) >= g.min_workers for g in self.groups.values())
+
+    def statistics(self, *, rss: bool = False) -> PoolStatistics:
+        """The snapshot describe renders (stale stopped workers purged first, spec §5.7);
+        ``rss``: also read each running worker's resident memory (the metrics)."""
         now = trio.current_time()
+        groups = []
         for group in self.groups.values():
             group.purge(now)
-            if len(group.workers) < group.min_workers:
-                return False
-        return True
-
-    def statistics(self) -> PoolStatistics:
-        running = self.running_workers()
+            groups.append(GroupStatistics(
+                group.device, group.min_workers, group.max_workers,
+                tuple(_worker_statistics(w, rss) for w in group.workers),
+            ))
         return PoolStatistics(
+            status=self.status,
+            healthy=self.healthy(),
             queued=len(self.queue),
-            running_workers=len(running),
+            queue_capacity=self.queue.capacity,
+            running_workers=len(self.running_workers()),
             idle_workers=self._idle,
             failures=self.failures,
             batches=self._batches,
             jobs=self._jobs,
+            restarts=self.restarts,
+            recycles=self.recycles,
+            groups=tuple(groups),
         )
+
+
+def _worker_statistics(worker: Worker, rss: bool) -> WorkerStatistics:
+    state = worker.state.value
+    if worker.running and worker.retiring:
+        state = "RETIRING"
+    return WorkerStatistics(
+        worker.id, worker.start_time, state, worker.pid, worker.requests,
+        worker.rss_bytes() if rss and worker.running else None,
+    )
 
 
 def priority_of(inputs: Input) -> int:

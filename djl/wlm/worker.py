@@ -59,6 +59,8 @@ MAX_LOG_LINE = 64 * 1024
 LOG_DRAIN_S = 1.0
 #: Bound on a streamed response's chunks waiting for a slow HTTP client.
 STREAM_BUFFER = 64
+#: /proc/<pid>/statm counts pages.
+PAGE_SIZE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 
 _worker_ids = itertools.count(1)
 
@@ -222,6 +224,8 @@ class Worker:
         #: rest are pipelined batches it has not started (0: all of them are current).
         self._answering = 0
         self.pid: int | None = None
+        #: Requests answered (a job of a batch answered, with a result or an error).
+        self.requests = 0
         #: True once the process has been reaped. Until then the worker occupies a slot
         #: of its group's max_workers even when STOPPED (see WorkerGroup.occupied).
         self.process_gone = False
@@ -240,6 +244,19 @@ class Worker:
     def kill(self) -> None:
         """Stop now: in-flight jobs are answered with ``Worker shutting down``."""
         self._cancel_scope.cancel()
+
+    def rss_bytes(self) -> int | None:
+        """The process's resident memory now, from ``/proc/<pid>/statm`` (a read of a
+        few bytes; no library needed). None before it starts, once it is gone, or where
+        there is no procfs."""
+        if self.pid is None or self.process_gone:
+            return None
+        try:
+            with open(f"/proc/{self.pid}/statm", "rb") as statm:
+                resident = statm.read().split()[1]
+        except (OSError, IndexError):
+            return None
+        return int(resident) * PAGE_SIZE
 
     def hold(self, jobs: list[_batch.Job]) -> None:
         """The source hands over the jobs it took for this worker (BUSY from now on): if
@@ -471,6 +488,7 @@ class Worker:
                 else:
                     self._refused(current, kind, payload)
                 del self.inflight[: len(current)]
+                self.requests += len(current)
                 now = trio.current_time()
                 self._observe_service(now - started)
                 started = now

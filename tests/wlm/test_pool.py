@@ -8,6 +8,7 @@ sleeping, under pytest-trio's ``autojump_clock``, so a 60 s idle timeout costs n
 
 from __future__ import annotations
 
+import datetime
 import itertools
 from pathlib import Path
 
@@ -34,13 +35,15 @@ CPU = Device("cpu", -1)
 def make_pool(
     *, batch_size: int = 1, delay_ms: int = 100, idle_s: int = 60, queue: int = 1000,
     min_workers: int = 1, max_workers: int = 1, retry_threshold: int = 3,
+    properties: dict[str, str] | None = None,
 ) -> WorkerPool:
     params = RegisterParams(
         url="file:/models/m", batch_size=batch_size, max_batch_delay_ms=delay_ms,
         max_idle_time_s=idle_s, job_queue_size=queue, min_workers=min_workers,
         max_workers=max_workers,
     )
-    config = build_model_config(ServerConfig(retry_threshold=retry_threshold), {}, params)
+    config = build_model_config(ServerConfig(retry_threshold=retry_threshold),
+                                properties or {}, params)
     command = WorkerCommand(
         python="python", model_dir=Path("/nonexistent"), entry_point="model.py",
         init_properties={},
@@ -336,6 +339,11 @@ class SimWorker:
         self.inflight: list = []
         self.label = f"m/{self.id}"
         self.process_gone = False
+        self.pid: int | None = None
+        self.requests = 0
+        self.start_time = datetime.datetime.now(datetime.UTC)
+        #: What rss_bytes reports (the memory-recycling tests set it).
+        self.rss: int | None = None
         self.created_at = trio.current_time()
         self.batches: list[int] = []
         self._cancel_scope = trio.CancelScope()
@@ -347,6 +355,9 @@ class SimWorker:
 
     def kill(self) -> None:
         self._cancel_scope.cancel()
+
+    def rss_bytes(self) -> int | None:
+        return self.rss
 
     def hold(self, jobs: list) -> None:
         self.inflight = jobs
@@ -396,6 +407,7 @@ class SimWorker:
                 job.set_result((self.id, len(batch)))
             self.batches.append(len(batch))
             self.inflight = []
+            self.requests += len(batch)
             self.state = WorkerState.IDLE
             self.last_active = trio.current_time()
             self.pool.batch_done(self)
@@ -428,7 +440,7 @@ async def call(pool: WorkerPool, inp: Input):
 
 def listed(pool: WorkerPool) -> list[tuple[bool, str]]:
     """(permanent, READY/UNLOADING) per listed worker, as describe would show them."""
-    pool.healthy()  # describe purges stale stopped workers first (spec §5.7)
+    pool.statistics()  # describe purges stale stopped workers first (spec §5.7)
     return [
         (w.permanent, "READY" if w.running and not w.retiring else "UNLOADING")
         for w in pool.all_workers()
@@ -697,12 +709,15 @@ async def test_scale_down_retires_idle_workers_first(autojump_clock, sim):
 # -- regressions --------------------------------------------------------------------------------
 
 
-class TemporaryCannotLoad(SimWorker):
-    """A SimWorker whose temporary (scale-up) instances fail to load their model, the way
-    the real Worker does: ModelLoadError out of ``run``, exit_reason LOAD_FAILED."""
+class CannotLoad(SimWorker):
+    """A SimWorker that fails to load when ``fails()`` says so, the way the real Worker
+    does: ModelLoadError out of ``run``, exit_reason LOAD_FAILED."""
+
+    def fails(self) -> bool:
+        raise NotImplementedError
 
     async def run(self, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
-        if self.permanent:
+        if not self.fails():
             return await super().run(task_status=task_status)
         try:
             await trio.sleep(self.start_s)
@@ -712,6 +727,13 @@ class TemporaryCannotLoad(SimWorker):
             self.state = WorkerState.STOPPED
             self.stopped_at = trio.current_time()
             self.process_gone = True
+
+
+class TemporaryCannotLoad(CannotLoad):
+    """Temporary (scale-up) instances fail to load their model."""
+
+    def fails(self) -> bool:
+        return not self.permanent
 
 
 @pytest.mark.parametrize("threshold", [
@@ -878,3 +900,128 @@ async def test_a_pool_cancelled_from_outside_with_jobs_queued_ends(autojump_cloc
         nursery.cancel_scope.cancel()
     assert pool.closed.is_set() and len(sim.created) == 1
     assert all(job.error is not None for job in jobs)
+
+
+# -- health (issue 11.6) ------------------------------------------------------------------------
+
+
+class LoadsOnce(CannotLoad):
+    """The first worker loads; every later one fails to load (a broken model update, a
+    GPU that no longer has room)."""
+
+    def fails(self) -> bool:
+        return self is not SimWorker.created[0]
+
+
+async def test_a_model_whose_replacements_cannot_load_is_unhealthy(
+    autojump_clock, sim, monkeypatch
+):
+    """Regression (issue 11.6): the dead worker and the failed replacements stay listed
+    (UNLOADING, spec §5.7) but do not count; they used to keep the model Healthy."""
+    monkeypatch.setattr(pool_module, "Worker", LoadsOnce)
+    pool = make_pool(batch_size=1, min_workers=1, max_workers=1, retry_threshold=100)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(pool.run)
+        assert pool.healthy() and pool.statistics().health == "Healthy"
+        with pytest.raises(WorkerDied):
+            await call(pool, request("boom", crash="1"))
+        # Replacements fail at +0.7, 1.6, 2.9 and 5.0 s (back-off 0.2 × 2^n, then a 0.5 s
+        # load); at +5.5 s the next one is still in its back-off.
+        await trio.sleep(5.5)
+        stats = pool.statistics()
+        assert "STARTING" not in [w.state for w in stats.workers]
+        assert len(sim.created) >= 3 and stats.restarts == len(sim.created) - 1
+        assert stats.status is ModelStatus.READY
+        assert not pool.healthy() and stats.health == "Unhealthy"
+        assert [w.alive for w in stats.workers] == [False] * len(stats.workers)
+        await pool.aclose()
+
+
+async def test_a_starting_replacement_counts_a_retiring_worker_does_not(autojump_clock, sim):
+    pool = make_pool(batch_size=1, min_workers=1, max_workers=2)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(pool.run)
+        [first] = pool.running_workers()
+        with pytest.raises(WorkerDied):
+            await call(pool, request("boom", crash="1"))
+        await trio.testing.wait_all_tasks_blocked()
+        assert not pool.healthy()  # in the restart back-off: nothing alive
+        await trio.sleep(RESTART_BACKOFF_BASE_S + 0.01)
+        [replacement] = pool.running_workers()
+        assert replacement.state is WorkerState.STARTING and pool.healthy()
+        await trio.sleep(sim.start_s)
+        replacement.retiring = True
+        assert not pool.healthy()
+        assert [w.state for w in pool.statistics().workers] == ["STOPPED", "RETIRING"]
+        replacement.retiring = False
+        await pool.aclose()
+
+
+# -- recycling (issue 11.7) ---------------------------------------------------------------------
+
+
+async def test_a_worker_is_recycled_after_max_worker_requests(autojump_clock, sim):
+    """The replacement loads while the old worker serves; then the old one retires. Every
+    request is answered, each worker answers at least the limit, never an error."""
+    pool = make_pool(batch_size=1, min_workers=1, max_workers=1,
+                     properties={"option.max_worker_requests": "3"})
+    results = []
+    async with trio.open_nursery() as nursery:
+        await nursery.start(pool.run)
+
+        async def client(i: int) -> None:
+            results.append(await call(pool, request(f"r{i}")))
+
+        async with trio.open_nursery() as clients:
+            for i in range(12):
+                clients.start_soon(client, i)
+                await trio.sleep(0.25)  # a steady stream, 4 per served second
+        served = [worker_id for worker_id, _ in results]
+        assert len(served) == 12
+        ids = sorted(set(served))
+        assert len(ids) >= 3
+        assert all(served.count(i) >= 3 for i in ids[:-1])
+        assert sim.most_alive == 2  # the replacement started before the old one left
+        stats = pool.statistics()
+        assert stats.recycles == len(sim.created) - 1 and stats.failures == 0
+        assert all(w.exit_reason is ExitReason.RETIRED or w.exit_reason is ExitReason.CANCELLED
+                   for w in sim.created[:-1])
+        assert [w.permanent for w in pool.running_workers()] == [True]
+        await pool.aclose()
+
+
+async def test_a_worker_is_recycled_when_its_memory_passes_the_limit(autojump_clock, sim):
+    pool = make_pool(batch_size=1, min_workers=1, max_workers=1,
+                     properties={"option.max_worker_rss_mb": "100",
+                                 "option.worker_rss_check_interval": "1"})
+    async with trio.open_nursery() as nursery:
+        await nursery.start(pool.run)
+        [first] = pool.running_workers()
+        first.rss = 99 * 1024 * 1024
+        await trio.sleep(10)
+        assert pool.running_workers() == [first] and pool.recycles == 0
+        first.rss = 101 * 1024 * 1024
+        await trio.sleep(1 + sim.start_s + 0.01)
+        [second] = pool.running_workers()
+        assert second is not first and pool.recycles == 1
+        assert first.exit_reason is ExitReason.CANCELLED  # idle: stopped at once
+        worker_id, _ = await call(pool, request("after"))
+        assert worker_id == second.id
+        await pool.aclose()
+
+
+async def test_a_replacement_that_cannot_load_leaves_the_old_worker_serving(
+    autojump_clock, sim, monkeypatch
+):
+    monkeypatch.setattr(pool_module, "Worker", LoadsOnce)
+    pool = make_pool(batch_size=1, min_workers=1, max_workers=1,
+                     properties={"option.max_worker_requests": "2"})
+    async with trio.open_nursery() as nursery:
+        await nursery.start(pool.run)
+        [first] = pool.running_workers()
+        for i in range(6):
+            worker_id, _ = await call(pool, request(f"r{i}"))
+            assert worker_id == first.id
+        assert len(sim.created) == 2  # one try, then RECYCLE_RETRY_S before the next
+        assert pool.recycles == 0 and pool.status is ModelStatus.READY and pool.healthy()
+        await pool.aclose()
