@@ -30,6 +30,7 @@ from djl.errors import (
     DjlError,
     MethodNotAllowed,
     NotFound,
+    PayloadTooLarge,
     StreamCut,
     Unauthorized,
     exception_leaves,
@@ -37,7 +38,7 @@ from djl.errors import (
 from djl.errors import RequestTimeout as BodyTimeout
 from djl.http import codec, inference, management
 from djl.http.access_log import MODEL_KEY
-from djl.http.front import INVOKE, ROLE_KEY, Front, is_inference, too_large
+from djl.http.front import INVOKE, ROLE_KEY, Front, is_inference
 from djl.registry import ModelManager
 from djl.startup import load_startup_models
 
@@ -136,7 +137,7 @@ class _EndCutStreams:
 def _as_djl_error(error: HTTPException, config: ServerConfig) -> DjlError:
     """Quart's own HTTP errors (body too large, ...) in the spec's error form."""
     if isinstance(error, RequestEntityTooLarge):
-        return too_large(config)
+        return PayloadTooLarge.request(config.max_request_size)
     if isinstance(error, RequestTimeout):
         return BodyTimeout.body(config.request_body_timeout_s)
     if error.code == 405:

@@ -138,6 +138,11 @@ class PayloadTooLarge(DjlError):
     status = 413
     type = "PayloadTooLargeException"
 
+    @classmethod
+    def request(cls, max_request_size: int) -> PayloadTooLarge:
+        """Spec §1.5: a request whose body is over ``max_request_size``."""
+        return cls(f"Request body exceeds max_request_size ({max_request_size} bytes)")
+
 
 class RequestTimeout(DjlError):
     """A client stopped sending the body it declared (issue 8.5)."""

@@ -50,12 +50,6 @@ def is_inference(uri: str, query_string: bytes) -> bool:
     return bool(_INFERENCE.match(uri)) or (bool(INVOKE.match(uri)) and not query_string)
 
 
-def too_large(config: ServerConfig) -> PayloadTooLarge:
-    return PayloadTooLarge(
-        f"Request body exceeds max_request_size ({config.max_request_size} bytes)"
-    )
-
-
 class _ClientGone(Exception):
     """The connection went away while an answer was being written."""
 
@@ -104,7 +98,8 @@ class Front:
             req_id = req_id or codec.random_uuid4()
             log.warning("refused a request of %s bytes (max_request_size %d)",
                         length.decode(), config.max_request_size)
-            reply = codec.error_reply(too_large(config), req_id, config)
+            too_large = PayloadTooLarge.request(config.max_request_size)
+            reply = codec.error_reply(too_large, req_id, config)
             if self.count_response is not None:
                 self.count_response(reply.status)
             await _send_reply(send, reply)
@@ -223,7 +218,7 @@ class _Body:
                 size += len(chunk)
                 if size > config.max_request_size:
                     # A chunked body has no Content-Length to refuse it by up front.
-                    error = too_large(config)
+                    error = PayloadTooLarge.request(config.max_request_size)
                     chunks.clear()
                 else:
                     chunks.append(chunk)
@@ -303,4 +298,4 @@ def _closing_send(send: Any, count_response: Callable[[int], None] | None) -> An
     return closing_send
 
 
-__all__ = ["ROLE_KEY", "Front", "is_inference", "too_large"]
+__all__ = ["ROLE_KEY", "Front", "is_inference"]
