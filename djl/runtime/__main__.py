@@ -31,7 +31,6 @@ from djl.errors import (
     ERROR_OUTPUT,
     FrameError,
     FrameTooLarge,
-    ItemError,
     OutputTooLarge,
 )
 from djl.io import Input, Output, PairList
@@ -117,42 +116,6 @@ def _send_output(sock: socket.socket, output: Output, max_item_bytes: int,
     sock.sendall(_batch.encode_chunk(more=False, data=b""))
 
 
-def _results_frame(results: list[Output | ItemError], max_item_bytes: int,
-                   max_frame: int) -> bytearray:
-    """A batch answered request by request (the PyTorch engine): one RESULTS frame.
-
-    An item over ``max_item_bytes``, or one that would carry the frame past ``max_frame``,
-    fails its own request (OutputTooLarge); its batch-mates are answered.
-    """
-    frames: list[bytes | bytearray] = []
-    used = 9  # the RESULTS frame's own header and count
-    for result in results:
-        if isinstance(result, ItemError):
-            frame = _batch.encode_error(result.kind, result.message)
-        else:
-            largest = max((len(v) for v in result.content.values), default=0)
-            props = {str(k): str(v) for k, v in result.properties.items()}
-            try:
-                if largest > max_item_bytes:
-                    raise OutputTooLarge.item(largest, max_item_bytes)
-                frame = _batch.encode_response(
-                    result.code, result.message, props, result.content.keys,
-                    result.content.values, max_frame - used - 4,
-                )
-            except FrameTooLarge as exc:
-                frame = _refused(OutputTooLarge.frame(exc.size, exc.limit))
-            except OutputTooLarge as exc:
-                frame = _refused(exc)
-        used += 4 + len(frame)
-        frames.append(frame)
-    return _batch.encode_results(frames, max_frame)
-
-
-def _refused(error: OutputTooLarge) -> bytearray:
-    log.error("%s", error.message)
-    return _batch.encode_error(ERROR_OUTPUT, error.message)
-
-
 def _run_finalizers(output: Output) -> None:
     for function, args in output.finalizers:
         try:
@@ -165,6 +128,8 @@ def serve(sock: socket.socket, engine: PythonEngine | TorchEngine, max_item_byte
           max_frame: int = _batch.MAX_FRAME) -> None:
     decoder = _batch.FrameDecoder()
     initialised = False
+    # The PyTorch engine answers a whole batch frame by frame (no Input, no Output).
+    answer_frame = getattr(engine, "answer_frame", None)
     while True:
         data = sock.recv(RECV_SIZE)
         if not data:
@@ -173,6 +138,9 @@ def serve(sock: socket.socket, engine: PythonEngine | TorchEngine, max_item_byte
         for kind, payload in decoder:
             if kind != _batch.REQUEST:
                 raise FrameError(f"unexpected frame kind {kind}")
+            if initialised and answer_frame is not None:
+                sock.sendall(answer_frame(payload, max_item_bytes, max_frame))
+                continue
             props, keys, values = _batch.decode_request(payload)
             inputs = Input(props, PairList(zip(keys, values, strict=True)))
             if not initialised:
@@ -189,11 +157,7 @@ def serve(sock: socket.socket, engine: PythonEngine | TorchEngine, max_item_byte
                     return
                 output = engine.initialise(inputs)
             else:
-                answer = engine.invoke(inputs)
-                if isinstance(answer, list):
-                    sock.sendall(_results_frame(answer, max_item_bytes, max_frame))
-                    continue
-                output = answer
+                output = engine.invoke(inputs)
             _send_output(sock, output, max_item_bytes, max_frame)
             _run_finalizers(output)
 

@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from djl import _batch
-from djl.errors import DjlError, ItemError
+from djl.errors import ERROR_OUTPUT, DjlError, FrameTooLarge, ItemError, OutputTooLarge
 from djl.io import Input, Output
 from djl.runtime.python_engine import EntryPointError, is_out_of_memory
 
@@ -94,8 +94,28 @@ class TorchEngine:
 
     def invoke(self, inputs: Input) -> list[Output | ItemError]:
         """One answer per request of the (possibly batched) Input, in order; never raises."""
-        items = batch_items(inputs)
-        results: list[Output | ItemError | None] = [None] * len(items)
+        frame = _batch.encode_request(inputs.properties, inputs.content.keys,
+                                      inputs.content.values)
+        return [_as_output(result) for result in self._run(_batch.request_items(frame[5:]))]
+
+    def answer_frame(self, payload: bytes, max_item_bytes: int, max_frame: int) -> bytearray:
+        """The RESULTS frame answering one REQUEST payload, request by request.
+
+        The worker's path: the requests are read from the frame and, when every one
+        succeeds, their answers are written into the frame directly (no Input, no Output
+        per request)."""
+        results = self._run(_batch.request_items(payload))
+        if all(type(result) is tuple for result in results):
+            frame = _batch.encode_ok_results(
+                [body for body, _ in results],
+                [_batch.CONTENT_TYPES[fmt] for _, fmt in results], max_item_bytes, max_frame)
+            if frame is not None:
+                return frame
+        return results_frame([_as_output(r) for r in results], max_item_bytes, max_frame)
+
+    def _run(self, items: list[tuple[str, str, bytes | None]]) -> list[Any]:
+        """Each request's ``(body, format)``, or its failure (ItemError, Output)."""
+        results: list[Any] = [None] * len(items)
         parsed: list[Any] = [None] * len(items)
         out_formats = [_batch.FORMAT_NDLIST] * len(items)
         for i, (content_type, accept, data) in enumerate(items):
@@ -119,7 +139,7 @@ class TorchEngine:
             for i, tensors in enumerate(parsed):
                 if tensors is not None:
                     self._run_one(i, tensors, out_formats[i], results)
-        return results  # type: ignore[return-value]  # every slot is filled above
+        return results
 
     # -- running ------------------------------------------------------------------------
     def _forward(self, arrays: Sequence[Any]) -> tuple[list[Any], list[str] | None]:
@@ -147,13 +167,13 @@ class TorchEngine:
                 results[i] = failure
             return
         for i, body in zip(members, bodies, strict=True):
-            results[i] = _answer(body, out_formats[i])
+            results[i] = (body, out_formats[i])
 
     def _run_one(self, i: int, tensors: Any, out_format: int, results: list[Any]) -> None:
         try:
             arrays = tensors.arrays()  # a[0] of a collated (1,) array is a numpy scalar
             outputs, names = self._forward(arrays)
-            results[i] = _answer(_batch.encode_tensors(outputs, out_format, names), out_format)
+            results[i] = (_batch.encode_tensors(outputs, out_format, names), out_format)
         except Exception as exc:  # noqa: BLE001 — the request's failure is its answer
             results[i] = self._failure(exc)
 
@@ -187,11 +207,51 @@ def _last_line(exc: BaseException) -> str:
     return lines[-1] if lines else type(exc).__name__
 
 
-def _answer(body: bytes | bytearray, out_format: int) -> Output:
+def _as_output(result: Any) -> Output | ItemError:
+    """A ``_run`` result as the Output (or ItemError) it stands for."""
+    if type(result) is not tuple:
+        return result
+    body, out_format = result
     output = Output()
     output.properties["content-type"] = _batch.CONTENT_TYPES[out_format]
     output.content.add("data", body)
     return output
+
+
+def results_frame(results: list[Output | ItemError], max_item_bytes: int,
+                  max_frame: int) -> bytearray:
+    """A batch answered request by request: one RESULTS frame.
+
+    An item over ``max_item_bytes``, or one that would carry the frame past ``max_frame``,
+    fails its own request (OutputTooLarge); its batch-mates are answered.
+    """
+    frames: list[bytes | bytearray] = []
+    used = 9  # the RESULTS frame's own header and count
+    for result in results:
+        if isinstance(result, ItemError):
+            frame = _batch.encode_error(result.kind, result.message)
+        else:
+            largest = max((len(v) for v in result.content.values), default=0)
+            props = {str(k): str(v) for k, v in result.properties.items()}
+            try:
+                if largest > max_item_bytes:
+                    raise OutputTooLarge.item(largest, max_item_bytes)
+                frame = _batch.encode_response(
+                    result.code, result.message, props, result.content.keys,
+                    result.content.values, max_frame - used - 4,
+                )
+            except FrameTooLarge as exc:
+                frame = _refused(OutputTooLarge.frame(exc.size, exc.limit))
+            except OutputTooLarge as exc:
+                frame = _refused(exc)
+        used += 4 + len(frame)
+        frames.append(frame)
+    return _batch.encode_results(frames, max_frame)
+
+
+def _refused(error: OutputTooLarge) -> bytearray:
+    log.error("%s", error.message)
+    return _batch.encode_error(ERROR_OUTPUT, error.message)
 
 
 def _numpy_outputs(result: Any) -> tuple[list[Any], list[str] | None]:
@@ -218,57 +278,3 @@ def _numpy_outputs(result: Any) -> tuple[list[Any], list[str] | None]:
             tensor = tensor.float()  # numpy has no bfloat16
         arrays.append(tensor.contiguous().numpy())
     return arrays, names
-
-
-def batch_items(inputs: Input) -> list[tuple[str, str, bytes | None]]:
-    """(content type, accept, body) of each request in a (possibly batched) Input.
-
-    Only these three facts matter here, so no per-request Input is made: one pass over
-    the batch keys of spec §6.8 (``batch_%03d.<name>``, at most 999 requests). Header
-    names arrive lower-cased from HTTP; ``Content-Type`` and ``CONTENT-TYPE`` (a property
-    a workflow passed on) are read too.
-    """
-    props = inputs.properties
-    keys = inputs.content.keys
-    values = inputs.content.values
-    size = props.get("batch_size")
-    if size is None:
-        content_type = accept = ""
-        for key, value in props.items():
-            lower = key.lower()
-            if lower == "content-type":
-                content_type = value
-            elif lower == "accept":
-                accept = value
-        return [(content_type, accept, _body(keys, values))]
-    n = int(size)
-    content_types = [""] * n
-    accepts = [""] * n
-    for key, value in props.items():
-        wanted = _HEADERS.get(key[10:])
-        if wanted is not None and key[9:10] == "." and key.startswith("batch_"):
-            (content_types if wanted else accepts)[int(key[6:9])] = value
-    bodies: list[bytes | None] = [None] * n
-    named = [False] * n
-    for key, value in zip(keys, values, strict=True):
-        index = int(key[6:9])
-        if key[10:] == "data" and not named[index]:
-            bodies[index] = value
-            named[index] = True
-        elif bodies[index] is None:
-            bodies[index] = value
-    return list(zip(content_types, accepts, bodies, strict=True))
-
-
-#: Property names batch_items reads: True for the content type, False for Accept.
-_HEADERS = {spelling: header == "content-type"
-            for header in ("content-type", "accept")
-            for spelling in (header, header.title(), header.upper())}
-
-
-def _body(keys: list[str | None], values: list[bytes]) -> bytes | None:
-    """The content item ``data``, else the first (spec §3.3)."""
-    for key, value in zip(keys, values, strict=True):
-        if key == "data":
-            return value
-    return values[0] if values else None

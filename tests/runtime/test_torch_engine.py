@@ -1,4 +1,4 @@
-"""djl/runtime/torch_engine.py in-process: batch items, and one engine's answers.
+"""djl/runtime/torch_engine.py in-process: a batch's requests, and one engine's answers.
 
 The format rules themselves (_batch.input_format, output_format) are in test_collate.py."""
 
@@ -12,9 +12,10 @@ import numpy as np
 import pytest
 import torch
 
-from djl.errors import ItemError
+from djl import _batch
+from djl.errors import ERROR_OUTPUT, FrameError, ItemError
 from djl.io import Input, PairList, batch_key
-from djl.runtime.torch_engine import TorchEngine, TorchLoadError, batch_items
+from djl.runtime.torch_engine import TorchEngine, TorchLoadError, results_frame
 
 
 def batch(*requests: tuple[dict[str, str], list[tuple[str, bytes]]]) -> Input:
@@ -29,19 +30,64 @@ def batch(*requests: tuple[dict[str, str], list[tuple[str, bytes]]]) -> Input:
     return Input(props, content)
 
 
+def payload(inputs: Input) -> bytes:
+    """The REQUEST payload the worker receives for ``inputs``."""
+    frame = _batch.encode_request(inputs.properties, inputs.content.keys, inputs.content.values)
+    return bytes(frame[5:])
+
+
 def test_items_of_a_batch() -> None:
     inputs = batch(
         ({"Content-Type": "application/json", "Accept": "tensor/npz"}, [("data", b"[1]")]),
         ({"content-type": "tensor/npz"}, [("q", b"query"), ("data", b"PK")]),
         ({}, [("only", b"first")]),
     )
-    assert batch_items(inputs) == [
+    assert _batch.request_items(payload(inputs)) == [
         ("application/json", "tensor/npz", b"[1]"),
         ("tensor/npz", "", b"PK"),  # the data item, not the query item before it
         ("", "", b"first"),
     ]
     single = Input({"CONTENT-TYPE": "tensor/npz", "accept": "x"}, PairList([("data", b"d")]))
-    assert batch_items(single) == [("tensor/npz", "x", b"d")]
+    assert _batch.request_items(payload(single)) == [("tensor/npz", "x", b"d")]
+    # Keys of another request's number, or not of the batch convention, are not read.
+    odd = Input({"batch_size": "1", "batch_007.content-type": "tensor/npz", "accept": "x"},
+                PairList([("batch_000.data", b"d"), ("batch_009.data", b"e"), ("data", b"f")]))
+    assert _batch.request_items(payload(odd)) == [("", "", b"d")]
+
+
+@pytest.mark.parametrize("cut", [1, 5, 17, 40])
+def test_a_truncated_request_frame_is_a_frame_error(cut: int) -> None:
+    inputs = batch(({"content-type": "application/json"}, [("data", b"[1, 2, 3]")]))
+    whole = payload(inputs)
+    with pytest.raises(FrameError):
+        _batch.request_items(whole[:len(whole) - cut])
+
+
+def test_the_direct_results_frame_equals_the_generic_one(tmp_path: Path) -> None:
+    e = engine(tmp_path, Double())
+    request = batch(
+        ({"content-type": "application/json"}, [("data", b"[1.5, 2.5]")]),
+        ({"content-type": "application/json", "accept": "tensor/npz"}, [("data", b"[4]")]),
+    )
+    direct = e.answer_frame(payload(request), 1 << 20, 1 << 24)
+    generic = results_frame(e.invoke(request), 1 << 20, 1 << 24)
+    assert direct == generic
+    assert direct[4] == _batch.RESULTS
+
+
+def test_an_answer_over_the_item_limit_fails_only_its_request(tmp_path: Path) -> None:
+    e = engine(tmp_path, Double())
+    request = batch(
+        ({"content-type": "application/json"}, [("data", b"[1]")]),
+        ({"content-type": "application/json"}, [("data", json.dumps([1.0] * 50).encode())]),
+    )
+    decoder = _batch.FrameDecoder()
+    decoder.feed(e.answer_frame(payload(request), 100, 1 << 24))
+    kind, body = next(decoder)
+    (k0, p0), (k1, p1) = _batch.decode_results(body)
+    assert k0 == _batch.RESPONSE
+    assert json.loads(bytes(_batch.decode_response(p0)[4][0])) == {"predictions": [2.0]}
+    assert k1 == _batch.ERROR and _batch.decode_error(p1)[0] == ERROR_OUTPUT
 
 
 class Double(torch.nn.Module):
