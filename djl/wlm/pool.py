@@ -23,7 +23,7 @@ from __future__ import annotations
 import datetime
 import logging
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from functools import partial
 from typing import Any
@@ -31,12 +31,13 @@ from typing import Any
 import trio
 
 from djl import _batch
-from djl.config import MIB, ModelConfig, parse_int
+from djl.config import MIB, RAY_DEVICE, ModelConfig, parse_int
 from djl.errors import (
     BadRequest,
     DjlError,
     IllegalArgument,
     ModelLoadError,
+    RayPlacement,
     WlmError,
     WlmShutdown,
     exception_leaves,
@@ -45,6 +46,7 @@ from djl.io import Input
 from djl.metrics import ModelMetrics
 from djl.status import ModelStatus
 from djl.wlm.devices import Device
+from djl.wlm.launch import LOCAL, Launcher
 from djl.wlm.worker import ExitReason, Worker, WorkerCommand, WorkerState
 
 log = logging.getLogger("djl.wlm")
@@ -110,6 +112,8 @@ class WorkerStatistics:
     requests: int
     #: Resident memory now; None unless asked for (``statistics(rss=True)``) or gone.
     rss_bytes: int | None
+    #: Where it runs when not on this host: its Ray node and actor (issue 12).
+    node: dict[str, str] | None = None
 
     @property
     def alive(self) -> bool:
@@ -171,8 +175,12 @@ class WorkerPool:
         fail_fast: bool = False,
         health_check_override: bool = False,
         metrics: ModelMetrics | None = None,
+        launchers: Mapping[str, Launcher] | None = None,
     ) -> None:
         self.model_id = model_id
+        #: Device type → how its workers start (a Ray placement's RayLauncher); a local
+        #: process for every other type.
+        self.launchers = dict(launchers or {})
         self.version = version
         self.config = config
         self.command = command
@@ -253,6 +261,8 @@ class WorkerPool:
         finally:
             self._closing = True
             self.queue.fail_all(WlmError.shutting_down())
+            for launcher in self.launchers.values():
+                launcher.close()
             self.closed.set()
 
     async def aclose(self, grace_s: float = 0.0) -> None:
@@ -478,6 +488,9 @@ class WorkerPool:
     async def _scale(self, min_workers: int | None, max_workers: int | None,
                      device: Device | None) -> None:
         if device is not None and device not in self.groups:
+            if (device.device_type == RAY_DEVICE) != (RAY_DEVICE in self.launchers):
+                # A placement is chosen at registration, with the files it needs shipped.
+                raise RayPlacement.mixed()
             lo, hi = self.config.workers_for(device.device_type)
             self.groups[device] = WorkerGroup(device, lo, hi, [])
         targets = [self.groups[device]] if device is not None else list(self.groups.values())
@@ -599,7 +612,8 @@ class WorkerPool:
         started = False
         restarts = 0
         while True:
-            worker = Worker(self, group.device, permanent=permanent)
+            worker = Worker(self, group.device, permanent=permanent,
+                            launcher=self.launchers.get(group.device.device_type, LOCAL))
             born = trio.current_time()
             group.purge(born)
             group.workers.append(worker)
@@ -711,7 +725,7 @@ def _worker_statistics(worker: Worker, rss: bool) -> WorkerStatistics:
         state = "RETIRING"
     return WorkerStatistics(
         worker.id, worker.start_time, state, worker.pid, worker.requests,
-        worker.rss_bytes() if rss and worker.running else None,
+        worker.rss_bytes() if rss and worker.running else None, worker.node,
     )
 
 

@@ -29,7 +29,7 @@ import pytest
 import trio
 from serving import MODELS, Server, model_url, register, running_server
 
-from djl.wlm import worker as worker_module
+from djl.wlm import launch as launch_module
 
 #: Generous ceiling for anything that should take a moment (process start, replacement).
 PATIENCE_S = 30.0
@@ -724,7 +724,7 @@ async def test_a_worker_that_cannot_be_spawned_is_a_clean_load_failure(tmp_path,
         assert "/nonexistent/python" in message
 
         with monkeypatch.context() as patch:
-            patch.setattr(worker_module, "socket", _NoFileDescriptors())
+            patch.setattr(launch_module, "socket", _NoFileDescriptors())
             message = await refused("nofds", model_url("behave"))
         assert message == (
             f"Cannot start the worker process: [Errno {errno.EMFILE}] "
