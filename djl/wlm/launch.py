@@ -19,6 +19,7 @@ import os
 import signal
 import socket
 import subprocess
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Protocol
 
 import trio
@@ -54,9 +55,11 @@ class WorkerProcess(Protocol):
         """Its exit status once known."""
         ...
 
-    def supervise(self, nursery: trio.Nursery) -> None:
+    def supervise(self, nursery: trio.Nursery, died: Callable[[], None]) -> None:
         """Start what watches it (log forwarders, a death watch) in the Worker's nursery;
-        they may outlive the serving, so the last lines of a crash still reach the log."""
+        they may outlive the serving, so the last lines of a crash still reach the log.
+        ``died``: to call when it is seen dead other than through the stream (with
+        ``death`` set); a local process is seen dead through its socket alone."""
         ...
 
     async def wait(self) -> None:
@@ -143,7 +146,7 @@ class LocalProcess:
     def returncode(self) -> int | None:
         return self._process.returncode
 
-    def supervise(self, nursery: trio.Nursery) -> None:
+    def supervise(self, nursery: trio.Nursery, died: Callable[[], None]) -> None:
         nursery.start_soon(self._forward_logs, self._process.stdout, logging.INFO)
         nursery.start_soon(self._forward_logs, self._process.stderr, logging.WARNING)
 

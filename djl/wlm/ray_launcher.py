@@ -286,14 +286,15 @@ class RayProcess:
     def returncode(self) -> int | None:
         return self._returncode
 
-    def supervise(self, nursery: trio.Nursery) -> None:
-        nursery.start_soon(self._watch)
+    def supervise(self, nursery: trio.Nursery, died: Callable[[], None]) -> None:
+        nursery.start_soon(self._watch, died)
 
-    async def _watch(self) -> None:
+    async def _watch(self, died: Callable[[], None]) -> None:
         await self._ended.wait()
         if self.death is not None:
-            # The connection would only drop once TCP gives up on a node that vanished.
-            await self.stream.aclose()
+            # An idle worker reads nothing, and a connection to a node that vanished drops
+            # only once TCP gives up: Ray's word ends the worker now.
+            died()
 
     async def wait(self) -> None:
         await self._ended.wait()

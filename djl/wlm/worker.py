@@ -235,6 +235,8 @@ class Worker:
         #: Moving average of seconds per batch in the process; unknown until measured.
         self._service_s = math.inf
         self._cancel_scope = trio.CancelScope()
+        #: Around loading and serving: the launcher cancels it when the process died.
+        self._serving = trio.CancelScope()
 
     @property
     def running(self) -> bool:
@@ -288,16 +290,25 @@ class Worker:
                 # The log forwarders outlive the serving below, so the last lines a
                 # crashing process writes (its traceback) still reach the log.
                 async with trio.open_nursery() as logs:
-                    process.supervise(logs)
+                    process.supervise(logs, self._serving.cancel)
                     # Failures are caught inside the nursery body: trio would wrap them in
                     # an ExceptionGroup on the way out.
                     try:
-                        await self._initialise(stream, decoder, process)
-                        self.state = WorkerState.IDLE
-                        self.last_active = trio.current_time()
-                        task_status.started()
-                        self.source.worker_ready(self)
-                        await self._serve(stream, decoder)
+                        # Cancelled when the launcher sees the process die by other means
+                        # than the stream (a Ray actor's death): even an idle worker, which
+                        # reads nothing, then ends at once and is replaced.
+                        with self._serving:
+                            await self._initialise(stream, decoder, process)
+                            self.state = WorkerState.IDLE
+                            self.last_active = trio.current_time()
+                            task_status.started()
+                            self.source.worker_ready(self)
+                            await self._serve(stream, decoder)
+                        if self._serving.cancelled_caught:
+                            death = process.death or "the worker process died"
+                            if self.state is WorkerState.STARTING:
+                                raise ModelLoadError(f"Failed to initialize model: {death}")
+                            raise WorkerDied(death)
                     except (ModelLoadError, WorkerDied, FrameError, trio.BrokenResourceError,
                             trio.ClosedResourceError) as exc:
                         failure = exc
