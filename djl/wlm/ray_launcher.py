@@ -180,7 +180,12 @@ class RayLauncher:
         listener = trio.socket.socket(family, socket.SOCK_STREAM)
         actor = None
         try:
-            await listener.bind((self.callback_host, 0))
+            try:
+                await listener.bind((self.callback_host, 0))
+            except OSError as exc:
+                raise ModelLoadError(f"Cannot listen on ray_callback_host "
+                                     f"{self.callback_host} for the worker to dial back: "
+                                     f"{exc}") from None
             listener.listen(4)
             port = listener.getsockname()[1]
             secret = secrets.token_hex(16)

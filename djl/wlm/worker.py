@@ -284,6 +284,10 @@ class Worker:
                 except ModelLoadError as exc:
                     failure = exc
                     raise
+                except Exception as exc:  # a launcher's bug: this worker fails to load
+                    log.exception("worker %s could not be started", self.label)
+                    failure = ModelLoadError(f"Cannot start the worker: {exc}")
+                    raise failure from None
                 self.pid, self.node = process.pid, process.node
                 stream = process.stream
                 decoder = _batch.FrameDecoder(max_frame=self.max_frame())
