@@ -435,6 +435,9 @@ def describe_model(model: Model, startup_names: list[str]) -> dict[str, Any]:
         "workerGroups": groups,
         # Ours (issue 11.7): workers replaced on reaching max_worker_requests/_rss_mb.
         "recycledWorkers": stats.recycles,
+        # Ours (issue 12): why its latest worker died or failed to load, e.g. no Ray node
+        # can place it any more; what a FAILED model has to say for itself.
+        **({"lastWorkerFailure": stats.last_failure} if stats.last_failure else {}),
     }
 
 

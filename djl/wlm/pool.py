@@ -141,6 +141,8 @@ class PoolStatistics:
     running_workers: int
     idle_workers: int
     failures: int
+    #: Why the latest worker death or failed load happened (None: none yet).
+    last_failure: str | None
     batches: int
     jobs: int
     #: Workers started to replace one that died or failed to load.
@@ -192,6 +194,8 @@ class WorkerPool:
         self.status = ModelStatus.PENDING
         #: Worker deaths (crash, timeout, failed reload) since registration (spec §6.9).
         self.failures = 0
+        #: Why the latest of them happened: what describe shows of a FAILED model.
+        self.last_failure: str | None = None
         self.fail_fast = fail_fast
         self.health_check_override = health_check_override
         #: Workers parked in next_batch wait here; every put wakes one.
@@ -645,6 +649,7 @@ class WorkerPool:
                         return
             if worker.exit_reason not in (ExitReason.DIED, ExitReason.LOAD_FAILED):
                 return
+            self.last_failure = worker.failure
             if not self._record_failure():
                 return
             if not permanent or len(group.permanent()) >= group.min_workers:
@@ -711,6 +716,7 @@ class WorkerPool:
             running_workers=len(self.running_workers()),
             idle_workers=self._idle,
             failures=self.failures,
+            last_failure=self.last_failure,
             batches=self._batches,
             jobs=self._jobs,
             restarts=self.restarts,

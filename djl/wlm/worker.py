@@ -216,6 +216,8 @@ class Worker:
         #: Set by the pool to ask this worker to stop after its current batch.
         self.retiring = False
         self.exit_reason: ExitReason | None = None
+        #: Why it died or failed to load (None: it ended normally, or has not ended).
+        self.failure: str | None = None
         self.stopped_at: float | None = None
         #: trio.current_time() of the last finished batch (or start): idle scale-down.
         self.last_active = trio.current_time()
@@ -343,6 +345,9 @@ class Worker:
 
     def _end(self, failure: BaseException | None) -> None:
         """Record how the worker ended and answer every job it still holds."""
+        if failure is not None:
+            self.failure = getattr(failure, "message", None) or str(failure) or type(
+                failure).__name__
         if isinstance(failure, ModelLoadError):
             self.exit_reason = ExitReason.LOAD_FAILED
         elif failure is not None:

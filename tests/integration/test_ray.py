@@ -429,6 +429,11 @@ async def test_the_second_node_stopped(cluster, tmp_path):
                 if r.json()[0]["models"][0]["status"] == "FAILED":
                     break
                 await trio.sleep(0.2)
+        # Describe says why: no node has what its workers need any more.
+        assert r.json()[0]["models"][0]["lastWorkerFailure"] == (
+            'No Ray node placed a worker needing {"CPU": 1.0, "node2": 1.0} within 3s '
+            "(ray_placement_timeout): the cluster lacks those resources, or the node that "
+            "had them is gone")
         r = await c.post("/predictions/pinned", files={"data": b"x"})
         assert r.status_code == 503, r.text
         assert json.loads((await c.get("/ping")).text)["pinned"] == {"status": "FAILED"}

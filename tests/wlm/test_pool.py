@@ -329,6 +329,7 @@ class SimWorker:
     def __init__(self, pool, device, *, permanent: bool, launcher=None) -> None:
         self.id = next(_sim_ids)
         self.node = None
+        self.failure = None
         self.pool = pool
         self.device = device
         self.permanent = permanent
