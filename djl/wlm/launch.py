@@ -87,29 +87,30 @@ class LocalLauncher:
 
     async def start(self, worker: Worker) -> LocalProcess:
         command = worker.source.command
-        channel: socket.socket | None = None
         try:
             # Out of file descriptors (EMFILE) lands here too: a load failure of this
             # worker, never an error that escapes the pool.
             channel, child = socket.socketpair()
-            try:
-                process = await trio.lowlevel.open_process(
-                    command.argv(child.fileno(), worker.device.device_id,
-                                 worker.max_frame()),
-                    pass_fds=(child.fileno(),),
-                    stdin=subprocess.DEVNULL,
-                    stdout=-1,
-                    stderr=-1,
-                    cwd=str(command.model_dir),
-                    env=_environment(worker),
-                    start_new_session=True,
-                )
-            finally:
-                child.close()
-        except OSError as exc:  # no fds, or option.pythonExecutable missing
-            if channel is not None:
-                channel.close()
+        except OSError as exc:
             raise ModelLoadError(f"Cannot start the worker process: {exc}") from None
+        try:
+            process = await trio.lowlevel.open_process(
+                command.argv(child.fileno(), worker.device.device_id, worker.max_frame()),
+                pass_fds=(child.fileno(),),
+                stdin=subprocess.DEVNULL,
+                stdout=-1,
+                stderr=-1,
+                cwd=str(command.model_dir),
+                env=_environment(worker),
+                start_new_session=True,
+            )
+        except BaseException as exc:
+            channel.close()
+            if isinstance(exc, OSError):  # option.pythonExecutable missing, no fds
+                raise ModelLoadError(f"Cannot start the worker process: {exc}") from None
+            raise
+        finally:
+            child.close()
         return LocalProcess(worker, process,
                             trio.SocketStream(trio.socket.from_stdlib_socket(channel)))
 

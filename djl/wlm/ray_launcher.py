@@ -110,15 +110,34 @@ def _connect(address: str, timeout_s: float) -> None:
 
 def pack_model_dir(model_dir: Path, max_bytes: int) -> bytes:
     """The prepared model directory as one uncompressed tar (weights hardly compress),
-    refused (413) past ``archive_max_bytes`` before a node would refuse it."""
-    total = sum(p.stat().st_size for p in model_dir.rglob("*") if p.is_file())
-    if total > max_bytes:
-        raise SourceError(f"The model directory ({total} bytes) exceeds archive_max_bytes "
-                          f"({max_bytes}): it cannot be shipped to a Ray node", status=413)
+    refused (413) past ``archive_max_bytes`` before a node would refuse it.
+
+    Symlinks are packed as what they point at: a local worker reads through them (a
+    Hugging Face snapshot is links into its blob store), and a link leaving the folder
+    would be refused by the node's extraction. A directory seen twice (a link loop) is
+    packed once.
+    """
     buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w") as tar:
-        for entry in sorted(model_dir.iterdir()):
-            tar.add(entry, arcname=entry.name, recursive=True)
+    total = 0
+    seen: set[str] = set()
+    with tarfile.open(fileobj=buffer, mode="w", dereference=True) as tar:
+        for root, dirs, files in os.walk(model_dir, followlinks=True):
+            real = os.path.realpath(root)
+            if real in seen:
+                dirs[:] = []
+                continue
+            seen.add(real)
+            dirs.sort()
+            for name in sorted(files):
+                path = os.path.join(root, name)
+                if not os.path.isfile(path):
+                    continue  # a dangling link, a fifo: nothing a model can load
+                total += os.path.getsize(path)
+                if total > max_bytes:
+                    raise SourceError(
+                        f"The model directory exceeds archive_max_bytes ({max_bytes}): it "
+                        "cannot be shipped to a Ray node", status=413)
+                tar.add(path, arcname=os.path.relpath(path, model_dir), recursive=False)
     return buffer.getvalue()
 
 
@@ -313,6 +332,7 @@ class RayProcess:
             with trio.move_on_after(STOP_GRACE_S):
                 await self._ended.wait()
         await _kill(self._actor, self._timeout_s)
+        self._ended.set()  # nothing left to watch: the death watch ends with the worker
 
 
 async def _accept(listener: trio.socket.SocketType, secret: str) -> trio.SocketStream:
@@ -343,7 +363,7 @@ async def _kill(actor: Any, timeout_s: float) -> None:
         except trio.TooSlowError:
             log.error("ray.kill of actor %s took over %gs", actor, timeout_s)
         except Exception as exc:  # noqa: BLE001 — already dead, or the cluster is gone
-            log.debug("ray.kill: %s", exc)
+            log.debug("ray.kill: %r", exc)
 
 
 def _first_line(exc: BaseException) -> str:

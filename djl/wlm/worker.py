@@ -231,8 +231,9 @@ class Worker:
         self.node: dict[str, str] | None = None
         #: Requests answered (a job of a batch answered, with a result or an error).
         self.requests = 0
-        #: True once the process has been reaped. Until then the worker occupies a slot
-        #: of its group's max_workers even when STOPPED (see WorkerGroup.occupied).
+        #: True once the process has been reaped and its logs drained. Until then the
+        #: worker occupies a slot of its group's max_workers even when STOPPED (see
+        #: WorkerGroup.occupied).
         self.process_gone = False
         #: Moving average of seconds per batch in the process; unknown until measured.
         self._service_s = math.inf
@@ -279,6 +280,7 @@ class Worker:
         """
         process: WorkerProcess | None = None
         failure: BaseException | None = None
+        stopped = False
         try:
             with self._cancel_scope:
                 try:
@@ -327,15 +329,19 @@ class Worker:
                         self._end(failure)
                         with trio.CancelScope(shield=True):
                             await process.stop(kill=self._broken)
-                        self.process_gone = True
+                        stopped = True
                         logs.cancel_scope.deadline = trio.current_time() + LOG_DRAIN_S
         finally:
-            if not self.process_gone:  # the start itself failed or was cancelled
+            if not stopped:  # the start itself failed or was cancelled
                 self._end(failure)
                 if process is not None:
                     with trio.CancelScope(shield=True):
                         await process.stop(kill=True)
-                self.process_gone = True
+            # The slot is freed only here, with no checkpoint left before the pool decides
+            # on a restart (WorkerPool._run_slot): freed while the log forwarders drained,
+            # it let a queued request start a scale-up beside the restart — one worker
+            # over max_workers.
+            self.process_gone = True
         if isinstance(failure, ModelLoadError):
             raise failure
 

@@ -126,6 +126,28 @@ def test_a_server_of_local_models_never_imports_ray():
     assert out.stdout.strip() == "False"
 
 
+def test_the_shipped_model_holds_what_links_point_at_and_each_folder_once(tmp_path):
+    """A model folder of symlinks (a Hugging Face snapshot) ships their content; a link
+    loop does not make the packing run forever."""
+    _skip_without_ray()
+    import io
+    import tarfile
+
+    from djl.wlm.ray_launcher import pack_model_dir
+
+    (tmp_path / "blobs").mkdir()
+    (tmp_path / "blobs" / "abc").write_bytes(b"weights")
+    model = tmp_path / "model"
+    (model / "sub").mkdir(parents=True)
+    (model / "model.py").write_text("x = 1\n")
+    (model / "weights.bin").symlink_to(tmp_path / "blobs" / "abc")
+    (model / "sub" / "loop").symlink_to(model)
+    (model / "gone").symlink_to(tmp_path / "nothing")
+    with tarfile.open(fileobj=io.BytesIO(pack_model_dir(model, 1000))) as tar:
+        packed = {m.name: tar.extractfile(m).read() for m in tar.getmembers()}
+    assert packed == {"model.py": b"x = 1\n", "weights.bin": b"weights"}
+
+
 # -- on the cluster ----------------------------------------------------------------------------
 
 
@@ -353,6 +375,8 @@ async def test_a_prediction_timeout_on_ray_replaces_the_actor(cluster, tmp_path)
         with trio.fail_after(10):  # ray.kill's word reaches the GCS a moment later
             while len(live_actors()) != 1:
                 await trio.sleep(0.1)
+        # One worker, as configured: no scale-up slipped in beside the restart.
+        assert len(await ready_nodes(server, "slow")) == 1
 
 
 async def test_a_dial_back_without_the_secret_is_dropped(cluster):
