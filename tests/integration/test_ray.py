@@ -122,7 +122,7 @@ def test_a_server_of_local_models_never_imports_ray():
     script = ("import sys, djl.__main__, djl.registry, djl.prepare, djl.wlm.pool; "
               "print('ray' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
-                         check=True, env={**os.environ, "PYTHONPATH": os.getcwd()})
+                         check=True, env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[2])})
     assert out.stdout.strip() == "False"
 
 
