@@ -121,8 +121,9 @@ async def test_a_ray_placement_without_ray_address_is_a_400(tmp_path):
 def test_a_server_of_local_models_never_imports_ray():
     script = ("import sys, djl.__main__, djl.registry, djl.prepare, djl.wlm.pool; "
               "print('ray' in sys.modules)")
+    checkout = str(Path(__file__).parents[2])
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
-                         check=True, env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[2])})
+                         check=True, env={**os.environ, "PYTHONPATH": checkout})
     assert out.stdout.strip() == "False"
 
 
