@@ -16,7 +16,7 @@ install: $(VENV)/.installed examples/mlp/model.pt
 $(VENV)/.installed: pyproject.toml setup.py constraints.txt djl/_batch.pyx djl/_tensor.pxi
 	test -d $(VENV) || $(PY) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
-	$(PIP) install -q -c constraints.txt -e '.[test,torch]'
+	$(PIP) install -q -c constraints.txt -e '.[test,torch,ray]'
 	$(BIN)/python -c "import djl._batch"
 	touch $@
 

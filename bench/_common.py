@@ -672,6 +672,19 @@ async def _python_conn(host: str, port: int, request: bytes, deadline: float,
 # -- output ---------------------------------------------------------------------------------
 
 
+def import_ray() -> Any:
+    """``ray``, the package: a script in bench/ has bench/ first on sys.path, where
+    bench/ray.py would shadow it."""
+    saved = list(sys.path)
+    sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != BENCH_DIR]
+    try:
+        import ray
+        import ray.cluster_utils  # noqa: F401 — the Cluster the Ray benches start
+    finally:
+        sys.path[:] = saved
+    return ray
+
+
 def write_results(name: str, data: dict[str, Any]) -> Path:
     RESULTS_DIR.mkdir(exist_ok=True)
     path = RESULTS_DIR / name

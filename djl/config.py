@@ -11,6 +11,8 @@ parameters (spec §4.6). Both are frozen; nothing else reads a setting from ``os
 from __future__ import annotations
 
 import ipaddress
+import json
+import math
 import os
 import re
 from collections.abc import Mapping
@@ -18,7 +20,7 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
-from djl.errors import BadRequest, IllegalArgument
+from djl.errors import BadRequest, IllegalArgument, RayPlacement
 from djl.properties import read_properties
 
 MIB = 1024 * 1024
@@ -256,6 +258,19 @@ class ServerConfig:
     #: ``SERVING_PROMETHEUS``: collect metrics and serve them on ``/server/metrics``.
     prometheus: bool = False
     python_executable: str = ""
+    #: ``SERVING_RAY_ADDRESS``: the Ray cluster models placed with ``load_on_devices=ray``
+    #: run their workers on (issue 12): ``auto`` (``RAY_ADDRESS`` or the cluster started on
+    #: this host) or the GCS ``host:port``. Empty: no Ray; such a placement is a 400.
+    ray_address: str = ""
+    #: The address a worker's actor dials back to (an address of this host the Ray nodes
+    #: can reach). Empty: this node's IP as Ray sees it (``ray.util.get_node_ip_address``).
+    ray_callback_host: str = ""
+    #: Longest the server waits to connect to the cluster (``ray.init``), or for one of its
+    #: state or kill calls; past it the registration fails.
+    ray_connect_timeout_s: float = 30 * SECONDS
+    #: Longest a worker's actor may wait for a node with its resources, receive the model
+    #: files and dial back; past it that worker fails to load (retry_threshold applies).
+    ray_placement_timeout_s: float = 60 * SECONDS
     #: A declared request body that pauses this long is answered 408 and its connection
     #: closed (on Quart's routes, the whole body must arrive within it).
     request_body_timeout_s: float = 60 * SECONDS
@@ -298,6 +313,8 @@ _KEY_ALIASES = {
     "request_body_timeout": "request_body_timeout_s",
     "request_head_timeout": "request_head_timeout_s",
     "async_result_ttl": "async_result_ttl_s",
+    "ray_connect_timeout": "ray_connect_timeout_s",
+    "ray_placement_timeout": "ray_placement_timeout_s",
 }
 _FIELDS = {f.name: f for f in fields(ServerConfig)}
 
@@ -664,3 +681,64 @@ def build_model_config(
             options.get("worker_rss_check_interval"), WORKER_RSS_CHECK_INTERVAL_S
         ),
     )
+
+
+# -- Ray placement (issue 12) ------------------------------------------------------------------
+
+#: The ``load_on_devices`` / ``device`` value that places a model's workers on Ray.
+RAY_DEVICE = "ray"
+#: CPUs a worker's actor asks Ray for unless ``option.ray_num_cpus`` says otherwise: one
+#: worker is one busy Python process.
+RAY_NUM_CPUS = 1.0
+
+
+@dataclass(frozen=True)
+class RayResources:
+    """What each Ray-placed worker asks its node for (``option.ray_*`` of the model).
+
+    ``option.ray_num_cpus`` (default 1), ``option.ray_num_gpus`` (default 0) and
+    ``option.ray_resources``, a JSON object of custom resources, ``{"node2": 1}``: the
+    worker runs only on a node that has them (``ray start --resources``).
+    """
+
+    num_cpus: float = RAY_NUM_CPUS
+    num_gpus: float = 0.0
+    custom: Mapping[str, float] = field(default_factory=dict)
+
+    @classmethod
+    def from_options(cls, options: Mapping[str, str]) -> RayResources:
+        """Raise RayPlacement (400) naming the option that is not a valid amount."""
+
+        def amount(key: str, default: float) -> float:
+            value = options.get(key)
+            if value is None or str(value).strip() == "":
+                return default
+            try:
+                number = float(value)
+            except ValueError:
+                number = -1.0
+            if not math.isfinite(number) or number < 0:
+                raise RayPlacement.bad_option(key, str(value), "a number >= 0")
+            return number
+
+        custom: dict[str, float] = {}
+        text = options.get("ray_resources")
+        if text is not None and str(text).strip():
+            expected = 'a JSON object of resource amounts, e.g. {"node2": 1}'
+            try:
+                parsed = json.loads(text)
+            except ValueError:
+                raise RayPlacement.bad_option("ray_resources", str(text), expected) from None
+            if not isinstance(parsed, dict):
+                raise RayPlacement.bad_option("ray_resources", str(text), expected)
+            for name, value in parsed.items():
+                good = (isinstance(value, int | float) and not isinstance(value, bool)
+                        and math.isfinite(value) and value >= 0)
+                if not name or not good or name in ("CPU", "GPU"):
+                    raise RayPlacement.bad_option("ray_resources", str(text), expected)
+                custom[str(name)] = float(value)
+        return cls(amount("ray_num_cpus", RAY_NUM_CPUS), amount("ray_num_gpus", 0.0), custom)
+
+    def __str__(self) -> str:
+        parts = {"CPU": self.num_cpus, "GPU": self.num_gpus, **self.custom}
+        return json.dumps({k: v for k, v in parts.items() if v})

@@ -54,6 +54,24 @@ class BadRequest(DjlError):
                    "to enable prometheus metrics")
 
 
+class RayPlacement(BadRequest):
+    """A model placed on Ray (``load_on_devices=ray``) that cannot be (issue 12)."""
+
+    @classmethod
+    def not_configured(cls) -> RayPlacement:
+        return cls("load_on_devices=ray needs a Ray cluster: set ray_address (config.properties) "
+                   "or SERVING_RAY_ADDRESS to auto or host:port")
+
+    @classmethod
+    def bad_option(cls, key: str, value: str, expected: str) -> RayPlacement:
+        return cls(f"Invalid option.{key} {value!r}: expected {expected}")
+
+    @classmethod
+    def mixed(cls) -> RayPlacement:
+        return cls("A model is placed either on Ray (load_on_devices=ray) or on local devices, "
+                   "not both")
+
+
 class IllegalArgument(BadRequest):
     """Malformed parameter values (Java's IllegalArgumentException). The spec's [REC] is 400."""
 
@@ -217,6 +235,18 @@ class ModelLoadError(DjlError):
     def out_of_memory(cls) -> ModelLoadError:
         """The worker ran out of memory while loading (507, as DJL answers)."""
         return cls("OOM", status=OutOfMemory.status)
+
+    @classmethod
+    def ray_unreachable(cls, address: str, detail: str) -> ModelLoadError:
+        """The Ray cluster named by ``ray_address`` could not be reached (issue 12)."""
+        return cls(f"Cannot reach the Ray cluster at {address}: {detail}", status=503)
+
+    @classmethod
+    def ray_placement(cls, resources: str, timeout_s: float) -> ModelLoadError:
+        """No Ray node took a worker's actor in time (issue 12)."""
+        return cls(f"No Ray node placed a worker needing {resources} within "
+                   f"{timeout_s:g}s (ray_placement_timeout): the cluster lacks those "
+                   "resources, or the node that had them is gone")
 
 
 # -- mapping B: inference failures -----------------------------------------------------------

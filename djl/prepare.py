@@ -18,14 +18,16 @@ from pathlib import Path
 
 from djl import store
 from djl.config import (
+    RAY_DEVICE,
     RESERVED_MEMORY_MB,
     ModelConfig,
+    RayResources,
     RegisterParams,
     ServerConfig,
     build_model_config,
     parse_int,
 )
-from djl.errors import BadRequest, ModelLoadError, OutOfMemory
+from djl.errors import BadRequest, ModelLoadError, OutOfMemory, RayPlacement
 from djl.properties import read_properties
 from djl.wlm.devices import Device, resolve_devices
 from djl.wlm.worker import WorkerCommand
@@ -33,8 +35,9 @@ from djl.wlm.worker import WorkerCommand
 #: Engine names a model may have (spec §4.4), mapped to the runtime engine that serves it.
 #: ``MPI`` is the Python engine in MPI mode; any other name is refused with DJL's 400.
 RUNTIME_ENGINES = {"Python": "Python", "MPI": "Python", "PyTorch": "PyTorch"}
-#: Device types the PyTorch engine can map to a torch device (cpu, cuda:N).
-TORCH_DEVICE_TYPES = ("cpu", "gpu")
+#: Device types the PyTorch engine can map to a torch device (cpu, cuda:N; a Ray worker is
+#: either, by its option.ray_num_gpus).
+TORCH_DEVICE_TYPES = ("cpu", "gpu", RAY_DEVICE)
 #: How the PyTorch engine batches (the ``batchifier`` key DJL uses); ``stack`` is our
 #: default, where DJL's is ``none``: see torch_engine.py.
 BATCHIFIERS = ("stack", "none")
@@ -50,8 +53,11 @@ class PreparedModel:
     command: WorkerCommand
     devices: tuple[Device, ...]
     #: True when the model's ``requirements.txt`` must be installed before its first worker
-    #: (Python engines only: a TorchScript file imports nothing).
+    #: (Python engines only: a TorchScript file imports nothing; never for a Ray placement:
+    #: the nodes' Python is not this one).
     install_requirements: bool
+    #: Set when the workers run on Ray (load_on_devices=ray): what each one asks for.
+    ray: RayResources | None = None
 
 
 def prepare_model(
@@ -82,6 +88,7 @@ def prepare_model(
     check_memory(config)
     devices = tuple(resolve_devices(config.load_on_devices,
                                     visible_devices=server.cuda_visible_devices))
+    ray = ray_placement(server, config, devices)
     threads = 0
     if runtime == "PyTorch":
         unsupported = [str(d) for d in devices if d.device_type not in TORCH_DEVICE_TYPES]
@@ -90,6 +97,8 @@ def prepare_model(
                 f"The PyTorch engine runs on cpu and gpu<N> devices, not {', '.join(unsupported)}"
             )
         threads = intra_op_threads(config, server, devices, cores)
+        if ray is not None and not config.options.get("num_threads"):
+            threads = max(1, int(ray.num_cpus))  # the CPUs Ray gave the worker, not ours
         batchifier = str(config.arguments.get("batchifier") or "stack").lower()
         if batchifier not in BATCHIFIERS:
             raise BadRequest(f"Unknown batchifier {batchifier}: use stack or none")
@@ -111,7 +120,21 @@ def prepare_model(
         engine=runtime,
         num_threads=threads,
     )
-    return PreparedModel(config, engine, command, devices, install_requirements=runtime == "Python")
+    return PreparedModel(config, engine, command, devices,
+                         install_requirements=runtime == "Python" and ray is None, ray=ray)
+
+
+def ray_placement(server: ServerConfig, config: ModelConfig, devices: tuple[Device, ...]
+                  ) -> RayResources | None:
+    """The resources of each Ray worker when the model is placed on Ray, else None; 400
+    without a ``ray_address``, for a mix of Ray and local devices, or a bad option."""
+    if not any(d.device_type == RAY_DEVICE for d in devices):
+        return None
+    if not server.ray_address:
+        raise RayPlacement.not_configured()
+    if len(devices) > 1:
+        raise RayPlacement.mixed()
+    return RayResources.from_options(config.options)
 
 
 def choose_engine(source: store.ModelSource, config: ModelConfig) -> str:

@@ -25,7 +25,13 @@ import trio
 from djl import store
 from djl.async_results import AsyncResults
 from djl.breaker import ErrorRateBreaker
-from djl.config import UNREGISTER_GRACE_S, ModelConfig, RegisterParams, ServerConfig
+from djl.config import (
+    RAY_DEVICE,
+    UNREGISTER_GRACE_S,
+    ModelConfig,
+    RegisterParams,
+    ServerConfig,
+)
 from djl.errors import (
     BadRequest,
     Conflict,
@@ -42,6 +48,7 @@ from djl.metrics import PoolView, ServerMetrics
 from djl.prepare import prepare_model
 from djl.status import ModelStatus
 from djl.wlm.devices import Device
+from djl.wlm.launch import Launcher
 from djl.wlm.pool import PoolStatistics, WorkerPool, first_error, priority_of
 from djl.wlm.requirements import install_requirements
 from djl.workflow.graph import execute
@@ -462,12 +469,20 @@ class ModelManager:
                 model.model_id, source.model_dir, prepared.command.python, self.config.offline,
                 prepared.config.model_loading_timeout_s,
             )
+        launchers: dict[str, Launcher] = {}
+        if prepared.ray is not None:
+            # Imported only here: a server without Ray placements never imports ray.
+            from djl.wlm.ray_launcher import RayLauncher, RayPlacementSettings
+
+            launchers[RAY_DEVICE] = await RayLauncher.open(
+                RayPlacementSettings.of(self.config), prepared.ray, source.model_dir)
         metrics = self.metrics
         pool = WorkerPool(
             model.model_id, model.version, prepared.config, prepared.command, prepared.devices,
             fail_fast=self.config.fail_fast,
             health_check_override=self.config.health_check_override,
             metrics=metrics.for_model(model.model_id, model.version) if metrics else None,
+            launchers=launchers,
         )
         try:
             await self.nursery.start(pool.run)

@@ -14,6 +14,7 @@ import trio
 from djl.config import (
     Address,
     ConfigError,
+    RayResources,
     RegisterParams,
     ServerConfig,
     build_model_config,
@@ -140,6 +141,38 @@ def test_overrides_sit_between_cli_and_env(home: Path) -> None:
 def test_timeouts_from_env(home: Path) -> None:
     config = load(home, env={"PREDICT_TIMEOUT": "30", "MODEL_LOADING_TIMEOUT": "600"})
     assert config.predict_timeout_s == 30 and config.model_loading_timeout_s == 600
+
+
+def test_ray_settings_from_file_keys_and_env(home: Path) -> None:
+    config = load(home, overrides={"ray_address": "10.0.0.5:6379", "ray_placement_timeout": "7",
+                                   "ray_connect_timeout": "3", "ray_callback_host": "10.0.0.9"})
+    assert (config.ray_address, config.ray_placement_timeout_s, config.ray_connect_timeout_s,
+            config.ray_callback_host) == ("10.0.0.5:6379", 7.0, 3.0, "10.0.0.9")
+    assert load(home, env={"SERVING_RAY_ADDRESS": "auto"}).ray_address == "auto"
+    assert load(home).ray_address == ""  # no Ray unless asked for
+
+
+def test_ray_resources_from_options() -> None:
+    assert RayResources.from_options({}) == RayResources(1.0, 0.0, {})
+    got = RayResources.from_options({"ray_num_cpus": "0.5", "ray_num_gpus": "1",
+                                     "ray_resources": '{"node2": 1, "accel": 0.25}'})
+    assert got == RayResources(0.5, 1.0, {"node2": 1.0, "accel": 0.25})
+    assert str(got) == '{"CPU": 0.5, "GPU": 1.0, "node2": 1.0, "accel": 0.25}'
+
+
+@pytest.mark.parametrize(("options", "named"), [
+    ({"ray_num_cpus": "-1"}, "option.ray_num_cpus '-1'"),
+    ({"ray_num_gpus": "nan"}, "option.ray_num_gpus 'nan'"),
+    ({"ray_resources": "[1]"}, "option.ray_resources '[1]'"),
+    ({"ray_resources": '{"node2": "one"}'}, "option.ray_resources"),
+    ({"ray_resources": '{"CPU": 2}'}, "option.ray_resources"),
+    ({"ray_resources": "{node2: 1}"}, "option.ray_resources"),
+])
+def test_bad_ray_resources_are_a_400_naming_the_option(options: dict[str, str],
+                                                       named: str) -> None:
+    with pytest.raises(BadRequest) as info:
+        RayResources.from_options(options)
+    assert info.value.status == 400 and named in info.value.message
 
 
 def test_serving_min_max_workers_are_kept_for_models_not_global(home: Path) -> None:

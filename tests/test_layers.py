@@ -40,3 +40,17 @@ def test_torch_is_imported_only_on_the_worker_side() -> None:
     users = sorted(str(p.relative_to(DJL.parent)) for p in DJL.rglob("*.py")
                    if any(n == "torch" or n.startswith("torch.") for n in imported(p)))
     assert users == ["djl/runtime/torch_engine.py", "djl/tensor_batch.py"]
+
+
+def test_ray_is_imported_only_by_the_ray_launcher() -> None:
+    """A server without Ray placements must not pay for (or need) ray: one module owns it,
+    and only the registry imports that one, inside the function that places a model."""
+    users = sorted(str(p.relative_to(DJL.parent)) for p in DJL.rglob("*.py")
+                   if any(n == "ray" or n.startswith("ray.") for n in imported(p)))
+    assert users == ["djl/wlm/ray_launcher.py"]
+    importers = sorted(str(p.relative_to(DJL.parent)) for p in DJL.rglob("*.py")
+                       if "djl.wlm.ray_launcher" in imported(p))
+    assert importers == ["djl/registry.py"]
+    top_level = {node.module for node in ast.parse((DJL / "registry.py").read_text()).body
+                 if isinstance(node, ast.ImportFrom)}
+    assert "djl.wlm.ray_launcher" not in top_level

@@ -393,6 +393,15 @@ def _iso(moment: datetime.datetime) -> str:
     )
 
 
+def _describe_worker(worker: Any) -> dict[str, Any]:
+    """A WorkerStatistics as describe lists it."""
+    entry: dict[str, Any] = {"id": worker.id, "startTime": _iso(worker.start_time),
+                             "status": "READY" if worker.alive else "UNLOADING"}
+    if worker.node is not None:  # ours (issue 12): the Ray node and actor of the worker
+        entry["node"] = dict(worker.node)
+    return entry
+
+
 def describe_model(model: Model, startup_names: list[str]) -> dict[str, Any]:
     """One element of a workflow's ``models`` array (spec §2.6), rendered from the frozen
     snapshot its pool makes (``WorkerPool.statistics``)."""
@@ -411,11 +420,7 @@ def describe_model(model: Model, startup_names: list[str]) -> dict[str, Any]:
                        "deviceId": group.device.device_id},
             "minWorkers": group.min_workers,
             "maxWorkers": group.max_workers,
-            "workers": [
-                {"id": w.id, "startTime": _iso(w.start_time),
-                 "status": "READY" if w.alive else "UNLOADING"}
-                for w in group.workers
-            ],
+            "workers": [_describe_worker(w) for w in group.workers],
         })
     return {
         "modelName": model.model_id,
@@ -430,6 +435,9 @@ def describe_model(model: Model, startup_names: list[str]) -> dict[str, Any]:
         "workerGroups": groups,
         # Ours (issue 11.7): workers replaced on reaching max_worker_requests/_rss_mb.
         "recycledWorkers": stats.recycles,
+        # Ours (issue 12): why its latest worker died or failed to load, e.g. no Ray node
+        # can place it any more; what a FAILED model has to say for itself.
+        **({"lastWorkerFailure": stats.last_failure} if stats.last_failure else {}),
     }
 
 

@@ -1,6 +1,9 @@
 """``python -m djl.runtime``: one worker process serving one model over a socket.
 
-The server creates a socketpair and hands this process its end as ``--fd``; stdout and
+The server creates a socketpair and hands this process its end as ``--fd``; or, for a
+worker on another node (a Ray actor, djl/wlm/ray_launcher.py), ``--connect host:port``
+dials the server, sends ``--secret`` and a newline first, then speaks the same frames
+(``run`` is that entry point for a caller that is already a Python process). stdout and
 stderr stay free for logs, which the server forwards line by line. ``--engine`` picks
 what serves the model: ``Python`` (a ``model.py`` handler, python_engine.py) or
 ``PyTorch`` (a TorchScript file, torch_engine.py, imported only then; the only path that
@@ -46,7 +49,13 @@ RECV_SIZE = 1 << 20
 
 def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m djl.runtime")
-    p.add_argument("--fd", type=int, required=True, help="inherited socket file descriptor")
+    channel = p.add_mutually_exclusive_group(required=True)
+    channel.add_argument("--fd", type=int, help="inherited socket file descriptor")
+    channel.add_argument("--connect", metavar="HOST:PORT",
+                         help="dial the server there instead (a worker on another node)")
+    p.add_argument("--secret", default="", help="with --connect: the worker's secret, sent first")
+    p.add_argument("--connect-timeout", type=float, default=30.0,
+                   help="with --connect: seconds to reach the server")
     p.add_argument("--model-dir", required=True)
     p.add_argument("--entry-point", required=True)
     p.add_argument("--device-id", default="-1")
@@ -162,6 +171,17 @@ def serve(sock: socket.socket, engine: PythonEngine | TorchEngine, max_item_byte
             _run_finalizers(output)
 
 
+def dial(address: str, secret: str, timeout_s: float) -> socket.socket:
+    """The channel of a worker that dials the server: connect, then the secret and a
+    newline, which tell the server which waiting worker this is (and that it is one)."""
+    host, _, port = address.rpartition(":")
+    sock = socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s)
+    sock.settimeout(None)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    sock.sendall(secret.encode("ascii") + b"\n")
+    return sock
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parse_args(argv)
     logging.basicConfig(
@@ -169,7 +189,10 @@ def main(argv: list[str] | None = None) -> int:
         format="%(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
-    sock = socket.socket(fileno=args.fd)
+    if args.connect:
+        sock = dial(args.connect, args.secret, args.connect_timeout)
+    else:
+        sock = socket.socket(fileno=args.fd)
     model_dir = Path(args.model_dir)
     os.chdir(model_dir)
     engine: PythonEngine | TorchEngine

@@ -23,7 +23,7 @@ from __future__ import annotations
 import datetime
 import logging
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from functools import partial
 from typing import Any
@@ -31,12 +31,13 @@ from typing import Any
 import trio
 
 from djl import _batch
-from djl.config import MIB, ModelConfig, parse_int
+from djl.config import MIB, RAY_DEVICE, ModelConfig, parse_int
 from djl.errors import (
     BadRequest,
     DjlError,
     IllegalArgument,
     ModelLoadError,
+    RayPlacement,
     WlmError,
     WlmShutdown,
     exception_leaves,
@@ -45,6 +46,7 @@ from djl.io import Input
 from djl.metrics import ModelMetrics
 from djl.status import ModelStatus
 from djl.wlm.devices import Device
+from djl.wlm.launch import LOCAL, Launcher
 from djl.wlm.worker import ExitReason, Worker, WorkerCommand, WorkerState
 
 log = logging.getLogger("djl.wlm")
@@ -110,6 +112,8 @@ class WorkerStatistics:
     requests: int
     #: Resident memory now; None unless asked for (``statistics(rss=True)``) or gone.
     rss_bytes: int | None
+    #: Where it runs when not on this host: its Ray node and actor (issue 12).
+    node: dict[str, str] | None = None
 
     @property
     def alive(self) -> bool:
@@ -137,6 +141,8 @@ class PoolStatistics:
     running_workers: int
     idle_workers: int
     failures: int
+    #: Why the latest worker death or failed load happened (None: none yet).
+    last_failure: str | None
     batches: int
     jobs: int
     #: Workers started to replace one that died or failed to load.
@@ -171,8 +177,12 @@ class WorkerPool:
         fail_fast: bool = False,
         health_check_override: bool = False,
         metrics: ModelMetrics | None = None,
+        launchers: Mapping[str, Launcher] | None = None,
     ) -> None:
         self.model_id = model_id
+        #: Device type → how its workers start (a Ray placement's RayLauncher); a local
+        #: process for every other type.
+        self.launchers = dict(launchers or {})
         self.version = version
         self.config = config
         self.command = command
@@ -184,6 +194,8 @@ class WorkerPool:
         self.status = ModelStatus.PENDING
         #: Worker deaths (crash, timeout, failed reload) since registration (spec §6.9).
         self.failures = 0
+        #: Why the latest of them happened: what describe shows of a FAILED model.
+        self.last_failure: str | None = None
         self.fail_fast = fail_fast
         self.health_check_override = health_check_override
         #: Workers parked in next_batch wait here; every put wakes one.
@@ -253,6 +265,8 @@ class WorkerPool:
         finally:
             self._closing = True
             self.queue.fail_all(WlmError.shutting_down())
+            for launcher in self.launchers.values():
+                launcher.close()
             self.closed.set()
 
     async def aclose(self, grace_s: float = 0.0) -> None:
@@ -478,6 +492,9 @@ class WorkerPool:
     async def _scale(self, min_workers: int | None, max_workers: int | None,
                      device: Device | None) -> None:
         if device is not None and device not in self.groups:
+            if (device.device_type == RAY_DEVICE) != (RAY_DEVICE in self.launchers):
+                # A placement is chosen at registration, with the files it needs shipped.
+                raise RayPlacement.mixed()
             lo, hi = self.config.workers_for(device.device_type)
             self.groups[device] = WorkerGroup(device, lo, hi, [])
         targets = [self.groups[device]] if device is not None else list(self.groups.values())
@@ -599,7 +616,8 @@ class WorkerPool:
         started = False
         restarts = 0
         while True:
-            worker = Worker(self, group.device, permanent=permanent)
+            worker = Worker(self, group.device, permanent=permanent,
+                            launcher=self.launchers.get(group.device.device_type, LOCAL))
             born = trio.current_time()
             group.purge(born)
             group.workers.append(worker)
@@ -631,6 +649,7 @@ class WorkerPool:
                         return
             if worker.exit_reason not in (ExitReason.DIED, ExitReason.LOAD_FAILED):
                 return
+            self.last_failure = worker.failure
             if not self._record_failure():
                 return
             if not permanent or len(group.permanent()) >= group.min_workers:
@@ -697,6 +716,7 @@ class WorkerPool:
             running_workers=len(self.running_workers()),
             idle_workers=self._idle,
             failures=self.failures,
+            last_failure=self.last_failure,
             batches=self._batches,
             jobs=self._jobs,
             restarts=self.restarts,
@@ -711,7 +731,7 @@ def _worker_statistics(worker: Worker, rss: bool) -> WorkerStatistics:
         state = "RETIRING"
     return WorkerStatistics(
         worker.id, worker.start_time, state, worker.pid, worker.requests,
-        worker.rss_bytes() if rss and worker.running else None,
+        worker.rss_bytes() if rss and worker.running else None, worker.node,
     )
 
 

@@ -1,11 +1,12 @@
 """Worker: one model process, its socket, and the batches it serves.
 
-A Worker spawns ``python -m djl.runtime`` with one end of a socketpair, sends the init
-request, then loops: take a batch from its pool, send one frame, read the answer, hand
-each job its Output. Whatever ends the loop — the process dying, a predict timeout, a
-corrupt frame, scale-down, unregister — the ``finally`` answers every job still in
-flight and stops the process the way ``trio.run_process`` does (close the channel,
-grace, SIGTERM, SIGKILL, wait), shielded, so no process outlives its Worker.
+A Worker has its Launcher (djl/wlm/launch.py) start ``python -m djl.runtime`` — a local
+subprocess over a socketpair, or a Ray actor that dials back — sends the init request,
+then loops: take a batch from its pool, send one frame, read the answer, hand each job
+its Output. Whatever ends the loop — the process dying, a predict timeout, a corrupt
+frame, scale-down, unregister — the ``finally`` answers every job still in flight and
+stops the process (close the channel, grace, then kill), shielded, so no process
+outlives its Worker. Only the start differs by placement; this is the one code path.
 """
 
 from __future__ import annotations
@@ -17,9 +18,6 @@ import json
 import logging
 import math
 import os
-import signal
-import socket
-import subprocess
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -45,16 +43,13 @@ from djl.errors import (
 )
 from djl.io import Output, PairList
 from djl.wlm.devices import Device
+from djl.wlm.launch import LOCAL, STOP_GRACE_S, Launcher, WorkerProcess
 
 log = logging.getLogger("djl.worker")
 
 RECV_SIZE = 1 << 20
-#: How long a process gets to exit by itself after its channel closes, then after SIGTERM.
-STOP_GRACE_S = 2.0
 #: Only models answering faster than this pipeline: there the round trip matters.
 PIPELINE_MAX_SERVICE_S = 0.005
-#: A worker's output line longer than this is logged in pieces (bounded memory).
-MAX_LOG_LINE = 64 * 1024
 #: How long the log forwarders may keep reading after the process has exited.
 LOG_DRAIN_S = 1.0
 #: Bound on a streamed response's chunks waiting for a slow HTTP client.
@@ -104,15 +99,18 @@ class WorkerCommand:
         """``max_frame``: the largest frame the server reads from this worker; the runtime
         refuses to write a larger one (it answers the batch with an ERROR frame instead)."""
         return [
-            self.python or sys.executable,
-            "-m",
-            "djl.runtime",
-            "--fd",
-            str(fd),
-            "--model-dir",
-            str(self.model_dir),
+            self.python or sys.executable, "-m", "djl.runtime",
+            "--fd", str(fd),
+            "--model-dir", str(self.model_dir),
+            *self.runtime_args(self.entry_point, device_id, max_frame),
+        ]
+
+    def runtime_args(self, entry_point: str, device_id: int, max_frame: int) -> list[str]:
+        """The runtime's arguments after its channel and model directory (a Ray actor adds
+        its own: ``--connect`` and the node-local copy of the model)."""
+        return [
             "--entry-point",
-            self.entry_point,
+            entry_point,
             "--device-id",
             str(device_id),
             "--log-level",
@@ -203,8 +201,11 @@ class ChunkStream:
 class Worker:
     """One model process, fed by a BatchSource (its WorkerPool); ``run`` is its whole life."""
 
-    def __init__(self, source: BatchSource, device: Device, *, permanent: bool) -> None:
+    def __init__(self, source: BatchSource, device: Device, *, permanent: bool,
+                 launcher: Launcher = LOCAL) -> None:
         self.id = next(_worker_ids)
+        #: Starts its process: a local subprocess, or a Ray actor (djl/wlm/launch.py).
+        self.launcher = launcher
         #: Where its batches come from (its WorkerPool); see BatchSource.
         self.source = source
         self.device = device
@@ -215,6 +216,8 @@ class Worker:
         #: Set by the pool to ask this worker to stop after its current batch.
         self.retiring = False
         self.exit_reason: ExitReason | None = None
+        #: Why it died or failed to load (None: it ended normally, or has not ended).
+        self.failure: str | None = None
         self.stopped_at: float | None = None
         #: trio.current_time() of the last finished batch (or start): idle scale-down.
         self.last_active = trio.current_time()
@@ -224,14 +227,19 @@ class Worker:
         #: rest are pipelined batches it has not started (0: all of them are current).
         self._answering = 0
         self.pid: int | None = None
+        #: Where its process runs when not on this host (a Ray node), for describe.
+        self.node: dict[str, str] | None = None
         #: Requests answered (a job of a batch answered, with a result or an error).
         self.requests = 0
-        #: True once the process has been reaped. Until then the worker occupies a slot
-        #: of its group's max_workers even when STOPPED (see WorkerGroup.occupied).
+        #: True once the process has been reaped and its logs drained. Until then the
+        #: worker occupies a slot of its group's max_workers even when STOPPED (see
+        #: WorkerGroup.occupied).
         self.process_gone = False
         #: Moving average of seconds per batch in the process; unknown until measured.
         self._service_s = math.inf
         self._cancel_scope = trio.CancelScope()
+        #: Around loading and serving: the launcher cancels it when the process died.
+        self._serving = trio.CancelScope()
 
     @property
     def running(self) -> bool:
@@ -270,68 +278,70 @@ class Worker:
         Raises ModelLoadError before ``task_status.started()`` if the model cannot load.
         Afterwards never raises: how it ended is in ``exit_reason``.
         """
-        command = self.source.command
-        process: trio.Process | None = None
-        channel: trio.SocketStream | socket.socket | None = None
+        process: WorkerProcess | None = None
         failure: BaseException | None = None
+        stopped = False
         try:
             with self._cancel_scope:
                 try:
-                    # Out of file descriptors (EMFILE) lands here too: a load failure of
-                    # this worker, never an error that escapes the pool.
-                    channel, child = socket.socketpair()
-                    process = await trio.lowlevel.open_process(
-                        command.argv(child.fileno(), self.device.device_id,
-                                     self._max_frame()),
-                        pass_fds=(child.fileno(),),
-                        stdin=subprocess.DEVNULL,
-                        stdout=-1,
-                        stderr=-1,
-                        cwd=str(command.model_dir),
-                        env=self._environment(),
-                        start_new_session=True,
-                    )
-                except OSError as exc:  # no fds, or option.pythonExecutable missing
-                    failure = ModelLoadError(f"Cannot start the worker process: {exc}")
+                    process = await self.launcher.start(self)
+                except ModelLoadError as exc:
+                    failure = exc
+                    raise
+                except Exception as exc:  # a launcher's bug: this worker fails to load
+                    log.exception("worker %s could not be started", self.label)
+                    failure = ModelLoadError(f"Cannot start the worker: {exc}")
                     raise failure from None
-                finally:
-                    if channel is not None:
-                        child.close()
-                self.pid = process.pid
-                channel = stream = trio.SocketStream(trio.socket.from_stdlib_socket(channel))
-                decoder = _batch.FrameDecoder(max_frame=self._max_frame())
+                self.pid, self.node = process.pid, process.node
+                stream = process.stream
+                decoder = _batch.FrameDecoder(max_frame=self.max_frame())
                 # The log forwarders outlive the serving below, so the last lines a
                 # crashing process writes (its traceback) still reach the log.
                 async with trio.open_nursery() as logs:
-                    logs.start_soon(self._forward_logs, process.stdout, logging.INFO)
-                    logs.start_soon(self._forward_logs, process.stderr, logging.WARNING)
+                    process.supervise(logs, self._serving.cancel)
                     # Failures are caught inside the nursery body: trio would wrap them in
                     # an ExceptionGroup on the way out.
                     try:
-                        await self._initialise(stream, decoder, process)
-                        self.state = WorkerState.IDLE
-                        self.last_active = trio.current_time()
-                        task_status.started()
-                        self.source.worker_ready(self)
-                        await self._serve(stream, decoder)
+                        # Cancelled when the launcher sees the process die by other means
+                        # than the stream (a Ray actor's death): even an idle worker, which
+                        # reads nothing, then ends at once and is replaced.
+                        with self._serving:
+                            await self._initialise(stream, decoder, process)
+                            self.state = WorkerState.IDLE
+                            self.last_active = trio.current_time()
+                            task_status.started()
+                            self.source.worker_ready(self)
+                            await self._serve(stream, decoder)
+                        if self._serving.cancelled_caught:
+                            death = process.death or "the worker process died"
+                            if self.state is WorkerState.STARTING:
+                                raise ModelLoadError(f"Failed to initialize model: {death}")
+                            raise WorkerDied(death)
                     except (ModelLoadError, WorkerDied, FrameError, trio.BrokenResourceError,
                             trio.ClosedResourceError) as exc:
                         failure = exc
+                        if process.death is not None and not isinstance(exc, ModelLoadError):
+                            failure = WorkerDied(process.death)  # the launcher knows better
                     except Exception as exc:  # a bug of ours: lose this worker, not the model
                         log.exception("worker %s failed unexpectedly", self.label)
                         failure = WorkerDied(f"Worker failed: {type(exc).__name__}: {exc}")
                     finally:
                         self._end(failure)
                         with trio.CancelScope(shield=True):
-                            await self._stop(process, channel, kill=self._broken)
-                        self.process_gone = True
+                            await process.stop(kill=self._broken)
+                        stopped = True
                         logs.cancel_scope.deadline = trio.current_time() + LOG_DRAIN_S
         finally:
-            if not self.process_gone:  # the spawn itself failed or was cancelled
+            if not stopped:  # the start itself failed or was cancelled
                 self._end(failure)
-                with trio.CancelScope(shield=True):
-                    await self._stop(process, channel, kill=True)
-                self.process_gone = True
+                if process is not None:
+                    with trio.CancelScope(shield=True):
+                        await process.stop(kill=True)
+            # The slot is freed only here, with no checkpoint left before the pool decides
+            # on a restart (WorkerPool._run_slot): freed while the log forwarders drained,
+            # it let a queued request start a scale-up beside the restart — one worker
+            # over max_workers.
+            self.process_gone = True
         if isinstance(failure, ModelLoadError):
             raise failure
 
@@ -341,6 +351,9 @@ class Worker:
 
     def _end(self, failure: BaseException | None) -> None:
         """Record how the worker ended and answer every job it still holds."""
+        if failure is not None:
+            self.failure = getattr(failure, "message", None) or str(failure) or type(
+                failure).__name__
         if isinstance(failure, ModelLoadError):
             self.exit_reason = ExitReason.LOAD_FAILED
         elif failure is not None:
@@ -361,21 +374,13 @@ class Worker:
         self._fail_inflight(WlmError.shutting_down())
 
     # -- start-up ----------------------------------------------------------------------
-    def _environment(self) -> dict[str, str]:
-        env = dict(os.environ)
-        command = self.source.command
-        paths = [p for p in (env.get("PYTHONPATH"), str(command.model_dir)) if p]
-        env["PYTHONPATH"] = os.pathsep.join(paths)
-        env["PYTHONUNBUFFERED"] = "1"
-        env.update(command.env)
-        return env
-
-    def _max_frame(self) -> int:
+    def max_frame(self) -> int:
+        """The largest frame the server reads from this worker's process."""
         batch = max(1, self.source.config.batch_size)
         return min(_batch.MAX_FRAME, self.source.command.max_item_bytes * batch + (1 << 20))
 
     async def _initialise(
-        self, stream: trio.SocketStream, decoder: _batch.FrameDecoder, process: trio.Process
+        self, stream: trio.SocketStream, decoder: _batch.FrameDecoder, process: WorkerProcess
     ) -> None:
         command = self.source.command
         props = dict(command.init_properties)
@@ -393,8 +398,9 @@ class Worker:
         except (WorkerDied, trio.BrokenResourceError, trio.ClosedResourceError):
             with trio.move_on_after(STOP_GRACE_S):
                 await process.wait()
+            why = f": {process.death}" if process.death else ""
             raise ModelLoadError(
-                f"Python stream closed unexpectedly, exit code: {process.returncode}"
+                f"Python stream closed unexpectedly, exit code: {process.returncode}{why}"
             ) from None
         if kind == _batch.ERROR:
             error_kind, message = _batch.decode_error(payload)
@@ -408,26 +414,6 @@ class Worker:
             raise ModelLoadError(
                 f"Failed to initialize model: {message}: {_init_detail(values)}".rstrip(": ")
             )
-
-    async def _forward_logs(self, pipe: trio.abc.ReceiveStream | None, level: int) -> None:
-        if pipe is None:
-            return
-        pending = b""
-        try:
-            async for data in pipe:
-                # \r too: progress bars redraw one line forever without a newline.
-                pending += data.replace(b"\r", b"\n")
-                *lines, pending = pending.split(b"\n")
-                if len(pending) > MAX_LOG_LINE:
-                    lines.append(pending)
-                    pending = b""
-                for line in lines:
-                    if line:
-                        log.log(level, "[%s] %s", self.label, line.decode("utf-8", "replace"))
-        except (trio.BrokenResourceError, trio.ClosedResourceError):
-            pass
-        if pending:
-            log.log(level, "[%s] %s", self.label, pending.decode("utf-8", "replace"))
 
     # -- serving -----------------------------------------------------------------------
     async def _next_frame(
@@ -623,44 +609,6 @@ class Worker:
         jobs, self.inflight = self.inflight, []
         for job in jobs:
             job.set_error(error)
-
-    # -- stopping ----------------------------------------------------------------------
-    async def _stop(self, process: trio.Process | None, channel: object, *, kill: bool = False
-                    ) -> None:
-        """Close the channel (the runtime exits on EOF), then SIGTERM, then SIGKILL.
-
-        ``kill``: the worker is broken (crash, timeout, failed load): SIGKILL at once.
-        """
-        try:
-            if isinstance(channel, trio.SocketStream):
-                await channel.aclose()
-            elif channel is not None:
-                channel.close()  # type: ignore[attr-defined]
-        except Exception:  # noqa: BLE001 — closing a dead socket may fail; the process matters
-            pass
-        if process is None:
-            return
-        if kill and process.returncode is None:
-            self._signal(process, signal.SIGKILL)
-        with trio.move_on_after(STOP_GRACE_S):
-            await process.wait()
-            return
-        self._signal(process, signal.SIGTERM)
-        with trio.move_on_after(STOP_GRACE_S):
-            await process.wait()
-            return
-        self._signal(process, signal.SIGKILL)
-        await process.wait()
-
-    def _signal(self, process: trio.Process, sig: int) -> None:
-        # The process leads its own session: signal the group so its children go too.
-        try:
-            os.killpg(process.pid, sig)
-        except (ProcessLookupError, PermissionError):
-            try:
-                process.send_signal(sig)
-            except ProcessLookupError:
-                pass
 
 
 def _output(

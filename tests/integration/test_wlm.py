@@ -29,7 +29,7 @@ import pytest
 import trio
 from serving import MODELS, Server, model_url, register, running_server
 
-from djl.wlm import worker as worker_module
+from djl.wlm import launch as launch_module
 
 #: Generous ceiling for anything that should take a moment (process start, replacement).
 PATIENCE_S = 30.0
@@ -703,6 +703,52 @@ class _NoFileDescriptors:
         raise OSError(errno.EMFILE, os.strerror(errno.EMFILE))
 
 
+#: A model whose crash leaves a process behind holding the worker's stderr for a moment
+#: (in its own session, so stopping the worker's process group does not reach it): the
+#: server's log forwarders are still draining after the worker's process has been reaped.
+LINGERING_LOGS_MODEL = """
+import os
+import subprocess
+import sys
+
+from djl_python import Output
+
+
+def handle(inputs):
+    if inputs.is_empty():
+        return None
+    item = inputs.get_batches()[0]
+    if item.contains_key("action") and item.get_as_string("action") == "exit":
+        subprocess.Popen([sys.executable, "-c", "import time; time.sleep(0.8)"],
+                         start_new_session=True)
+        os._exit(3)
+    return Output().add(str(os.getpid()))
+"""
+
+
+async def test_a_crashed_worker_holds_its_slot_until_its_logs_are_drained(tmp_path):
+    """A request queued while a dead worker's logs still drain must wait for the restart,
+    not start a scale-up beside it: that put two workers in a maxWorkers=1 group."""
+    url = model_copy(tmp_path, "lingering", "minWorkers=1\nmaxWorkers=1\n",
+                     source=LINGERING_LOGS_MODEL)
+    async with running_server(tmp_path) as server:
+        c = server.client
+        r = await c.post("/models", params={"url": url, "model_name": "m"})
+        assert r.status_code == 200, r.text
+        r = await c.post("/predictions/m", files={"action": b"exit"})
+        assert r.status_code == 503, r.text
+        r = await c.post("/predictions/m", files={"data": b"x"})  # queued: no worker now
+        assert r.status_code == 200, r.text
+        most = 0
+        with trio.move_on_after(2):
+            while True:
+                described = (await c.get("/models/m")).json()[0]["models"][0]
+                workers = described["workerGroups"][0]["workers"]
+                most = max(most, sum(w["status"] == "READY" for w in workers))
+                await trio.sleep(0.05)
+        assert most == 1
+
+
 async def test_a_worker_that_cannot_be_spawned_is_a_clean_load_failure(tmp_path, monkeypatch):
     """A missing python executable, or no file descriptor left for the socketpair: the
     registration fails 500 naming the cause, is rolled back, and the server serves on."""
@@ -724,7 +770,7 @@ async def test_a_worker_that_cannot_be_spawned_is_a_clean_load_failure(tmp_path,
         assert "/nonexistent/python" in message
 
         with monkeypatch.context() as patch:
-            patch.setattr(worker_module, "socket", _NoFileDescriptors())
+            patch.setattr(launch_module, "socket", _NoFileDescriptors())
             message = await refused("nofds", model_url("behave"))
         assert message == (
             f"Cannot start the worker process: [Errno {errno.EMFILE}] "

@@ -8,6 +8,9 @@ which fails that batch only.
 from __future__ import annotations
 
 import socket
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -66,3 +69,38 @@ def test_stream_chunks_are_split_to_fit(size):
     chunks = [_batch.decode_chunk(p) for _, p in frames[1:]]
     assert b"".join(data for _, data in chunks) == b"y" * size
     assert [more for more, _ in chunks][-1] is False
+
+
+def test_connect_dials_the_server_sends_the_secret_then_speaks_frames():
+    """``--connect`` (a worker on a Ray node): the runtime dials, sends its secret and a
+    newline first, then serves the init call and requests as over an inherited socket."""
+    behave = Path(__file__).parent.parent / "models" / "behave"
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        listener.settimeout(30)
+        port = listener.getsockname()[1]
+        worker = subprocess.Popen([
+            sys.executable, "-m", "djl.runtime", "--connect", f"127.0.0.1:{port}",
+            "--secret", "s3cret", "--model-dir", str(behave), "--entry-point", "model.py",
+            "--max-item-bytes", "65536", "--max-frame-bytes", str(1 << 20)])
+        try:
+            conn, _ = listener.accept()
+            with conn:
+                conn.settimeout(30)
+                assert conn.recv(7) == b"s3cret\n"
+                decoder = _batch.FrameDecoder()
+
+                def answer(frame: bytes) -> tuple[int, bytes]:
+                    conn.sendall(frame)
+                    while True:
+                        for got in decoder:
+                            return got
+                        decoder.feed(conn.recv(1 << 16))
+
+                kind, payload = answer(_batch.encode_request({}, [], []))  # the init call
+                assert kind == _batch.RESPONSE and _batch.decode_response(payload)[0] < 300
+                kind, payload = answer(_batch.encode_request({}, ["data"], [b"hi"]))
+                assert _batch.decode_response(payload)[4] == [b"hi"]
+            assert worker.wait(30) == 0  # the connection closed: it exits quietly
+        finally:
+            worker.kill()
+            worker.wait()

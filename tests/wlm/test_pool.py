@@ -326,8 +326,10 @@ class SimWorker:
     most_alive = 0
     created: list[SimWorker] = []
 
-    def __init__(self, pool, device, *, permanent: bool) -> None:
+    def __init__(self, pool, device, *, permanent: bool, launcher=None) -> None:
         self.id = next(_sim_ids)
+        self.node = None
+        self.failure = None
         self.pool = pool
         self.device = device
         self.permanent = permanent

@@ -4,7 +4,8 @@
 ``stream``: ``n`` chunks of ``size`` bytes (default 1), the first one after ``delay``
 seconds (default none), ``before`` seconds spent in ``handle`` first; with ``exit_after``
 the process exits after that many chunks. ``sleep``: ``seconds`` in ``handle``, after
-creating the file ``mark`` if given.
+creating the file ``mark`` (holding the pid) if given. ``where``: this file's path,
+the cwd and the pid.
 """
 
 import os
@@ -36,8 +37,8 @@ def handle(inputs: Input):
         os._exit(4)
     if action == "sleep":
         if first.contains_key("mark"):  # a file the test waits for: the sleep has begun
-            with open(first.get_as_string("mark"), "w"):
-                pass
+            with open(first.get_as_string("mark"), "w") as mark:
+                mark.write(str(os.getpid()))
         time.sleep(float(first.get_as_string("seconds")))
     if action == "header":
         out = Output()
@@ -55,6 +56,8 @@ def handle(inputs: Input):
         return out
     if action == "pid":
         return Output().add(str(os.getpid()))
+    if action == "where":  # where this copy of the model runs from (the Ray tests)
+        return Output().add_as_json({"file": __file__, "cwd": os.getcwd(), "pid": os.getpid()})
     if action == "big":
         return Output().add(b"x" * int(first.get_as_string("size")))
     if action == "many":

@@ -1,0 +1,177 @@
+"""The MLP of bench/torch_mlp.py on a local worker and on a Ray-placed worker, one run.
+
+One djl server (a subprocess) serves the TorchScript MLP twice: ``mlp_local`` (a local
+worker process) and ``mlp_ray`` (``load_on_devices=ray``: one actor on a 1-node Ray
+cluster on this machine, which the script starts with ``ray.cluster_utils.Cluster`` and
+stops; nothing else's Ray is touched). Same settings as torch_mlp.py: one worker, batch
+32, ``max_batch_delay`` 10 ms, one torch thread, a JSON array of 128 floats. Both answer
+the same numbers (checked), then wrk drives each at c1 and c64, interleaved per round.
+
+Reported: req/s, p50/p99, CPU per request of djl's server process and of the worker (the
+local worker is the server's child; the Ray worker is the actor process, found by the pid
+describe lists), and the ratios Ray / local. Writes bench/results/ray.json.
+
+    .venv/bin/python bench/ray.py            # ~1.5 min: 10 s per point
+    .venv/bin/python bench/ray.py --quick    # ~40 s
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _common import (  # noqa: E402
+    REPO,
+    Client,
+    LoadSpec,
+    Processes,
+    cpu_seconds,
+    ensure_wrk,
+    import_ray,
+    machine_info,
+    measure,
+    register,
+    start_djl,
+    table,
+    timer,
+    write_results,
+)
+from torch_mlp import SETTINGS, predictions, request_body  # noqa: E402
+
+MIB = 1024 * 1024
+
+
+def build_models(root: Path) -> dict[str, Path]:
+    sys.path.insert(0, str(REPO / "examples" / "mlp"))
+    from build import build  # examples/mlp/build.py: same layers, same seed
+
+    folders = {}
+    for name, extra in (("local", ""), ("ray", "load_on_devices=ray\noption.ray_num_cpus=1\n")):
+        folder = folders[name] = root / f"mlp_{name}"
+        folder.mkdir(parents=True)
+        build().save(str(folder / "model.pt"))
+        (folder / "serving.properties").write_text("engine=PyTorch\n" + SETTINGS + extra)
+    return folders
+
+
+def actor_pid(base_url: str, name: str) -> int:
+    r = httpx.get(f"{base_url}/models/{name}", timeout=30)
+    workers = r.json()[0]["models"][0]["workerGroups"][0]["workers"]
+    return int(workers[0]["node"]["pid"])
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--duration", type=float, default=10.0, help="seconds per point")
+    parser.add_argument("--warmup", type=float, default=3.0, help="warm-up seconds per point")
+    parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 64])
+    parser.add_argument("--rounds", type=int, default=1)
+    parser.add_argument("--wrk-threads", type=int, default=1)
+    parser.add_argument("--quick", action="store_true", help="4 s points")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.duration, args.warmup = 4.0, 1.0
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    Cluster = import_ray().cluster_utils.Cluster  # noqa: N806 — a class
+
+    info = machine_info()
+    body = request_body()
+    points: list[dict[str, Any]] = []
+    notes: list[str] = []
+    with timer("start a 1-node Ray cluster"):
+        cluster = Cluster(initialize_head=True, head_node_args={
+            "num_cpus": 2, "include_dashboard": False, "object_store_memory": 100 * MIB})
+    try:
+        with Processes() as procs:
+            folders = build_models(procs.tmp)
+            wrk = ensure_wrk(allow_install=True)
+            client = Client(wrk, threads=args.wrk_threads, tmp=procs.tmp)
+            if wrk is None:
+                notes.append("wrk unavailable: the multi-process Python client measured")
+            with timer("start djl"):
+                djl = start_djl(procs, extra_env={"SERVING_RAY_ADDRESS": cluster.address})
+            register(djl, folders["local"], "mlp_local")
+            register(djl, folders["ray"], "mlp_ray")
+            pid = actor_pid(djl.base_url, "mlp_ray")
+            targets = {"local worker": f"{djl.base_url}/predictions/mlp_local",
+                       "Ray worker": f"{djl.base_url}/predictions/mlp_ray"}
+            local, remote = (predictions(url, body) for url in targets.values())
+            worst = max(abs(a - b) for a, b in zip(local, remote, strict=True))
+            if worst > 1e-5:
+                raise SystemExit(f"the Ray worker answers differently (max |diff| {worst})")
+            for round_no in range(args.rounds):
+                for c in args.concurrency:
+                    for name, url in targets.items():
+                        spec = LoadSpec(url, body, "application/json", c, args.duration)
+                        client.run(LoadSpec(url, body, "application/json", c, args.warmup))
+                        actor0 = cpu_seconds(pid)
+                        point = measure(client, djl, spec, 0)
+                        if name == "Ray worker":  # not the server's child: count it here
+                            n = max(point["requests"], 1)
+                            point["workers_cpu_us_per_req"] = (cpu_seconds(pid) - actor0) / n * 1e6
+                        point.update(server=name, round=round_no)
+                        points.append(point)
+                        print(f"{name:<13} c={c:<3} {point['rps']:>8,.0f} req/s  "
+                              f"p50 {point['p50_ms']:.2f} ms  p99 {point['p99_ms']:.2f} ms  "
+                              f"front {point['server_cpu_us_per_req']:,.0f} µs/req  "
+                              f"worker {point['workers_cpu_us_per_req']:,.0f} µs/req  "
+                              f"errors {point['errors'] + point['non_2xx']}", flush=True)
+            client_name = client.name
+    finally:
+        cluster.shutdown()
+    print()
+    print(f"ray: MLP 128-256-10 TorchScript, 1 worker, batch 32, max_batch_delay 10 ms, "
+          f"1 torch thread, {args.duration:g} s per point, client {client_name}, "
+          f"nproc {info['nproc']}")
+    print(table(
+        ["worker", "c", "req/s", "p50 ms", "p99 ms", "front µs/req", "worker µs/req",
+         "other load", "errors"],
+        [[p["server"], p["concurrency"], p["rps"], p["p50_ms"], p["p99_ms"],
+          p["server_cpu_us_per_req"], p["workers_cpu_us_per_req"],
+          f"{p['other_busy_cores']:.2f}", p["errors"] + p["non_2xx"]] for p in points],
+    ))
+    ratios = compute_ratios(points)
+    for key, value in ratios.items():
+        print(f"{key}: {value:.3f}")
+    for note in notes:
+        print(f"NOTE: {note}")
+    path = write_results("ray.json", {
+        "bench": "ray", "settings": vars(args), "client": client_name,
+        "model": "TorchScript Linear(128,256)-ReLU-Linear(256,10), seed 0 (examples/mlp)",
+        "cluster": "ray.cluster_utils.Cluster, 1 node (head) on this machine, 2 logical CPUs",
+        "machine": info, "notes": notes, "ratios": ratios, "points": points,
+    })
+    print(f"wrote {path}")
+    return 0
+
+
+def compute_ratios(points: list[dict[str, Any]]) -> dict[str, float]:
+    """Ray / local per concurrency, from the medians over rounds."""
+
+    def median(server: str, c: int, key: str) -> float | None:
+        values = sorted(p[key] for p in points
+                        if p["server"] == server and p["concurrency"] == c)
+        return values[len(values) // 2] if values else None
+
+    out: dict[str, float] = {}
+    for c in sorted({p["concurrency"] for p in points}):
+        for key, label in (("rps", "throughput"), ("p50_ms", "p50"), ("p99_ms", "p99"),
+                           ("server_cpu_us_per_req", "front CPU/req")):
+            local, remote = median("local worker", c, key), median("Ray worker", c, key)
+            if local and remote is not None:
+                out[f"c{c} {label} Ray / local"] = remote / local
+    return out
+
+
+if __name__ == "__main__":
+    sys.exit(main())
