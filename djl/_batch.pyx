@@ -431,6 +431,17 @@ cdef class _Reader:
         self.pos += n
         return s
 
+    cdef inline int32_t skip_string(self, Py_ssize_t* start) except? -2:
+        """Step over a str, leaving where its bytes start in ``start``; its length, or -1
+        for None (no Python object made)."""
+        cdef int32_t n = self.i32()
+        if n < -1 or self.pos + n > self.end:
+            raise FrameError("bad string length in frame")
+        start[0] = self.pos
+        if n > 0:
+            self.pos += n
+        return n
+
     cdef inline object blob(self):
         cdef int32_t n = self.i32()
         if n < 0 or self.pos + n > self.end:
@@ -572,18 +583,8 @@ def request_items(payload):
     if nprops < 0:
         raise FrameError("negative property count in frame")
     for _ in range(nprops):
-        klen = r.i32()
-        if klen < -1 or r.pos + klen > r.end:
-            raise FrameError("bad string length in frame")
-        kpos = r.pos
-        if klen > 0:
-            r.pos += klen
-        vlen = r.i32()
-        if vlen < -1 or r.pos + vlen > r.end:
-            raise FrameError("bad string length in frame")
-        vpos = r.pos
-        if vlen > 0:
-            r.pos += vlen
+        klen = r.skip_string(&kpos)
+        vlen = r.skip_string(&vpos)
         if klen <= 0 or vlen < 0:
             continue
         if klen == 10 and memcmp(base + kpos, b"batch_size", 10) == 0:
@@ -617,12 +618,7 @@ def request_items(payload):
     if nitems < 0:
         raise FrameError("negative item count in request frame")
     for _ in range(nitems):
-        klen = r.i32()
-        if klen < -1 or r.pos + klen > r.end:
-            raise FrameError("bad string length in frame")
-        kpos = r.pos
-        if klen > 0:
-            r.pos += klen
+        klen = r.skip_string(&kpos)
         value = r.blob()
         if n < 0:
             index = 0
