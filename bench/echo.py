@@ -12,6 +12,8 @@ Starts real servers on free ports of 127.0.0.1, each in its own process:
   delay: the pure per-request overhead);
 * ``djl-main`` / ``djl-main-b1`` (with ``--main DIR``): the same, from another checkout
   (e.g. main's), the baseline of a change measured in the same run;
+* ``djl-stock`` / ``djl-stock-b1``: ``djl`` with ``SERVING_LEAN_CONNECTIONS=false``,
+  hypercorn's own connection class (what ``djl.http.connection`` saves);
 * ``djl-metrics`` / ``djl-metrics-b1``: ``djl`` / ``djl-b1`` with ``SERVING_PROMETHEUS=true``
   (what the metrics cost: ``--targets bare djl djl-metrics djl-b1 djl-metrics-b1``);
 * ``torchserve`` (when ``bench/.venv-ts`` exists, ``sh bench/setup.sh``): TorchServe 0.12
@@ -72,6 +74,9 @@ TARGETS: dict[str, tuple[str, str, dict[str, Any]]] = {
     "djl-main": ("djl-main", "echo", {}),
     "djl-main-b1": ("djl-main", "echo_b1", {"batch_size": 1}),
     "torchserve": ("torchserve", "echo", {}),
+    # Connection A/B (issue 10.4): hypercorn's own TCPServer instead of LeanTCPServer.
+    "djl-stock": ("djl-stock", "echo", {}),
+    "djl-stock-b1": ("djl-stock", "echo_b1", {"batch_size": 1}),
     # GC settings A/B against the defaults (gc_freeze on, gc_thresholds 20000,50,100).
     "djl-nofreeze": ("djl-nofreeze", "echo", {}),
     "djl-gcpy": ("djl-gcpy", "echo", {}),
@@ -82,6 +87,7 @@ TARGETS: dict[str, tuple[str, str, dict[str, Any]]] = {
 #: djl servers: name → SERVING_* settings.
 DJL_SERVERS: dict[str, dict[str, str]] = {
     "djl": {}, "djl-main": {},
+    "djl-stock": {"SERVING_LEAN_CONNECTIONS": "false"},
     "djl-nofreeze": {"SERVING_GC_FREEZE": "false"},
     "djl-gcpy": {"SERVING_GC_THRESHOLDS": "700,10,10"},
     "djl-metrics": {"SERVING_PROMETHEUS": "true"},

@@ -228,6 +228,10 @@ class ServerConfig:
     hf_model_id: str = ""
     inference_address: Address = Address("http", "127.0.0.1", 8080)
     job_queue_size: int = 1000
+    #: Serve connections with djl.http.connection.LeanTCPServer: hypercorn's, with one
+    #: keep-alive timer task per connection and each sized answer in one write
+    #: (``SERVING_LEAN_CONNECTIONS``; false: hypercorn's own, e.g. to compare).
+    lean_connections: bool = True
     load_models: str = ""
     load_on_devices: str = "*"
     log_level: str = "info"

@@ -1,0 +1,205 @@
+"""djl.http.connection.LeanTCPServer through the real server, over raw sockets (issue 10.4):
+each sized answer arrives in one write, the keep-alive timer still closes idle connections
+and only those, shutdown still closes idle ones at once; and hypercorn still has the shape
+the class was written against (these tests fail loudly when an upgrade changes it)."""
+
+from __future__ import annotations
+
+import inspect
+import time
+
+import h11
+import trio
+from hypercorn.events import RawData, Updated
+from hypercorn.protocol.h11 import H11Protocol
+from hypercorn.trio import run as hypercorn_run
+from hypercorn.trio.tcp_server import TCPServer
+from serving import register, running_server
+
+from djl.app import create_app
+from djl.config import load_server_config
+from djl.http import connection
+
+
+def _port(server) -> int:
+    return int(server.url.rsplit(":", 1)[1].rstrip("/"))
+
+
+async def _connect(server) -> trio.SocketStream:
+    return await trio.open_tcp_stream("127.0.0.1", _port(server))
+
+
+def _request(method: bytes, path: bytes, body: bytes = b"", extra: bytes = b"") -> bytes:
+    return (method + b" " + path + b" HTTP/1.1\r\nHost: x\r\nContent-Type: text/plain\r\n"
+            + b"Content-Length: " + str(len(body)).encode() + b"\r\n" + extra + b"\r\n" + body)
+
+
+def _complete(data: bytes) -> tuple[h11.Response, bytes] | None:
+    """The response in ``data`` when it is complete (head and whole body), else None."""
+    if not data:
+        return None  # (h11 reads b"" as the end of the connection)
+    conn = h11.Connection(h11.CLIENT)
+    conn.send(h11.Request(method="GET", target="/", headers=[("Host", "x")]))
+    conn.send(h11.EndOfMessage())
+    conn.receive_data(data)
+    response, body = None, b""
+    while True:
+        event = conn.next_event()
+        if event is h11.NEED_DATA:
+            return None
+        if isinstance(event, h11.Response):
+            response = event
+        elif isinstance(event, h11.Data):
+            body += event.data
+        elif isinstance(event, h11.EndOfMessage):
+            assert response is not None
+            return response, body
+
+
+def test_hypercorn_has_the_shape_lean_connections_were_written_against():
+    """What LeanTCPServer relies on. A failure here means hypercorn changed: re-measure
+    (bench/echo.py djl vs djl-stock) and adapt djl/http/connection.py, or drop it."""
+    assert connection._hypercorn_version() == connection.MEASURED_ON
+    # worker_serve looks the connection class up by this module-level name.
+    assert "TCPServer" in hypercorn_run.worker_serve.__code__.co_names
+    # run() arms the idle timer, then reads; the timer object is an attribute.
+    run_source = inspect.getsource(TCPServer.run)
+    assert "self.idle_task.restart(" in run_source
+    assert "await self._read_data()" in run_source
+    assert "await self._close()" in run_source
+    stock = TCPServer(None, None, None, None, None)  # type: ignore[arg-type]
+    assert hasattr(stock, "idle_task") and isinstance(stock.send_lock, trio.Lock)
+    for name in ("protocol_send", "_read_data", "_close", "_initiate_server_close"):
+        assert inspect.iscoroutinefunction(getattr(TCPServer, name)), name
+    # The protocol says "busy" when a request's head is in, "idle" after its answer, and
+    # writes a response's head, body and end as separate RawData.
+    assert "Updated" in H11Protocol._handle_events.__code__.co_names
+    assert "Updated" in H11Protocol._maybe_recycle.__code__.co_names
+    assert "RawData" in H11Protocol._send_h11_event.__code__.co_names
+    assert RawData(data=b"x").data == b"x" and Updated(idle=True).idle is True
+
+
+def test_create_app_installs_the_lean_or_the_stock_connection(tmp_path):
+    env = {"DJL_CACHE_DIR": str(tmp_path), "MODEL_SERVER_HOME": str(tmp_path)}
+    try:
+        create_app(load_server_config(env=env, overrides={"lean_connections": "false"}))
+        assert hypercorn_run.TCPServer is TCPServer
+        create_app(load_server_config(env=env))
+        assert hypercorn_run.TCPServer is connection.LeanTCPServer
+    finally:
+        connection.install(True)
+
+
+async def test_every_sized_answer_of_a_keep_alive_connection_is_one_write(tmp_path):
+    """One receive gets the whole answer, head and body (hypercorn writes them apart; the
+    client, in this very trio loop, would wake between the two)."""
+    async with running_server(tmp_path) as server:
+        await register(server, "echo")
+        stream = await _connect(server)
+        for i in range(40):
+            body = f"hello {i}".encode() * (i + 1)
+            request = (_request(b"GET", b"/ping") if i % 4 == 0
+                       else _request(b"POST", b"/predictions/echo", body))
+            await stream.send_all(request)
+            first = await stream.receive_some(65536)
+            answer = _complete(first)
+            assert answer is not None, (i, first)
+            response, got = answer
+            assert response.status_code == 200
+            if i % 4:
+                assert got == body
+        # Quart's routes (management) too, and an error answer.
+        await stream.send_all(_request(b"GET", b"/models"))
+        answer = _complete(await stream.receive_some(65536))
+        assert answer is not None and answer[0].status_code == 200
+        await stream.send_all(_request(b"POST", b"/predictions/nope", b"x"))
+        answer = _complete(await stream.receive_some(65536))
+        assert answer is not None and answer[0].status_code == 404
+        await stream.aclose()
+
+
+async def test_a_large_answer_arrives_whole(tmp_path):
+    """Past the join limit the head and body are two writes, in order, under one lock."""
+    async with running_server(tmp_path) as server:
+        await register(server, "echo")
+        stream = await _connect(server)
+        body = bytes(range(256)) * 1024  # 256 KiB
+        await stream.send_all(_request(b"POST", b"/predictions/echo", body))
+        data = b""
+        with trio.fail_after(10):
+            while (answer := _complete(data)) is None:
+                data += await stream.receive_some(65536)
+        assert answer[0].status_code == 200 and answer[1] == body
+        await stream.aclose()
+
+
+async def test_expect_100_continue_is_answered_before_the_body_is_sent(tmp_path):
+    async with running_server(tmp_path) as server:
+        await register(server, "echo")
+        stream = await _connect(server)
+        head = _request(b"POST", b"/predictions/echo", b"", b"Expect: 100-continue\r\n")
+        head = head.replace(b"Content-Length: 0", b"Content-Length: 5")
+        await stream.send_all(head)
+        with trio.fail_after(5):
+            interim = await stream.receive_some(65536)
+        assert interim.startswith(b"HTTP/1.1 100 "), interim
+        await stream.send_all(b"hello")
+        data = b""
+        with trio.fail_after(10):
+            while (answer := _complete(data)) is None:
+                data += await stream.receive_some(65536)
+        assert answer[0].status_code == 200 and answer[1] == b"hello"
+        await stream.aclose()
+
+
+async def _closed_after(stream: trio.SocketStream, limit_s: float) -> float | None:
+    """Seconds until the server closes ``stream`` (None: still open after ``limit_s``)."""
+    start = time.monotonic()
+    with trio.move_on_after(limit_s):
+        try:
+            while await stream.receive_some(65536):
+                pass
+        except trio.BrokenResourceError:
+            pass
+        return time.monotonic() - start
+    return None
+
+
+async def test_the_keep_alive_timer_closes_idle_connections_only(tmp_path):
+    """request_head_timeout 1 s: a connection used every 0.4 s for 3 s stays open (the
+    timer re-arms after each answer), a request busy for 1.5 s is not cut, and an idle
+    connection closes about 1 s after its last answer."""
+    async with running_server(tmp_path, request_head_timeout="1") as server:
+        await register(server, "echo")
+        await register(server, "behave")
+        stream = await _connect(server)
+        for _ in range(8):
+            await stream.send_all(_request(b"GET", b"/ping"))
+            assert _complete(await stream.receive_some(65536)) is not None
+            await trio.sleep(0.4)
+        await stream.send_all(_request(b"POST", b"/predictions/behave?action=sleep&seconds=1.5",
+                                       b"x"))
+        data = b""
+        with trio.fail_after(10):
+            while (answer := _complete(data)) is None:
+                chunk = await stream.receive_some(65536)
+                assert chunk, "closed while a request was in progress"
+                data += chunk
+        assert answer[0].status_code == 200
+        closed = await _closed_after(stream, 5)
+        assert closed is not None and 0.8 < closed < 3, closed
+        await stream.aclose()
+
+
+async def test_shutdown_closes_an_idle_keep_alive_connection_at_once(tmp_path):
+    """The timer is 30 s; leaving the server block (SIGTERM's path) must not wait for it."""
+    async with running_server(tmp_path, request_head_timeout="30") as server:
+        await register(server, "echo")
+        stream = await _connect(server)
+        await stream.send_all(_request(b"GET", b"/ping"))
+        assert _complete(await stream.receive_some(65536)) is not None
+        start = time.monotonic()
+    stopped_s = time.monotonic() - start
+    assert await _closed_after(stream, 5) is not None
+    assert stopped_s < 15, stopped_s
+    await stream.aclose()
