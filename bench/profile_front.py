@@ -56,6 +56,7 @@ LAYERS = [
     ("trio sockets", "(trio/_socket.py"),
     ("trio sockets", "(trio/_highlevel_socket.py"),
     ("trio", "(trio/"),
+    ("djl connection", "(djl/http/connection.py"),
     ("djl http", "(djl/http/"),
     ("djl app", "(djl/app.py"),
     ("djl wlm+pipe", "(djl/wlm/"),
