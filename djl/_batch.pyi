@@ -14,6 +14,7 @@ CHUNK: int  # frame kind: one piece of a streamed answer
 ERROR: int  # frame kind: a typed failure (kind, message); kinds are djl.errors.ERROR_*
 RESULTS: int  # frame kind: a batch answered job by job, one RESPONSE or ERROR frame per job
 MAX_FRAME: int  # the largest frame the format can carry (2**31 - 1 bytes)
+RECV_SIZE: int  # bytes one recv on a worker channel asks for (64 KiB, under mmap threshold)
 DEFAULT_PRIORITY: int  # a request's priority without x-priority (spec §3.4); lower runs first
 
 class Job:

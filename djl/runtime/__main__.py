@@ -44,8 +44,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("djl.runtime")
 
-RECV_SIZE = 1 << 20
-
 
 def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m djl.runtime")
@@ -140,7 +138,7 @@ def serve(sock: socket.socket, engine: PythonEngine | TorchEngine, max_item_byte
     # The PyTorch engine answers a whole batch frame by frame (no Input, no Output).
     answer_frame = getattr(engine, "answer_frame", None)
     while True:
-        data = sock.recv(RECV_SIZE)
+        data = sock.recv(_batch.RECV_SIZE)
         if not data:
             return  # the server closed the channel: shut down quietly
         decoder.feed(data)

@@ -47,7 +47,6 @@ from djl.wlm.launch import LOCAL, STOP_GRACE_S, Launcher, WorkerProcess
 
 log = logging.getLogger("djl.worker")
 
-RECV_SIZE = 1 << 20
 #: Only models answering faster than this pipeline: there the round trip matters.
 PIPELINE_MAX_SERVICE_S = 0.005
 #: How long the log forwarders may keep reading after the process has exited.
@@ -422,7 +421,7 @@ class Worker:
         while True:
             for frame in decoder:
                 return frame
-            data = await stream.receive_some(RECV_SIZE)
+            data = await stream.receive_some(_batch.RECV_SIZE)
             if not data:
                 raise WorkerDied("Python worker disconnected.")
             decoder.feed(data)
