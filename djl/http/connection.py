@@ -1,10 +1,10 @@
 """hypercorn's trio connection with fewer trio operations per request (issue 10.4).
 
-hypercorn 0.18.0's ``TCPServer`` is the same per connection but costs, per keep-alive
-request, a fresh task for its idle timer (``nursery.start`` on every answer, behind a
-lock), a ``fail_after`` scope around every read even with no ``read_timeout``, and one
-locked, shielded ``send_all`` per piece of an answer: the head, the body and an empty
-write for the end of a sized message. ``LeanTCPServer`` keeps hypercorn's protocol
+hypercorn 0.18.0's ``TCPServer`` costs, per keep-alive request, a fresh task for its
+idle timer (``nursery.start`` on every answer, behind a lock), a ``fail_after`` scope
+around every read even with no ``read_timeout``, and one locked, shielded ``send_all``
+per piece of an answer: the head, the body and an empty write for the end of a sized
+message. ``LeanTCPServer`` keeps hypercorn's protocol
 (h11, streams, ASGI) and its run loop and changes only those three:
 
 - the keep-alive timer is one task per connection that moves its own deadline: far
