@@ -102,7 +102,8 @@ FORMAT_NPZ: int  # tensor/npz: numpy's .npz (stored or deflated in, stored out)
 CONTENT_TYPES: dict[int, str]  # format -> the content type an answer in it carries
 
 class ParsedTensors:
-    """One request's inputs, checked; values stay in the payload until ``collate``."""
+    """One request's inputs, checked; JSON numbers are converted as they are checked,
+    NDList / npz bytes stay in the payload until ``collate``."""
 
     format: int  # the FORMAT_* it was parsed as
     signature: tuple[tuple[str, tuple[int, ...]], ...]  # (dtype name, shape) per input
@@ -121,3 +122,11 @@ def encode_rows(  # row i of every array (batch on axis 0) as encode_tensors(...
 ) -> list[bytes]: ...
 def input_format(content_type: str | None, payload: Buffer) -> int: ...  # BadInput if unknown
 def output_format(content_type: str | None, accept: str | None) -> int: ...  # DJL's rules
+def read_requests(  # each request of a REQUEST payload read as tensors (see _tensor.pxi)
+    payload: Buffer,
+) -> tuple[
+    list[ParsedTensors | Exception],  # per request: its tensors, or what refused it
+    list[int],  # per request: its answer's format
+    list[tuple[list[int], list[ParsedTensors]]],  # by signature: indices and items
+    list[int],  # the refused requests' indices
+]: ...

@@ -119,7 +119,7 @@ cdef int _code_of(dtype) except -2:
 
 cdef enum:
     KIND_RAW = 0       # bytes in native order, C order: memcpy
-    KIND_JSON = 1      # a validated JSON array of numbers: converted at collate time
+    KIND_JSON = 1      # a JSON array of numbers, converted while it was checked: _floats
     KIND_NUMPY = 2     # other byte order or Fortran order: numpy converts at collate time
 
 
@@ -139,6 +139,9 @@ cdef class ParsedTensors:
     cdef list _bases       # per input: the object whose buffer holds its data
     cdef list _offsets     # per input: where its data (or its JSON array) starts
     cdef list _sizes       # per input: data bytes (RAW/NUMPY) or number count (JSON)
+    cdef float* _floats    # a JSON input's values, row-major (one pass reads and converts)
+    cdef Py_ssize_t _nfloats
+    cdef Py_ssize_t _floats_cap
     cdef list _kinds
     cdef list _orders      # per input: (byte order char, fortran) for KIND_NUMPY
     cdef list _sig         # signature and names while parsing
@@ -146,6 +149,9 @@ cdef class ParsedTensors:
 
     def __cinit__(self):
         self._has_view = False
+        self._floats = NULL
+        self._nfloats = 0
+        self._floats_cap = 0
 
     def __init__(self):
         raise TypeError("ParsedTensors come from parse_tensors()")
@@ -154,6 +160,8 @@ cdef class ParsedTensors:
         if self._has_view:
             PyBuffer_Release(&self._view)
             self._has_view = False
+        PyMem_Free(self._floats)
+        self._floats = NULL
 
     def __len__(self):
         return len(self.signature)
@@ -174,6 +182,21 @@ cdef class ParsedTensors:
         self._orders.append(order)
         self._sig.append((_DTYPE_NAMES[code], shape))
         self._names.append(name)
+
+
+cdef int _push_float(ParsedTensors p, float value) except -1:
+    cdef Py_ssize_t cap
+    cdef float* grown
+    if p._nfloats == p._floats_cap:
+        cap = p._floats_cap * 2 if p._floats_cap else 256
+        grown = <float*>PyMem_Realloc(p._floats, cap * sizeof(float))
+        if grown == NULL:
+            raise MemoryError()
+        p._floats = grown
+        p._floats_cap = cap
+    p._floats[p._nfloats] = value
+    p._nfloats += 1
+    return 0
 
 
 cdef ParsedTensors _new_parsed(payload, int fmt):
@@ -369,35 +392,39 @@ cdef bint _eisel_lemire(uint64_t man, int e10, double* out) noexcept nogil:
     return True
 
 
-cdef double _number_value(const unsigned char* s, Py_ssize_t pos, Py_ssize_t stop) except? -1.0:
-    """The value of the validated number token s[pos:stop], correctly rounded."""
+cdef Py_ssize_t _read_number(const unsigned char* s, Py_ssize_t pos, Py_ssize_t end,
+                             double* out) except -2:
+    """``_scan_number`` and the token's value, correctly rounded, in one pass: the end of
+    the JSON number at pos (its value in out), or -1 where there is none."""
     cdef bint neg = False
     cdef uint64_t mant = 0
     cdef int digits = 0
     cdef long e10 = 0
     cdef long ex = 0
     cdef bint ex_neg = False
-    cdef Py_ssize_t p = pos
-    cdef char small[64]
-    cdef double value, upper
-    if s[p] == 78:
-        return float("nan")
-    if s[p] == 45:
+    cdef Py_ssize_t p = pos, start, stop
+    if p < end and s[p] == 45:
         neg = True
         p += 1
-    if s[p] == 73:
-        return float("-inf") if neg else float("inf")
-    while p < stop and _digit(s[p]):
-        if mant or s[p] != 48:
+    if p >= end or not _digit(s[p]):  # NaN, Infinity, -Infinity, or no number
+        stop = _scan_number(s, pos, end)
+        if stop >= 0:
+            out[0] = float("nan") if s[pos] == 78 else (float("-inf") if neg else float("inf"))
+        return stop
+    if s[p] == 48:
+        p += 1
+    else:
+        while p < end and _digit(s[p]):
             digits += 1
             if digits <= 19:
                 mant = mant * 10 + (s[p] - 48)
             else:
                 e10 += 1
+            p += 1
+    if p < end and s[p] == 46:  # .
         p += 1
-    if p < stop and s[p] == 46:
-        p += 1
-        while p < stop and _digit(s[p]):
+        start = p
+        while p < end and _digit(s[p]):
             if mant or s[p] != 48:
                 digits += 1
                 if digits <= 19:
@@ -406,16 +433,32 @@ cdef double _number_value(const unsigned char* s, Py_ssize_t pos, Py_ssize_t sto
             else:
                 e10 -= 1
             p += 1
-    if p < stop:  # exponent
+        if p == start:
+            return -1
+    if p < end and (s[p] == 101 or s[p] == 69):  # e E
         p += 1
-        if s[p] == 45 or s[p] == 43:
+        if p < end and (s[p] == 45 or s[p] == 43):
             ex_neg = s[p] == 45
             p += 1
-        while p < stop and _digit(s[p]):
+        start = p
+        while p < end and _digit(s[p]):
             if ex < 100000:
                 ex = ex * 10 + (s[p] - 48)
             p += 1
+        if p == start:
+            return -1
         e10 = e10 - ex if ex_neg else e10 + ex
+    stop = p
+    out[0] = _compose(neg, mant, digits, e10, s, pos, stop)
+    return stop
+
+
+cdef double _compose(bint neg, uint64_t mant, int digits, long e10, const unsigned char* s,
+                     Py_ssize_t pos, Py_ssize_t stop) except? -1.0:
+    """The value of the number token s[pos:stop], read as ``mant * 10**e10`` (its first 19
+    significant digits of ``digits``), correctly rounded."""
+    cdef char small[64]
+    cdef double value, upper
     if mant == 0:
         return -0.0 if neg else 0.0
     if digits <= 19 and mant <= (<uint64_t>1 << 53) and -22 <= e10 <= 22:
@@ -441,8 +484,10 @@ cdef double _number_value(const unsigned char* s, Py_ssize_t pos, Py_ssize_t sto
 
 
 cdef class _JsonScan:
-    """Pass one over a JSON payload: checks it and finds the array's shape."""
+    """One pass over a JSON payload: checks it, finds the array's shape and converts its
+    numbers into ``out``'s float buffer (so collating is a copy)."""
 
+    cdef ParsedTensors out
     cdef const unsigned char* s
     cdef Py_ssize_t end
     cdef int ndim
@@ -472,6 +517,7 @@ cdef class _JsonScan:
         cdef const unsigned char* s = self.s
         cdef Py_ssize_t count = 0
         cdef Py_ssize_t stop
+        cdef double value
         if depth >= _MAX_JSON_DEPTH:
             self.fail(f"arrays nested deeper than {_MAX_JSON_DEPTH}", pos)
         pos = _skip_ws(s, pos + 1, self.end)
@@ -488,7 +534,7 @@ cdef class _JsonScan:
                               "number was expected", pos)
                 pos = self.array(pos, depth + 1)
             else:
-                stop = _scan_number(s, pos, self.end)
+                stop = _read_number(s, pos, self.end, &value)
                 if stop < 0:
                     self.fail("expected a number", pos)
                 if not self.ndim:
@@ -496,6 +542,7 @@ cdef class _JsonScan:
                 elif depth + 1 != self.ndim:
                     self.fail(f"element {self.element(depth + 1)} is a number where an "
                               "array was expected", pos)
+                _push_float(self.out, <float>value)
                 pos = stop
             count += 1
             pos = _skip_ws(s, pos, self.end)
@@ -622,6 +669,7 @@ cdef _parse_json(ParsedTensors p, payload):
     cdef Py_ssize_t end = p._view.len
     cdef Py_ssize_t pos, key_start, start = -1, inputs = -1, instance = -1
     cdef Py_ssize_t i, count
+    scan.out = p
     scan.s = s
     scan.end = end
     scan.ndim = 0
@@ -679,7 +727,9 @@ cdef _parse_json(ParsedTensors p, payload):
     count = 1
     for i in range(scan.ndim):
         count *= scan.shape[i]
-    p._add(DT_F32, shape, None, None, start, count, KIND_JSON, None)
+    if count != p._nfloats:  # the checks above make this impossible
+        raise BadInput(f"JSON input: read {p._nfloats} numbers for shape {list(shape)}")
+    p._add(DT_F32, shape, None, None, 0, count, KIND_JSON, None)
 
 
 cdef str _json_key(const unsigned char* s, Py_ssize_t start, Py_ssize_t stop):
@@ -690,30 +740,6 @@ cdef str _json_key(const unsigned char* s, Py_ssize_t start, Py_ssize_t stop):
         return raw.decode("utf-8")
     import json
     return json.loads(PyBytes_FromStringAndSize(<const char*>s + start, stop - start))
-
-
-cdef int _json_fill(const unsigned char* s, Py_ssize_t end, Py_ssize_t pos,
-                    Py_ssize_t count, float* out) except -1:
-    """Pass two: convert the count numbers of the checked array at pos into out."""
-    cdef Py_ssize_t written = 0
-    cdef Py_ssize_t stop
-    cdef unsigned char c
-    while pos < end:
-        c = s[pos]
-        if c == 91 or c == 93 or c == 44 or c == 32 or c == 10 or c == 13 or c == 9:
-            pos += 1
-            if c == 93 and written == count:
-                return 0
-            continue
-        stop = _scan_number(s, pos, end)
-        if stop < 0 or written == count:
-            break
-        out[written] = <float>_number_value(s, pos, stop)
-        written += 1
-        pos = stop
-    if written == count:
-        return 0
-    raise BadInput("JSON input: the payload changed while it was being read")
 
 
 # -- NDList in ----------------------------------------------------------------------------
@@ -1094,8 +1120,8 @@ def collate(items):
                 kind = item._kinds[k]
                 offset = item._offsets[k]
                 if kind == KIND_JSON:
-                    _json_fill(<const unsigned char*>item._view.buf, item._view.len, offset,
-                               item._sizes[k], <float*>(out + i * row_bytes))
+                    if row_bytes:
+                        memcpy(out + i * row_bytes, item._floats, row_bytes)
                 elif kind == KIND_RAW:
                     if row_bytes == 0:
                         continue
@@ -1839,3 +1865,45 @@ def output_format(content_type, accept):
                                           and "tensor/ndlist" not in accepted):
         return FORMAT_JSON
     return FORMAT_NDLIST
+
+
+def read_requests(payload):
+    """Every request of a REQUEST payload read as tensors, in one call (the PyTorch
+    engine's path): ``(parsed, formats, groups, failed)``.
+
+    ``parsed[i]`` is request i's ParsedTensors, or the exception that refused it (BadInput
+    for a body we cannot read; anything else is a codec bug, for the caller to log);
+    ``formats[i]`` its answer's format; ``groups`` the readable requests by signature, in
+    order of first appearance, each ``(indices, items)``: what one ``collate`` stacks;
+    ``failed`` the indices of the refused ones.
+    """
+    cdef list items = request_items(payload)
+    cdef Py_ssize_t n = len(items), i
+    cdef list parsed = [None] * n
+    cdef list formats = [FORMAT_NDLIST] * n
+    cdef list failed = []
+    cdef dict groups = {}
+    cdef dict answer_formats = {}  # (content type, accept) -> format: a batch's repeat
+    cdef ParsedTensors p
+    cdef tuple group
+    for i in range(n):
+        content_type, accept, data = <tuple>items[i]
+        try:
+            fmt = input_format(content_type, data)
+            key = (content_type, accept)
+            answer = answer_formats.get(key)
+            if answer is None:
+                answer = answer_formats[key] = output_format(content_type, accept)
+            formats[i] = answer
+            p = parse_tensors(data, fmt)
+        except Exception as exc:  # each request's failure is its own answer
+            parsed[i] = exc
+            failed.append(i)
+            continue
+        parsed[i] = p
+        group = groups.get(p.signature)
+        if group is None:
+            group = groups[p.signature] = ([], [])
+        (<list>group[0]).append(i)
+        (<list>group[1]).append(p)
+    return parsed, formats, list(groups.values()), failed

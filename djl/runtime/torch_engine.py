@@ -10,9 +10,10 @@ NDList or npz are the model's positional inputs. Out: ``tensor/npz`` when the re
 NDList), else ``tensor/ndlist`` (``_batch.input_format`` / ``output_format``, shared with
 djl.tensor_batch). A tuple, list or dict of tensors is several outputs.
 
-Batching (``batchifier``): ``stack``, the default, groups a batch's requests by the dtypes
-and shapes of their inputs, stacks each group along a new axis 0 straight from the
-payloads (``_batch.collate``: one buffer per input, no Python floats), moves it to the
+Batching (``batchifier``): ``stack``, the default, reads a batch's requests in one call
+(``_batch.read_requests``: JSON numbers converted as they are checked, no Python floats),
+groups them by the dtypes and shapes of their inputs, stacks each group along a new axis 0
+(``_batch.collate``: one buffer per input, a copy per request), moves it to the
 device once, runs one forward and splits every output along axis 0 back into the group's
 answers (``_batch.encode_rows``). A request alone is a group of one: the model always sees
 a leading batch axis, so an answer never depends on who shared the batch. ``none`` runs
@@ -26,7 +27,6 @@ and the worker serves on.
 
 from __future__ import annotations
 
-import functools
 import logging
 from collections.abc import Sequence
 from pathlib import Path
@@ -96,7 +96,7 @@ class TorchEngine:
         """One answer per request of the (possibly batched) Input, in order; never raises."""
         frame = _batch.encode_request(inputs.properties, inputs.content.keys,
                                       inputs.content.values)
-        return [_as_output(result) for result in self._run(_batch.request_items(frame[5:]))]
+        return [_as_output(result) for result in self._run(frame[5:])]
 
     def answer_frame(self, payload: bytes, max_item_bytes: int, max_frame: int) -> bytearray:
         """The RESULTS frame answering one REQUEST payload, request by request.
@@ -104,7 +104,7 @@ class TorchEngine:
         The worker's path: the requests are read from the frame and, when every one
         succeeds, their answers are written into the frame directly (no Input, no Output
         per request)."""
-        results = self._run(_batch.request_items(payload))
+        results = self._run(payload)
         if all(type(result) is tuple for result in results):
             frame = _batch.encode_ok_results(
                 [body for body, _ in results],
@@ -113,31 +113,22 @@ class TorchEngine:
                 return frame
         return results_frame([_as_output(r) for r in results], max_item_bytes, max_frame)
 
-    def _run(self, items: list[tuple[str, str, bytes | None]]) -> list[Any]:
+    def _run(self, payload: bytes | bytearray) -> list[Any]:
         """Each request's ``(body, format)``, or its failure (ItemError, Output)."""
-        results: list[Any] = [None] * len(items)
-        parsed: list[Any] = [None] * len(items)
-        out_formats = [_batch.FORMAT_NDLIST] * len(items)
-        for i, (content_type, accept, data) in enumerate(items):
-            try:
-                fmt = _batch.input_format(content_type, data)
-                out_formats[i] = output_format(content_type, accept)
-                parsed[i] = _batch.parse_tensors(data, fmt)
-            except DjlError as exc:
+        parsed, out_formats, groups, failed = _batch.read_requests(payload)
+        results: list[Any] = [None] * len(parsed)
+        for i in failed:
+            exc = parsed[i]
+            if isinstance(exc, DjlError):
                 results[i] = ItemError("input", exc.message)
-            except Exception as exc:  # noqa: BLE001 — a codec bug must fail one request only
-                log.exception("reading a request failed unexpectedly")
+            else:  # a codec bug fails one request only
+                log.error("reading a request failed unexpectedly", exc_info=exc)
                 results[i] = ItemError("input", f"Cannot read the request: {exc}")
-        if self.stack:
-            groups: dict[Any, list[int]] = {}
-            for i, tensors in enumerate(parsed):
-                if tensors is not None:
-                    groups.setdefault(tensors.signature, []).append(i)
-            for members in groups.values():
-                self._run_group(members, parsed, out_formats, results)
-        else:
-            for i, tensors in enumerate(parsed):
-                if tensors is not None:
+        for members, items in groups:
+            if self.stack:
+                self._run_group(members, items, out_formats, results)
+            else:
+                for i, tensors in zip(members, items, strict=True):
                     self._run_one(i, tensors, out_formats[i], results)
         return results
 
@@ -148,10 +139,10 @@ class TorchEngine:
             tensors = [torch.from_numpy(a).to(self.device) for a in arrays]
             return _numpy_outputs(self.model(*tensors))
 
-    def _run_group(self, members: list[int], parsed: list[Any], out_formats: list[int],
+    def _run_group(self, members: list[int], items: list[Any], out_formats: list[int],
                    results: list[Any]) -> None:
         try:
-            arrays = _batch.collate([parsed[i] for i in members])
+            arrays = _batch.collate(items)
             outputs, names = self._forward(arrays)
             n = len(members)
             for k, out in enumerate(outputs):
@@ -195,11 +186,6 @@ class _BadOutput(Exception):
 
 
 # -- request and response formats -----------------------------------------------------------
-
-#: The answer's format from (content type, Accept): _batch's rule, remembered, since the
-#: requests of a batch mostly share their headers.
-output_format = functools.lru_cache(maxsize=256)(_batch.output_format)
-
 
 def _last_line(exc: BaseException) -> str:
     """TorchScript errors carry the script's traceback; its last line says what failed."""
