@@ -30,6 +30,7 @@ from djl.config import (
     load_server_config,
 )
 from djl.errors import DjlError, exception_leaves
+from djl.http.connection import LeanConfig
 from djl.log_levels import python_level
 from djl.registry import ModelManager
 from djl.startup import load_startup_models
@@ -54,7 +55,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def hypercorn_config(address: Address, config: ServerConfig) -> HypercornConfig:
-    hc = HypercornConfig()
+    hc = LeanConfig()
     hc.bind = [address.bind]
     # Longer than the models' own grace (_shut_down_on_stop): their last answers go out.
     hc.graceful_timeout = HYPERCORN_GRACEFUL_TIMEOUT_S

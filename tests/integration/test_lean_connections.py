@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import inspect
 import time
+from email.utils import parsedate_to_datetime
+from wsgiref.handlers import format_date_time
 
 import h11
 import trio
@@ -203,3 +205,37 @@ async def test_shutdown_closes_an_idle_keep_alive_connection_at_once(tmp_path):
     assert await _closed_after(stream, 5) is not None
     assert stopped_s < 15, stopped_s
     await stream.aclose()
+
+
+def test_answer_headers_are_built_once_a_second(monkeypatch):
+    """LeanConfig: hypercorn's date and server headers, the same list within a second, a
+    fresh date when the second turns."""
+    now = [1_800_000_000.25]
+    monkeypatch.setattr(connection, "time", lambda: now[0])
+    config = connection.LeanConfig()
+    first = config.response_headers("h11")
+    assert first == [(b"date", format_date_time(now[0]).encode()),
+                     (b"server", b"hypercorn-h11")]
+    now[0] += 0.7
+    assert config.response_headers("h11") is first
+    assert dict(config.response_headers("h2"))[b"server"] == b"hypercorn-h2"
+    now[0] += 0.1  # 1_800_000_001.05: the next second
+    turned = config.response_headers("h11")
+    assert dict(turned)[b"date"] == format_date_time(now[0]).encode() != dict(first)[b"date"]
+
+
+async def test_answers_carry_the_current_date(tmp_path):
+    async with running_server(tmp_path) as server:
+        await register(server, "echo")
+        stream = await _connect(server)
+        for _ in range(3):
+            before = time.time()
+            await stream.send_all(_request(b"POST", b"/predictions/echo", b"hi"))
+            answer = _complete(await stream.receive_some(65536))
+            assert answer is not None and answer[0].status_code == 200
+            headers = dict(answer[0].headers)
+            sent = parsedate_to_datetime(headers[b"date"].decode()).timestamp()
+            assert int(before) <= sent <= time.time(), (before, headers[b"date"])
+            assert headers[b"server"] == b"hypercorn-h11"
+            await trio.sleep(0.6)
+        await stream.aclose()
