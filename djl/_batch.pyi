@@ -17,6 +17,8 @@ MAX_FRAME: int  # the largest frame the format can carry (2**31 - 1 bytes)
 RECV_SIZE: int  # bytes one recv on a worker channel asks for (64 KiB, under mmap threshold)
 DEFAULT_PRIORITY: int  # a request's priority without x-priority (spec §3.4); lower runs first
 
+def random_uuid4() -> str: ...  # a version 4 UUID string (pooled os.urandom bytes)
+
 class Job:
     """One request for one model: its input, priority and the slot its answer lands in."""
 

@@ -415,3 +415,28 @@ def test_split_batch_unexpected_key(key):
     with pytest.raises(TranslateError) as info:
         _batch.split_batch(2, ["batch_0.data", key], [b"", b""])
     assert info.value.message == f"Unexpected batch output key: {key}"
+
+
+def test_random_uuid4_is_a_fresh_version_4_uuid():
+    """Request ids: 1,000 ids (the 4 KiB random pool refilled three times) are distinct
+    RFC 4122 version 4 UUIDs written as str(uuid.UUID) writes them; a forked child does
+    not hand out the ids its parent's pool still holds."""
+    import os
+    import uuid
+
+    ids = [_batch.random_uuid4() for _ in range(1000)]
+    assert len(set(ids)) == len(ids)
+    for text in ids:
+        parsed = uuid.UUID(text)
+        assert parsed.version == 4 and parsed.variant == uuid.RFC_4122 and str(parsed) == text
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: write its next id and leave at once
+        os.write(write, _batch.random_uuid4().encode())
+        os._exit(0)
+    os.close(write)
+    os.waitpid(pid, 0)
+    child = os.read(read, 64).decode()
+    os.close(read)
+    assert uuid.UUID(child).version == 4
+    assert child != _batch.random_uuid4()

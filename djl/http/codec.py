@@ -9,7 +9,6 @@ from __future__ import annotations
 import datetime
 import json
 import logging
-import os
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
 from urllib.parse import unquote, unquote_plus
@@ -18,6 +17,7 @@ import trio
 from quart import Request, Response
 from werkzeug.datastructures import Headers
 
+from djl import _batch
 from djl.async_results import Page
 from djl.config import ServerConfig, parse_int
 from djl.errors import BadRequest, DjlError, StreamCut
@@ -86,11 +86,8 @@ def request_id(request: Request, config: ServerConfig) -> str:
     return request.headers.get(config.request_id_header_key) or random_uuid4()
 
 
-def random_uuid4() -> str:
-    """A random (version 4) UUID string; ~6x cheaper than ``str(uuid.uuid4())``."""
-    h = os.urandom(16).hex()
-    variant = "89ab"[int(h[16], 16) & 3]
-    return f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{variant}{h[17:20]}-{h[20:32]}"
+#: A random (version 4) UUID string (``_batch``: pooled random bytes, formatted in C).
+random_uuid4 = _batch.random_uuid4
 
 
 def request_properties(headers: list[tuple[bytes, bytes]],
