@@ -127,8 +127,10 @@ cdef class ParsedTensors:
     """One request's inputs, checked, with their dtype, shape and where their values lie.
 
     ``signature`` is hashable and equal for items ``collate`` can stack; ``names`` holds a
-    name or None per input; ``len()`` is the number of inputs. The payload's buffer is
-    held (a bytearray cannot be resized) until this object goes away.
+    name or None per input; ``len()`` is the number of inputs. A JSON input's numbers are
+    converted as they are checked and kept here; an NDList or npz input's bytes stay in the
+    payload, whose buffer is held (a bytearray cannot be resized) until this object goes
+    away.
     """
 
     cdef Py_buffer _view
@@ -137,7 +139,7 @@ cdef class ParsedTensors:
     cdef readonly tuple signature
     cdef readonly tuple names
     cdef list _bases       # per input: the object whose buffer holds its data
-    cdef list _offsets     # per input: where its data (or its JSON array) starts
+    cdef list _offsets     # per input: where its data starts (RAW/NUMPY; 0 for JSON)
     cdef list _sizes       # per input: data bytes (RAW/NUMPY) or number count (JSON)
     cdef float* _floats    # a JSON input's values, row-major (one pass reads and converts)
     cdef Py_ssize_t _nfloats

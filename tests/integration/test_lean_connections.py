@@ -12,6 +12,7 @@ from wsgiref.handlers import format_date_time
 
 import h11
 import trio
+from hypercorn.config import Config
 from hypercorn.events import RawData, Updated
 from hypercorn.protocol.h11 import H11Protocol
 from hypercorn.trio import run as hypercorn_run
@@ -79,6 +80,9 @@ def test_hypercorn_has_the_shape_lean_connections_were_written_against():
     assert "Updated" in H11Protocol._maybe_recycle.__code__.co_names
     assert "RawData" in H11Protocol._send_h11_event.__code__.co_names
     assert RawData(data=b"x").data == b"x" and Updated(idle=True).idle is True
+    # LeanConfig overrides this method; hypercorn calls it per answer and copies its list.
+    assert list(inspect.signature(Config.response_headers).parameters) == ["self", "protocol"]
+    assert "response_headers" in inspect.getsource(H11Protocol.stream_send)
 
 
 def test_create_app_installs_the_lean_or_the_stock_connection(tmp_path):
