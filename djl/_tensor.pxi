@@ -729,7 +729,7 @@ cdef _parse_json(ParsedTensors p, payload):
     count = 1
     for i in range(scan.ndim):
         count *= scan.shape[i]
-    if count != p._nfloats:  # the checks above make this impossible
+    if count != p._nfloats:  # never, given the checks: collate copies count values
         raise BadInput(f"JSON input: read {p._nfloats} numbers for shape {list(shape)}")
     p._add(DT_F32, shape, None, None, 0, count, KIND_JSON, None)
 

@@ -18,6 +18,10 @@ An A/B in one run (bench/echo.py, ``djl`` vs ``djl-stock``) is what keeps it. It
 installed explicitly by ``create_app`` (``lean_connections``), never on import, and only
 on the hypercorn it was measured on: the pinned version; tests/integration/
 test_lean_connections.py fails loudly if hypercorn's shape changes.
+
+``LeanConfig`` is hypercorn's ``Config`` with the per-answer ``date`` and ``server``
+headers built once a second; ``djl.__main__.hypercorn_config`` always uses it (it relies
+only on ``Config.response_headers``, which the shape test pins too).
 """
 
 from __future__ import annotations
