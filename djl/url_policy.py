@@ -147,7 +147,7 @@ def check(url: str, config: ServerConfig, *, dynamic: bool = False) -> ModelUrl:
     if dynamic and (parsed.dotted or not _admits((config.model_url_pattern,), parsed)):
         raise NotFound.model_url_denied(url)
     if not _admits(config.allowed_urls, parsed):
-        raise Forbidden(f"URL is not allowed by allowed_urls: {url}")
+        raise Forbidden.not_allowed(url, parsed.spellings[0])
     return parsed
 
 
@@ -163,9 +163,7 @@ def check_resolved(url: ModelUrl, real_path: str, config: ServerConfig) -> None:
         return
     resolved = replace(url, location=real_path)
     if not _admits(config.allowed_urls, resolved):
-        raise Forbidden(
-            f"URL is not allowed by allowed_urls: {url.text} (resolves to {resolved.spellings[0]})"
-        )
+        raise Forbidden.not_allowed(url.text, resolved.spellings[0])
 
 
 def check_path(url: str, config: ServerConfig) -> ModelUrl:
