@@ -16,7 +16,7 @@ import math
 import os
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -162,8 +162,17 @@ def _int(key: str, value: str) -> int:
         raise ConfigError(f"Invalid integer for {key}: {value!r}") from None
 
 
+def parse_java_bool(value: str | None, default: bool = False) -> bool:
+    """Java ``Boolean.parseBoolean`` with a default for an absent value (None): true only
+    for ``true`` in any case; any other value, the empty one included, is false (spec
+    §2.2 ``synchronous``, §3.8 ``x-synchronous``). Every boolean parameter reads this way."""
+    if value is None:
+        return default
+    return value.lower() == "true"
+
+
 def _bool(value: str) -> bool:
-    return value.strip().lower() == "true"
+    return parse_java_bool(value.strip())
 
 
 def _env_key(suffix: str) -> str:
@@ -305,9 +314,6 @@ class ServerConfig:
     def status_for(self, config_key: str | None, default: int) -> int:
         """The HTTP status of an inference failure (spec §1.4 mapping B)."""
         return int(getattr(self, config_key)) if config_key else default
-
-    def with_overrides(self, **kwargs: Any) -> ServerConfig:
-        return replace(self, **kwargs)
 
 
 # Property keys whose names differ from the dataclass field (units appended).
@@ -527,7 +533,9 @@ class RegisterParams:
 
     @classmethod
     def from_query(cls, get: Any) -> RegisterParams:
-        """Build from a ``get(name) -> str | None`` lookup (query string or JSON body)."""
+        """Build from a ``get(name) -> str | None`` lookup (query string or JSON body) of
+        the values as sent: an empty value is an absent one, except that ``synchronous=``
+        is false (``parse_java_bool``)."""
         url = get("url")
         if not url:
             raise BadRequest("Parameter url is required.")
@@ -548,7 +556,7 @@ class RegisterParams:
             max_idle_time_s=number("max_idle_time"),
             min_workers=number("min_worker"),
             max_workers=number("max_worker"),
-            synchronous=True if sync is None or sync == "" else str(sync).lower() == "true",
+            synchronous=parse_java_bool(None if sync is None else str(sync), True),
         )
 
 

@@ -13,6 +13,7 @@ This module is shared with the worker runtime, so it imports nothing from djl.
 
 from __future__ import annotations
 
+import enum
 from dataclasses import dataclass
 
 
@@ -132,6 +133,12 @@ class ModelNotFound(NotFound):
     @classmethod
     def workflow(cls, name: str) -> ModelNotFound:
         return cls(f"Workflow not found: {name}")
+
+    @classmethod
+    def workflow_version(cls, name: str, version: str) -> ModelNotFound:
+        """Describe with an unknown version: DJL doubles the prefix, and so do we (spec
+        §2.6, a quirk kept for clients that match the text)."""
+        return cls.workflow(f"Workflow not found: {name}/{version}")
 
     @classmethod
     def invalid_url(cls, url: str) -> ModelNotFound:
@@ -360,6 +367,38 @@ class OutputTooLarge(DjlError):
             f"The model's answer of {size} bytes exceeds the limit of {limit} bytes for one "
             "batch (max_worker_item_bytes per item of a full batch)"
         )
+
+
+class Failure(enum.Enum):
+    """What kind of failure an inference was, for the breaker and the metrics (spec §3.9)."""
+
+    #: The workload manager's: queue full, model not ready, worker died or unusable.
+    WLM = "wlm"
+    #: The server's: an unexpected exception, or an answer with a code >= 500 or 424.
+    SERVER = "server"
+
+
+#: Mapping B keys (spec §1.4) whose failures are the workload manager's.
+_WLM_KEYS = frozenset({"wlm_error_http_code", "throttle_error_http_code"})
+
+
+def failure_of(error: BaseException) -> Failure | None:
+    """The kind of failure an inference that raised ``error`` was; None for the client's
+    own (a bad request, an unknown model). The one rule: by the mapping B key, else an
+    error's status >= 500 is the server's, and an exception that is no DjlError is too."""
+    if not isinstance(error, DjlError):
+        return Failure.SERVER
+    key = error.config_key
+    if key in _WLM_KEYS:
+        return Failure.WLM
+    if key == "server_error_http_code" or (key is None and error.status >= 500):
+        return Failure.SERVER
+    return None
+
+
+def failure_of_code(code: int) -> Failure | None:
+    """The kind of failure an Output with this code was (spec §3.5): >= 500 or 424."""
+    return Failure.SERVER if code >= 500 or code == 424 else None
 
 
 class FrameError(DjlError):
