@@ -340,6 +340,27 @@ class BadInput(TranslateError, ValueError):
     these 400 ``TranslateException`` (spec §1.4 mapping B, §3.6); the message says what is
     wrong and where. A ValueError too, which is what ``djl.ndlist``'s callers catch."""
 
+    @classmethod
+    def input_count(cls, want: int, names: list[str | None], got: int) -> BadInput:
+        """A request with more or fewer tensors than the model's signature has inputs."""
+        listed = ", ".join(name or "?" for name in names)
+        return cls(f"The model takes {want} input{'s' if want != 1 else ''} ({listed}); "
+                   f"the request has {got}")
+
+    @classmethod
+    def input_shape(cls, index: int, name: str | None, shape: list[int],
+                    declared: list[int]) -> BadInput:
+        """A tensor whose rank or dimensions the model's signature does not allow."""
+        return cls(f"Input {index} ({name or '?'}) has shape {shape}, which does not fit the "
+                   f"model's {declared} (-1 is any size; a request may leave out the "
+                   "first dimension)")
+
+    @classmethod
+    def batch_rows(cls, rows: list[int]) -> BadInput:
+        """Inputs that carry the batch dimension but disagree on its size."""
+        return cls(f"The inputs carry batch dimensions of different sizes ({rows}): they "
+                   "must agree")
+
 
 class OutputTooLarge(DjlError):
     """A model answered with an item over the worker item limit: its batch fails with this,

@@ -86,11 +86,11 @@ async def test_register_errors_are_clear_4xx(tmp_path):
                             "weights are missing"}
         assert (await c.get("/models")).json() == {"models": []}  # rolled back
 
-        (tmp_path / "onnx").mkdir()
-        (tmp_path / "onnx" / "model.onnx").write_bytes(b"\0")
-        r = await c.post("/models", params={"url": f"file:{tmp_path / 'onnx'}/"})
+        (tmp_path / "tf").mkdir()
+        (tmp_path / "tf" / "saved_model.pb").write_bytes(b"\0")
+        r = await c.post("/models", params={"url": f"file:{tmp_path / 'tf'}/"})
         assert r.status_code == 400
-        assert r.json()["message"] == "OnnxRuntime is not supported"
+        assert r.json()["message"] == "TensorFlow is not supported"
 
         (tmp_path / "nopy").mkdir()
         (tmp_path / "nopy" / "serving.properties").write_text("engine=Python\n")
