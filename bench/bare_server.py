@@ -72,6 +72,14 @@ def _answer(body: bytes, content_type: bytes) -> bytes:
 async def _serve_streams(port: int, connection: Any) -> None:
     import trio
 
+    async def guarded(stream: trio.SocketStream) -> None:
+        try:
+            await connection(stream)
+        except Exception:  # noqa: BLE001 — a reset or a parse error ends that connection only
+            pass
+        finally:
+            await trio.aclose_forcefully(stream)
+
     async with trio.open_nursery() as nursery:
         async def watch() -> None:
             with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
@@ -80,7 +88,7 @@ async def _serve_streams(port: int, connection: Any) -> None:
                     return
 
         nursery.start_soon(watch)
-        await trio.serve_tcp(connection, port, host="127.0.0.1")
+        await trio.serve_tcp(guarded, port, host="127.0.0.1")
 
 
 def h11_floor(body: bytes, port: int) -> None:

@@ -183,6 +183,8 @@ async def _connection(stream: trio.SocketStream, *, site: Site,
     connections.live.add(connection)
     try:
         await connection.run()
+    except Exception:  # noqa: BLE001 — one connection's failure never stops the server
+        log.exception("connection from %s failed", client)
     finally:
         connections.live.discard(connection)
         if connections.stopping and not connections.live:
