@@ -49,6 +49,11 @@ class BadRequest(DjlError):
         return cls('The workflow has no name: set "name" in the workflow file or model_name')
 
     @classmethod
+    def malformed(cls, reason: str) -> BadRequest:
+        """A request the HTTP parser refuses (its connection closes after the answer)."""
+        return cls(f"Malformed HTTP request: {reason}")
+
+    @classmethod
     def prometheus_disabled(cls) -> BadRequest:
         """``GET /server/metrics`` without SERVING_PROMETHEUS=true (spec §2.8)."""
         return cls("Prometheus is not enabled, set SERVING_PROMETHEUS environment var to true "
@@ -167,6 +172,17 @@ class PayloadTooLarge(DjlError):
     def request(cls, max_request_size: int) -> PayloadTooLarge:
         """Spec §1.5: a request whose body is over ``max_request_size``."""
         return cls(f"Request body exceeds max_request_size ({max_request_size} bytes)")
+
+
+class HeadTooLarge(DjlError):
+    """A request line and headers over the server's limit (RFC 6585 §5)."""
+
+    status = 431
+    type = "RequestHeaderFieldsTooLargeException"
+
+    @classmethod
+    def head(cls, limit: int) -> HeadTooLarge:
+        return cls(f"Request line and headers exceed {limit} bytes")
 
 
 class RequestTimeout(DjlError):
