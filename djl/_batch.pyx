@@ -845,3 +845,4 @@ def random_uuid4():
 
 
 include "_tensor.pxi"
+include "_answer.pxi"
