@@ -106,7 +106,7 @@ def create_app(config: ServerConfig | None = None,
 
 
 def settle_gc(config: ServerConfig) -> None:
-    """Once start-up is done: the cyclic GC set for a server (issue 10).
+    """Once start-up is done: the cyclic GC set for a server.
 
     A tenth of a request's CPU went to collections triggered by per-request allocations,
     the full ones walking every module, class and route object of the process. Frozen,

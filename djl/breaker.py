@@ -15,53 +15,12 @@ rules cost nothing: a server without them never builds a bucket.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
-from dataclasses import dataclass
 
 import trio
 
-from djl.config import ERROR_RATE_WINDOW_S
+from djl.config import Rule, parse_duration, parse_rule
 from djl.errors import Failure
-
-_DURATION = re.compile(
-    r"P(?:(?P<d>\d+)D)?(?:T(?:(?P<h>\d+)H)?(?:(?P<m>\d+)M)?(?:(?P<s>\d+(?:[.,]\d{1,9})?)S)?)?",
-    re.IGNORECASE,
-)
-
-
-def parse_duration(text: str) -> float:
-    """An ISO-8601 duration as ``java.time.Duration`` reads it (``PnDTnHnMn.nS``), in
-    seconds. Raises ValueError for anything else, or for a duration that is not positive."""
-    match = _DURATION.fullmatch(text.strip())
-    if match is None or text.strip().upper() in ("P", "PT") or text.strip()[-1:] in "Tt":
-        raise ValueError(f"not an ISO-8601 duration (e.g. PT5M): {text!r}")
-    days, hours, minutes, seconds = (match.group(k) for k in "dhms")
-    total = (int(days or 0) * 86400 + int(hours or 0) * 3600 + int(minutes or 0) * 60
-             + float((seconds or "0").replace(",", ".")))
-    if total <= 0:
-        raise ValueError(f"the duration must be positive: {text!r}")
-    return total
-
-
-@dataclass(frozen=True)
-class Rule:
-    """``count`` errors tolerated per ``window_s``."""
-
-    count: int
-    window_s: float
-
-
-def parse_rule(text: str) -> Rule | None:
-    """``count[/duration]``, e.g. ``10/PT1M``; empty means no rule. ValueError otherwise."""
-    text = text.strip()
-    if not text:
-        return None
-    count_text, sep, duration = text.partition("/")
-    count_text = count_text.strip()
-    if not count_text.isascii() or not count_text.isdigit() or int(count_text) < 1:
-        raise ValueError(f"the count must be a positive integer: {text!r}")
-    return Rule(int(count_text), parse_duration(duration) if sep else ERROR_RATE_WINDOW_S)
 
 
 class TokenBucket:

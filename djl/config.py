@@ -178,6 +178,46 @@ def parse_java_bool(value: str | None, default: bool = False) -> bool:
     return value.lower() == "true"
 
 
+_DURATION = re.compile(
+    r"P(?:(?P<d>\d+)D)?(?:T(?:(?P<h>\d+)H)?(?:(?P<m>\d+)M)?(?:(?P<s>\d+(?:[.,]\d{1,9})?)S)?)?",
+    re.IGNORECASE,
+)
+
+
+def parse_duration(text: str) -> float:
+    """An ISO-8601 duration as ``java.time.Duration`` reads it (``PnDTnHnMn.nS``), in
+    seconds. Raises ValueError for anything else, or for a duration that is not positive."""
+    match = _DURATION.fullmatch(text.strip())
+    if match is None or text.strip().upper() in ("P", "PT") or text.strip()[-1:] in "Tt":
+        raise ValueError(f"not an ISO-8601 duration (e.g. PT5M): {text!r}")
+    days, hours, minutes, seconds = (match.group(k) for k in "dhms")
+    total = (int(days or 0) * 86400 + int(hours or 0) * 3600 + int(minutes or 0) * 60
+             + float((seconds or "0").replace(",", ".")))
+    if total <= 0:
+        raise ValueError(f"the duration must be positive: {text!r}")
+    return total
+
+
+@dataclass(frozen=True)
+class Rule:
+    """``count`` errors tolerated per ``window_s``."""
+
+    count: int
+    window_s: float
+
+
+def parse_rule(text: str) -> Rule | None:
+    """``count[/duration]``, e.g. ``10/PT1M``; empty means no rule. ValueError otherwise."""
+    text = text.strip()
+    if not text:
+        return None
+    count_text, sep, duration = text.partition("/")
+    count_text = count_text.strip()
+    if not count_text.isascii() or not count_text.isdigit() or int(count_text) < 1:
+        raise ValueError(f"the count must be a positive integer: {text!r}")
+    return Rule(int(count_text), parse_duration(duration) if sep else ERROR_RATE_WINDOW_S)
+
+
 def _bool(value: str) -> bool:
     return parse_java_bool(value.strip())
 
@@ -199,7 +239,7 @@ class ServerConfig:
     allow_request_handler_override: bool = False
     #: Regexes (full match) a model or workflow URL must satisfy to be registered at all.
     allowed_urls: tuple[str, ...] = (r"file:.*", r"[^:]*", r"https?://.*")
-    #: Extracted-archive limits against archive bombs (issue: model sources).
+    #: Extracted-archive limits against archive bombs (djl.archive).
     #: Results of ``x-synchronous: false`` requests (spec §3.8) kept in memory: at most this
     #: many, this many bytes in all, each for this long after it completed. When full, the
     #: oldest completed result is dropped; with only pending ones, a new request gets 503.
@@ -289,7 +329,7 @@ class ServerConfig:
     prometheus: bool = False
     python_executable: str = ""
     #: ``SERVING_RAY_ADDRESS``: the Ray cluster models placed with ``load_on_devices=ray``
-    #: run their workers on (issue 12): ``auto`` (``RAY_ADDRESS`` or the cluster started on
+    #: run their workers on: ``auto`` (``RAY_ADDRESS`` or the cluster started on
     #: this host) or the GCS ``host:port``. Empty: no Ray; such a placement is a 400.
     ray_address: str = ""
     #: The address a worker's actor dials back to (an address of this host the Ray nodes
@@ -372,8 +412,6 @@ def _coerce(name: str, value: str) -> Any:
                               f"{value!r}")
         return ",".join(parts)
     if name.startswith("error_rate_"):
-        from djl.breaker import parse_rule  # it reads ERROR_RATE_WINDOW_S from here
-
         try:
             parse_rule(value)
         except ValueError as exc:
@@ -716,7 +754,7 @@ def build_model_config(
     )
 
 
-# -- Ray placement (issue 12) ------------------------------------------------------------------
+# -- Ray placement -----------------------------------------------------------------------------
 
 #: The ``load_on_devices`` / ``device`` value that places a model's workers on Ray.
 RAY_DEVICE = "ray"

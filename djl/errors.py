@@ -61,7 +61,7 @@ class BadRequest(DjlError):
 
 
 class RayPlacement(BadRequest):
-    """A model placed on Ray (``load_on_devices=ray``) that cannot be (issue 12)."""
+    """A model placed on Ray (``load_on_devices=ray``) that cannot be."""
 
     @classmethod
     def not_configured(cls) -> RayPlacement:
@@ -186,7 +186,7 @@ class HeadTooLarge(DjlError):
 
 
 class RequestTimeout(DjlError):
-    """A client stopped sending the body it declared (issue 8.5)."""
+    """A client stopped sending the body it declared."""
 
     status = 408
     type = "RequestTimeoutException"
@@ -267,12 +267,12 @@ class ModelLoadError(DjlError):
 
     @classmethod
     def ray_unreachable(cls, address: str, detail: str) -> ModelLoadError:
-        """The Ray cluster named by ``ray_address`` could not be reached (issue 12)."""
+        """The Ray cluster named by ``ray_address`` could not be reached."""
         return cls(f"Cannot reach the Ray cluster at {address}: {detail}", status=503)
 
     @classmethod
     def ray_placement(cls, resources: str, timeout_s: float) -> ModelLoadError:
-        """No Ray node took a worker's actor in time (issue 12)."""
+        """No Ray node took a worker's actor in time."""
         return cls(f"No Ray node placed a worker needing {resources} within "
                    f"{timeout_s:g}s (ray_placement_timeout): the cluster lacks those "
                    "resources, or the node that had them is gone")

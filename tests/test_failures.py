@@ -88,7 +88,7 @@ async def test_predict_counts_through_the_one_observer(error, kind):
     async def infer(_workflow: Workflow, _inputs: Input, _watch: object = None) -> Output:
         raise error
 
-    manager.infer = infer  # type: ignore[method-assign]
+    manager.invocation.infer = infer  # type: ignore[method-assign]
     for _ in range(2):
         with pytest.raises(type(error)):
             await manager.predict(workflow, Input())

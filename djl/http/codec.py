@@ -394,7 +394,7 @@ def _describe_worker(worker: Any) -> dict[str, Any]:
     """A WorkerStatistics as describe lists it."""
     entry: dict[str, Any] = {"id": worker.id, "startTime": _iso(worker.start_time),
                              "status": "READY" if worker.alive else "UNLOADING"}
-    if worker.node is not None:  # ours (issue 12): the Ray node and actor of the worker
+    if worker.node is not None:  # ours: the Ray node and actor of the worker
         entry["node"] = dict(worker.node)
     return entry
 
@@ -430,9 +430,9 @@ def describe_model(model: Model, startup_names: list[str]) -> dict[str, Any]:
         "status": stats.health,
         "loadedAtStartup": model.model_id in startup_names,
         "workerGroups": groups,
-        # Ours (issue 11.7): workers replaced on reaching max_worker_requests/_rss_mb.
+        # Ours: workers replaced on reaching max_worker_requests/_rss_mb.
         "recycledWorkers": stats.recycles,
-        # Ours (issue 12): why its latest worker died or failed to load, e.g. no Ray node
+        # Ours: why its latest worker died or failed to load, e.g. no Ray node
         # can place it any more; what a FAILED model has to say for itself.
         **({"lastWorkerFailure": stats.last_failure} if stats.last_failure else {}),
         # Ours: the model's inputs and outputs as its engine read them at load (names,
