@@ -3,7 +3,8 @@
 Runs inside the worker process; torch is imported here and nowhere on the server side.
 
 In: ``application/json`` (a numeric array, or an object whose ``inputs`` or ``instance``
-is one), ``tensor/ndlist`` (spec Appendix D) or ``tensor/npz``; several arrays of an
+is one), ``tensor/ndlist`` (spec Appendix D), ``tensor/npz`` or an Open Inference
+Protocol request (``_batch.V2_MEDIA_TYPE``, answered in v2; djl/_v2.pxi); several arrays of an
 NDList or npz are the model's positional inputs. Out: ``tensor/npz`` when the request's
 ``Accept`` or content type says so, JSON ``{"predictions": ...}`` when either says
 ``application/json`` (Accept wins: ``Accept: tensor/ndlist`` on a JSON request gets an
@@ -33,7 +34,14 @@ from pathlib import Path
 from typing import Any
 
 from djl import _batch
-from djl.errors import ERROR_OUTPUT, DjlError, FrameTooLarge, ItemError, OutputTooLarge
+from djl.errors import (
+    ERROR_OUTPUT,
+    BadInput,
+    DjlError,
+    FrameTooLarge,
+    ItemError,
+    OutputTooLarge,
+)
 from djl.io import Input, Output
 from djl.runtime.python_engine import EntryPointError, is_out_of_memory
 
@@ -133,17 +141,25 @@ class TorchEngine:
         return results
 
     # -- running ------------------------------------------------------------------------
-    def _forward(self, arrays: Sequence[Any]) -> tuple[list[Any], list[str] | None]:
+    def _forward(self, arrays: Sequence[Any], signature: Sequence[tuple[str, Any]]
+                 ) -> tuple[list[Any], list[str] | None]:
         torch = self._torch
         with torch.inference_mode():
-            tensors = [torch.from_numpy(a).to(self.device) for a in arrays]
+            tensors = []
+            for a, (dtype, _) in zip(arrays, signature, strict=True):
+                if dtype == "object":
+                    raise BadInput("The PyTorch engine takes no BYTES (string) tensors")
+                tensor = torch.from_numpy(a)
+                if dtype == "bfloat16":  # collate carries its bits as int16
+                    tensor = tensor.view(torch.bfloat16)
+                tensors.append(tensor.to(self.device))
             return _numpy_outputs(self.model(*tensors))
 
     def _run_group(self, members: list[int], items: list[Any], out_formats: list[int],
                    results: list[Any]) -> None:
         try:
             arrays = _batch.collate(items)
-            outputs, names = self._forward(arrays)
+            outputs, names = self._forward(arrays, items[0].signature)
             n = len(members)
             for k, out in enumerate(outputs):
                 if out.ndim == 0 or out.shape[0] != n:
@@ -151,20 +167,24 @@ class TorchEngine:
                         f"The model's output {k} has shape {list(out.shape)}: with "
                         f"batchifier=stack its first axis must be the batch ({n})"
                     )
-            bodies = _batch.encode_rows(outputs, [out_formats[i] for i in members], names)
+            bodies = _batch.encode_rows(outputs, [out_formats[i] for i in members], names,
+                                        items)
         except Exception as exc:  # noqa: BLE001 — the group's failure is its answer
             failure = self._failure(exc)
             for i in members:
                 results[i] = failure
             return
         for i, body in zip(members, bodies, strict=True):
-            results[i] = (body, out_formats[i])
+            # a v2 request naming an output the model lacks fails alone
+            results[i] = (self._failure(body) if isinstance(body, Exception)
+                          else (body, out_formats[i]))
 
     def _run_one(self, i: int, tensors: Any, out_format: int, results: list[Any]) -> None:
         try:
             arrays = tensors.arrays()  # a[0] of a collated (1,) array is a numpy scalar
-            outputs, names = self._forward(arrays)
-            results[i] = (_batch.encode_tensors(outputs, out_format, names), out_format)
+            outputs, names = self._forward(arrays, tensors.signature)
+            results[i] = (_batch.encode_tensors(outputs, out_format, names, tensors),
+                          out_format)
         except Exception as exc:  # noqa: BLE001 — the request's failure is its answer
             results[i] = self._failure(exc)
 
