@@ -75,14 +75,15 @@ def engine_paths(model_dir: Path) -> dict[str, Callable[[bytes], Any]]:
     engine = TorchEngine(model_dir, "model.pt", "-1", 1)
     engine.load()
     engine.initialise(Input({}, PairList()))
-    collated: dict[bytes, list[np.ndarray]] = {}
+    collated: dict[bytes, tuple[list[np.ndarray], Any]] = {}
 
     def forward(payload: bytes) -> None:
-        arrays = collated.get(payload)
-        if arrays is None:
+        known = collated.get(payload)
+        if known is None:
             _, _, groups, _ = _batch.read_requests(payload)
-            arrays = collated[payload] = _batch.collate(groups[0][1])
-        engine._forward(arrays)
+            items = groups[0][1]
+            known = collated[payload] = (_batch.collate(items), items[0].signature)
+        engine._forward(*known)
 
     return {"engine": lambda payload: engine.answer_frame(payload, MAX_ITEM, MAX_FRAME),
             "forward": forward}

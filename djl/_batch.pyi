@@ -120,10 +120,12 @@ def collate(items: Sequence[ParsedTensors]) -> list[np.ndarray]: ...  # (n, *sha
 def encode_tensors(  # one item's answer in fmt; ValueError for a dtype fmt cannot carry
     arrays: Sequence[ArrayLike] | ArrayLike, fmt: int, names: Sequence[str | None] | None = None,
     request: ParsedTensors | None = None,  # the v2 formats: the request answered
+    datatypes: Sequence[str | None] | None = None,  # per output: "BF16" for float32 bf16
 ) -> bytes: ...
 def encode_rows(  # row i of every array (batch on axis 0) as encode_tensors(..., fmts[i])
     arrays: Sequence[ArrayLike], fmts: Sequence[int], names: Sequence[str | None] | None = None,
     requests: Sequence[ParsedTensors] | None = None,  # per row, for the v2 formats
+    datatypes: Sequence[str | None] | None = None,  # as encode_tensors'
 ) -> list[bytes | Exception]: ...  # a v2 row naming an output the model lacks: BadInput
 def input_format(content_type: str | None, payload: Buffer) -> int: ...  # BadInput if unknown
 def output_format(content_type: str | None, accept: str | None) -> int: ...  # DJL's rules

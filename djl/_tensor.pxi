@@ -1792,7 +1792,7 @@ cdef int _encode(_TensorOut* o, list prepared, Py_ssize_t row, int fmt) except -
     raise ValueError(f"unknown tensor format {fmt}")
 
 
-def encode_tensors(arrays, int fmt, names=None, request=None):
+def encode_tensors(arrays, int fmt, names=None, request=None, datatypes=None):
     """One item's answer: the arrays encoded in fmt.
 
     JSON is DJL's ``NoopServingTranslator`` answer, compact: ``{"predictions":<nested
@@ -1804,13 +1804,14 @@ def encode_tensors(arrays, int fmt, names=None, request=None):
     Raises ValueError for a dtype the format cannot carry (strings, objects, complex in
     JSON, complex128 in NDList) or a names list of the wrong length. The v2 formats
     answer ``request`` (the ParsedTensors it came as: its id and requested outputs);
-    BadInput when it asks for an output the model does not have.
+    BadInput when it asks for an output the model does not have. ``datatypes`` names, per
+    output, a v2 datatype its float32 array stands for (``BF16``), or None.
     """
     cdef _TensorOut o = _TensorOut(NULL, 0, 0)
     prepared = _prepare_all(arrays, names, False)
     try:
         if fmt == FORMAT_V2_JSON or fmt == FORMAT_V2_BINARY:
-            _encode_v2(&o, prepared, 0, _v2_of(request), fmt == FORMAT_V2_BINARY)
+            _encode_v2(&o, prepared, 0, _v2_of(request), fmt == FORMAT_V2_BINARY, datatypes)
         else:
             _encode(&o, prepared, 0, fmt)
         return _out_take(&o)
@@ -1818,7 +1819,7 @@ def encode_tensors(arrays, int fmt, names=None, request=None):
         PyMem_Free(o.data)
 
 
-def encode_rows(arrays, fmts, names=None, requests=None):
+def encode_rows(arrays, fmts, names=None, requests=None, datatypes=None):
     """The batched answer: row i of every array (batch on axis 0) encoded in fmts[i],
     exactly as ``encode_tensors([a[i] for a in arrays], fmts[i], names, requests[i])``
     would; a v2 row whose request the outputs cannot answer (an output it names that the
@@ -1841,7 +1842,7 @@ def encode_rows(arrays, fmts, names=None, requests=None):
                 try:
                     _encode_v2(&o, prepared, row,
                                _v2_of(requests[row] if requests is not None else None),
-                               fmt == FORMAT_V2_BINARY)
+                               fmt == FORMAT_V2_BINARY, datatypes)
                 except BadInput as exc:
                     result.append(exc)
                     o.len = 0

@@ -650,7 +650,7 @@ _INT_POS[DT_I64] = (<uint64_t>1 << 63) - 1
 # -- the answer ----------------------------------------------------------------------------
 
 cdef int _encode_v2(_TensorOut* o, list prepared, Py_ssize_t row, V2Request req,
-                    bint binary_answer) except -1:
+                    bint binary_answer, datatypes) except -1:
     """Row ``row`` of the outputs as the v2 answer ``req`` asks for (module docstring)."""
     cdef _Prepared p
     cdef Py_ssize_t k, d, start = o.len, json_at, count, index
@@ -682,6 +682,9 @@ cdef int _encode_v2(_TensorOut* o, list prepared, Py_ssize_t row, V2Request req,
         k, binary = chosen[index]
         p = prepared[k]
         datatype = _V2_NAMES[p.code]
+        bf16 = (datatypes is not None and datatypes[k] == "BF16" and p.code == DT_F32)
+        if bf16:
+            datatype = "BF16"
         if datatype is None:
             raise ValueError(f"cannot encode output {k} of dtype {_DTYPE_NAMES[p.code]} in v2")
         if index:
@@ -702,7 +705,7 @@ cdef int _encode_v2(_TensorOut* o, list prepared, Py_ssize_t row, V2Request req,
         _out_put(o, "],", 2)
         if binary:
             _out_put(o, '"parameters":{"binary_data_size":', 33)
-            _put_uint(o, <uint64_t>p.row_bytes)
+            _put_uint(o, <uint64_t>(p.row_bytes // 2 if bf16 else p.row_bytes))
             _out_put(o, "}}", 2)
         else:
             _out_put(o, '"data":', 7)
@@ -718,8 +721,25 @@ cdef int _encode_v2(_TensorOut* o, list prepared, Py_ssize_t row, V2Request req,
         for index in range(len(chosen)):
             k, binary = chosen[index]
             p = prepared[k]
-            if binary and p.row_bytes:
+            if binary and p.row_bytes and datatypes is not None and datatypes[k] == "BF16" \
+                    and p.code == DT_F32:
+                _put_bf16(o, <const float*>(<const char*>p.view.buf + row * p.row_bytes),
+                          p.row_bytes // 4)
+            elif binary and p.row_bytes:
                 _out_put(o, <const char*>p.view.buf + row * p.row_bytes, p.row_bytes)
+    return 0
+
+
+cdef int _put_bf16(_TensorOut* o, const float* values, Py_ssize_t n) except -1:
+    """bfloat16 bits of float32 values that came from bfloat16 (the top half: exact)."""
+    cdef Py_ssize_t i
+    cdef uint32_t bits
+    _out_reserve(o, 2 * n)
+    for i in range(n):
+        memcpy(&bits, &values[i], 4)
+        o.data[o.len] = <char>((bits >> 16) & 0xFF)
+        o.data[o.len + 1] = <char>(bits >> 24)
+        o.len += 2
     return 0
 
 

@@ -71,7 +71,8 @@ def check_server_ready(manager: ModelManager) -> None:
 def signature(model: Model) -> dict[str, Any] | None:
     """The engine's ``{"inputs": [...], "outputs": [...]}`` of ``{name, datatype, shape}``
     (-1: a dynamic dimension) its worker reported after loading, or None: unknown."""
-    return getattr(model.pool, "signature", None)
+    known = getattr(model.pool, "signature", None)
+    return known.as_json() if known is not None else None
 
 
 def _engine(model: Model) -> str | None:
@@ -102,9 +103,12 @@ def model_metadata(manager: ModelManager, workflow: Workflow) -> dict[str, Any]:
     model = workflow.single_model
     known = signature(model) if model is not None else None
     if known:
-        for side in ("inputs", "outputs"):
-            if known.get(side) is not None:
-                body[side] = [_tensor_metadata(t) for t in known[side]]
+        if known.get("inputs") is not None:
+            body["inputs"] = [_tensor_metadata(t) for t in known["inputs"]]
+        if known.get("outputs") is not None:
+            # an unnamed output is answered as output<k>: its metadata says so
+            body["outputs"] = [{"name": f"output{k}", **_tensor_metadata(t)}
+                               for k, t in enumerate(known["outputs"])]
     return body
 
 

@@ -142,7 +142,7 @@ class TorchEngine:
 
     # -- running ------------------------------------------------------------------------
     def _forward(self, arrays: Sequence[Any], signature: Sequence[tuple[str, Any]]
-                 ) -> tuple[list[Any], list[str] | None]:
+                 ) -> tuple[list[Any], list[str] | None, list[str | None] | None]:
         torch = self._torch
         with torch.inference_mode():
             tensors = []
@@ -159,7 +159,7 @@ class TorchEngine:
                    results: list[Any]) -> None:
         try:
             arrays = _batch.collate(items)
-            outputs, names = self._forward(arrays, items[0].signature)
+            outputs, names, datatypes = self._forward(arrays, items[0].signature)
             n = len(members)
             for k, out in enumerate(outputs):
                 if out.ndim == 0 or out.shape[0] != n:
@@ -168,7 +168,7 @@ class TorchEngine:
                         f"batchifier=stack its first axis must be the batch ({n})"
                     )
             bodies = _batch.encode_rows(outputs, [out_formats[i] for i in members], names,
-                                        items)
+                                        items, datatypes)
         except Exception as exc:  # noqa: BLE001 — the group's failure is its answer
             failure = self._failure(exc)
             for i in members:
@@ -182,9 +182,9 @@ class TorchEngine:
     def _run_one(self, i: int, tensors: Any, out_format: int, results: list[Any]) -> None:
         try:
             arrays = tensors.arrays()  # a[0] of a collated (1,) array is a numpy scalar
-            outputs, names = self._forward(arrays, tensors.signature)
-            results[i] = (_batch.encode_tensors(outputs, out_format, names, tensors),
-                          out_format)
+            outputs, names, datatypes = self._forward(arrays, tensors.signature)
+            results[i] = (_batch.encode_tensors(outputs, out_format, names, tensors,
+                                                datatypes), out_format)
         except Exception as exc:  # noqa: BLE001 — the request's failure is its answer
             results[i] = self._failure(exc)
 
@@ -260,9 +260,13 @@ def _refused(error: OutputTooLarge) -> bytearray:
     return _batch.encode_error(ERROR_OUTPUT, error.message)
 
 
-def _numpy_outputs(result: Any) -> tuple[list[Any], list[str] | None]:
-    """The model's result as numpy arrays on the CPU, and their names (a dict's keys)."""
+def _numpy_outputs(result: Any
+                   ) -> tuple[list[Any], list[str] | None, list[str | None] | None]:
+    """The model's result as numpy arrays on the CPU, their names (a dict's keys), and
+    the datatypes numpy cannot hold (``BF16``: sent as float32, which holds it exactly; a v2
+    answer sends it as BF16 again), None where there is none."""
     names: list[str] | None = None
+    datatypes: list[str | None] | None = None
     if isinstance(result, dict):
         names = [str(k) for k in result]
         values = list(result.values())
@@ -282,5 +286,7 @@ def _numpy_outputs(result: Any) -> tuple[list[Any], list[str] | None]:
             tensor = tensor.cpu()
         if str(tensor.dtype) == "torch.bfloat16":
             tensor = tensor.float()  # numpy has no bfloat16
+            datatypes = datatypes or [None] * len(values)
+            datatypes[len(arrays)] = "BF16"
         arrays.append(tensor.contiguous().numpy())
-    return arrays, names
+    return arrays, names, datatypes

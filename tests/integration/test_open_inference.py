@@ -236,9 +236,9 @@ def test_datatype_round_trips(server: Running, binary: bool) -> None:
         np.testing.assert_array_equal(got, data, err_msg=datatype)
 
 
-def test_bf16_is_binary_only(server: Running) -> None:
-    """BF16 reaches the model as bfloat16 (what it returns, numpy's float32, comes back
-    as FP32); in JSON it is refused, as Triton does."""
+def test_bf16_round_trips_binary_only(server: Running) -> None:
+    """BF16 reaches the model as bfloat16 and its bfloat16 output comes back as BF16; in
+    JSON it is refused, as Triton does."""
     import ml_dtypes
 
     client = server.client()
@@ -246,8 +246,11 @@ def test_bf16_is_binary_only(server: Running) -> None:
     x = triton.InferInput("x", [1, 3], "BF16")
     x.set_data_from_numpy(data)
     result = client.infer("ident", [x])
-    np.testing.assert_array_equal(result.as_numpy("output0").astype(np.float32),
-                                  data.astype(np.float32))
+    [output] = result.get_response()["outputs"]
+    assert output["datatype"] == "BF16", output
+    got = result.as_numpy("output0")
+    assert got.dtype == ml_dtypes.bfloat16
+    np.testing.assert_array_equal(got, data)
     body = {"inputs": [{"name": "x", "shape": [1], "datatype": "BF16", "data": [1.5]}]}
     assert "binary" in _error(server.raw("POST", "/v2/models/ident/infer", json=body), 400)
 
