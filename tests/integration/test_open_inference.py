@@ -150,6 +150,13 @@ def test_model_metadata_and_versions(server: Running) -> None:
     assert meta["name"] == "mlp"
     assert meta["versions"] == ["1", "2"]
     assert meta["platform"] == "pytorch_torchscript"
+    # what the TorchScript file says (its forward's argument names, one tensor out); a
+    # script declares no dtype or shape, so they are left out
+    assert meta["inputs"] == [{"name": "x"}]
+    assert meta["outputs"] == [{"name": "output0"}]
+    pair = client.get_model_metadata("pair")
+    assert pair["inputs"] == [{"name": "a"}, {"name": "b"}]
+    assert "outputs" not in pair  # a dict: its keys are known only once it runs
     assert client.get_model_metadata("echo")["platform"] == "python"
     assert client.is_model_ready("mlp")
     assert client.is_model_ready("mlp", "2")
