@@ -130,7 +130,7 @@ def encode_rows(  # row i of every array (batch on axis 0) as encode_tensors(...
 def input_format(content_type: str | None, payload: Buffer) -> int: ...  # BadInput if unknown
 def output_format(content_type: str | None, accept: str | None) -> int: ...  # DJL's rules
 def read_requests(  # each request of a REQUEST payload read as tensors (see _tensor.pxi)
-    payload: Buffer,
+    payload: Buffer, input_names: Sequence[str] | None = None,  # as parse_v2's
 ) -> tuple[
     list[ParsedTensors | Exception],  # per request: its tensors, or what refused it
     list[int],  # per request: its answer's format
@@ -156,4 +156,5 @@ class V2Request:
 
 def parse_v2(  # one v2 infer body as tensors (its .v2 set); BadInput names what is wrong
     payload: Buffer, content_type: str = ...,
-) -> ParsedTensors: ...
+    input_names: Sequence[str] | None = None,  # the model's: a request naming them all
+) -> ParsedTensors: ...                        # is read in the model's order

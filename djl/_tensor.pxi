@@ -1906,9 +1906,10 @@ def output_format(content_type, accept):
     return FORMAT_NDLIST
 
 
-def read_requests(payload):
+def read_requests(payload, input_names=None):
     """Every request of a REQUEST payload read as tensors, in one call (the PyTorch
-    engine's path): ``(parsed, formats, groups, failed)``.
+    engine's path): ``(parsed, formats, groups, failed)``. ``input_names``: the model's,
+    where its engine knows them (a v2 request naming them is read in their order).
 
     ``parsed[i]`` is request i's ParsedTensors, or the exception that refused it (BadInput
     for a body we cannot read; anything else is a codec bug, for the caller to log);
@@ -1929,7 +1930,7 @@ def read_requests(payload):
         content_type, accept, data = <tuple>items[i]
         try:
             if content_type.startswith(V2_MEDIA_TYPE):
-                p = parse_v2(data, content_type)
+                p = parse_v2(data, content_type, input_names)
                 formats[i] = (<V2Request>p.v2).answer_format
                 _group(groups, i, p)
                 parsed[i] = p

@@ -210,11 +210,15 @@ cdef class _V2Input:
     cdef int64_t binary_size    # ``parameters.binary_data_size``, or -1
 
 
-def parse_v2(payload, content_type=V2_MEDIA_TYPE):
+def parse_v2(payload, content_type=V2_MEDIA_TYPE, input_names=None):
     """One v2 infer request (``content_type`` names where its JSON ends: ``;
     header-length=N``) as a ParsedTensors whose ``v2`` is its V2Request. BadInput names
     what is wrong: malformed JSON, an unknown datatype, a bad or absurd shape, data that
-    does not fill it, a binary size past the body."""
+    does not fill it, a binary size past the body.
+
+    The inputs are the model's positional inputs in request order, unless
+    ``input_names`` (the model's, where its engine knows them) holds exactly the names
+    the request gives: then they are put in the model's order."""
     cdef ParsedTensors p = _new_parsed(payload, FORMAT_V2_JSON)
     cdef _V2Reader r = _V2Reader.__new__(_V2Reader)
     cdef V2Request req = V2Request.__new__(V2Request)
@@ -283,8 +287,17 @@ def parse_v2(payload, content_type=V2_MEDIA_TYPE):
     if pos != r.total:
         raise BadInput(f"v2 request: {r.total - pos} bytes after the JSON are no input's "
                        "binary data")
+    if (input_names is not None and len(input_names) == len(inputs)
+            and p._names != list(input_names) and seen == set(input_names)):
+        _reorder(p, [p._names.index(name) for name in input_names])
     _finish(p)
     return p
+
+
+cdef void _reorder(ParsedTensors p, list order):
+    """Put the recorded inputs in ``order`` (indices into the request's)."""
+    for values in (p._bases, p._offsets, p._sizes, p._kinds, p._orders, p._sig, p._names):
+        values[:] = [values[i] for i in order]
 
 
 cdef Py_ssize_t _v2_parameters(_V2Reader r, Py_ssize_t pos, str wanted, bint* flag,

@@ -76,6 +76,18 @@ def test_answers_json_and_binary() -> None:
     assert isinstance(refused, BadInput) and "nope" in refused.message
 
 
+def test_inputs_named_as_the_model_names_them_follow_its_order() -> None:
+    a = {"name": "a", "shape": [1], "datatype": "INT32", "data": [1]}
+    b = {"name": "b", "shape": [2], "datatype": "FP32", "data": [2, 3]}
+    p = _batch.parse_v2(body(b, a), input_names=("a", "b"))
+    assert p.names == ("a", "b")
+    assert p.signature == (("int32", (1,)), ("float32", (2,)))
+    got_a, got_b = _batch.collate([p])
+    assert got_a.tolist() == [[1]] and got_b.tolist() == [[2.0, 3.0]]
+    # names the model does not have: request order
+    assert _batch.parse_v2(body(b, a), input_names=("x", "y")).names == ("b", "a")
+
+
 def test_bytes_and_bf16_inputs() -> None:
     strings = b"\x02\x00\x00\x00ab\x00\x00\x00\x00"
     bf16 = np.array([0x3FC0, 0xC000], np.uint16).tobytes()  # 1.5, -2.0

@@ -68,6 +68,9 @@ class TorchEngine:
         self.device: Any = None
         #: The model's inputs and outputs as far as the file says, reported at init.
         self.signature: Signature | None = None
+        #: Its forward's argument names, or None: a v2 request naming them all is read
+        #: in this order.
+        self.input_names: tuple[str, ...] | None = None
         self._torch: Any = None
 
     def load(self) -> None:
@@ -94,6 +97,10 @@ class TorchEngine:
         self.model = torch.jit.load(str(path), map_location=self.device)
         self.model.eval()
         self.signature = script_signature(self.model)
+        if self.signature is not None and self.signature.inputs is not None:
+            names = tuple(t.name for t in self.signature.inputs)
+            if all(names):
+                self.input_names = names
         log.info("PyTorch engine: %s on %s, %d intra-op thread(s)", self.model_file,
                  self.device, torch.get_num_threads())
 
@@ -130,7 +137,8 @@ class TorchEngine:
 
     def _run(self, payload: bytes | bytearray) -> list[Any]:
         """Each request's ``(body, format)``, or its failure (ItemError, Output)."""
-        parsed, out_formats, groups, failed = _batch.read_requests(payload)
+        parsed, out_formats, groups, failed = _batch.read_requests(payload,
+                                                                   self.input_names)
         results: list[Any] = [None] * len(parsed)
         for i in failed:
             exc = parsed[i]

@@ -13,6 +13,7 @@ import io
 import json
 import threading
 from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +35,7 @@ class Identity(torch.nn.Module):
 
 class Pair(torch.nn.Module):
     def forward(self, a: torch.Tensor, b: torch.Tensor) -> dict[str, torch.Tensor]:
-        return {"sum": a + b, "product": a * b}
+        return {"sum": a + b, "difference": a - b}
 
 
 SLOW_INIT = """
@@ -89,18 +90,19 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Running]:
 
     async def serve() -> None:
         async with running_server(tmp) as s:
-            c = s.client
-            for name, url, params in [
-                ("mlp", models["mlp"], {"model_version": "1"}),
-                ("mlp", models["mlp"], {"model_version": "2"}),
-                ("ident", models["ident"], {}),
-                ("pair", models["pair"], {}),
-                ("reporter", models["reporter"], {"batch_size": "8",
-                                                  "max_batch_delay": "300"}),
-                ("echo", model_url("echo"), {}),
-            ]:
-                r = await c.post("/models", params={"url": url, "model_name": name, **params})
+            async def register(name: str, url: str, **params: str) -> None:
+                r = await s.client.post("/models",
+                                        params={"url": url, "model_name": name, **params})
                 assert r.status_code == 200, r.text
+
+            await register("mlp", models["mlp"], model_version="1")
+            async with trio.open_nursery() as nursery:  # their workers start side by side
+                nursery.start_soon(partial(register, "mlp", models["mlp"], model_version="2"))
+                nursery.start_soon(register, "ident", models["ident"])
+                nursery.start_soon(register, "pair", models["pair"])
+                nursery.start_soon(partial(register, "reporter", models["reporter"],
+                                           batch_size="8", max_batch_delay="300"))
+                nursery.start_soon(register, "echo", model_url("echo"))
             stop = trio.Event()
             box["running"] = Running(s.url, trio.lowlevel.current_trio_token(), stop)
             started.set()
@@ -204,12 +206,19 @@ def test_all_outputs_when_none_requested(server: Running) -> None:
     assert r.headers["content-type"] == "application/json"
     outputs = {o["name"]: o for o in r.json()["outputs"]}
     assert outputs["sum"] == {"name": "sum", "datatype": "FP32", "shape": [2], "data": [4.0, 7.0]}
-    assert outputs["product"]["data"] == [3.0, 10.0]
-    # One requested output only, nested data accepted.
-    body["inputs"][0]["data"] = [[1], [2]]
-    body["outputs"] = [{"name": "product"}]
+    assert outputs["difference"]["data"] == [-2.0, -3.0]
+    # Named as the model names them, in any order: the model's order; nested data.
+    body["inputs"].reverse()
+    body["inputs"][1]["data"] = [[1], [2]]
+    body["outputs"] = [{"name": "difference"}]
     r = server.raw("POST", "/v2/models/pair/infer", json=body)
-    assert [o["name"] for o in r.json()["outputs"]] == ["product"]
+    [difference] = r.json()["outputs"]
+    assert difference["name"] == "difference" and difference["data"] == [-2.0, -3.0]
+    # Other names: positional, in request order.
+    for tensor, name in zip(body["inputs"], ("p", "q"), strict=True):
+        tensor["name"] = name
+    r = server.raw("POST", "/v2/models/pair/infer", json=body)
+    assert r.json()["outputs"][0]["data"] == [2.0, 3.0]
     body["outputs"] = [{"name": "ratio"}]
     assert "ratio" in _error(server.raw("POST", "/v2/models/pair/infer", json=body), 400)
 
