@@ -16,7 +16,7 @@ import math
 import os
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +33,13 @@ SHUTDOWN_GRACE_S = 10 * SECONDS
 UNREGISTER_GRACE_S = 5 * SECONDS
 #: Hypercorn: longer than the models' own grace, so their last answers still go out.
 HYPERCORN_GRACEFUL_TIMEOUT_S = SHUTDOWN_GRACE_S + 3
+#: djl's own server (``http_server=djl``): the same wait for in-flight answers at shutdown.
+SERVER_GRACEFUL_TIMEOUT_S = HYPERCORN_GRACEFUL_TIMEOUT_S
+#: djl's own server: a request line and headers longer than this are refused with 431
+#: (h11's limit under hypercorn, 16 KiB).
+MAX_REQUEST_HEAD_BYTES = 16 * 1024
+#: djl's own server: a TLS handshake must complete within this long, or the connection closes.
+TLS_HANDSHAKE_TIMEOUT_S = 10 * SECONDS
 #: Hypercorn: the lifespan's shutdown (models stop inside it) may take this long.
 HYPERCORN_SHUTDOWN_TIMEOUT_S = SHUTDOWN_GRACE_S * 3
 #: Hypercorn: the lifespan's start-up gets at least this, or the model loading timeout + 60.
@@ -162,8 +169,17 @@ def _int(key: str, value: str) -> int:
         raise ConfigError(f"Invalid integer for {key}: {value!r}") from None
 
 
+def parse_java_bool(value: str | None, default: bool = False) -> bool:
+    """Java ``Boolean.parseBoolean`` with a default for an absent value (None): true only
+    for ``true`` in any case; any other value, the empty one included, is false (spec
+    §2.2 ``synchronous``, §3.8 ``x-synchronous``). Every boolean parameter reads this way."""
+    if value is None:
+        return default
+    return value.lower() == "true"
+
+
 def _bool(value: str) -> bool:
-    return value.strip().lower() == "true"
+    return parse_java_bool(value.strip())
 
 
 def _env_key(suffix: str) -> str:
@@ -229,13 +245,18 @@ class ServerConfig:
     #: nothing py-spy sees, for +0.7 MiB of RSS (bench/profile_front.py, bench/echo.py).
     gc_thresholds: str = "20000,50,100"
     health_check_override: bool = False
+    #: The HTTP server ``djl-serving`` runs: ``djl`` (djl.http.server: trio + httptools,
+    #: the inference routes answered from the connection) or ``hypercorn`` (its trio
+    #: worker serving the ASGI app, as ``hypercorn -k trio 'djl.app:create_app()'`` does).
+    http_server: str = "djl"
     #: ``HF_MODEL_ID``: one more start-up model (spec §4.5); only a local path or a URL.
     hf_model_id: str = ""
     inference_address: Address = Address("http", "127.0.0.1", 8080)
     job_queue_size: int = 1000
-    #: Serve connections with djl.http.connection.LeanTCPServer: hypercorn's, with one
-    #: keep-alive timer task per connection and each sized answer in one write
-    #: (``SERVING_LEAN_CONNECTIONS``; false: hypercorn's own, e.g. to compare).
+    #: Under ``http_server=hypercorn``: serve connections with
+    #: djl.http.connection.LeanTCPServer, hypercorn's with one keep-alive timer task per
+    #: connection and each sized answer in one write (``SERVING_LEAN_CONNECTIONS``; false:
+    #: hypercorn's own, e.g. to compare). Installed by djl-serving for as long as it runs.
     lean_connections: bool = True
     load_models: str = ""
     load_on_devices: str = "*"
@@ -306,9 +327,6 @@ class ServerConfig:
         """The HTTP status of an inference failure (spec §1.4 mapping B)."""
         return int(getattr(self, config_key)) if config_key else default
 
-    def with_overrides(self, **kwargs: Any) -> ServerConfig:
-        return replace(self, **kwargs)
-
 
 # Property keys whose names differ from the dataclass field (units appended).
 _KEY_ALIASES = {
@@ -343,6 +361,10 @@ def _coerce(name: str, value: str) -> Any:
         return Address.parse(value.strip())
     if isinstance(default, Path):
         return Path(value).expanduser()
+    if name == "http_server":
+        if value.strip().lower() not in ("djl", "hypercorn"):
+            raise ConfigError(f"Invalid http_server (djl or hypercorn): {value!r}")
+        return value.strip().lower()
     if name == "gc_thresholds":
         parts = [p.strip() for p in value.split(",") if p.strip()]
         if not 1 <= len(parts) <= 3 or not all(p.isdigit() for p in parts):
@@ -527,7 +549,9 @@ class RegisterParams:
 
     @classmethod
     def from_query(cls, get: Any) -> RegisterParams:
-        """Build from a ``get(name) -> str | None`` lookup (query string or JSON body)."""
+        """Build from a ``get(name) -> str | None`` lookup (query string or JSON body) of
+        the values as sent: an empty value is an absent one, except that ``synchronous=``
+        is false (``parse_java_bool``)."""
         url = get("url")
         if not url:
             raise BadRequest("Parameter url is required.")
@@ -548,7 +572,7 @@ class RegisterParams:
             max_idle_time_s=number("max_idle_time"),
             min_workers=number("min_worker"),
             max_workers=number("max_worker"),
-            synchronous=True if sync is None or sync == "" else str(sync).lower() == "true",
+            synchronous=parse_java_bool(None if sync is None else str(sync), True),
         )
 
 

@@ -34,8 +34,12 @@ from djl.wlm.worker import WorkerCommand
 
 #: Engine names a model may have (spec §4.4), mapped to the runtime engine that serves it.
 #: ``MPI`` is the Python engine in MPI mode; any other name is refused with DJL's 400.
-RUNTIME_ENGINES = {"Python": "Python", "MPI": "Python", "PyTorch": "PyTorch"}
-#: Device types the PyTorch engine can map to a torch device (cpu, cuda:N; a Ray worker is
+RUNTIME_ENGINES = {"Python": "Python", "MPI": "Python", "PyTorch": "PyTorch",
+                   "OnnxRuntime": "OnnxRuntime"}
+#: The engines that serve one model file with the tensor translator
+#: (djl/runtime/tensor_engine.py), and the file extensions each loads, preferred first.
+MODEL_FILES = {"PyTorch": (".pt", ".pt2"), "OnnxRuntime": (".onnx",)}
+#: Device types the tensor engines can map to a device (cpu, cuda:N; a Ray worker is
 #: either, by its option.ray_num_gpus).
 TORCH_DEVICE_TYPES = ("cpu", "gpu", RAY_DEVICE)
 #: How the PyTorch engine batches (the ``batchifier`` key DJL uses); ``stack`` is our
@@ -81,8 +85,8 @@ def prepare_model(
     config = build_model_config(server, properties, params, source.arguments)
     engine = choose_engine(source, config)
     runtime = RUNTIME_ENGINES[engine]
-    if runtime == "PyTorch":
-        entry_point = torchscript_file(source, config)
+    if runtime in MODEL_FILES:
+        entry_point = model_file(source, config, runtime)
     else:
         entry_point = python_entry_point(source, config, server)
     check_memory(config)
@@ -90,11 +94,12 @@ def prepare_model(
                                     visible_devices=server.cuda_visible_devices))
     ray = ray_placement(server, config, devices)
     threads = 0
-    if runtime == "PyTorch":
+    if runtime in MODEL_FILES:
         unsupported = [str(d) for d in devices if d.device_type not in TORCH_DEVICE_TYPES]
         if unsupported:
             raise BadRequest(
-                f"The PyTorch engine runs on cpu and gpu<N> devices, not {', '.join(unsupported)}"
+                f"The {runtime} engine runs on cpu and gpu<N> devices, not "
+                f"{', '.join(unsupported)}"
             )
         threads = intra_op_threads(config, server, devices, cores)
         if ray is not None and not config.options.get("num_threads"):
@@ -148,25 +153,32 @@ def choose_engine(source: store.ModelSource, config: ModelConfig) -> str:
     return engine
 
 
-def torchscript_file(source: store.ModelSource, config: ModelConfig) -> str:
-    """The TorchScript file of a PyTorch model, relative to its folder.
+def model_file(source: store.ModelSource, config: ModelConfig, runtime: str) -> str:
+    """The model file a tensor engine loads, relative to the model's folder.
 
-    ``<option.modelName>.pt`` (else ``<artifact name>.pt``), then ``model.pt``, then the
-    folder's only ``.pt`` file. ``option.modelName`` must stay inside the folder.
+    For each of the engine's extensions in turn (``.pt`` then ``.pt2``; ``.onnx``):
+    ``<option.modelName><ext>`` (else ``<artifact name><ext>``), then ``model<ext>``; then
+    the folder's only file with one of them. ``option.modelName`` must stay inside the
+    folder.
     """
+    exts = MODEL_FILES[runtime]
     model_name = config.options.get("modelName")
     if model_name:
-        check_confined(source.model_dir, f"{model_name}.pt", "option.modelName")
+        check_confined(source.model_dir, f"{model_name}{exts[0]}", "option.modelName")
+    if model_name and model_name.endswith(exts) and (source.model_dir / model_name).is_file():
+        return model_name  # named with its extension: model.pt2 beside a model.pt
     prefix = model_name or source.artifact_name
-    for name in (f"{prefix}.pt", "model.pt"):
+    for name in (f"{p}{ext}" for ext in exts for p in (prefix, "model")):
         if (source.model_dir / name).is_file():
             return name
-    found = sorted(p.name for p in source.model_dir.glob("*.pt") if p.is_file())
+    found = sorted(p.name for p in source.model_dir.iterdir()
+                   if p.suffix in exts and p.is_file())
     if len(found) == 1:
         return found[0]
-    detail = f"several .pt files ({', '.join(found)}): set option.modelName" if found else (
-        f"no {prefix}.pt or model.pt")
-    err = ModelLoadError(f"TorchScript file not found in: {source.model_dir}: {detail}")
+    kind = "TorchScript" if runtime == "PyTorch" else "ONNX"
+    detail = f"several model files ({', '.join(found)}): set option.modelName" if found else (
+        f"no {prefix}{exts[0]} or model{exts[0]}")
+    err = ModelLoadError(f"{kind} file not found in: {source.model_dir}: {detail}")
     err.type = "FileNotFoundException"
     raise err
 
@@ -207,7 +219,7 @@ def check_confined(model_dir: Path, entry: str, key: str) -> None:
     A file is a value ending in ``.py`` or ``.pt`` or holding a path separator; anything
     else is a module name, imported from the model directory or the installed packages.
     """
-    if (not entry.lower().endswith((".py", ".pt")) and "/" not in entry
+    if (not entry.lower().endswith((".py", ".pt", ".pt2", ".onnx")) and "/" not in entry
             and "\\" not in entry):
         return
     root = os.path.realpath(model_dir)

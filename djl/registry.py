@@ -39,9 +39,9 @@ from djl.errors import (
     ModelNotFound,
     NotFound,
     ServiceUnavailable,
-    TranslateError,
     WlmError,
 )
+from djl.failures import FailureObserver
 from djl.io import Input, Output
 from djl.metrics import PoolView, ServerMetrics
 from djl.prepare import prepare_model
@@ -221,6 +221,8 @@ class ModelManager:
         self._dynamic_loads: dict[tuple[str, str | None], list[Any]] = {}
         #: The Prometheus metrics (SERVING_PROMETHEUS), or None: then nothing is counted.
         self.metrics = ServerMetrics(self._pool_statistics) if config.prometheus else None
+        #: Counts each failed inference for the breaker and the metrics alike.
+        self.failures = FailureObserver(self.breaker, self.metrics)
 
     # -- lifetime ----------------------------------------------------------------------
     async def run(self, *, task_status: trio.TaskStatus[ModelManager] = trio.TASK_STATUS_IGNORED):
@@ -562,7 +564,7 @@ class ModelManager:
             return list(endpoint.versions)
         workflow = endpoint.find(version)
         if workflow is None:
-            raise ModelNotFound.workflow(f"Workflow not found: {name}/{version}")
+            raise ModelNotFound.workflow_version(name, version)
         return [workflow]
 
     def page(self, limit: int, token: int) -> tuple[list[Endpoint], int, int]:
@@ -657,23 +659,25 @@ class ModelManager:
     # -- inference ---------------------------------------------------------------------
     async def predict(self, workflow: Workflow, inputs: Input,
                       watch: Watch | None = None) -> Output:
-        """``infer``, counted by the error-rate breaker (spec §3.9)."""
+        """``infer``, observed: its failure counted by ``failures`` (the breaker and the
+        metrics, spec §3.9) and, with metrics on, its RequestLatency."""
+        observe = workflow.observe_latency_us
+        began = trio.current_time() if observe is not None else 0.0
         try:
             output = await self.infer(workflow, inputs, watch)
-        except Exception as exc:
-            self.breaker.failure(exc)
+        except Exception as exc:  # answered with an error (a hang-up is not counted)
+            if observe is not None:
+                observe((trio.current_time() - began) * 1e6)
+            self.failures.raised(exc)
             raise
-        code = output.code
-        if code >= 500 or code == 424:
-            self.breaker.server_error()
+        if observe is not None:
+            observe((trio.current_time() - began) * 1e6)
+        self.failures.answered(output.code)
         return output
 
     async def infer(self, workflow: Workflow, inputs: Input,
                     watch: Watch | None = None) -> Output:
         """The workflow's answer to ``inputs``. ``watch``: see :data:`Watch`."""
-        observe = workflow.observe_latency_us
-        if observe is not None:
-            return await self._infer_measured(workflow, inputs, observe, watch)
         model = workflow.single_model
         if model is not None:
             return await self.call_model(model, inputs, watch)
@@ -685,30 +689,6 @@ class ModelManager:
             return await self.call_model(workflow.models[local_name], model_input)
 
         return await watching(watch, execute, workflow.spec, inputs, call)
-
-    async def _infer_measured(self, workflow: Workflow, inputs: Input,
-                              observe: Callable[[float], None],
-                              watch: Watch | None) -> Output:
-        """``infer`` with metrics on: its RequestLatency, and its failure counted as a
-        WlmError or a ServerError (the events of spec §3.9)."""
-        metrics = self.metrics
-        assert metrics is not None
-        model = workflow.single_model
-        began = trio.current_time()
-        try:
-            if model is not None:
-                output = await self.call_model(model, inputs, watch)
-            else:
-                output = await self._execute(workflow, inputs, watch)
-        except Exception as exc:  # answered with an error (a hang-up is not counted)
-            observe((trio.current_time() - began) * 1e6)
-            if not isinstance(exc, TranslateError | BadRequest):
-                metrics.inference_failed(wlm=isinstance(exc, WlmError))
-            raise
-        observe((trio.current_time() - began) * 1e6)
-        if output.code >= 500 or output.code == 424:
-            metrics.inference_failed(wlm=False)
-        return output
 
     async def call_model(self, model: Model, inputs: Input,
                          watch: Watch | None = None) -> Output:

@@ -549,7 +549,7 @@ def infer_engine(
         raise SourceError(f"djl: URLs are not supported: {model_id}", status=400)
     if (d / "MAR-INF").is_dir():
         return "Python"
-    if has(".pt"):
+    if has(".pt", ".pt2"):  # .pt2 (torch.export, AOTInductor) is ours; DJL knows .pt
         # The spec's [REC] (§4.4): a folder that also holds its model.py is a Python model
         # that loads the .pt itself; DJL would pick PyTorch and never run the handler.
         return "Python" if has(".py") else "PyTorch"
@@ -558,7 +558,7 @@ def infer_engine(
     if (d / "saved_model.pb").is_file():
         return "TensorFlow"
     if has(".onnx"):
-        return "OnnxRuntime"
+        return "Python" if has(".py") else "OnnxRuntime"  # as for .pt above
     if has(".json", ".xgb", ".bst"):
         return "XGBoost"
     if has(".skops", ".joblib", ".pkl", ".pickle", ".cloudpkl"):

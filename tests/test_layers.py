@@ -54,3 +54,10 @@ def test_ray_is_imported_only_by_the_ray_launcher() -> None:
     top_level = {node.module for node in ast.parse((DJL / "registry.py").read_text()).body
                  if isinstance(node, ast.ImportFrom)}
     assert "djl.wlm.ray_launcher" not in top_level
+
+
+def test_onnxruntime_is_imported_only_by_its_engine() -> None:
+    users = sorted(str(p.relative_to(DJL.parent)) for p in DJL.rglob("*.py")
+                   if any(n == "onnxruntime" or n.startswith("onnxruntime.")
+                          for n in imported(p)))
+    assert users == ["djl/runtime/onnx_engine.py"]

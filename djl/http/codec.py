@@ -18,7 +18,7 @@ from quart import Request, Response
 from werkzeug.datastructures import Headers
 
 from djl import _batch
-from djl.async_results import Page
+from djl.async_results import Page, next_chunk
 from djl.config import ServerConfig, parse_int
 from djl.errors import BadRequest, DjlError, StreamCut
 from djl.io import Input, Output, PairList
@@ -67,9 +67,16 @@ class Query:
         self.pairs = pairs
 
     def get(self, name: str) -> str | None:
+        """The first value of ``name``; None when absent or empty."""
+        value = self.first(name)
+        return value if value != "" else None
+
+    def first(self, name: str) -> str | None:
+        """The first value of ``name`` as sent (an empty one kept: ``synchronous=`` is
+        false, spec §2.2); None when absent."""
         for key, value in self.pairs:
             if key == name:
-                return value if value != "" else None
+                return value
         return None
 
     def get_int(self, name: str, default: int) -> int:
@@ -314,7 +321,7 @@ async def output_reply(output: Output, req_id: str, config: ServerConfig) -> Rep
     first = None
     try:
         with trio.move_on_after(config.chunked_read_timeout_s) as waiting:
-            first = await _next_chunk(stream)
+            first = await next_chunk(stream)
     except BaseException:
         stream.close()  # the client went away: let the worker drain instead of block
         raise
@@ -386,19 +393,12 @@ def _with_common_headers(output: Output, req_id: str, config: ServerConfig, *,
     return merged
 
 
-async def _next_chunk(stream: Any) -> bytes | None:
-    try:
-        return await stream.receive()
-    except (trio.EndOfChannel, trio.ClosedResourceError):
-        return None
-
-
 async def _chunks(first: bytes, stream: Any, timeout_s: float) -> AsyncIterator[bytes]:
     try:
         yield first
         while True:
             with trio.fail_after(timeout_s):
-                chunk = await _next_chunk(stream)
+                chunk = await next_chunk(stream)
             if chunk is None:
                 return
             yield chunk

@@ -11,7 +11,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from functools import partial
 
-from djl.config import ServerConfig, parse_java_int
+from djl.config import ServerConfig, parse_java_bool, parse_java_int
 from djl.errors import BadRequest, NotFound
 from djl.health import ping_status
 from djl.http import codec, v2
@@ -93,8 +93,7 @@ async def predict(call: InferenceCall) -> codec.Reply:
         name = manager.invocation_target(_form_name(inputs))
     call.model = name
     workflow = await manager.find_or_load(name, version, inputs)
-    synchronous = properties.get("x-synchronous")
-    if synchronous is not None and synchronous.lower() != "true":
+    if not parse_java_bool(properties.get("x-synchronous"), True):
         token = manager.results.submit(partial(manager.predict, workflow, inputs))
         return codec.submitted_reply(token, call.req_id, call.config)
     try:

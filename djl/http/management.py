@@ -9,7 +9,7 @@ from typing import Any
 
 from quart import Request, Response
 
-from djl.config import RegisterParams, ServerConfig, parse_int
+from djl.config import RegisterParams, ServerConfig, parse_int, parse_java_bool
 from djl.errors import BadRequest, IllegalArgument, MethodNotAllowed, NotFound
 from djl.http import codec
 from djl.log_levels import python_level
@@ -103,7 +103,7 @@ async def _register_params(call: Call) -> RegisterParams:
             return None if value is None else str(value)
 
         return RegisterParams.from_query(get)
-    return RegisterParams.from_query(call.query.get)
+    return RegisterParams.from_query(call.query.first)
 
 
 async def _register_model(call: Call) -> Response:
@@ -121,8 +121,7 @@ async def _register_model(call: Call) -> Response:
 async def _register_workflow(call: Call) -> Response:
     url = call.query.get("url")
     template = call.query.get("template")
-    sync_value = call.query.get("synchronous")
-    synchronous = sync_value is None or sync_value.lower() == "true"
+    synchronous = parse_java_bool(call.query.first("synchronous"), True)
     replacements = call.query.single_valued()
     if url:
         spec = await load_workflow(url, call.config, replacements)
