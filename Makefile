@@ -14,7 +14,7 @@ PORT ?= 8080
 install: $(VENV)/.installed examples/mlp/model.pt examples/mlp/model.pt2 examples/mlp/model.onnx
 
 $(VENV)/.installed: pyproject.toml setup.py constraints.txt djl/_batch.pyx djl/_tensor.pxi \
-		djl/_answer.pxi
+		djl/_answer.pxi djl/_v2.pxi
 	test -d $(VENV) || $(PY) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 	$(PIP) install -q -c constraints.txt -e '.[test,torch,ray,onnx]'

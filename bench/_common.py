@@ -477,6 +477,8 @@ class LoadSpec:
     content_type: str
     concurrency: int
     duration_s: float
+    #: Further request headers, (name, value) (e.g. Inference-Header-Content-Length).
+    headers: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass
@@ -505,6 +507,8 @@ class Client:
         duration = max(1, round(spec.duration_s))
         argv = [self.wrk, "-t", str(threads), "-c", str(spec.concurrency), "-d", f"{duration}s",
                 "--timeout", "30s", "--latency", "-s", str(script), spec.url]
+        for name, value in spec.headers:
+            argv[1:1] = ["-H", f"{name}: {value}"]
         env = {**os.environ, "BENCH_BODY_FILE": str(body_file),
                "BENCH_CONTENT_TYPE": spec.content_type}
         process = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
@@ -550,7 +554,8 @@ def system_busy() -> float:
 def measure(client: Client, server: Server, spec: LoadSpec, warmup_s: float) -> dict[str, Any]:
     """Warm up, then one measured run; adds CPU per request of server, workers and client."""
     if warmup_s > 0:
-        client.run(LoadSpec(spec.url, spec.body, spec.content_type, spec.concurrency, warmup_s))
+        client.run(LoadSpec(spec.url, spec.body, spec.content_type, spec.concurrency, warmup_s,
+                            spec.headers))
     server_cpu0, workers_cpu0 = server.cpu()
     client_cpu0 = children_cpu()
     busy0 = system_busy()
@@ -623,8 +628,9 @@ async def _python_main(spec: LoadSpec, connections: int
     host, port = url.host, url.port or 80
     target = url.raw_path.decode()
     request = (f"POST {target} HTTP/1.1\r\nHost: {host}:{port}\r\n"
-               f"Content-Type: {spec.content_type}\r\nContent-Length: {len(spec.body)}\r\n\r\n"
-               ).encode() + spec.body
+               f"Content-Type: {spec.content_type}\r\nContent-Length: {len(spec.body)}\r\n"
+               + "".join(f"{name}: {value}\r\n" for name, value in spec.headers)
+               + "\r\n").encode() + spec.body
     counts = [0, 0, 0]  # ok, non-2xx, errors
     latencies: list[float] = []
     start = time.perf_counter()

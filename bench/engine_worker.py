@@ -87,14 +87,15 @@ def engine_paths(models: dict[str, Path]) -> dict[str, Callable[[bytes], Any]]:
     engine = loaded(TorchEngine(models["engine"], "model.pt", "-1", 1))
     pt2 = loaded(TorchEngine(models["pt2"], "model.pt2", "-1", 1))
     onnx = loaded(OnnxEngine(models["onnx"], "model.onnx", "-1", 1))
-    collated: dict[bytes, list[np.ndarray]] = {}
+    collated: dict[bytes, tuple[list[np.ndarray], Any]] = {}
 
     def forward(payload: bytes) -> None:
-        arrays = collated.get(payload)
-        if arrays is None:
+        known = collated.get(payload)
+        if known is None:
             _, _, groups, _ = _batch.read_requests(payload)
-            arrays = collated[payload] = _batch.collate(groups[0][1])
-        engine._forward(arrays)
+            items = groups[0][1]
+            known = collated[payload] = (_batch.collate(items), items[0].signature)
+        engine._forward(*known)
 
     return {"engine": lambda payload: engine.answer_frame(payload, MAX_ITEM, MAX_FRAME),
             "forward": forward,

@@ -114,6 +114,7 @@ class ParsedTensors:
     format: int  # the FORMAT_* it was parsed as
     signature: tuple[tuple[str, tuple[int, ...]], ...]  # (dtype name, shape) per input
     names: tuple[str | None, ...]  # name (None for JSON / unnamed NDList) per input
+    v2: V2Request | None  # a v2 request's id and requested outputs, else None
     def __len__(self) -> int: ...  # number of inputs
     def arrays(self) -> list[np.ndarray]: ...  # the inputs as fresh writable arrays
 
@@ -121,18 +122,43 @@ def parse_tensors(payload: Buffer, fmt: int) -> ParsedTensors: ...  # BadInput i
 def parse_ndlist_any(payload: Buffer) -> ParsedTensors: ...  # NDList, zero arrays allowed
 def collate(items: Sequence[ParsedTensors]) -> list[np.ndarray]: ...  # (n, *shape) per input
 def encode_tensors(  # one item's answer in fmt; ValueError for a dtype fmt cannot carry
-    arrays: Sequence[ArrayLike] | ArrayLike, fmt: int, names: Sequence[str | None] | None = None
+    arrays: Sequence[ArrayLike] | ArrayLike, fmt: int, names: Sequence[str | None] | None = None,
+    request: ParsedTensors | None = None,  # the v2 formats: the request answered
+    datatypes: Sequence[str | None] | None = None,  # per output: "BF16" for float32 bf16
 ) -> bytes: ...
 def encode_rows(  # row i of every array (batch on axis 0) as encode_tensors(..., fmts[i])
-    arrays: Sequence[ArrayLike], fmts: Sequence[int], names: Sequence[str | None] | None = None
-) -> list[bytes]: ...
+    arrays: Sequence[ArrayLike], fmts: Sequence[int], names: Sequence[str | None] | None = None,
+    requests: Sequence[ParsedTensors] | None = None,  # per row, for the v2 formats
+    datatypes: Sequence[str | None] | None = None,  # as encode_tensors'
+) -> list[bytes | Exception]: ...  # a v2 row naming an output the model lacks: BadInput
 def input_format(content_type: str | None, payload: Buffer) -> int: ...  # BadInput if unknown
 def output_format(content_type: str | None, accept: str | None) -> int: ...  # DJL's rules
 def read_requests(  # each request of a REQUEST payload read as tensors (see _tensor.pxi)
-    payload: Buffer,
+    payload: Buffer, input_names: Sequence[str] | None = None,  # as parse_v2's
 ) -> tuple[
     list[ParsedTensors | Exception],  # per request: its tensors, or what refused it
     list[int],  # per request: its answer's format
     list[tuple[list[int], list[ParsedTensors]]],  # by signature: indices and items
     list[int],  # the refused requests' indices
 ]: ...
+
+# -- the Open Inference Protocol (djl/_v2.pxi) ----------------------------------------------
+
+FORMAT_V2_JSON: int  # a v2 answer, all JSON (content type application/json)
+FORMAT_V2_BINARY: int  # a v2 answer with binary outputs (V2_BINARY_MEDIA_TYPE)
+V2_MEDIA_TYPE: str  # a forwarded v2 infer body; "; header-length=N" under the binary extension
+V2_BINARY_MEDIA_TYPE: str  # u32le JSON length, the JSON, then the binary outputs
+V2_DATATYPES: dict[str, int]  # v2 datatype name -> its code
+
+class V2Request:
+    """What a v2 request asks of its answer."""
+
+    id_json: bytes | None  # the request's "id" as its JSON string token
+    outputs: list[tuple[str, bool]] | None  # (name, binary) requested, None: every output
+    binary_default: bool  # parameters.binary_data_output
+    answer_format: int  # FORMAT_V2_JSON or FORMAT_V2_BINARY
+
+def parse_v2(  # one v2 infer body as tensors (its .v2 set); BadInput names what is wrong
+    payload: Buffer, content_type: str = ...,
+    input_names: Sequence[str] | None = None,  # the model's: a request naming them all
+) -> ParsedTensors: ...                        # is read in the model's order

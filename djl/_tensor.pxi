@@ -121,6 +121,7 @@ cdef enum:
     KIND_RAW = 0       # bytes in native order, C order: memcpy
     KIND_JSON = 1      # a JSON array of numbers, converted while it was checked: _floats
     KIND_NUMPY = 2     # other byte order or Fortran order: numpy converts at collate time
+    KIND_OBJECT = 3    # a ready numpy array of the row (v2 BYTES: one bytes per element)
 
 
 cdef class ParsedTensors:
@@ -148,6 +149,9 @@ cdef class ParsedTensors:
     cdef list _orders      # per input: (byte order char, fortran) for KIND_NUMPY
     cdef list _sig         # signature and names while parsing
     cdef list _names
+    #: An Open Inference Protocol request's id and requested outputs (V2Request, _v2.pxi),
+    #: None for every other format.
+    cdef readonly object v2
 
     def __cinit__(self):
         self._has_view = False
@@ -218,6 +222,7 @@ cdef ParsedTensors _new_parsed(payload, int fmt):
     p._orders = []
     p._sig = []
     p._names = []
+    p.v2 = None
     return p
 
 
@@ -1109,9 +1114,16 @@ def collate(items):
     for k in range(len(signature)):
         dtype_name, shape = signature[k]
         try:
-            batch = np.empty((n,) + shape, dtype=dtype_name)
+            # numpy has no bfloat16: its bits travel as int16, the engine views them
+            batch = np.empty((n,) + shape,
+                             dtype="int16" if dtype_name == "bfloat16" else dtype_name)
         except (ValueError, MemoryError) as exc:
             raise BadInput(f"input {k} of shape {shape}: {exc}") from None
+        if dtype_name == "object":  # v2 BYTES (KIND_OBJECT): no buffer to copy into
+            for i in range(n):
+                batch[i] = (<ParsedTensors>items[i])._bases[k]
+            result.append(batch)
+            continue
         code = _code_of(batch.dtype)
         row_bytes = batch.nbytes // n if n else 0
         PyObject_GetBuffer(batch, &dst, PyBUF_WRITABLE)
@@ -1567,6 +1579,7 @@ cdef class _Prepared:
     cdef bytes ndlist_header   # everything of its NDList record before the data
     cdef bytes npy_header
     cdef bytes json_name
+    cdef bytes v2_name         # its name as a v2 answer's JSON string (output<k> unnamed)
 
     def __dealloc__(self):
         if self.has_view:
@@ -1601,6 +1614,7 @@ cdef _Prepared _prepare(array, int index, name, bint batched):
     p.ndlist_header = None
     p.npy_header = None
     p.json_name = None
+    p.v2_name = None
     return p
 
 
@@ -1763,6 +1777,9 @@ cdef int _encode_npz(_TensorOut* o, list prepared, Py_ssize_t row) except -1:
     return 0
 
 
+include "_v2.pxi"
+
+
 # -- encoders -----------------------------------------------------------------------------
 
 cdef int _encode(_TensorOut* o, list prepared, Py_ssize_t row, int fmt) except -1:
@@ -1775,7 +1792,7 @@ cdef int _encode(_TensorOut* o, list prepared, Py_ssize_t row, int fmt) except -
     raise ValueError(f"unknown tensor format {fmt}")
 
 
-def encode_tensors(arrays, int fmt, names=None):
+def encode_tensors(arrays, int fmt, names=None, request=None, datatypes=None):
     """One item's answer: the arrays encoded in fmt.
 
     JSON is DJL's ``NoopServingTranslator`` answer, compact: ``{"predictions":<nested
@@ -1785,22 +1802,31 @@ def encode_tensors(arrays, int fmt, names=None):
     of ``<name>.npy`` entries (``arr_<i>`` unless named), which ``np.load`` reads.
 
     Raises ValueError for a dtype the format cannot carry (strings, objects, complex in
-    JSON, complex128 in NDList) or a names list of the wrong length.
+    JSON, complex128 in NDList) or a names list of the wrong length. The v2 formats
+    answer ``request`` (the ParsedTensors it came as: its id and requested outputs);
+    BadInput when it asks for an output the model does not have. ``datatypes`` names, per
+    output, a v2 datatype its float32 array stands for (``BF16``), or None.
     """
     cdef _TensorOut o = _TensorOut(NULL, 0, 0)
     prepared = _prepare_all(arrays, names, False)
     try:
-        _encode(&o, prepared, 0, fmt)
+        if fmt == FORMAT_V2_JSON or fmt == FORMAT_V2_BINARY:
+            _encode_v2(&o, prepared, 0, _v2_of(request), fmt == FORMAT_V2_BINARY, datatypes)
+        else:
+            _encode(&o, prepared, 0, fmt)
         return _out_take(&o)
     finally:
         PyMem_Free(o.data)
 
 
-def encode_rows(arrays, fmts, names=None):
+def encode_rows(arrays, fmts, names=None, requests=None, datatypes=None):
     """The batched answer: row i of every array (batch on axis 0) encoded in fmts[i],
-    exactly as ``encode_tensors([a[i] for a in arrays], fmts[i], names)`` would."""
+    exactly as ``encode_tensors([a[i] for a in arrays], fmts[i], names, requests[i])``
+    would; a v2 row whose request the outputs cannot answer (an output it names that the
+    model lacks) gets its BadInput in its place, its batch-mates their answers."""
     cdef _TensorOut o = _TensorOut(NULL, 0, 0)
     cdef Py_ssize_t n = len(fmts), row
+    cdef int fmt
     cdef _Prepared p
     prepared = _prepare_all(arrays, names, True)
     for k in range(len(prepared)):
@@ -1811,7 +1837,18 @@ def encode_rows(arrays, fmts, names=None):
     result = []
     try:
         for row in range(n):
-            _encode(&o, prepared, row, fmts[row])
+            fmt = fmts[row]
+            if fmt == FORMAT_V2_JSON or fmt == FORMAT_V2_BINARY:
+                try:
+                    _encode_v2(&o, prepared, row,
+                               _v2_of(requests[row] if requests is not None else None),
+                               fmt == FORMAT_V2_BINARY, datatypes)
+                except BadInput as exc:
+                    result.append(exc)
+                    o.len = 0
+                    continue
+            else:
+                _encode(&o, prepared, row, fmt)
             result.append(PyBytes_FromStringAndSize(o.data, o.len))
             o.len = 0
         return result
@@ -1869,9 +1906,10 @@ def output_format(content_type, accept):
     return FORMAT_NDLIST
 
 
-def read_requests(payload):
+def read_requests(payload, input_names=None):
     """Every request of a REQUEST payload read as tensors, in one call (the PyTorch
-    engine's path): ``(parsed, formats, groups, failed)``.
+    engine's path): ``(parsed, formats, groups, failed)``. ``input_names``: the model's,
+    where its engine knows them (a v2 request naming them is read in their order).
 
     ``parsed[i]`` is request i's ParsedTensors, or the exception that refused it (BadInput
     for a body we cannot read; anything else is a codec bug, for the caller to log);
@@ -1891,6 +1929,12 @@ def read_requests(payload):
     for i in range(n):
         content_type, accept, data = <tuple>items[i]
         try:
+            if content_type.startswith(V2_MEDIA_TYPE):
+                p = parse_v2(data, content_type, input_names)
+                formats[i] = (<V2Request>p.v2).answer_format
+                _group(groups, i, p)
+                parsed[i] = p
+                continue
             fmt = input_format(content_type, data)
             key = (content_type, accept)
             answer = answer_formats.get(key)
@@ -1903,9 +1947,13 @@ def read_requests(payload):
             failed.append(i)
             continue
         parsed[i] = p
-        group = groups.get(p.signature)
-        if group is None:
-            group = groups[p.signature] = ([], [])
-        (<list>group[0]).append(i)
-        (<list>group[1]).append(p)
+        _group(groups, i, p)
     return parsed, formats, list(groups.values()), failed
+
+
+cdef inline void _group(dict groups, Py_ssize_t i, ParsedTensors p):
+    group = groups.get(p.signature)
+    if group is None:
+        group = groups[p.signature] = ([], [])
+    (<list>group[0]).append(i)
+    (<list>group[1]).append(p)

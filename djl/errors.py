@@ -153,6 +153,11 @@ class ModelNotFound(NotFound):
     def no_engine(cls, model_dir: str) -> ModelNotFound:
         return cls(f"Failed to detect engine of the model: {model_dir}")
 
+    @classmethod
+    def v2(cls, name: str, version: str | None = None) -> ModelNotFound:
+        """The Open Inference Protocol's 404 (spec §2.11: ``Model not found: res``)."""
+        return cls(f"Model not found: {name}" + (f", version {version}" if version else ""))
+
 
 class MethodNotAllowed(DjlError):
     status = 405
@@ -243,6 +248,11 @@ class ServiceUnavailable(DjlError):
     @classmethod
     def server_stopping(cls) -> ServiceUnavailable:
         return cls("The server is shutting down")
+
+    @classmethod
+    def models_not_ready(cls, names: list[str]) -> ServiceUnavailable:
+        """The Open Inference Protocol's server readiness: some model is not Healthy."""
+        return cls(f"Models not ready: {', '.join(names)}")
 
 
 class AsyncResultsFull(ServiceUnavailable):
@@ -355,6 +365,13 @@ class BadInput(TranslateError, ValueError):
     truncated, corrupt, an unsupported dtype or content type. DJL's translator answers
     these 400 ``TranslateException`` (spec §1.4 mapping B, §3.6); the message says what is
     wrong and where. A ValueError too, which is what ``djl.ndlist``'s callers catch."""
+
+    @classmethod
+    def header_length(cls, value: str, body_size: int) -> BadInput:
+        """Triton's binary tensor extension: a JSON length that is no byte count within
+        the body."""
+        return cls(f"Inference-Header-Content-Length {value} is not within the body's "
+                   f"{body_size} bytes")
 
     @classmethod
     def input_count(cls, want: int, names: list[str | None], got: int) -> BadInput:

@@ -574,4 +574,6 @@ def test_formats_follow_djls_translator() -> None:
     assert output_format("tensor/ndlist", "*/*") == FORMAT_NDLIST
     assert output_format(None, None) == FORMAT_NDLIST
     assert _batch.CONTENT_TYPES == {FORMAT_JSON: "application/json",
-                                    FORMAT_NDLIST: "tensor/ndlist", FORMAT_NPZ: "tensor/npz"}
+                                    FORMAT_NDLIST: "tensor/ndlist", FORMAT_NPZ: "tensor/npz",
+                                    _batch.FORMAT_V2_JSON: "application/json",
+                                    _batch.FORMAT_V2_BINARY: _batch.V2_BINARY_MEDIA_TYPE}

@@ -239,6 +239,31 @@ def bytes_reply(body: bytes, content_type: str, req_id: str, config: ServerConfi
     return Reply(200, headers, body)
 
 
+def v2_reply(value: Any, status: int, req_id: str, config: ServerConfig) -> Reply:
+    """An Open Inference Protocol JSON body: compact, as Triton writes it."""
+    return sized_reply(json.dumps(value, separators=(",", ":")).encode(), status,
+                       "application/json", req_id, config)
+
+
+def sized_reply(body: bytes, status: int, content_type: str | None, req_id: str,
+                config: ServerConfig, extra: HeaderList | None = None) -> Reply:
+    headers = common_headers(req_id, status, config)
+    if content_type is not None:
+        headers.append((b"content-type", content_type.encode("latin-1")))
+    if extra:
+        headers += extra
+    headers.append((b"content-length", str(len(body)).encode()))
+    return Reply(status, headers, body)
+
+
+def v2_error_reply(error: Exception, req_id: str, config: ServerConfig) -> Reply:
+    """The Open Inference Protocol's ``{"error": "<message>"}`` with the error's status."""
+    if isinstance(error, DjlError):
+        return v2_reply({"error": error.message}, error.status, req_id, config)
+    log.exception("unexpected error", exc_info=error)
+    return v2_reply({"error": str(error) or type(error).__name__}, 500, req_id, config)
+
+
 def error_body(error: DjlError | Exception, status: int) -> dict[str, Any]:
     if isinstance(error, DjlError):
         return {"code": status, "type": error.type, "message": error.message or None}

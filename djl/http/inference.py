@@ -1,4 +1,5 @@
-"""Inference API: /ping, /predictions, /invocations, /models/{m}/invoke (spec §3).
+"""Inference API: /ping, /predictions, /invocations, /models/{m}/invoke (spec §3); the
+Open Inference Protocol's /v2 routes are djl.http.v2's.
 
 Transport-free: a route reads an ``InferenceCall`` and returns a ``codec.Reply``, so the
 same code serves the ASGI front (``djl.http.front``) and, for form bodies, Quart.
@@ -13,7 +14,7 @@ from functools import partial
 from djl.config import ServerConfig, parse_java_bool, parse_java_int
 from djl.errors import BadRequest, NotFound
 from djl.health import ping_status
-from djl.http import codec
+from djl.http import codec, v2
 from djl.io import Input
 from djl.registry import ModelManager, Watch, watching
 
@@ -132,4 +133,6 @@ def _max_items(value: str | None) -> int:
 async def handle(call: InferenceCall) -> codec.Reply:
     if call.segments[1] == "ping":
         return ping(call)
+    if call.segments[1] == "v2":
+        return await v2.handle(call)
     return await predict(call)

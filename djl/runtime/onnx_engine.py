@@ -83,12 +83,13 @@ class OnnxEngine(TensorEngine):
                  self.model_file, self.session.get_providers()[0],
                  options.intra_op_num_threads, self.signature.as_json()["inputs"])
 
-    def _forward(self, arrays: Sequence[np.ndarray]) -> tuple[list[Any], list[str] | None]:
+    def _forward(self, arrays: Sequence[np.ndarray], signature: Sequence[tuple[str, Any]]
+                 ) -> tuple[list[Any], list[str] | None, None]:
         if len(arrays) != len(self._input_names):
             raise BadInput.input_count(len(self._input_names), self._input_names, len(arrays))
         outputs = self.session.run(self._output_names, dict(zip(self._input_names, arrays,
                                                                 strict=True)))
-        return [np.ascontiguousarray(o) for o in outputs], self._output_names
+        return [np.ascontiguousarray(o) for o in outputs], self._output_names, None
 
     def _reason(self, exc: BaseException) -> str:
         return reason(exc)

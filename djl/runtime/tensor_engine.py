@@ -6,8 +6,10 @@ model and run one forward; everything else is here, the way DJL's default transl
 serves a tensor model.
 
 In: ``application/json`` (a numeric array, or an object whose ``inputs`` or ``instance``
-is one), ``tensor/ndlist`` (spec Appendix D) or ``tensor/npz``; several arrays of an
-NDList or npz are the model's positional inputs. Out: ``tensor/npz`` when the request's
+is one), ``tensor/ndlist`` (spec Appendix D), ``tensor/npz`` or an Open Inference
+Protocol request (``_batch.V2_MEDIA_TYPE``, answered in v2; djl/_v2.pxi); several arrays of
+an NDList or npz are the model's positional inputs (a v2 request naming every input as the
+model does is read in the model's order). Out: ``tensor/npz`` when the request's
 ``Accept`` or content type says so, JSON ``{"predictions": ...}`` when either says
 ``application/json`` (Accept wins: ``Accept: tensor/ndlist`` on a JSON request gets an
 NDList), else ``tensor/ndlist`` (``_batch.input_format`` / ``output_format``, shared with
@@ -79,6 +81,9 @@ class TensorEngine:
         self.signature: Signature | None = None
         #: Per input, the dtype a JSON request is cast to (None: left float32).
         self._json_dtypes: tuple[Any, ...] = ()
+        #: The model's input names when it names them all, or None: a v2 request naming
+        #: them all is read in this order.
+        self.input_names: tuple[str, ...] | None = None
 
     def load(self, properties: Mapping[str, str] | None = None) -> None:
         """Load the model with the model's init properties (``option.*`` without the
@@ -90,13 +95,17 @@ class TensorEngine:
         self._json_dtypes = tuple(
             np.dtype(NUMPY_OF_DATATYPE[spec.datatype])
             if spec.datatype in NUMPY_OF_DATATYPE else None for spec in inputs or ())
+        names = tuple(spec.name or "" for spec in inputs or ())
+        self.input_names = names if names and all(names) else None
 
     def _load(self, properties: Mapping[str, str]) -> None:
         raise NotImplementedError
 
-    def _forward(self, arrays: Sequence[np.ndarray]) -> tuple[list[Any], list[str] | None]:
-        """The model's outputs for ``arrays`` as C-contiguous numpy arrays, and their
-        names (None: unnamed)."""
+    def _forward(self, arrays: Sequence[np.ndarray], signature: Sequence[tuple[str, Any]]
+                 ) -> tuple[list[Any], list[str] | None, list[str | None] | None]:
+        """The model's outputs for ``arrays`` (each input's ``(dtype, shape)`` as read in
+        ``signature``) as numpy arrays, their names (None: unnamed), and the datatypes
+        numpy cannot hold (``BF16``, sent as float32), None where there is none."""
         raise NotImplementedError
 
     def initialise(self, inputs: Input) -> Output:
@@ -129,7 +138,7 @@ class TensorEngine:
 
     def _run(self, payload: bytes | bytearray) -> list[Any]:
         """Each request's ``(body, format)``, or its failure (ItemError, Output)."""
-        parsed, out_formats, groups, failed = _batch.read_requests(payload)
+        parsed, out_formats, groups, failed = _batch.read_requests(payload, self.input_names)
         results: list[Any] = [None] * len(parsed)
         for i in failed:
             exc = parsed[i]
@@ -199,7 +208,8 @@ class TensorEngine:
             if not new_axis:  # concatenated along the batch axis the requests carry
                 per = arrays[0].shape[1]
                 arrays = [a.reshape((n * per, *a.shape[2:])) for a in arrays]
-            outputs, names = self._forward(self._prepared(arrays, items))
+            outputs, names, datatypes = self._forward(self._prepared(arrays, items),
+                                                      items[0].signature)
             for k, out in enumerate(outputs):
                 if out.ndim == 0 or out.shape[0] != n * per:
                     raise BadOutput(
@@ -208,26 +218,33 @@ class TensorEngine:
                     )
             if not new_axis:
                 outputs = [out.reshape((n, per, *out.shape[1:])) for out in outputs]
-            bodies = _batch.encode_rows(outputs, [out_formats[i] for i in members], names)
+            bodies = _batch.encode_rows(outputs, [out_formats[i] for i in members], names,
+                                        items, datatypes)
         except Exception as exc:  # noqa: BLE001 — the group's failure is its answer
             failure = self._failure(exc)
             for i in members:
                 results[i] = failure
             return
         for i, body in zip(members, bodies, strict=True):
-            results[i] = (body, out_formats[i])
+            # a v2 request naming an output the model lacks fails alone
+            results[i] = (self._failure(body) if isinstance(body, Exception)
+                          else (body, out_formats[i]))
 
     def _run_alone(self, i: int, tensors: Any, new_axis: bool, out_format: int,
                    results: list[Any]) -> None:
         try:
             if new_axis:  # a batch of one
-                outputs, names = self._forward(self._prepared(_batch.collate([tensors]),
-                                                              [tensors]))
-                body = _batch.encode_rows(outputs, [out_format], names)[0]
+                outputs, names, datatypes = self._forward(
+                    self._prepared(_batch.collate([tensors]), [tensors]), tensors.signature)
+                body = _batch.encode_rows(outputs, [out_format], names, [tensors],
+                                          datatypes)[0]
+                if isinstance(body, Exception):
+                    raise body
             else:
                 # arrays(): a[0] of a collated (1,) array would be a numpy scalar
-                outputs, names = self._forward(self._prepared(tensors.arrays(), [tensors]))
-                body = _batch.encode_tensors(outputs, out_format, names)
+                outputs, names, datatypes = self._forward(
+                    self._prepared(tensors.arrays(), [tensors]), tensors.signature)
+                body = _batch.encode_tensors(outputs, out_format, names, tensors, datatypes)
             results[i] = (body, out_format)
         except Exception as exc:  # noqa: BLE001 — the request's failure is its answer
             results[i] = self._failure(exc)

@@ -23,6 +23,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from djl.errors import BadInput
 from djl.runtime.tensor_engine import BadOutput, TensorEngine, TensorLoadError
 from djl.signature import Signature, TensorSpec, datatype_of
 from djl.tensor_batch import output_values, to_numpy
@@ -98,10 +99,18 @@ class TorchEngine(TensorEngine):
             )
         return model
 
-    def _forward(self, arrays: Sequence[Any]) -> tuple[list[Any], list[str] | None]:
+    def _forward(self, arrays: Sequence[Any], signature: Sequence[tuple[str, Any]]
+                 ) -> tuple[list[Any], list[str] | None, list[str | None] | None]:
         torch = self._torch
         with torch.inference_mode():
-            tensors = [torch.from_numpy(a).to(self.device) for a in arrays]
+            tensors = []
+            for a, (dtype, _) in zip(arrays, signature, strict=True):
+                if dtype == "object":
+                    raise BadInput("The PyTorch engine takes no BYTES (string) tensors")
+                tensor = torch.from_numpy(a)
+                if dtype == "bfloat16":  # collate carries its bits as int16
+                    tensor = tensor.view(torch.bfloat16)
+                tensors.append(tensor.to(self.device))
             return _numpy_outputs(self.model(*tensors))
 
 
@@ -174,14 +183,21 @@ def export_signature(program: Any) -> Signature:
                      outputs=tuple(spec(str(n)) for n in graph_signature.user_outputs))
 
 
-def _numpy_outputs(result: Any) -> tuple[list[Any], list[str] | None]:
-    """The model's result as numpy arrays on the CPU, and their names (a dict's keys);
-    a TorchScript model must answer with tensors only."""
+def _numpy_outputs(result: Any
+                   ) -> tuple[list[Any], list[str] | None, list[str | None] | None]:
+    """The model's result as numpy arrays on the CPU, their names (a dict's keys), and
+    the datatypes numpy cannot hold (``BF16``: sent as float32, which holds it exactly; a v2
+    answer sends it as BF16 again), None where there is none. A TorchScript model must
+    answer with tensors only."""
     values, names = output_values(result)
-    for value in values:
+    datatypes: list[str | None] | None = None
+    for k, value in enumerate(values):
         if not hasattr(value, "detach"):
             raise BadOutput(
                 f"The model returned a {type(value).__name__}, not a tensor or a tuple, "
                 "list or dict of tensors"
             )
-    return [to_numpy(value) for value in values], names
+        if str(value.dtype) == "torch.bfloat16":
+            datatypes = datatypes or [None] * len(values)
+            datatypes[k] = "BF16"
+    return [to_numpy(value) for value in values], names, datatypes
