@@ -1,4 +1,5 @@
-"""Inference API: /ping, /predictions, /invocations, /models/{m}/invoke (spec §3).
+"""Inference API: /ping, /predictions, /invocations, /models/{m}/invoke (spec §3), and
+the OpenAI-compatible /v1 routes (djl.http.openai).
 
 Transport-free: a route reads an ``InferenceCall`` and returns a ``codec.Reply``, so the
 same code serves the ASGI front (``djl.http.front``) and, for form bodies, Quart.
@@ -13,7 +14,7 @@ from functools import partial
 from djl.config import ServerConfig, parse_java_int
 from djl.errors import BadRequest, NotFound
 from djl.health import ping_status
-from djl.http import codec
+from djl.http import codec, openai
 from djl.io import Input
 from djl.registry import ModelManager, Watch, watching
 
@@ -58,7 +59,7 @@ def _path_target(call: InferenceCall) -> tuple[str | None, str | None]:
         return segments[2], version
     if route == "models":  # /models/{name}/invoke
         name: str | None = segments[2]
-    else:  # /invocations, /v1/chat/completions
+    else:  # /invocations
         name = None
     name = name or call.query.get("model_name") or call.header("model_name")
     return name, call.query.get("model_version") or call.header("model_version") or None
@@ -118,6 +119,9 @@ def _max_items(value: str | None) -> int:
 
 
 async def handle(call: InferenceCall) -> codec.Reply:
-    if call.segments[1] == "ping":
+    route = call.segments[1]
+    if route == "ping":
         return ping(call)
+    if route == "v1":
+        return await openai.handle(call)
     return await predict(call)

@@ -29,6 +29,7 @@ import trio
 from djl import _batch
 from djl.config import ModelConfig, ServerConfig
 from djl.errors import (
+    ERROR_BAD_MODEL,
     ERROR_OOM,
     ERROR_OUTPUT,
     ITEM_ERROR_KINDS,
@@ -93,6 +94,9 @@ class WorkerCommand:
     engine: str = "Python"
     #: torch intra-op threads per worker (PyTorch engine; 0 leaves torch's default).
     num_threads: int = 0
+    #: Jobs in flight at once on a rolling-batch worker (text generation, wlm/rolling.py);
+    #: 0: the worker answers one batch after another.
+    rolling_batch_size: int = 0
 
     def argv(self, fd: int, device_id: int, max_frame: int) -> list[str]:
         """``max_frame``: the largest frame the server reads from this worker; the runtime
@@ -405,6 +409,8 @@ class Worker:
             error_kind, message = _batch.decode_error(payload)
             if error_kind == ERROR_OOM:
                 raise ModelLoadError.out_of_memory()
+            if error_kind == ERROR_BAD_MODEL:
+                raise ModelLoadError.bad_model(message)
             raise ModelLoadError(f"Failed to initialize model: {message}")
         code, message, _props, keys, values = _batch.decode_response(payload)
         if code == ModelLoadError.out_of_memory().status:
@@ -437,6 +443,12 @@ class Worker:
         a queued job is not held behind one while another worker frees up.
         """
         source = self.source
+        if source.command.rolling_batch_size > 0:
+            from djl.wlm.rolling import RollingSession  # it builds on this module
+
+            await RollingSession(self, stream, decoder, source.command.rolling_batch_size).run()
+            self.exit_reason = ExitReason.RETIRED
+            return
         extra = {"handler": source.command.handler}
         timeout = source.config.predict_timeout_s
         while True:
