@@ -107,6 +107,7 @@ class RollingSession:
                 self._wake_reader()
                 return
             frames = bytearray()
+            idle = not self.active
             for job in jobs:
                 seq = next(self._ids)
                 self.active[seq] = _Sequence(job)
@@ -115,6 +116,10 @@ class RollingSession:
             if frames:
                 async with self._send_lock:
                     await self.stream.send_all(frames)
+                if idle:
+                    # The reader waits without a deadline while nothing is in flight: from
+                    # now on an answer is due within predict_timeout.
+                    self._reader_scope.cancel()
 
     def _wake_reader(self) -> None:
         """The reader may be waiting for frames while nothing is active: when the feeder
@@ -228,9 +233,11 @@ class RollingSession:
         for seq_id, seq in self.active.items():
             if seq.cancelling:
                 continue
-            gone = seq.job.cancelled or (seq.job.result is not None
-                                         and seq.job.result.stream is not None
-                                         and seq.send is None)
+            send = seq.send
+            if send is not None and send.statistics().open_receive_channels == 0:
+                seq.send = send = None  # the HTTP side closed its stream: the client left
+            gone = seq.job.cancelled or (send is None and seq.job.result is not None
+                                         and seq.job.result.stream is not None)
             if gone:
                 seq.cancelling = True
                 frames += _batch.encode_request(
