@@ -53,6 +53,11 @@ ROLLING_BATCH_DEFAULT = "auto"
 #: ``option.rolling_batch`` values served here; ``vllm`` needs vllm and CUDA; ``disable``
 #: sends whole requests through the dynamic batcher.
 ROLLING_BATCH_VALUES = ("auto", "disable", "vllm")
+#: The console's live figures (djl.figures): rates and percentiles are over at least this
+#: much of the latest history, which is kept this long, sampled at most this often.
+FIGURES_WINDOW_S = 10 * SECONDS
+FIGURES_HISTORY_S = 300 * SECONDS
+FIGURES_SAMPLE_S = 1 * SECONDS
 
 
 class ConfigError(ValueError):
