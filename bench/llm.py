@@ -226,9 +226,9 @@ def main() -> None:
     parser.add_argument("--duration", type=float, default=15.0)
     parser.add_argument("--max-new-tokens", type=int, default=64)
     parser.add_argument("--streams", default="1,8,32")
-    parser.add_argument("--threads", type=int, default=2,
-                        help="torch threads of the generate baseline (djl's worker takes "
-                             "the cores it may use)")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch threads of the generate baselines (as djl's worker: one "
+                             "unless option.num_threads)")
     args = parser.parse_args()
     streams = [int(s) for s in args.streams.split(",")]
     duration, tokens = args.duration, args.max_new_tokens

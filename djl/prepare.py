@@ -117,6 +117,12 @@ def prepare_model(
                 f"The PyTorch engine runs on cpu and gpu<N> devices, not {', '.join(unsupported)}"
             )
         threads = intra_op_threads(config, server, devices, cores)
+        if (runtime == GENERATION and not config.options.get("num_threads")
+                and server.omp_num_threads <= 0):
+            # A decode step is many small ops: on a busy 2-core machine two torch threads
+            # made a step 6x slower (15 -> 99 ms) and a 32-sequence step 25x (bench/llm.py's
+            # note); option.num_threads asks for more.
+            threads = 1
         if ray is not None and not config.options.get("num_threads"):
             threads = max(1, int(ray.num_cpus))  # the CPUs Ray gave the worker, not ours
         batchifier = str(config.arguments.get("batchifier") or "stack").lower()
