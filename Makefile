@@ -11,13 +11,14 @@ PORT ?= 8080
 
 .PHONY: install serve test lint bench clean browser
 
-install: $(VENV)/.installed examples/mlp/model.pt examples/mlp/model.pt2 examples/mlp/model.onnx
+install: $(VENV)/.installed examples/mlp/model.pt examples/mlp/model.pt2 examples/mlp/model.onnx \
+		examples/tinylm/model/config.json
 
 $(VENV)/.installed: pyproject.toml setup.py constraints.txt djl/_batch.pyx djl/_tensor.pxi \
 		djl/_answer.pxi djl/_v2.pxi
 	test -d $(VENV) || $(PY) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
-	$(PIP) install -q -c constraints.txt -e '.[test,torch,ray,onnx]'
+	$(PIP) install -q -c constraints.txt -e '.[test,torch,ray,onnx,generation]'
 	$(BIN)/python -c "import djl._batch"
 	touch $@
 
@@ -26,12 +27,17 @@ $(VENV)/.installed: pyproject.toml setup.py constraints.txt djl/_batch.pyx djl/_
 examples/mlp/model.pt examples/mlp/model.pt2 examples/mlp/model.onnx: examples/mlp/build.py $(VENV)/.installed
 	$(BIN)/python examples/mlp/build.py --out $@
 
+# The example causal LM: random weights under a fixed seed, a tokenizer trained on the
+# bundled corpus; built offline, never committed.
+examples/tinylm/model/config.json: examples/tinylm/build.py examples/tinylm/corpus.txt $(VENV)/.installed
+	$(BIN)/python examples/tinylm/build.py --out examples/tinylm/model
+
 # exec: the server replaces the recipe's shell, so a SIGTERM make passes on reaches it.
 serve: install
 	SERVING_INFERENCE_ADDRESS=http://$(HOST):$(PORT) \
 	SERVING_MANAGEMENT_ADDRESS=http://$(HOST):$(PORT) \
 	SERVING_PROMETHEUS=true \
-	exec $(BIN)/djl-serving --models echo=file:examples/echo/ mlp=file:examples/mlp/
+	exec $(BIN)/djl-serving --models echo=file:examples/echo/ mlp=file:examples/mlp/ tinylm=file:examples/tinylm/model/
 
 test: install browser
 	$(BIN)/ruff check djl djl_python tests bench
@@ -45,4 +51,5 @@ bench: install
 	$(BIN)/python bench/echo.py
 
 clean:
-	rm -rf $(VENV) build *.egg-info djl/_batch.c djl/*.so examples/mlp/model.pt examples/mlp/model.pt2 examples/mlp/model.onnx
+	rm -rf $(VENV) build *.egg-info djl/_batch.c djl/*.so examples/mlp/model.pt examples/mlp/model.pt2 \
+		examples/mlp/model.onnx examples/tinylm/model

@@ -52,6 +52,14 @@ ERROR_RATE_WINDOW_S = 60 * SECONDS
 #: Worker recycling by memory: how often a model's workers' RSS is read, unless the model's
 #: ``option.worker_rss_check_interval`` says otherwise.
 WORKER_RSS_CHECK_INTERVAL_S = 5 * SECONDS
+#: Text generation (``option.*`` of a causal-LM folder): sequences decoded together per
+#: worker, a request's max_new_tokens when it names none, and the rolling-batch values.
+MAX_ROLLING_BATCH_SIZE = 32
+MAX_NEW_TOKENS = 30
+ROLLING_BATCH_DEFAULT = "auto"
+#: ``option.rolling_batch`` values served here; ``vllm`` needs vllm and CUDA; ``disable``
+#: sends whole requests through the dynamic batcher.
+ROLLING_BATCH_VALUES = ("auto", "disable", "vllm")
 #: The console's live figures (djl.figures): rates and percentiles are over at least this
 #: much of the latest history, which is kept this long, sampled at most this often.
 FIGURES_WINDOW_S = 10 * SECONDS

@@ -276,6 +276,11 @@ class ModelLoadError(DjlError):
         return cls("OOM", status=OutOfMemory.status)
 
     @classmethod
+    def bad_model(cls, detail: str) -> ModelLoadError:
+        """The folder is not a model its engine can load (a client's fault: 400)."""
+        return cls(f"Failed to initialize model: {detail}", status=400)
+
+    @classmethod
     def ray_unreachable(cls, address: str, detail: str) -> ModelLoadError:
         """The Ray cluster named by ``ray_address`` could not be reached."""
         return cls(f"Cannot reach the Ray cluster at {address}: {detail}", status=503)
@@ -479,6 +484,8 @@ class FrameTooLarge(FrameError):
 ERROR_LOAD = "load"
 #: The model cannot load for lack of memory (ModelLoadError.out_of_memory, 507).
 ERROR_OOM = "oom"
+#: The folder is not a model the engine can load (a bad config, no weights): 400.
+ERROR_BAD_MODEL = "bad_model"
 #: An answer over the item or frame limit: its batch fails (OutputTooLarge), the worker
 #: serves on.
 ERROR_OUTPUT = "output"

@@ -5,7 +5,9 @@ response-class counters, ``ServerError``, ``WlmError``, ``ModelLoadingError``, a
 model and version (labels ``Model``, ``Version``) ``RegisterWorkflow``, ``DownloadModel``,
 ``LoadModel``, ``QueueTime``, ``DynamicBatchSize``, ``RequestLatency``. Times are in
 microseconds, as DJL records them. Ours, named in the same style: ``QueueDepth``,
-``Workers{State}``, ``WorkerRestarts``, ``WorkerRecycles`` and ``WorkerRSS{Worker}``.
+``Workers{State}``, ``WorkerRestarts``, ``WorkerRecycles`` and ``WorkerRSS{Worker}``; for
+text generation ``TimeToFirstToken``, ``InterTokenLatency`` (histograms, µs),
+``GeneratedTokens``, ``PromptTokens`` (counters) and ``RollingBatchSize``.
 
 The hot path pays for a counter increment or a histogram observation, no more: label
 children are resolved once per model (``ModelMetrics``), and everything a pool already
@@ -69,6 +71,12 @@ class ModelMetrics:
     observe_queue_time_us: Callable[[float], None]
     observe_batch_size: Callable[[float], None]
     observe_request_latency_us: Callable[[float], None]
+    #: Text generation (djl/wlm/rolling.py): per token, per decode step.
+    observe_time_to_first_token_us: Callable[[float], None]
+    observe_inter_token_latency_us: Callable[[float], None]
+    count_generated_tokens: Callable[[float], None]
+    count_prompt_tokens: Callable[[float], None]
+    observe_rolling_batch_size: Callable[[float], None]
 
     def batch_taken(self, now: float, enqueued_at: Iterable[float]) -> None:
         """A worker took a batch at ``now`` (trio time) of jobs queued at ``enqueued_at``."""
@@ -117,6 +125,15 @@ class ServerMetrics:
         self._latency = Histogram("RequestLatency", "Inference time from routing to the "
                                   "answer (µs)", _MODEL, buckets=_LATENCY_BUCKETS_US,
                                   registry=r)
+        self._ttft = Histogram("TimeToFirstToken", "Time from a generation request's "
+                               "arrival to its first token (µs)", _MODEL,
+                               buckets=_LATENCY_BUCKETS_US, registry=r)
+        self._itl = Histogram("InterTokenLatency", "Time between two tokens of a sequence "
+                              "(µs)", _MODEL, buckets=_LATENCY_BUCKETS_US, registry=r)
+        self._generated = Counter("GeneratedTokens", "Tokens generated", _MODEL, registry=r)
+        self._prompt = Counter("PromptTokens", "Prompt tokens prefilled", _MODEL, registry=r)
+        self._rolling = Histogram("RollingBatchSize", "Sequences per decode step", _MODEL,
+                                  buckets=_BATCH_BUCKETS, registry=r)
         r.register(_PoolCollector(pools))
 
     # -- server ------------------------------------------------------------------------
@@ -143,6 +160,11 @@ class ServerMetrics:
             self._queue_time.labels(*labels).observe,
             self._batch_size.labels(*labels).observe,
             self._latency.labels(*labels).observe,
+            self._ttft.labels(*labels).observe,
+            self._itl.labels(*labels).observe,
+            self._generated.labels(*labels).inc,
+            self._prompt.labels(*labels).inc,
+            self._rolling.labels(*labels).observe,
         )
 
     def registered(self, name: str, version: str | None, seconds: float) -> None:

@@ -10,16 +10,20 @@ versions and lifecycles; ``wlm/`` gets a ``PreparedModel`` and never looks at a 
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from djl import store
 from djl.config import (
+    MAX_ROLLING_BATCH_SIZE,
     RAY_DEVICE,
     RESERVED_MEMORY_MB,
+    ROLLING_BATCH_DEFAULT,
+    ROLLING_BATCH_VALUES,
     ModelConfig,
     RayResources,
     RegisterParams,
@@ -36,6 +40,7 @@ from djl.errors import (
     SourceError,
 )
 from djl.properties import read_properties
+from djl.runtime.generation import loader
 from djl.wlm.devices import Device, resolve_devices
 from djl.wlm.worker import WorkerCommand
 
@@ -49,6 +54,10 @@ MODEL_FILES = {"PyTorch": (".pt", ".pt2"), "OnnxRuntime": (".onnx",)}
 #: Device types the tensor engines can map to a device (cpu, cuda:N; a Ray worker is
 #: either, by its option.ray_num_gpus).
 TORCH_DEVICE_TYPES = ("cpu", "gpu", RAY_DEVICE)
+#: The runtime engine of a Hugging Face causal LM (djl/runtime/generation/).
+GENERATION = "Generation"
+#: The engines whose device rule and intra-op threads are the tensor engines'.
+TORCH_RUNTIMES = (*MODEL_FILES, GENERATION)
 #: How the PyTorch engine batches (the ``batchifier`` key DJL uses); ``stack`` is our
 #: default, where DJL's is ``none``: see torch_engine.py.
 BATCHIFIERS = ("stack", "none")
@@ -92,7 +101,18 @@ def prepare_model(
     config = build_model_config(server, properties, params, source.arguments)
     engine = choose_engine(source, config)
     runtime = RUNTIME_ENGINES[engine]
-    if runtime in MODEL_FILES:
+    rolling_batch = generation_mode(source, config) if runtime == "Python" else None
+    rolling_batch_size = 0
+    if rolling_batch is not None:
+        runtime, entry_point = GENERATION, "djl.runtime.generation"
+        rolling_batch_size = 1 if rolling_batch == "disable" else parse_int(
+            config.options.get("max_rolling_batch_size"), MAX_ROLLING_BATCH_SIZE) or 1
+        if config.explicit_max_workers is None and not any(
+                config.arguments.get(k) for k in ("maxWorkers", "cpu.maxWorkers")):
+            # One worker holds the whole rolling batch; a second copy of the model on the
+            # same cores only halves each one's threads.
+            config = replace(config, explicit_max_workers=1)
+    elif runtime in MODEL_FILES:
         entry_point = model_file(source, config, runtime)
     else:
         entry_point = python_entry_point(source, config, server)
@@ -101,7 +121,7 @@ def prepare_model(
                                     visible_devices=server.cuda_visible_devices))
     ray = ray_placement(server, config, devices)
     threads = 0
-    if runtime in MODEL_FILES:
+    if runtime in TORCH_RUNTIMES:
         unsupported = [str(d) for d in devices if d.device_type not in TORCH_DEVICE_TYPES]
         if unsupported:
             raise BadRequest(
@@ -109,6 +129,12 @@ def prepare_model(
                 f"{', '.join(unsupported)}"
             )
         threads = intra_op_threads(config, server, devices, cores)
+        if (runtime == GENERATION and not config.options.get("num_threads")
+                and server.omp_num_threads <= 0):
+            # A decode step is many small ops: on a busy 2-core machine two torch threads
+            # made a step 6x slower (15 -> 99 ms) and a 32-sequence step 25x (bench/llm.py's
+            # note); option.num_threads asks for more.
+            threads = 1
         if ray is not None and not config.options.get("num_threads"):
             threads = max(1, int(ray.num_cpus))  # the CPUs Ray gave the worker, not ours
         batchifier = str(config.arguments.get("batchifier") or "stack").lower()
@@ -131,6 +157,7 @@ def prepare_model(
         stream_send_timeout_s=server.chunked_read_timeout_s,
         engine=runtime,
         num_threads=threads,
+        rolling_batch_size=rolling_batch_size,
     )
     return PreparedModel(config, engine, command, devices,
                          install_requirements=runtime == "Python" and ray is None, ray=ray)
@@ -158,6 +185,43 @@ def choose_engine(source: store.ModelSource, config: ModelConfig) -> str:
     if engine not in RUNTIME_ENGINES:
         raise BadRequest(f"{engine} is not supported")
     return engine
+
+
+def generation_mode(source: store.ModelSource, config: ModelConfig) -> str | None:
+    """``option.rolling_batch`` when djl's text-generation engine serves this Python model:
+    a folder with a Hugging Face ``config.json`` (spec §4.4 rule 10), or ``engine=Python``
+    with ``option.rolling_batch``, and no handler of its own. None: a model.py serves it.
+    400 for a value we do not serve, a load error naming what ``vllm`` lacks here."""
+    model_dir = source.model_dir
+    model_name = config.options.get("modelName")
+    if (config.options.get("entryPoint") or source.entry_point
+            or (model_dir / "model.py").is_file()
+            or (model_name and (model_dir / model_name).is_file())):
+        return None
+    mode = (config.options.get("rolling_batch") or "").strip().lower()
+    if not mode and not (model_dir / "config.json").is_file():
+        return None
+    mode = mode or ROLLING_BATCH_DEFAULT
+    if mode not in ROLLING_BATCH_VALUES:
+        raise BadRequest(f"option.rolling_batch={mode} is not supported: use "
+                         f"{', '.join(ROLLING_BATCH_VALUES)}")
+    if mode == "vllm":
+        if importlib.util.find_spec("vllm") is None:
+            raise ModelLoadError.bad_model(
+                "option.rolling_batch=vllm needs the vllm package, which is not installed")
+        if not Path("/dev/nvidiactl").exists():
+            raise ModelLoadError.bad_model(
+                "option.rolling_batch=vllm needs a CUDA GPU, and none is visible")
+        raise ModelLoadError.bad_model(
+            "option.rolling_batch=vllm: serving through vLLM's engine is not implemented "
+            "yet; use auto")
+    # What a folder needs is checked here, before a worker spends seconds importing
+    # transformers to find out; the worker checks again (the same function) at load.
+    try:
+        loader.check_folder(model_dir, config.options)
+    except loader.NotLoadable as exc:
+        raise ModelLoadError.bad_model(str(exc)) from None
+    return mode
 
 
 def model_file(source: store.ModelSource, config: ModelConfig, runtime: str) -> str:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import math
 
 import pytest
-from prometheus_client import Counter
 
 from djl.figures import LiveFigures, quantile
 from djl.metrics import ServerMetrics
@@ -65,13 +64,12 @@ def test_samples_at_most_every_sample_s_and_history_is_bounded():
 
 def test_generated_tokens_are_a_rate_where_a_model_counts_them():
     metrics = ServerMetrics(lambda: [])
-    tokens = Counter("GeneratedTokens", "Tokens generated", ["Model", "Version"],
-                     registry=metrics.registry)
     figures = live(metrics)
-    metrics.for_model("plain", None).observe_request_latency_us(800)
-    tokens.labels("plain", "").inc(0)  # the counter exists for it, but it generates nothing
+    plain = metrics.for_model("plain", None)
+    plain.observe_request_latency_us(800)
+    plain.count_generated_tokens(0)  # the counter exists for it, but it generates nothing
     figures.read(0.0)
-    tokens.labels("lm", "").inc(500)
+    metrics.for_model("lm", None).count_generated_tokens(500)
     history = figures.read(10.0)
     assert history[("lm", "")].now.tokens_per_s == 50.0
     assert history[("plain", "")].now.tokens_per_s is None

@@ -40,10 +40,18 @@ def test_no_import_points_up(package: str, forbidden: tuple[str, ...]) -> None:
 
 
 def test_torch_is_imported_only_on_the_worker_side() -> None:
-    """The engine, and the collation helper that model.py handlers call (lazily there)."""
+    """The engines (PyTorch, text generation), and the collation helper that model.py
+    handlers call (lazily there)."""
     users = sorted(str(p.relative_to(DJL.parent)) for p in DJL.rglob("*.py")
                    if any(n == "torch" or n.startswith("torch.") for n in imported(p)))
-    assert users == ["djl/runtime/torch_engine.py", "djl/tensor_batch.py"]
+    assert users == ["djl/runtime/generation/loader.py", "djl/runtime/generation/scheduler.py",
+                     "djl/runtime/torch_engine.py", "djl/tensor_batch.py"]
+    # prepare.py checks a causal-LM folder with the loader's check_folder: the server
+    # process must not import torch through it.
+    top_level = {node.names[0].name for node in ast.parse(
+        (DJL / "runtime" / "generation" / "loader.py").read_text()).body
+        if isinstance(node, ast.Import)}
+    assert "torch" not in top_level
 
 
 def test_ray_is_imported_only_by_the_ray_launcher() -> None:

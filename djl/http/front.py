@@ -37,7 +37,9 @@ log = logging.getLogger("djl.http")
 #: ASGI scope key naming the listener a request came in on: "both", "inference", "management".
 ROLE_KEY = "djl.role"
 
-_INFERENCE = re.compile(r"^/(ping|invocations|predictions|v1/chat/completions|v2)([/?].*)?$")
+_INFERENCE = re.compile(
+    r"^/(ping|invocations|predictions|v1/chat/completions|v1/completions|v1/models|v2)"
+    r"([/?].*)?$")
 INVOKE = re.compile(r"^/models/.+/invoke$")
 
 #: What a send raises when the client is already gone: hypercorn's reader closes the

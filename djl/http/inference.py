@@ -1,5 +1,6 @@
-"""Inference API: /ping, /predictions, /invocations, /models/{m}/invoke (spec §3); the
-Open Inference Protocol's /v2 routes are djl.http.v2's.
+"""Inference API: /ping, /predictions, /invocations, /models/{m}/invoke (spec §3), the
+OpenAI-compatible /v1 routes (djl.http.openai) and the Open Inference Protocol's /v2
+routes (djl.http.v2).
 
 Transport-free: a route reads an ``InferenceCall`` and returns a ``codec.Reply``, so the
 same code serves the ASGI front (``djl.http.front``) and, for form bodies, Quart.
@@ -14,7 +15,7 @@ from functools import partial
 from djl.config import ServerConfig, parse_java_bool, parse_java_int
 from djl.errors import BadRequest, NotFound
 from djl.health import ping_status
-from djl.http import codec, v2
+from djl.http import codec, openai, v2
 from djl.io import Input
 from djl.registry import ModelManager, Watch, watching
 
@@ -59,7 +60,7 @@ def _path_target(call: InferenceCall) -> tuple[str | None, str | None]:
         return segments[2], version
     if route == "models":  # /models/{name}/invoke
         name: str | None = segments[2]
-    else:  # /invocations, /v1/chat/completions
+    else:  # /invocations
         name = None
     name = name or call.query.get("model_name") or call.header("model_name")
     return name, call.query.get("model_version") or call.header("model_version") or None
@@ -131,8 +132,11 @@ def _max_items(value: str | None) -> int:
 
 
 async def handle(call: InferenceCall) -> codec.Reply:
-    if call.segments[1] == "ping":
+    route = call.segments[1]
+    if route == "ping":
         return ping(call)
-    if call.segments[1] == "v2":
+    if route == "v2":
         return await v2.handle(call)
+    if route == "v1":
+        return await openai.handle(call)
     return await predict(call)

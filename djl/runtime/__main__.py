@@ -6,12 +6,14 @@ dials the server, sends ``--secret`` and a newline first, then speaks the same f
 (``run`` is that entry point for a caller that is already a Python process). stdout and
 stderr stay free for logs, which the server forwards line by line. ``--engine`` picks
 what serves the model: ``Python`` (a ``model.py`` handler, python_engine.py),
-``PyTorch`` (a TorchScript or ``.pt2`` file, torch_engine.py, imported only then; the only
-path that imports torch) or ``OnnxRuntime`` (an ``.onnx`` graph, onnx_engine.py). The
-loop is strictly request → response: the server sends one (possibly batched) request
-frame and waits for its answer, so this side needs no concurrency. The first request is
-the init call (empty content, the model's properties); the entry point is imported (the
-model loaded) before it is answered, so a broken model fails its registration rather than
+``PyTorch`` (a TorchScript or ``.pt2`` file, torch_engine.py, imported only then),
+``OnnxRuntime`` (an ``.onnx`` graph, onnx_engine.py) or ``Generation`` (a Hugging Face
+causal LM with continuous batching, djl/runtime/generation/engine.py, which runs a loop of
+its own: many requests in flight, answered step by step). Otherwise the loop is strictly
+request → response: the server sends one (possibly batched) request frame and waits for
+its answer, so this side needs no concurrency. The first request is the init call (empty
+content, the model's properties); the entry point is imported (the model loaded) before
+it is answered, so a broken model fails its registration rather than
 its first request.
 
 Never imports the HTTP or workload-manager side of djl.
@@ -63,7 +65,8 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--max-item-bytes", type=int, required=True)
     p.add_argument("--max-frame-bytes", type=int, required=True,
                    help="largest frame the server reads")
-    p.add_argument("--engine", default="Python", choices=("Python", "PyTorch", "OnnxRuntime"))
+    p.add_argument("--engine", default="Python",
+                   choices=("Python", "PyTorch", "OnnxRuntime", "Generation"))
     p.add_argument("--num-threads", type=int, default=0,
                    help="intra-op threads (PyTorch, OnnxRuntime; 0: the runtime's default)")
     return p.parse_args(argv)
@@ -197,6 +200,18 @@ def main(argv: list[str] | None = None) -> int:
         sock = socket.socket(fileno=args.fd)
     model_dir = Path(args.model_dir)
     os.chdir(model_dir)
+    if args.engine == "Generation":
+        # Many requests in flight, answered step by step: a loop of its own.
+        from djl.runtime.generation.engine import main_serve
+
+        try:
+            main_serve(sock, model_dir, args.device_id, args.num_threads,
+                       args.max_frame_bytes)
+        except (BrokenPipeError, ConnectionResetError, KeyboardInterrupt):
+            pass
+        finally:
+            sock.close()
+        return 0
     engine: PythonEngine | TensorEngine
     if args.engine == "PyTorch":
         from djl.runtime.torch_engine import TorchEngine

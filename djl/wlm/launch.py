@@ -58,6 +58,9 @@ class WorkerCommand:
     engine: str = "Python"
     #: torch intra-op threads per worker (PyTorch engine; 0 leaves torch's default).
     num_threads: int = 0
+    #: Jobs in flight at once on a rolling-batch worker (text generation, wlm/rolling.py);
+    #: 0: the worker answers one batch after another.
+    rolling_batch_size: int = 0
 
     def argv(self, fd: int, device_id: int, max_frame: int) -> list[str]:
         """``max_frame``: the largest frame the server reads from this worker; the runtime

@@ -26,6 +26,7 @@ import trio
 from djl import _batch
 from djl.config import ModelConfig
 from djl.errors import (
+    ERROR_BAD_MODEL,
     ERROR_OOM,
     ERROR_OUTPUT,
     ITEM_ERROR_KINDS,
@@ -356,6 +357,8 @@ class Worker:
             error_kind, message = _batch.decode_error(payload)
             if error_kind == ERROR_OOM:
                 raise ModelLoadError.out_of_memory()
+            if error_kind == ERROR_BAD_MODEL:
+                raise ModelLoadError.bad_model(message)
             raise ModelLoadError(f"Failed to initialize model: {message}")
         code, message, props, keys, values = _batch.decode_response(payload)
         if code == ModelLoadError.out_of_memory().status:
@@ -390,6 +393,12 @@ class Worker:
         a queued job is not held behind one while another worker frees up.
         """
         source = self.source
+        if source.command.rolling_batch_size > 0:
+            from djl.wlm.rolling import RollingSession  # it builds on this module
+
+            await RollingSession(self, stream, decoder, source.command.rolling_batch_size).run()
+            self.exit_reason = ExitReason.RETIRED
+            return
         extra = {"handler": source.command.handler}
         timeout = source.config.predict_timeout_s
         while True:

@@ -1,0 +1,1 @@
+"""Text generation: Hugging Face causal LMs served with continuous batching."""

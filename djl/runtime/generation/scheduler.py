@@ -1,0 +1,211 @@
+"""Continuous batching over a causal LM's forward: iteration-level scheduling.
+
+``RollingBatch`` holds the sequences being decoded together and their key/value cache
+(one ``DynamicCache`` for the batch, left-padded to a common length, with the 2-D
+attention mask that hides the padding and explicit position ids per sequence). Each
+``step`` decodes one token for every running sequence, then prefills waiting sequences
+(each alone, exactly as ``generate`` would) and joins them to the batch, so a new request
+costs its running neighbours one prefill, not a wait for the batch to drain. A sequence
+that finished or was cancelled is ``remove``d before the next step: its rows leave the
+cache at once, and padding columns no sequence needs any more are trimmed.
+
+Why this rather than transformers' own continuous-batching manager (paged attention,
+``init_continuous_batching``): that one runs its loop in a thread of its own and shares one
+generation config, where a request here brings its own sampling parameters, seed, stop
+texts and cancellation, all applied between two steps of the worker's single loop; and a
+sequence alone in the batch runs the very forward ``generate`` runs, so greedy decoding
+equals it token for token. See bench/llm.py for the numbers.
+
+Sampling follows transformers' logits processors (repetition penalty, temperature, top-k,
+top-p) row by row; each sequence draws from its own ``torch.Generator``.
+"""
+
+from __future__ import annotations
+
+import random
+from collections import deque
+from collections.abc import Sequence as Seq
+from typing import Any
+
+import torch
+from transformers import DynamicCache
+
+from djl.runtime.generation.params import SamplingParams
+
+
+class Sequence:
+    """One prompt being continued."""
+
+    __slots__ = ("generator", "ids", "owner", "params", "prompt_ids", "index")
+
+    def __init__(self, prompt_ids: list[int], params: SamplingParams, owner: Any = None,
+                 index: int = 0) -> None:
+        self.prompt_ids = prompt_ids
+        #: The tokens generated so far.
+        self.ids: list[int] = []
+        self.params = params
+        #: Whatever the caller hangs on it (the request it answers).
+        self.owner = owner
+        #: Its place among its request's sequences (a list of inputs).
+        self.index = index
+        self.generator: torch.Generator | None = None
+        if params.do_sample:
+            seed = params.seed if params.seed is not None else random.getrandbits(63)
+            self.generator = torch.Generator().manual_seed(seed)
+
+
+class RollingBatch:
+    """The running sequences of one model and their cache; see the module docstring."""
+
+    def __init__(self, model: Any, max_size: int) -> None:
+        self.model = model
+        self.device = next(model.parameters()).device
+        self.max_size = max(1, max_size)
+        #: Decoding together, in cache row order.
+        self.running: list[Sequence] = []
+        #: Added and not yet prefilled (the batch was full).
+        self.waiting: deque[Sequence] = deque()
+        self._cache: DynamicCache | None = None
+        #: [batch, cache length]: 1 where a cache column holds one of the row's tokens.
+        self._mask: torch.Tensor | None = None
+        #: [batch]: each row's next position id, and the token it feeds next.
+        self._positions: torch.Tensor | None = None
+        self._last: torch.Tensor | None = None
+
+    def __len__(self) -> int:
+        return len(self.running) + len(self.waiting)
+
+    def add(self, seq: Sequence) -> None:
+        self.waiting.append(seq)
+
+    @torch.inference_mode()
+    def step(self) -> list[tuple[Sequence, int, float]]:
+        """One token for every running sequence, then the first token of each sequence
+        admitted now: (sequence, token id, its log probability) each. The caller appends
+        nothing: ``seq.ids`` already holds the token."""
+        made: list[tuple[Sequence, int, float]] = []
+        if self.running:
+            assert self._mask is not None and self._positions is not None
+            batch = len(self.running)
+            self._mask = torch.cat(
+                [self._mask, self._mask.new_ones((batch, 1))], dim=1)
+            out = self.model(
+                input_ids=self._last.view(batch, 1), attention_mask=self._mask,
+                position_ids=self._positions.view(batch, 1), cache=self._cache,
+                use_cache=True,
+            )
+            self._positions += 1
+            tokens, logprobs = self._sample(self.running, out.logits[:, -1, :])
+            self._last = torch.tensor(tokens, dtype=torch.long, device=self.device)
+            made.extend(zip(self.running, tokens, logprobs, strict=True))
+        while self.waiting and len(self.running) < self.max_size:
+            seq = self.waiting.popleft()
+            made.append(self._prefill(seq))
+        for seq, token, _ in made:
+            seq.ids.append(token)
+        return made
+
+    def remove(self, gone: Seq[Sequence]) -> None:
+        """Drop sequences (finished or cancelled), running or waiting."""
+        if not gone:
+            return
+        drop = set(map(id, gone))
+        self.waiting = deque(s for s in self.waiting if id(s) not in drop)
+        keep = [i for i, s in enumerate(self.running) if id(s) not in drop]
+        if len(keep) == len(self.running):
+            return
+        self.running = [self.running[i] for i in keep]
+        if not keep:
+            self._cache = self._mask = self._positions = self._last = None
+            return
+        assert self._mask is not None and self._cache is not None
+        rows = torch.tensor(keep, dtype=torch.long, device=self.device)
+        mask = self._mask.index_select(0, rows)
+        # Columns of padding only (the left part that only a departed sequence used).
+        first = int(mask.any(dim=0).to(torch.int8).argmax())
+        self._mask = mask[:, first:]
+        for layer in self._cache.layers:
+            layer.keys = layer.keys.index_select(0, rows)[:, :, first:, :]
+            layer.values = layer.values.index_select(0, rows)[:, :, first:, :]
+        self._positions = self._positions.index_select(0, rows)
+        self._last = self._last.index_select(0, rows)
+
+    # -- internals ----------------------------------------------------------------------
+    def _prefill(self, seq: Sequence) -> tuple[Sequence, int, float]:
+        ids = torch.tensor([seq.prompt_ids], dtype=torch.long, device=self.device)
+        cache = DynamicCache(config=self.model.config)
+        out = self.model(input_ids=ids, cache=cache, use_cache=True)
+        (token,), (logprob,) = self._sample([seq], out.logits[:, -1, :])
+        self._join(seq, cache, len(seq.prompt_ids), token)
+        return seq, token, logprob
+
+    def _join(self, seq: Sequence, cache: DynamicCache, length: int, token: int) -> None:
+        device = self.device
+        position = torch.tensor([length], dtype=torch.long, device=device)
+        last = torch.tensor([token], dtype=torch.long, device=device)
+        mask = torch.ones((1, length), dtype=torch.long, device=device)
+        if not self.running:
+            self.running = [seq]
+            self._cache, self._mask, self._positions, self._last = cache, mask, position, last
+            return
+        assert self._mask is not None and self._cache is not None
+        width = self._mask.shape[1]
+        if length > width:  # the newcomer is longer: pad the batch on the left
+            self._mask = torch.cat([self._mask.new_zeros((len(self.running), length - width)),
+                                    self._mask], dim=1)
+            for layer in self._cache.layers:
+                layer.keys = _pad_left(layer.keys, length - width)
+                layer.values = _pad_left(layer.values, length - width)
+            width = length
+        self._mask = torch.cat([self._mask, _pad_left(mask, width - length, dim=1)], dim=0)
+        for mine, new in zip(self._cache.layers, cache.layers, strict=True):
+            mine.keys = torch.cat([mine.keys, _pad_left(new.keys, width - length)], dim=0)
+            mine.values = torch.cat([mine.values, _pad_left(new.values, width - length)],
+                                    dim=0)
+        self._positions = torch.cat([self._positions, position])
+        self._last = torch.cat([self._last, last])
+        self.running.append(seq)
+
+    def _sample(self, seqs: Seq[Sequence], logits: torch.Tensor
+                ) -> tuple[list[int], list[float]]:
+        logits = logits.float()
+        logprobs = torch.log_softmax(logits, dim=-1)
+        tokens = logits.argmax(dim=-1).tolist()
+        for row, seq in enumerate(seqs):
+            p = seq.params
+            if p.do_sample or p.repetition_penalty != 1.0:
+                tokens[row] = _pick(logits[row], seq, p)
+        picked = logprobs[torch.arange(len(seqs)), torch.tensor(tokens)].tolist()
+        return tokens, picked
+
+
+def _pick(row: torch.Tensor, seq: Sequence, p: SamplingParams) -> int:
+    """One row's token under its parameters (transformers' processors, in their order)."""
+    if p.repetition_penalty != 1.0:
+        seen = torch.tensor(seq.prompt_ids + seq.ids, dtype=torch.long)
+        score = row.gather(0, seen)
+        score = torch.where(score < 0, score * p.repetition_penalty,
+                            score / p.repetition_penalty)
+        row = row.scatter(0, seen, score)
+    if not p.do_sample:
+        return int(row.argmax())
+    row = row / p.temperature
+    if 0 < p.top_k < row.numel():
+        kth = torch.topk(row, p.top_k).values[-1]
+        row = row.masked_fill(row < kth, float("-inf"))
+    if p.top_p < 1.0:
+        ordered, order = torch.sort(row)
+        cumulative = ordered.softmax(dim=-1).cumsum(dim=-1)
+        remove = cumulative <= 1 - p.top_p
+        remove[-1] = False
+        row = row.masked_fill(remove.scatter(0, order, remove), float("-inf"))
+    probs = torch.softmax(row, dim=-1)
+    return int(torch.multinomial(probs, 1, generator=seq.generator))
+
+
+def _pad_left(tensor: torch.Tensor, count: int, dim: int = 2) -> torch.Tensor:
+    if count <= 0:
+        return tensor
+    shape = list(tensor.shape)
+    shape[dim] = count
+    return torch.cat([tensor.new_zeros(shape), tensor], dim=dim)
