@@ -92,7 +92,7 @@ def downloaded(
     directory: Path,
     config: ServerConfig,
     *,
-    allow: Callable[[str], None],
+    allow: Callable[[str], object],
     stop: StopEvent,
     prefix: str = ".download-",
 ) -> Iterator[Path]:
@@ -119,7 +119,7 @@ def fetch_bytes(
     config: ServerConfig,
     *,
     max_bytes: int,
-    allow: Callable[[str], None],
+    allow: Callable[[str], object],
     stop: StopEvent,
 ) -> bytes:
     """The body of ``url`` in memory, at most ``max_bytes`` (else 413)."""
@@ -174,7 +174,7 @@ def _read(url: str, resp: http.client.HTTPResponse, config: ServerConfig) -> byt
 
 @contextmanager
 def _open(
-    url: str, config: ServerConfig, allow: Callable[[str], None], stop: StopEvent
+    url: str, config: ServerConfig, allow: Callable[[str], object], stop: StopEvent
 ) -> Iterator[http.client.HTTPResponse]:
     """GET ``url``, following checked redirects; yields a 200 response, closed on exit."""
     for _ in range(_MAX_REDIRECTS + 1):

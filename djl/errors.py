@@ -184,6 +184,12 @@ class Forbidden(DjlError):
     status = 403
     type = "ForbiddenException"
 
+    @classmethod
+    def not_allowed(cls, url: str, resolved: str) -> Forbidden:
+        """``url`` as sent; ``resolved``: the canonical form the patterns were matched to."""
+        where = f" (resolves to {resolved})" if resolved != url else ""
+        return cls(f"URL is not allowed by allowed_urls: {url}{where}")
+
 
 class SourceError(BadRequest):
     """A model or workflow source that cannot be used: unreachable, corrupt, unsafe, too big.

@@ -14,15 +14,14 @@ from __future__ import annotations
 
 import itertools
 import logging
-import re
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
-from functools import lru_cache, partial
+from functools import partial
 from typing import Any, TypeVar
 
 import trio
 
-from djl import store
+from djl import store, url_policy
 from djl.async_results import AsyncResults
 from djl.breaker import ErrorRateBreaker
 from djl.config import (
@@ -57,12 +56,6 @@ from djl.workflow.spec import load_workflow, workflow_file_of
 T = TypeVar("T")
 
 log = logging.getLogger("djl.registry")
-
-
-@lru_cache(maxsize=4)
-def _url_pattern(pattern: str) -> re.Pattern[str]:
-    return re.compile(pattern)
-
 
 
 @dataclass(eq=False)
@@ -275,7 +268,7 @@ class ModelManager:
 
     async def register_model(self, params: RegisterParams, *, startup: bool = False) -> Workflow:
         """POST /models: a single-model workflow. Returns once loaded if synchronous."""
-        store.check_url_allowed(params.url, self.config)
+        url_policy.check(params.url, self.config)
         name = params.model_name or store.infer_model_name(params.url)
         model = Model(name, params.model_version, params.url, params)
         workflow = Workflow(name, params.model_version, {name: model}, loaded_at_startup=startup)
@@ -292,7 +285,7 @@ class ModelManager:
             raise BadRequest.unnamed_workflow()
         models: dict[str, Model] = {}
         for local_name, ref in spec.models.items():
-            store.check_url_allowed(ref.url, self.config)
+            url_policy.check(ref.url, self.config)
             models[local_name] = Model(
                 local_name, ref.version, ref.url, ref.params,
                 arguments=dict(ref.arguments), options=dict(ref.options),
@@ -363,7 +356,7 @@ class ModelManager:
         """POST /models and start-up entries: a workflow file (spec §7.1) or one model."""
         # Before workflow_file_of looks at the disk: a refused path must not tell whether
         # it exists.
-        store.check_url_allowed(params.url, self.config)
+        url_policy.check(params.url, self.config)
         workflow_file = workflow_file_of(params.url)
         if workflow_file is None:
             return await self.register_model(params, startup=startup)
@@ -619,7 +612,7 @@ class ModelManager:
             try:
                 return self.find_workflow(name, version)
             except ModelNotFound:
-                if not self.config.model_url_pattern:
+                if not url_policy.loads_on_prediction(self.config):
                     raise
             loading = self._dynamic_loads[(name, version)] = [trio.Event(), None]
             try:
@@ -643,10 +636,7 @@ class ModelManager:
             url = bytes(item).decode("utf-8") if item else None
         if not url:
             raise NotFound.model_url_required()
-        # A pattern is a regex over the text: "." or ".." segments would lead it elsewhere.
-        dotted = any(part in (".", "..") for part in re.split(r"[/\\]", url.split("?")[0]))
-        if dotted or not _url_pattern(self.config.model_url_pattern).fullmatch(url):
-            raise NotFound.model_url_denied(url)
+        url_policy.check(url, self.config, dynamic=True)
         log.info("loading model %s from %s for a prediction (model_url_pattern)", name, url)
         await self.register_model(RegisterParams(
             url=url, model_name=name, model_version=version,

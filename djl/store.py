@@ -9,9 +9,8 @@ Accepted URLs:
   a ``.py`` file becomes the entry point). A plain path is taken literally except that
   ``?`` starts the query; a ``file:`` URL is percent-decoded.
 * ``http(s)://`` whose last path segment is an archive: downloaded (``djl.download``) and
-  extracted the same way, keyed by the hash of the URL (query included: it is sent). A
-  path with a ``.`` or ``..`` segment (also percent-encoded) is refused (400): the remote
-  would remove it, reaching what an allowed prefix such as ``https://host/ok/.*`` excludes.
+  extracted the same way, keyed by the hash of the normalised URL (query included: it is
+  sent). A path with a ``.`` or ``..`` segment (also percent-encoded) is refused (400).
 * anything else (``s3:``, ``djl:``, ``gs:``, ``jar:``, other http URLs): 400 "not supported".
 
 Then spec §4.1 steps 3-4: a directory whose only non-hidden entry is a directory is
@@ -20,12 +19,12 @@ archive extracted into ``<cache_dir>/download/<hash>``; an inner archive shares 
 archive's extraction limits (``djl.archive.Budget``). The URL's query arguments become
 model arguments (``model_name`` also names the artifact).
 
-Safety: ``allowed_urls`` (full-match regexes) is checked for every URL before any I/O
-(only an unsupported scheme is reported first, as a 400). Local paths are checked a second
-time in absolute, symlink-free form, so ``..`` or a symlink cannot step out of an allowed
-directory, and so is the folder or archive that steps 3-4 pick inside a local directory;
-redirects are checked as they are followed. Extraction rules are in
-``djl.archive``, download rules in ``djl.download``.
+Safety: whether a URL may be used at all is decided by ``djl.url_policy`` alone, before
+any I/O, and the store then opens the canonical path it returns, never the text. Local
+paths are checked a second time in symlink-free form (``url_policy.check_resolved``), so
+a symlink cannot step out of an allowed directory, and so is the folder or archive that
+steps 3-4 pick inside a local directory; redirects are checked as they are followed.
+Extraction rules are in ``djl.archive``, download rules in ``djl.download``.
 
 Cache directories are shared: two registrations of one URL use one directory, counted, and
 ``release`` deletes it when the last user goes. Per-directory locks make concurrent
@@ -49,7 +48,6 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from functools import lru_cache
 from pathlib import Path
 from types import MappingProxyType
 from typing import TypeVar
@@ -57,6 +55,7 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 
 import trio
 
+from djl import url_policy
 from djl.archive import (
     ARCHIVE_SUFFIXES,
     Budget,
@@ -68,7 +67,8 @@ from djl.archive import (
 )
 from djl.config import ServerConfig
 from djl.download import StopEvent, downloaded, fetch_bytes
-from djl.errors import BadRequest, Forbidden, IllegalArgument, ModelNotFound, SourceError
+from djl.errors import BadRequest, IllegalArgument, ModelNotFound, SourceError
+from djl.url_policy import ModelUrl
 
 log = logging.getLogger("djl.store")
 
@@ -87,9 +87,6 @@ _TEMP_NAME = re.compile(r"\.[0-9a-f]{40}\.[a-z0-9_]+\.(?:part|del)")
 #: A temp younger than this is never removed at start-up: another server may have created
 #: it and not yet taken its lock (the two are separate steps).
 _TEMP_GRACE_S = 10.0
-#: Percent-decoding rounds when looking for dot segments: a remote that decodes twice
-#: must not see one either.
-_MAX_DECODE_ROUNDS = 4
 
 
 @dataclass(frozen=True)
@@ -137,113 +134,24 @@ def infer_model_name(url: str) -> str:
     return re.sub(r"[^A-Za-z0-9_]", "_", name)
 
 
-def check_url_allowed(url: str, config: ServerConfig) -> None:
-    """Raise ``Forbidden`` (403, naming the URL) unless a pattern of ``allowed_urls`` matches.
-
-    Patterns are full-match regexes. An invalid pattern matches nothing (it is logged), so a
-    typo narrows what registers rather than widening it. A URL no source can serve fails
-    first, whatever the patterns say: ``SourceError`` 400 "<scheme>: URLs are not supported"
-    (also for ``file:`` with a host, http URLs with credentials and http URLs with dot
-    segments), ``IllegalArgument`` 409 for an unparsable URL. No I/O.
-    """
-    _parse(url)
-    if not any(p.fullmatch(url) for p in _patterns(tuple(config.allowed_urls))):
-        raise Forbidden(f"URL is not allowed by allowed_urls: {url}")
-
-
-@lru_cache(maxsize=16)
-def _patterns(patterns: tuple[str, ...]) -> tuple[re.Pattern[str], ...]:
-    compiled = []
-    for pattern in patterns:
-        try:
-            compiled.append(re.compile(pattern))
-        except re.error as exc:
-            log.error("Ignoring invalid allowed_urls pattern %r: %s", pattern, exc)
-    return tuple(compiled)
-
-
-@dataclass(frozen=True)
-class _Url:
-    raw: str
-    scheme: str  # lower case; "" for a plain path
-    path: str  # local: the filesystem path; http: the URL path
-    query: str
-    fetch: str  # http: the URL to request (no fragment)
-
-
-def _parse(url: str) -> _Url:
-    m = re.match(r"([A-Za-z][A-Za-z0-9+.-]*):", url)
-    if m is None:
-        path, _, query = url.partition("?")
-        return _Url(url, "", path, query, "")
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        raise IllegalArgument.invalid_url(url) from None
-    scheme = m.group(1).lower()
-    if scheme == "file":
-        if parts.netloc not in ("", "localhost"):
-            raise SourceError(f"file: URLs with a host are not supported: {url}", status=400)
-        return _Url(url, scheme, unquote(parts.path), parts.query, "")
-    if scheme in ("http", "https"):
-        if parts.username is not None or parts.password is not None:
-            raise SourceError(f"Credentials in URLs are not supported: {url}", status=400)
-        if _has_dot_segment(parts.path):
-            raise SourceError(
-                f"'.' and '..' path segments are not supported in http(s) URLs: {url}",
-                status=400,
-            )
-        return _Url(url, scheme, parts.path, parts.query, url.split("#", 1)[0])
-    raise SourceError(f"{scheme}: URLs are not supported: {url}", status=400)
-
-
-def _has_dot_segment(path: str) -> bool:
-    """Whether a URL path has a ``.``/``..`` segment once decoded (``%2e%2e``, ``..%2f``),
-    with a backslash as a separator and ``;params`` ignored, as some servers do."""
-    for _ in range(_MAX_DECODE_ROUNDS):
-        segments = re.split(r"[/\\]", path)
-        if any(segment.split(";", 1)[0] in (".", "..") for segment in segments):
-            return True
-        decoded = unquote(path)
-        if decoded == path:
-            return False
-        path = decoded
-    return True  # still encoded after that many rounds: nobody needs that
-
-
-def _check_local_allowed(url: _Url, real: str, config: ServerConfig) -> None:
-    """Check the symlink-free absolute form of a local URL too (no ``..`` escapes)."""
-    prefix = ""
-    if url.scheme:
-        prefix = "file://" if url.raw[5:7] == "//" else "file:"
-    canonical = prefix + real + (f"?{url.query}" if url.query else "")
-    if canonical != url.raw:
-        try:
-            check_url_allowed(canonical, config)
-        except Forbidden:
-            raise Forbidden(
-                f"URL is not allowed by allowed_urls: {url.raw} (resolves to {canonical})"
-            ) from None
-
-
-def _local_info(url: _Url, config: ServerConfig) -> tuple[str, str]:
+def _local_info(url: ModelUrl, config: ServerConfig) -> tuple[str, str]:
     """(absolute path, kind) with kind "dir", "file" or a 4xx; blocking."""
-    path = os.path.abspath(url.path) if url.path else ""
+    path = url.location
     try:
         if not path:
-            raise FileNotFoundError(url.raw)
+            raise FileNotFoundError(url.text)
         st = os.stat(path)
         real = os.path.realpath(path)
     except ValueError:
-        raise BadRequest(f"Invalid model url: {url.raw}") from None
+        raise BadRequest(f"Invalid model url: {url.text}") from None
     except OSError:
-        raise ModelNotFound.invalid_url(url.raw) from None
-    _check_local_allowed(url, real, config)
+        raise ModelNotFound.invalid_url(url.text) from None
+    url_policy.check_resolved(url, real, config)
     if stat.S_ISDIR(st.st_mode):
         return path, "dir"
     if stat.S_ISREG(st.st_mode):
         return path, "file"
-    raise SourceError(f"Not a regular file or directory: {url.raw}", status=400)
+    raise SourceError(f"Not a regular file or directory: {url.text}", status=400)
 
 
 # -- resolution -----------------------------------------------------------------------------
@@ -252,15 +160,14 @@ def _local_info(url: _Url, config: ServerConfig) -> tuple[str, str]:
 async def resolve_model(url: str, config: ServerConfig) -> ModelSource:
     """Resolve a model URL to a local directory (spec §4.1; module docstring for the rules).
 
-    ``check_url_allowed`` comes first, before any I/O. Raises a ``DjlError``
+    ``url_policy.check`` comes first, before any I/O. Raises a ``DjlError``
     with a 4xx status for anything wrong with the URL or what it names: ``Forbidden``
     (allowed_urls), ``ModelNotFound`` (404: missing local path),
     ``SourceError`` (400 unsupported, corrupt or unsafe; 404 remote missing; 413 too large;
     502/504 remote failures and timeouts). Whatever this call extracted or downloaded
     before failing (or being cancelled) is released again, so nothing is left behind.
     """
-    check_url_allowed(url, config)
-    parsed = _parse(url)
+    parsed = url_policy.check(url, config)
     arguments = dict(parse_qsl(parsed.query, keep_blank_values=True))
     owned: list[Path] = []
     try:
@@ -281,7 +188,7 @@ async def resolve_model(url: str, config: ServerConfig) -> ModelSource:
                 artifact, model_dir = Path(name).stem, Path(path).parent
                 entry_point = path if name.endswith(".py") else None
         else:
-            name = unquote(parsed.path.rsplit("/", 1)[-1])
+            name = unquote(parsed.location.rsplit("/", 1)[-1])
             archive = archive_kind(name)
             if archive is None:
                 raise SourceError(
@@ -359,7 +266,7 @@ async def _unwrap(
     config: ServerConfig,
     owned: list[Path],
     *,
-    origin: _Url | None = None,
+    origin: ModelUrl | None = None,
     spent: Budget | None = None,
     layered: str = "",
 ) -> Path:
@@ -391,7 +298,7 @@ def _visible(directory: Path) -> list[Path]:
         return []
 
 
-def _nested_dir(directory: Path, origin: _Url | None, config: ServerConfig) -> Path:
+def _nested_dir(directory: Path, origin: ModelUrl | None, config: ServerConfig) -> Path:
     entries = _visible(directory)
     if len(entries) == 1 and entries[0].is_dir():
         _check_unwrapped(entries[0], origin, config)
@@ -399,7 +306,7 @@ def _nested_dir(directory: Path, origin: _Url | None, config: ServerConfig) -> P
     return directory
 
 
-def _single_archive(directory: Path, origin: _Url | None, config: ServerConfig) -> Path | None:
+def _single_archive(directory: Path, origin: ModelUrl | None, config: ServerConfig) -> Path | None:
     entries = _visible(directory)
     if len(entries) == 1 and archive_kind(entries[0].name) and entries[0].is_file():
         _check_unwrapped(entries[0], origin, config)
@@ -407,7 +314,7 @@ def _single_archive(directory: Path, origin: _Url | None, config: ServerConfig) 
     return None
 
 
-def _check_unwrapped(entry: Path, origin: _Url | None, config: ServerConfig) -> None:
+def _check_unwrapped(entry: Path, origin: ModelUrl | None, config: ServerConfig) -> None:
     """A link picked by steps 3-4 must not lead where the allow-list would not go."""
     real = os.path.realpath(entry)
     if real == os.path.join(os.path.realpath(entry.parent), entry.name):
@@ -415,7 +322,7 @@ def _check_unwrapped(entry: Path, origin: _Url | None, config: ServerConfig) -> 
     if origin is None:
         # Extraction never creates links, so one in the cache was put there by someone else.
         raise SourceError(f"Unexpected link in the model cache: {entry}", status=400)
-    _check_local_allowed(origin, real, config)
+    url_policy.check_resolved(origin, real, config)
 
 
 def _extract_job(
@@ -446,7 +353,7 @@ def _download_job(
             url,
             target.parent,
             config,
-            allow=lambda u: check_url_allowed(u, config),
+            allow=lambda u: url_policy.check(u, config),
             stop=stop,
             prefix=f".{target.name}.",
         ) as tmp:
@@ -690,8 +597,7 @@ async def fetch_text(url: str, config: ServerConfig) -> str:
     and ``max_request_size`` (413). Missing local file: ``ModelNotFound`` (404); not UTF-8:
     400; http errors as in ``resolve_model``.
     """
-    check_url_allowed(url, config)
-    parsed = _parse(url)
+    parsed = url_policy.check(url, config)
     cap = min(config.download_max_bytes, config.max_request_size)
     if parsed.scheme in ("", "file"):
         data = await trio.to_thread.run_sync(_read_local, parsed, config, cap)
@@ -701,7 +607,7 @@ async def fetch_text(url: str, config: ServerConfig) -> str:
                 parsed.fetch,
                 config,
                 max_bytes=cap,
-                allow=lambda u: check_url_allowed(u, config),
+                allow=lambda u: url_policy.check(u, config),
                 stop=stop,
             )
         )
@@ -711,15 +617,15 @@ async def fetch_text(url: str, config: ServerConfig) -> str:
         raise SourceError(f"Not a UTF-8 text file: {url}", status=400) from None
 
 
-def _read_local(url: _Url, config: ServerConfig, cap: int) -> bytes:
+def _read_local(url: ModelUrl, config: ServerConfig, cap: int) -> bytes:
     path, kind = _local_info(url, config)
     if kind != "file":
-        raise SourceError(f"Not a file: {url.raw}", status=400)
+        raise SourceError(f"Not a file: {url.text}", status=400)
     try:
         with open(path, "rb") as f:
             data = f.read(cap + 1)
     except OSError:
-        raise ModelNotFound.invalid_url(url.raw) from None
+        raise ModelNotFound.invalid_url(url.text) from None
     if len(data) > cap:
-        raise SourceError(f"File exceeds {cap} bytes: {url.raw}", status=413)
+        raise SourceError(f"File exceeds {cap} bytes: {url.text}", status=413)
     return data

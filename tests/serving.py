@@ -89,3 +89,19 @@ async def register(server: Server, name: str, model: str | None = None, **params
     query = {"url": model_url(model or name), "model_name": name, **params}
     r = await server.client.post("/models", params=query)
     assert r.status_code == 200, r.text
+
+
+def runtime_pids(marker: Path) -> set[int]:
+    """Live ``python -m djl.runtime`` processes whose command line names ``marker``."""
+    pids = set()
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            args = Path(f"/proc/{entry}/cmdline").read_bytes().decode(errors="replace")
+        except OSError:
+            continue
+        argv = args.split("\0")
+        if "djl.runtime" in argv and any(str(marker) in a for a in argv):
+            pids.add(int(entry))
+    return pids

@@ -40,7 +40,9 @@ async def test_dynamic_loading_refusals():
         await manager.find_or_load("m", None, _input())
     for refused in (_input(item="file:/etc/m"), _input(header="file:/etc/m"),
                     _input(header="file:/etc/m", item="file:/models/m"),
-                    _input(item="file:/models/m/../../etc")):
+                    _input(item="file:/models/m/../../etc"),
+                    _input(item="file:/models/%2e%2e/etc"), _input(header="file:/models/.%2E/etc"),
+                    _input(item="file:///models/..%2fetc")):
         with pytest.raises(NotFound, match="Permission denied: file:/"):
             await manager.find_or_load("m", None, refused)
     assert manager.endpoints == {} and manager._dynamic_loads == {}

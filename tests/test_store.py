@@ -35,11 +35,10 @@ from store_helpers import (
     zip_overlapping,
 )
 
-from djl import download, store
+from djl import download, store, url_policy
 from djl.config import ServerConfig
 from djl.errors import DjlError, Forbidden, ModelNotFound, SourceError
 from djl.store import (
-    check_url_allowed,
     fetch_text,
     infer_engine,
     infer_model_name,
@@ -122,7 +121,7 @@ def test_infer_model_name_bad_uri_is_409() -> None:
 
 def test_default_allow_list_admits_local_and_http(config: ServerConfig) -> None:
     for url in ("/models/m", "models/m", "file:///m", "http://h/m.zip", "https://h/m.zip"):
-        check_url_allowed(url, config)
+        url_policy.check(url, config)
 
 
 async def test_allow_list_refuses_with_403_naming_the_url(
@@ -165,18 +164,18 @@ async def test_allow_list_sees_through_dotdot_and_symlinks(
 )
 def test_dot_segments_in_http_paths_are_400(config: ServerConfig, url: str) -> None:
     with pytest.raises(SourceError) as info:
-        check_url_allowed(url, config)
+        url_policy.check(url, config)
     assert info.value.status == 400 and url in info.value.message
 
 
 def test_dots_inside_segments_are_fine(config: ServerConfig) -> None:
     for url in ("http://h/a.b/..c/x..y/.../m.tar.gz", "http://h/m.zip?to=../x", "http://h/.m/a.zip"):
-        check_url_allowed(url, config)
+        url_policy.check(url, config)
 
 
 def test_invalid_allow_pattern_matches_nothing(config: ServerConfig) -> None:
     with pytest.raises(Forbidden):
-        check_url_allowed("/x", dataclasses.replace(config, allowed_urls=("[",)))
+        url_policy.check("/x", dataclasses.replace(config, allowed_urls=("[",)))
 
 
 # -- §4.1 local sources -----------------------------------------------------------------------
@@ -236,7 +235,7 @@ async def test_unsupported_schemes_are_400(config: ServerConfig, url: str) -> No
     err = await refused(url, config, 400)
     assert "not supported" in err.message and url in err.message
     with pytest.raises(SourceError, match="not supported"):  # before the allow-list's 403
-        check_url_allowed(url, config)
+        url_policy.check(url, config)
 
 
 async def test_local_archive_extracted_once_into_hash_dir(

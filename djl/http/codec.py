@@ -435,6 +435,9 @@ def describe_model(model: Model, startup_names: list[str]) -> dict[str, Any]:
         # Ours (issue 12): why its latest worker died or failed to load, e.g. no Ray node
         # can place it any more; what a FAILED model has to say for itself.
         **({"lastWorkerFailure": stats.last_failure} if stats.last_failure else {}),
+        # Ours: the model's inputs and outputs as its engine read them at load (names,
+        # Open Inference Protocol datatypes, shapes with -1 for dynamic dimensions).
+        **({"signature": stats.signature.as_json()} if stats.signature is not None else {}),
     }
 
 

@@ -36,6 +36,7 @@ from djl import _batch
 from djl.errors import ERROR_OUTPUT, DjlError, FrameTooLarge, ItemError, OutputTooLarge
 from djl.io import Input, Output
 from djl.runtime.python_engine import EntryPointError, is_out_of_memory
+from djl.signature import SIGNATURE_PROPERTY, Signature, TensorSpec
 
 log = logging.getLogger("djl.runtime")
 
@@ -57,6 +58,8 @@ class TorchEngine:
         self.stack = True
         self.model: Any = None
         self.device: Any = None
+        #: The model's inputs and outputs as far as the file says, reported at init.
+        self.signature: Signature | None = None
         self._torch: Any = None
 
     def load(self) -> None:
@@ -82,6 +85,7 @@ class TorchEngine:
         path = self.model_dir / self.model_file
         self.model = torch.jit.load(str(path), map_location=self.device)
         self.model.eval()
+        self.signature = script_signature(self.model)
         log.info("PyTorch engine: %s on %s, %d intra-op thread(s)", self.model_file,
                  self.device, torch.get_num_threads())
 
@@ -90,7 +94,10 @@ class TorchEngine:
 
         ``batchifier`` was checked at registration (djl/prepare.py)."""
         self.stack = str(inputs.properties.get("batchifier") or "stack").lower() != "none"
-        return Output(204, "No content")
+        output = Output(204, "No content")
+        if self.signature is not None:
+            output.properties[SIGNATURE_PROPERTY] = self.signature.encode()
+        return output
 
     def invoke(self, inputs: Input) -> list[Output | ItemError]:
         """One answer per request of the (possibly batched) Input, in order; never raises."""
@@ -179,6 +186,25 @@ class TorchEngine:
             return ItemError("input", str(exc))
         log.warning("the model rejected its input: %s", exc)
         return ItemError("input", f"The model rejected the input: {_last_line(exc)}")
+
+
+def script_signature(model: Any) -> Signature | None:
+    """What a TorchScript forward's schema says: its inputs' names (a script declares no
+    dtype or shape) and how many tensors it returns (unknown for a list or dict)."""
+    try:
+        schema = model.forward.schema
+    except (AttributeError, RuntimeError):
+        return None
+    inputs = tuple(TensorSpec(name=a.name) for a in schema.arguments[1:])  # [0] is self
+    outputs: tuple[TensorSpec, ...] | None = None
+    if len(schema.returns) == 1:
+        returned = schema.returns[0].type
+        if returned.kind() == "TensorType":
+            outputs = (TensorSpec(),)
+        elif returned.kind() == "TupleType" and all(
+                e.kind() == "TensorType" for e in returned.elements()):
+            outputs = tuple(TensorSpec() for _ in returned.elements())
+    return Signature(inputs=inputs, outputs=outputs)
 
 
 class _BadOutput(Exception):

@@ -44,6 +44,7 @@ from djl.errors import (
 )
 from djl.io import Input
 from djl.metrics import ModelMetrics
+from djl.signature import Signature
 from djl.status import ModelStatus
 from djl.wlm.devices import Device
 from djl.wlm.launch import LOCAL, Launcher
@@ -150,6 +151,8 @@ class PoolStatistics:
     #: Workers replaced on reaching max_worker_requests or max_worker_rss_mb.
     recycles: int
     groups: tuple[GroupStatistics, ...]
+    #: The model's inputs and outputs as its engine reported them (WorkerPool.signature).
+    signature: Signature | None = None
 
     @property
     def workers(self) -> tuple[WorkerStatistics, ...]:
@@ -229,6 +232,10 @@ class WorkerPool:
         self._recycle_after = 0.0
         #: This model's metric children (djl.metrics), or None when metrics are off.
         self.metrics = metrics
+        #: The model's inputs and outputs (names, datatypes, shapes) as the engine of its
+        #: first loaded worker reported them; None until then, or when the engine knows
+        #: nothing (a model.py handler). Every worker loads the same files, so one is kept.
+        self.signature: Signature | None = None
 
     # -- lifecycle ---------------------------------------------------------------------
     async def run(self, *, task_status: trio.TaskStatus[WorkerPool] = trio.TASK_STATUS_IGNORED):
@@ -331,6 +338,8 @@ class WorkerPool:
     def worker_ready(self, worker: Worker) -> None:
         """A worker finished loading: a burst may still need another one (spec §5.4),
         and scale-up only looks while no worker is starting."""
+        if self.signature is None:
+            self.signature = worker.signature
         self._maybe_scale_up()
 
     async def take_batch(self, worker: Worker) -> list[_batch.Job] | None:
@@ -722,6 +731,7 @@ class WorkerPool:
             restarts=self.restarts,
             recycles=self.recycles,
             groups=tuple(groups),
+            signature=self.signature,
         )
 
 

@@ -42,6 +42,7 @@ from djl.errors import (
     WorkerDied,
 )
 from djl.io import Output, PairList
+from djl.signature import SIGNATURE_PROPERTY, Signature
 from djl.wlm.devices import Device
 from djl.wlm.launch import LOCAL, STOP_GRACE_S, Launcher, WorkerProcess
 
@@ -228,6 +229,9 @@ class Worker:
         self.pid: int | None = None
         #: Where its process runs when not on this host (a Ray node), for describe.
         self.node: dict[str, str] | None = None
+        #: What its engine reported of the model's inputs and outputs once loaded (None:
+        #: nothing, e.g. a model.py handler).
+        self.signature: Signature | None = None
         #: Requests answered (a job of a batch answered, with a result or an error).
         self.requests = 0
         #: True once the process has been reaped and its logs drained. Until then the
@@ -406,13 +410,15 @@ class Worker:
             if error_kind == ERROR_OOM:
                 raise ModelLoadError.out_of_memory()
             raise ModelLoadError(f"Failed to initialize model: {message}")
-        code, message, _props, keys, values = _batch.decode_response(payload)
+        code, message, props, keys, values = _batch.decode_response(payload)
         if code == ModelLoadError.out_of_memory().status:
             raise ModelLoadError.out_of_memory()
         if code >= 300:
             raise ModelLoadError(
                 f"Failed to initialize model: {message}: {_init_detail(values)}".rstrip(": ")
             )
+        if SIGNATURE_PROPERTY in props:
+            self.signature = Signature.decode(props[SIGNATURE_PROPERTY])
 
     # -- serving -----------------------------------------------------------------------
     async def _next_frame(

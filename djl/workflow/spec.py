@@ -20,12 +20,13 @@ from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-from urllib.parse import unquote, urlsplit
+from urllib.parse import urlsplit
 
 import trio
 
+from djl import url_policy
 from djl.config import RegisterParams, parse_java_int
-from djl.errors import BadRequest, IllegalArgument
+from djl.errors import BadRequest, DjlError, IllegalArgument
 from djl.workflow.graph import IN, OUT, Program, compile_program
 from djl.workflow.libs import load_functions
 
@@ -129,15 +130,11 @@ _HTTP = re.compile(r"(?i)https?://")
 def _local_path(url: str) -> Path | None:
     """The path of a scheme-less or ``file:`` URL (relative to the working directory);
     None for any other scheme."""
-    match = _SCHEME.match(url)
-    if match is None:
-        return Path(url)
-    if match.group(1).lower() != "file":
+    try:
+        parsed = url_policy.canonical(url)
+    except DjlError:
         return None
-    rest = url[match.end() :]
-    if rest.startswith("//"):
-        rest = urlsplit(url).path
-    return Path(unquote(rest))
+    return Path(parsed.location) if parsed.is_local else None
 
 
 def _file_uri(path: Path) -> str:
@@ -222,7 +219,7 @@ async def load_workflow(
     propagate. Other schemes: 400. Parse and validation problems: 400 (see
     :func:`parse_workflow`).
     """
-    from djl.store import check_url_allowed, fetch_text  # allow-list, size caps and I/O
+    from djl.store import fetch_text  # size caps and I/O
 
     is_http = _HTTP.match(url) is not None
     path = None if is_http else _local_path(url)
@@ -230,7 +227,7 @@ async def load_workflow(
         raise BadRequest(
             f"Cannot read a workflow from {url}: only local files and http(s) URLs are supported"
         )
-    check_url_allowed(url, config)
+    url_policy.check(url, config)
     if path is None:
         base_uri = url
     else:
@@ -238,7 +235,8 @@ async def load_workflow(
     file_type = _file_type(url)
     text = await fetch_text(url, config)
     return await trio.to_thread.run_sync(
-        partial(parse_workflow, text, file_type, base_uri, replacements)
+        partial(parse_workflow, text, file_type, base_uri, replacements,
+                allow=lambda folder: url_policy.check_path(folder, config))
     )
 
 
@@ -263,11 +261,15 @@ def parse_workflow(
     file_type: str,
     base_uri: str,
     replacements: Mapping[str, str] | None = None,
+    *,
+    allow: Callable[[str], object] | None = None,
 ) -> WorkflowSpec:
     """Parse a workflow file's text (§7.2) into a validated :class:`WorkflowSpec`.
 
     ``base_uri`` is the file's URI: ``{model_dir}`` is derived from it (always, over any
-    caller value), and custom functions load only when it is local. ``replacements`` are
+    caller value), and custom functions load only when it is local, and only after
+    ``allow`` (raising to refuse) has admitted the ``file:`` URL of their ``libs/`` folder:
+    the file's ``baseUri`` may name any folder. ``replacements`` are
     applied textually first. Raises IllegalArgument for a ``file_type`` other than
     json/yml/yaml, BadRequest for syntax errors, malformed sections, functions that cannot
     be loaded (``"Could not load function <name>: <why>"``) and every graph error of
@@ -286,7 +288,7 @@ def parse_workflow(
     configs = _mapping(data, "configs")
     graph = _mapping(data, "workflow")
     effective_base = _optional_str(data, "baseUri") or base_uri
-    functions = _load_functions(_mapping(data, "functions"), base_uri, effective_base)
+    functions = _load_functions(_mapping(data, "functions"), base_uri, effective_base, allow)
     return WorkflowSpec(
         name=_optional_str(data, "name"),
         version=_optional_str(data, "version"),
@@ -463,7 +465,7 @@ def _parse_adapters(
 
 
 def _load_functions(
-    raw: Mapping[Any, Any], file_uri: str, base_uri: str
+    raw: Mapping[Any, Any], file_uri: str, base_uri: str, allow: Callable[[str], object] | None
 ) -> dict[str, Callable[..., Any]]:
     """Load ``functions`` from ``<dir of base_uri>/libs``, only for a local file."""
     if not raw:
@@ -475,4 +477,7 @@ def _load_functions(
             f"Could not load function {next(iter(raw))}: custom functions load only from "
             f"the libs/ folder of a local workflow file, and {where} is not local"
         )
-    return load_functions(raw, base_dir / "libs")
+    libs = base_dir / "libs"
+    if allow is not None:
+        allow(_file_uri(libs))
+    return load_functions(raw, libs)

@@ -85,6 +85,8 @@ def assert_workers_gone(model: Path, timeout: float = 10) -> None:
         (["-f", "missing.properties"], {}, "Configuration file not found: missing.properties"),
         ([], {"SERVING_INFERENCE_ADDRESS": "ftp://x"}, "Invalid binding address: ftp://x"),
         (["-m", "bad=file:/no/such/model/"], {}, "Invalid model url: file:/no/such/model/"),
+        (["-m", "out=file:/srv/ok/%2e%2e/etc/"], {"SERVING_ALLOWED_URLS": "file:/srv/ok/.*"},
+         "URL is not allowed by allowed_urls: file:/srv/ok/%2e%2e/etc/"),
         ([], {"SERVING_JOB_QUEUE_SIZE": "lots"}, "Invalid integer for job_queue_size"),
         ([], {"HF_MODEL_ID": "org/some-hub-model"},
          "HF_MODEL_ID=org/some-hub-model: only a local path or a URL is supported"),

@@ -150,6 +150,9 @@ async def test_folder_and_archive_round_trips(tmp_path: Path) -> None:
             np.testing.assert_allclose(r.json()["predictions"], want, rtol=1e-5)
             [workflow] = (await c.get("/models/remote")).json()
             assert workflow["models"][0]["status"] == "Healthy"
+            # The forward's schema names its input; a script declares no dtype or shape.
+            assert workflow["models"][0]["signature"] == {
+                "inputs": [{"name": "x"}], "outputs": [{}]}
 
 
 async def test_several_inputs_and_named_outputs(tmp_path: Path) -> None:
@@ -160,6 +163,9 @@ async def test_several_inputs_and_named_outputs(tmp_path: Path) -> None:
     async with running_server(tmp_path) as server:
         c = server.client
         await register(c, f"file:{folder}/", "two")
+        # A forward returning a dict: its outputs are not known before it runs.
+        [workflow] = (await c.get("/models/two")).json()
+        assert workflow["models"][0]["signature"] == {"inputs": [{"name": "a"}, {"name": "b"}]}
         r = await c.post("/predictions/two", content=npz_bytes(a, b),
                          headers={"content-type": "tensor/npz"})
         assert r.status_code == 200, r.text
@@ -320,6 +326,8 @@ async def test_engine_selection(tmp_path: Path) -> None:
         await register(c, url, "explicit", engine="PyTorch")
         r = await c.post("/predictions/inferred", content=json.dumps(ROW), headers=JSON)
         assert r.text == "from model.py"
+        [workflow] = (await c.get("/models/inferred")).json()
+        assert "signature" not in workflow["models"][0]  # a handler declares nothing
         for name in ("explicit", "startup"):
             r = await c.post(f"/predictions/{name}", content=json.dumps(ROW), headers=JSON)
             assert r.status_code == 200, r.text

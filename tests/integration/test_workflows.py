@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import trio
-from serving import EXAMPLES, MODELS, model_url, running_server
+from serving import EXAMPLES, MODELS, model_url, running_server, runtime_pids
 from store_helpers import ServerThread, Site
 
 TEXT = {"content-type": "text/plain"}
@@ -51,22 +51,6 @@ def private_copy(tmp_path: Path, model: str) -> Path:
     target = tmp_path / f"{model}_{uuid.uuid4().hex[:10]}"
     shutil.copytree(MODELS / model, target, ignore=shutil.ignore_patterns("__pycache__"))
     return target
-
-
-def runtime_pids(marker: Path) -> set[int]:
-    """Live ``python -m djl.runtime`` processes whose command line names ``marker``."""
-    pids = set()
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            args = Path(f"/proc/{entry}/cmdline").read_bytes().decode(errors="replace")
-        except OSError:
-            continue
-        argv = args.split("\0")
-        if "djl.runtime" in argv and any(str(marker) in a for a in argv):
-            pids.add(int(entry))
-    return pids
 
 
 async def wait_until_gone(marker: Path, seconds: float = 20) -> None:

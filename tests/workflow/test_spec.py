@@ -504,3 +504,29 @@ def test_remote_file_cannot_point_base_uri_at_local_libs(tmp_path):
 
     with pytest.raises(BadRequest, match="https://host/wf.json is not local"):
         parse_workflow(json.dumps(document), "json", "https://host/wf.json")
+
+
+async def test_base_uri_cannot_load_functions_from_outside_allowed_urls(tmp_path):
+    marker = tmp_path / "RAN"
+    write(tmp_path / "evil" / "libs" / "funcs.py",
+          f"import pathlib\npathlib.Path({str(marker)!r}).write_text('x')\n"
+          "def f(v):\n    return v\n")
+    document = {
+        "name": "w",
+        "baseUri": f"file:{tmp_path}/evil/wf.json",
+        "functions": {"f": "funcs:f"},
+        "workflow": {"out": ["f", "in"]},
+    }
+    path = write(tmp_path / "allowed" / "wf.json", document)
+    narrow = ServerConfig(allowed_urls=(f"file:{tmp_path}/allowed/.*",))
+    with pytest.raises(Forbidden, match=f"allowed_urls: file:{tmp_path}/evil/libs"):
+        await load_workflow(f"file:{path}", narrow)
+    assert not marker.exists()
+    # A link inside the allowed folder is no way around it.
+    (tmp_path / "allowed" / "libs").symlink_to(tmp_path / "evil" / "libs")
+    del document["baseUri"]
+    write(path, document)
+    with pytest.raises(Forbidden, match="resolves to"):
+        await load_workflow(f"file:{path}", narrow)
+    assert not marker.exists()
+    assert (await load_workflow(f"file:{path}", CONFIG)).functions["f"](1) == 1
