@@ -9,7 +9,7 @@ export PIP_CONSTRAINT := $(CURDIR)/constraints.txt
 HOST ?= 127.0.0.1
 PORT ?= 8080
 
-.PHONY: install serve test lint bench clean
+.PHONY: install serve test lint bench clean browser
 
 install: $(VENV)/.installed examples/mlp/model.pt
 
@@ -31,9 +31,13 @@ serve: install
 	SERVING_PROMETHEUS=true \
 	exec $(BIN)/djl-serving --models echo=file:examples/echo/ mlp=file:examples/mlp/
 
-test: install
+test: install browser
 	$(BIN)/ruff check djl djl_python tests bench
 	$(BIN)/python -m pytest -q
+
+# The console's browser tests drive Debian's headless Chromium (CI runs this as root too).
+browser:
+	(command -v chromium && command -v chromedriver) >/dev/null || (apt-get update && apt-get install -y chromium chromium-driver)
 
 bench: install
 	$(BIN)/python bench/echo.py

@@ -46,6 +46,11 @@ ERROR_RATE_WINDOW_S = 60 * SECONDS
 #: Worker recycling by memory: how often a model's workers' RSS is read, unless the model's
 #: ``option.worker_rss_check_interval`` says otherwise.
 WORKER_RSS_CHECK_INTERVAL_S = 5 * SECONDS
+#: The console's live figures (djl.figures): rates and percentiles are over at least this
+#: much of the latest history, which is kept this long, sampled at most this often.
+FIGURES_WINDOW_S = 10 * SECONDS
+FIGURES_HISTORY_S = 300 * SECONDS
+FIGURES_SAMPLE_S = 1 * SECONDS
 
 
 class ConfigError(ValueError):

@@ -158,6 +158,10 @@ class ServerMetrics:
         its sample names: ``Response_2XX`` and ``Response_2XX_total`` both work)."""
         return generate_latest(_Exposed(self.registry, frozenset(names)))
 
+    def families(self, names: Iterable[str]) -> Iterator[Metric]:
+        """The families ``names`` picks, as a scrape shows them (for djl.figures)."""
+        return _Exposed(self.registry, frozenset(names)).collect()
+
 
 class _Exposed:
     """What a scrape shows: the families ``names`` asks for (all when empty), without
