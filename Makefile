@@ -11,17 +11,19 @@ PORT ?= 8080
 
 .PHONY: install serve test lint bench bench-check clean browser
 
-install: $(VENV)/.installed examples/mlp/model.pt
+install: $(VENV)/.installed examples/mlp/model.pt examples/mlp/model.pt2 examples/mlp/model.onnx
 
-$(VENV)/.installed: pyproject.toml setup.py constraints.txt djl/_batch.pyx djl/_tensor.pxi
+$(VENV)/.installed: pyproject.toml setup.py constraints.txt djl/_batch.pyx djl/_tensor.pxi \
+		djl/_answer.pxi
 	test -d $(VENV) || $(PY) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
-	$(PIP) install -q -c constraints.txt -e '.[test,torch,ray]'
+	$(PIP) install -q -c constraints.txt -e '.[test,torch,ray,onnx]'
 	$(BIN)/python -c "import djl._batch"
 	touch $@
 
-# The example TorchScript model is built, never committed (fixed seed: same weights).
-examples/mlp/model.pt: examples/mlp/build.py $(VENV)/.installed
+# The example models are built, never committed (fixed seed: same weights in every form):
+# TorchScript, a torch.export program and its ONNX export.
+examples/mlp/model.pt examples/mlp/model.pt2 examples/mlp/model.onnx: examples/mlp/build.py $(VENV)/.installed
 	$(BIN)/python examples/mlp/build.py --out $@
 
 # exec: the server replaces the recipe's shell, so a SIGTERM make passes on reaches it.
@@ -48,4 +50,4 @@ bench-check: install
 	DJL_BENCH_SMOKE=all $(BIN)/python -m pytest -q -rs tests/test_bench_scripts.py
 
 clean:
-	rm -rf $(VENV) build *.egg-info djl/_batch.c djl/*.so examples/mlp/model.pt
+	rm -rf $(VENV) build *.egg-info djl/_batch.c djl/*.so examples/mlp/model.pt examples/mlp/model.pt2 examples/mlp/model.onnx

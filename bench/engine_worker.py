@@ -1,5 +1,7 @@
 """The worker's CPU per request for one batch, in-process: the PyTorch engine against the
-same model as a plain ``model.py`` handler (the two djl rows of bench/torch_mlp.py).
+same model as a plain ``model.py`` handler (the two djl rows of bench/torch_mlp.py), and
+the same MLP as a ``torch.export`` program (``.pt2``, the PyTorch engine) and as ONNX (the
+ONNX Runtime engine), each over the same batch.
 
 No server and no pipe wait: each side runs exactly what ``djl.runtime``'s frame loop runs
 for one REQUEST frame as the server encodes it (32 JSON requests with the headers wrk
@@ -18,8 +20,9 @@ A third row, **forward alone**, is the model's own share of the engine's batch (
 collated arrays to torch, the forward, the outputs back to numpy: ``_forward``): the
 floor under the engine's cost, which the handler pays too.
 
-Prints µs of CPU per request (best of ``--rounds``), the engine / handler ratio and the
-forward / handler ratio (the smallest engine / handler could be), and writes
+Prints µs of CPU per request (best of ``--rounds``), the engine / handler ratio, the
+forward / handler ratio (the smallest engine / handler could be) and the .pt2 and ONNX
+engines' CPU as a ratio of the TorchScript engine's, and writes
 bench/results/engine_worker.json.
 
     .venv/bin/python bench/engine_worker.py            # ~1 min
@@ -50,7 +53,9 @@ from djl.config import ServerConfig  # noqa: E402
 from djl.http import codec  # noqa: E402
 from djl.io import Input, PairList  # noqa: E402
 from djl.runtime import __main__ as runtime  # noqa: E402
+from djl.runtime.onnx_engine import OnnxEngine  # noqa: E402
 from djl.runtime.python_engine import PythonEngine  # noqa: E402
+from djl.runtime.tensor_engine import TensorEngine  # noqa: E402
 from djl.runtime.torch_engine import TorchEngine  # noqa: E402
 
 MAX_ITEM = 1 << 26
@@ -70,11 +75,18 @@ def batch_payload(body: bytes, n: int) -> bytes:
     return bytes(frame[5:])
 
 
-def engine_paths(model_dir: Path) -> dict[str, Callable[[bytes], Any]]:
-    """The engine's whole batch, and its forward alone on that batch's arrays."""
-    engine = TorchEngine(model_dir, "model.pt", "-1", 1)
-    engine.load()
+def loaded(engine: TensorEngine) -> TensorEngine:
+    engine.load({})
     engine.initialise(Input({}, PairList()))
+    return engine
+
+
+def engine_paths(models: dict[str, Path]) -> dict[str, Callable[[bytes], Any]]:
+    """Each engine's whole batch, and the TorchScript forward alone on that batch's
+    arrays."""
+    engine = loaded(TorchEngine(models["engine"], "model.pt", "-1", 1))
+    pt2 = loaded(TorchEngine(models["pt2"], "model.pt2", "-1", 1))
+    onnx = loaded(OnnxEngine(models["onnx"], "model.onnx", "-1", 1))
     collated: dict[bytes, list[np.ndarray]] = {}
 
     def forward(payload: bytes) -> None:
@@ -85,7 +97,9 @@ def engine_paths(model_dir: Path) -> dict[str, Callable[[bytes], Any]]:
         engine._forward(arrays)
 
     return {"engine": lambda payload: engine.answer_frame(payload, MAX_ITEM, MAX_FRAME),
-            "forward": forward}
+            "forward": forward,
+            "pt2": lambda payload: pt2.answer_frame(payload, MAX_ITEM, MAX_FRAME),
+            "onnx": lambda payload: onnx.answer_frame(payload, MAX_ITEM, MAX_FRAME)}
 
 
 def handler_path(model_dir: Path) -> Callable[[bytes], Any]:
@@ -143,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
         models = build_models(Path(tmp))
         cwd = os.getcwd()
         os.chdir(models["engine"])
-        paths = engine_paths(models["engine"])
+        paths = engine_paths(models)
         os.chdir(models["handler"])  # the handler loads model.pt from its own folder
         paths["handler"] = handler_path(models["handler"])
         os.chdir(cwd)
@@ -159,16 +173,19 @@ def main(argv: list[str] | None = None) -> int:
                             run, payload, n, args.batches, before))
                 ratio = best["engine"] / best["handler"]
                 floor = best["forward"] / best["handler"]
+                pt2, onnx = best["pt2"] / best["engine"], best["onnx"] / best["engine"]
                 rows.append([n, condition, best["engine"], best["forward"], best["handler"],
-                             ratio, floor])
+                             ratio, floor, best["pt2"], best["onnx"], pt2, onnx])
                 points.append({"batch": n, "condition": condition,
                                "engine_us": best["engine"], "forward_us": best["forward"],
                                "handler_us": best["handler"], "ratio": ratio,
-                               "forward_ratio": floor})
+                               "forward_ratio": floor, "pt2_us": best["pt2"],
+                               "onnx_us": best["onnx"], "pt2_ratio": pt2, "onnx_ratio": onnx})
     print("worker CPU µs per request for one batch, in-process, best of "
           f"{args.rounds} rounds × {args.batches} batches")
     print(table(["batch", "caches", "engine", "forward alone", "model.py handler",
-                 "engine / handler", "forward / handler"], rows))
+                 "engine / handler", "forward / handler", ".pt2 engine", "ONNX engine",
+                 ".pt2 / engine", "ONNX / engine"], rows))
     path = write_results("engine_worker.json", {"machine": machine_info(), "points": points})
     print(f"wrote {path}")
     return 0

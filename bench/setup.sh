@@ -3,8 +3,8 @@
 #   * wrk, the load generator (apt-get);
 #   * TorchServe 0.12 for the comparison rows, in a venv of its own (bench/.venv-ts,
 #     git-ignored) so its dependencies never touch the project's: torchserve,
-#     torch-model-archiver, pyyaml, torch through the same constraints file (the CPU build
-#     on disk), and Java 17 for its frontend (openjdk-17-jre-headless when java is missing).
+#     torch-model-archiver, pyyaml, onnxruntime (its ONNX handler), torch through the same
+#     constraints file (the CPU build on disk), and Java 17 for its frontend (openjdk-17-jre-headless when java is missing).
 #
 #   sh bench/setup.sh            # both
 #   sh bench/setup.sh wrk        # wrk only (what the djl-only benches need)
@@ -45,5 +45,9 @@ if [ ! -x "$VENV/bin/torchserve" ]; then
     "$VENV/bin/python" -m pip install -q --upgrade pip
     "$VENV/bin/python" -m pip install -q -c "$REPO/constraints.txt" \
         torch torchserve==0.12.0 torch-model-archiver==0.12.0 pyyaml
+fi
+# TorchServe's BaseHandler serves an .onnx through onnxruntime (and psutil) when they import.
+if ! "$VENV/bin/python" -c "import onnxruntime, psutil" >/dev/null 2>&1; then
+    "$VENV/bin/python" -m pip install -q -c "$REPO/constraints.txt" onnxruntime psutil
 fi
 echo "torchserve: $VENV/bin/torchserve"

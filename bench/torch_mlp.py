@@ -1,12 +1,16 @@
-"""A batched TorchScript MLP three ways, in one run: djl's PyTorch engine, the same model as
-a plain ``model.py`` handler on djl, and TorchServe 0.12.
+"""A batched MLP seven ways, in one run: djl's PyTorch engine on TorchScript, on djl's own
+front (``http_server=djl``, the default) and under ``http_server=hypercorn`` (its best
+setting, LeanTCPServer), and on a ``torch.export`` program (``.pt2``), djl's ONNX Runtime
+engine, the TorchScript model as a plain ``model.py`` handler on djl, and TorchServe 0.12
+serving the TorchScript file and the same ``.onnx`` (its BaseHandler's ONNX session).
 
-The model is examples/mlp's ``Linear(128,256)-ReLU-Linear(256,10)`` (same seed), scripted
-into a temp folder. Every server gets one worker, batch 32, ``max_batch_delay`` 10 ms and
-one torch thread; the request is a JSON array of 128 floats. The script checks that all
-three answer the same numbers, then drives each with wrk at c1 and c64 (interleaved per
-round, so drift hits all alike) and records req/s, p50/p99, and the CPU per request of
-the HTTP front (djl's server process, TorchServe's Java frontend) and of the workers.
+The model is examples/mlp's ``Linear(128,256)-ReLU-Linear(256,10)`` (same seed) in each
+form (examples/mlp/build.py), written into a temp folder. Every server gets one worker,
+batch 32, ``max_batch_delay`` 10 ms and one intra-op thread; the request is a JSON array of
+128 floats. The script checks that all answer the same numbers (the ``.pt2`` within 1e-5
+of TorchScript), then drives each with wrk at c1 and c64 (interleaved per round, so drift
+hits all alike) and records req/s, p50/p99, and the CPU per request of the HTTP front
+(djl's server process, TorchServe's Java frontend) and of the workers.
 
 Prints a table and the ratios the PyTorch engine issue sets targets for, and writes
 bench/results/torch_mlp.json. TorchServe comes from bench/.venv-ts (``sh bench/setup.sh``);
@@ -55,6 +59,8 @@ minWorkers=1
 maxWorkers=1
 option.num_threads=1
 """
+
+HYPERCORN_ROW = "djl engine, hypercorn"
 
 #: The same model behind djl's Python engine: what a user writes without the engine.
 MODEL_PY = '''"""The MLP as a plain djl handler (bench/torch_mlp.py): JSON in, JSON out."""
@@ -114,15 +120,59 @@ def handle(data, context):
     return [{"predictions": row} for row in result.tolist()]
 '''
 
+#: The same .onnx behind TorchServe: BaseHandler loads it into an onnxruntime session
+#: (its ONNX path); the session is made again with one intra-op thread, as every other
+#: server here has (TorchServe's own uses one per core).
+TS_ONNX_HANDLER = '''"""The MLP's .onnx as a TorchServe handler (bench/torch_mlp.py)."""
+
+import json
+
+import numpy as np
+import onnxruntime as ort
+from ts.torch_handler.base_handler import BaseHandler
+
+
+class OnnxMlp(BaseHandler):
+    def initialize(self, context):
+        super().initialize(context)
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = 1
+        self.model = ort.InferenceSession(self.model_pt_path, options,
+                                          providers=["CPUExecutionProvider"])
+
+    def preprocess(self, data):
+        rows = []
+        for item in data:
+            body = item.get("data") or item.get("body")
+            if isinstance(body, bytes | bytearray):
+                body = json.loads(body)
+            rows.append(body)
+        return np.asarray(rows, dtype=np.float32)
+
+    def inference(self, data):
+        return self.model.run(None, {"input": data})[0]
+
+    def postprocess(self, data):
+        return [{"predictions": row} for row in data.tolist()]
+'''
+
 
 def build_models(root: Path) -> dict[str, Path]:
     sys.path.insert(0, str(REPO / "examples" / "mlp"))
-    from build import build  # examples/mlp/build.py: same layers, same seed
+    from build import save  # examples/mlp/build.py: same layers, same seed
 
-    engine = root / "mlp_engine"
-    engine.mkdir(parents=True)
-    build().save(str(engine / "model.pt"))
-    (engine / "serving.properties").write_text("engine=PyTorch\n" + SETTINGS)
+    folders = {}
+    for key, file, engine in (("engine", "model.pt", "PyTorch"), ("pt2", "model.pt2", "PyTorch"),
+                              ("onnx", "model.onnx", "OnnxRuntime")):
+        folder = folders[key] = root / f"mlp_{key}"
+        folder.mkdir(parents=True)
+        built = REPO / "examples" / "mlp" / file
+        if file == "model.onnx" and built.is_file():  # make install's (the export is slow)
+            (folder / file).write_bytes(built.read_bytes())
+        else:
+            save(folder / file)
+        (folder / "serving.properties").write_text(f"engine={engine}\n" + SETTINGS)
+    engine = folders["engine"]
     handler = root / "mlp_handler"
     handler.mkdir()
     (handler / "model.pt").write_bytes((engine / "model.pt").read_bytes())
@@ -130,7 +180,10 @@ def build_models(root: Path) -> dict[str, Path]:
     (handler / "serving.properties").write_text("engine=Python\n" + SETTINGS)
     ts_handler = root / "ts_handler.py"
     ts_handler.write_text(TS_HANDLER)
-    return {"engine": engine, "handler": handler, "ts_handler": ts_handler}
+    ts_onnx_handler = root / "ts_onnx_handler.py"
+    ts_onnx_handler.write_text(TS_ONNX_HANDLER)
+    return {**folders, "handler": handler, "ts_handler": ts_handler,
+            "ts_onnx_handler": ts_onnx_handler}
 
 
 def request_body(seed: int = 0) -> bytes:
@@ -149,13 +202,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--duration", type=float, default=10.0, help="seconds per point")
     parser.add_argument("--warmup", type=float, default=3.0, help="warm-up seconds per point")
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 64])
-    parser.add_argument("--rounds", type=int, default=1)
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds (median)")
     parser.add_argument("--no-torchserve", action="store_true", help="skip TorchServe")
     parser.add_argument("--wrk-threads", type=int, default=1)
     parser.add_argument("--quick", action="store_true", help="~1 min: 4 s points")
     args = parser.parse_args(argv)
     if args.quick:
-        args.duration, args.warmup = 4.0, 1.0
+        args.duration, args.warmup, args.rounds = 4.0, 1.0, 1
     return args
 
 
@@ -174,9 +227,17 @@ def main(argv: list[str] | None = None) -> int:
         targets: dict[str, tuple[Server, str]] = {}
         with timer("start djl"):
             djl = start_djl(procs)
+            hyper = start_djl(procs, name="djl-hypercorn",
+                              extra_env={"SERVING_HTTP_SERVER": "hypercorn"})
         register(djl, paths["engine"], "mlp_engine")
+        register(djl, paths["pt2"], "mlp_pt2")
+        register(djl, paths["onnx"], "mlp_onnx")
         register(djl, paths["handler"], "mlp_handler")
+        register(hyper, paths["engine"], "mlp_engine")
         targets["djl PyTorch engine"] = (djl, f"{djl.base_url}/predictions/mlp_engine")
+        targets["djl .pt2 engine"] = (djl, f"{djl.base_url}/predictions/mlp_pt2")
+        targets["djl ONNX engine"] = (djl, f"{djl.base_url}/predictions/mlp_onnx")
+        targets[HYPERCORN_ROW] = (hyper, f"{hyper.base_url}/predictions/mlp_engine")
         targets["djl model.py handler"] = (djl, f"{djl.base_url}/predictions/mlp_handler")
         if args.no_torchserve or torchserve_available(allow_install=True) is None:
             notes.append("TorchServe skipped (not installed: sh bench/setup.sh)")
@@ -187,11 +248,17 @@ def main(argv: list[str] | None = None) -> int:
                                    serialized_file=paths["engine"] / "model.pt")
                 ts = start_torchserve(procs, store)
                 torchserve_register(ts, "mlp.mar", batch_size=32, max_batch_delay_ms=10)
+                torchserve_archive(store, "mlp_onnx", paths["ts_onnx_handler"],
+                                   serialized_file=paths["onnx"] / "model.onnx")
+                torchserve_register(ts, "mlp_onnx.mar", batch_size=32, max_batch_delay_ms=10)
             targets["TorchServe 0.12"] = (ts, f"{ts.base_url}/predictions/mlp")
+            targets["TorchServe 0.12 ONNX"] = (ts, f"{ts.base_url}/predictions/mlp_onnx")
         answers = {name: predictions(url, body) for name, (_, url) in targets.items()}
         reference = answers["djl PyTorch engine"]
+        differences = {}
         for name, values in answers.items():
-            worst = max(abs(a - b) for a, b in zip(values, reference, strict=True))
+            worst = differences[name] = max(abs(a - b) for a, b in zip(values, reference,
+                                                                          strict=True))
             if worst > 1e-4:
                 raise SystemExit(f"{name} answers differently (max |diff| {worst})")
         for round_no in range(args.rounds):
@@ -219,6 +286,8 @@ def main(argv: list[str] | None = None) -> int:
           f"{p['other_busy_cores']:.2f}", p["errors"] + p["non_2xx"]] for p in points],
     ))
     ratios = compute_ratios(points)
+    ratios[".pt2 max |answer - TorchScript's| (target <= 1e-5)"] = differences[
+        "djl .pt2 engine"]
     for key, value in ratios.items():
         print(f"{key}: {value:.3f}" if isinstance(value, float) else f"{key}: {value}")
     for note in notes:
@@ -227,7 +296,9 @@ def main(argv: list[str] | None = None) -> int:
         "bench": "torch_mlp",
         "settings": vars(args),
         "client": client_name,
-        "model": "TorchScript Linear(128,256)-ReLU-Linear(256,10), seed 0 (examples/mlp)",
+        "model": "Linear(128,256)-ReLU-Linear(256,10), seed 0 (examples/mlp): TorchScript, "
+                 "torch.export .pt2, ONNX",
+        "max_abs_diff_vs_torchscript": differences,
         "machine": info,
         "notes": notes,
         "ratios": ratios,
@@ -260,9 +331,34 @@ def compute_ratios(points: list[dict[str, Any]]) -> dict[str, Any]:
         ts_rps = median("TorchServe 0.12", c, "rps")
         handler_rps = median("djl model.py handler", c, "rps")
         if engine_rps and ts_rps:
-            out[f"c{c} engine / TorchServe req/s"] = engine_rps / ts_rps
+            out[f"c{c} engine / TorchServe req/s (target >= 1.2 at c64)"] = engine_rps / ts_rps
+        engine_p99 = median("djl PyTorch engine", c, "p99_ms")
+        ts_p99 = median("TorchServe 0.12", c, "p99_ms")
+        if engine_p99 and ts_p99:
+            out[f"c{c} engine / TorchServe p99 (target < 1)"] = engine_p99 / ts_p99
+        hyper_rps = median(HYPERCORN_ROW, c, "rps")
+        if engine_rps and hyper_rps:
+            out[f"c{c} engine on djl's front / on hypercorn req/s"] = engine_rps / hyper_rps
         if engine_rps and handler_rps:
             out[f"c{c} engine / handler req/s"] = engine_rps / handler_rps
+        onnx_rps = median("djl ONNX engine", c, "rps")
+        onnx_worker = median("djl ONNX engine", c, "workers_cpu_us_per_req")
+        pt2_worker = median("djl .pt2 engine", c, "workers_cpu_us_per_req")
+        ts_onnx_rps = median("TorchServe 0.12 ONNX", c, "rps")
+        ts_onnx_worker = median("TorchServe 0.12 ONNX", c, "workers_cpu_us_per_req")
+        if onnx_rps and engine_rps:
+            out[f"c{c} ONNX engine / TorchScript engine req/s (target >= 1 at c64)"] = (
+                onnx_rps / engine_rps)
+        if onnx_worker is not None and engine_worker:
+            out[f"c{c} ONNX engine / TorchScript engine worker CPU (target <= 1 at c64)"] = (
+                onnx_worker / engine_worker)
+        if pt2_worker is not None and engine_worker:
+            out[f"c{c} .pt2 engine / TorchScript engine worker CPU (target <= 1.1)"] = (
+                pt2_worker / engine_worker)
+        if onnx_rps and ts_onnx_rps:
+            out[f"c{c} ONNX engine / TorchServe ONNX req/s"] = onnx_rps / ts_onnx_rps
+        if onnx_worker is not None and ts_onnx_worker:
+            out[f"c{c} ONNX engine / TorchServe ONNX worker CPU"] = onnx_worker / ts_onnx_worker
     return out
 
 

@@ -37,7 +37,7 @@ from djl.errors import (
 )
 from djl.errors import RequestTimeout as BodyTimeout
 from djl.figures import LiveFigures
-from djl.http import codec, connection, console, inference, management
+from djl.http import codec, console, inference, management
 from djl.http.access_log import MODEL_KEY
 from djl.http.front import INVOKE, ROLE_KEY, Front, is_inference
 from djl.registry import ModelManager
@@ -98,17 +98,15 @@ def create_app(config: ServerConfig | None = None,
         return codec.error_response(_as_djl_error(error, config), req_id, config)
 
     # The inference routes skip Quart (djl.http.front); installed here, so every way of
-    # serving create_app() gets it.
+    # serving create_app() gets it. Nothing process-wide is changed here: djl-serving's
+    # entry point owns that (djl.__main__).
     app.asgi_app = Front(  # type: ignore[method-assign]
         _EndCutStreams(app.asgi_app), manager, config)
-    # Process-wide (hypercorn's trio worker looks its connection class up by name), so
-    # set on every create_app: the last app's setting is the one that serves.
-    connection.install(config.lean_connections)
     return app
 
 
 def settle_gc(config: ServerConfig) -> None:
-    """Once start-up is done: the cyclic GC set for a server (issue 10).
+    """Once start-up is done: the cyclic GC set for a server.
 
     A tenth of a request's CPU went to collections triggered by per-request allocations,
     the full ones walking every module, class and route object of the process. Frozen,

@@ -27,15 +27,26 @@ from djl.config import (
     build_model_config,
     parse_int,
 )
-from djl.errors import BadRequest, ModelLoadError, OutOfMemory, RayPlacement
+from djl.errors import (
+    BadRequest,
+    ModelLoadError,
+    ModelNotFound,
+    OutOfMemory,
+    RayPlacement,
+    SourceError,
+)
 from djl.properties import read_properties
 from djl.wlm.devices import Device, resolve_devices
 from djl.wlm.worker import WorkerCommand
 
 #: Engine names a model may have (spec §4.4), mapped to the runtime engine that serves it.
 #: ``MPI`` is the Python engine in MPI mode; any other name is refused with DJL's 400.
-RUNTIME_ENGINES = {"Python": "Python", "MPI": "Python", "PyTorch": "PyTorch"}
-#: Device types the PyTorch engine can map to a torch device (cpu, cuda:N; a Ray worker is
+RUNTIME_ENGINES = {"Python": "Python", "MPI": "Python", "PyTorch": "PyTorch",
+                   "OnnxRuntime": "OnnxRuntime"}
+#: The engines that serve one model file with the tensor translator
+#: (djl/runtime/tensor_engine.py), and the file extensions each loads, preferred first.
+MODEL_FILES = {"PyTorch": (".pt", ".pt2"), "OnnxRuntime": (".onnx",)}
+#: Device types the tensor engines can map to a device (cpu, cuda:N; a Ray worker is
 #: either, by its option.ray_num_gpus).
 TORCH_DEVICE_TYPES = ("cpu", "gpu", RAY_DEVICE)
 #: How the PyTorch engine batches (the ``batchifier`` key DJL uses); ``stack`` is our
@@ -81,8 +92,8 @@ def prepare_model(
     config = build_model_config(server, properties, params, source.arguments)
     engine = choose_engine(source, config)
     runtime = RUNTIME_ENGINES[engine]
-    if runtime == "PyTorch":
-        entry_point = torchscript_file(source, config)
+    if runtime in MODEL_FILES:
+        entry_point = model_file(source, config, runtime)
     else:
         entry_point = python_entry_point(source, config, server)
     check_memory(config)
@@ -90,11 +101,12 @@ def prepare_model(
                                     visible_devices=server.cuda_visible_devices))
     ray = ray_placement(server, config, devices)
     threads = 0
-    if runtime == "PyTorch":
+    if runtime in MODEL_FILES:
         unsupported = [str(d) for d in devices if d.device_type not in TORCH_DEVICE_TYPES]
         if unsupported:
             raise BadRequest(
-                f"The PyTorch engine runs on cpu and gpu<N> devices, not {', '.join(unsupported)}"
+                f"The {runtime} engine runs on cpu and gpu<N> devices, not "
+                f"{', '.join(unsupported)}"
             )
         threads = intra_op_threads(config, server, devices, cores)
         if ray is not None and not config.options.get("num_threads"):
@@ -140,7 +152,7 @@ def ray_placement(server: ServerConfig, config: ModelConfig, devices: tuple[Devi
 def choose_engine(source: store.ModelSource, config: ModelConfig) -> str:
     """The engine given (register parameter, ``-m name::Engine=url``, serving.properties,
     ``OPTION_ENGINE``), else the one the folder implies (spec §4.4); 400 if we lack it."""
-    engine = config.engine or store.infer_engine(
+    engine = config.engine or infer_engine(
         source.model_dir, source.artifact_name, config.options, config.arguments
     )
     if engine not in RUNTIME_ENGINES:
@@ -148,25 +160,32 @@ def choose_engine(source: store.ModelSource, config: ModelConfig) -> str:
     return engine
 
 
-def torchscript_file(source: store.ModelSource, config: ModelConfig) -> str:
-    """The TorchScript file of a PyTorch model, relative to its folder.
+def model_file(source: store.ModelSource, config: ModelConfig, runtime: str) -> str:
+    """The model file a tensor engine loads, relative to the model's folder.
 
-    ``<option.modelName>.pt`` (else ``<artifact name>.pt``), then ``model.pt``, then the
-    folder's only ``.pt`` file. ``option.modelName`` must stay inside the folder.
+    For each of the engine's extensions in turn (``.pt`` then ``.pt2``; ``.onnx``):
+    ``<option.modelName><ext>`` (else ``<artifact name><ext>``), then ``model<ext>``; then
+    the folder's only file with one of them. ``option.modelName`` must stay inside the
+    folder.
     """
+    exts = MODEL_FILES[runtime]
     model_name = config.options.get("modelName")
     if model_name:
-        check_confined(source.model_dir, f"{model_name}.pt", "option.modelName")
+        check_confined(source.model_dir, f"{model_name}{exts[0]}", "option.modelName")
+    if model_name and model_name.endswith(exts) and (source.model_dir / model_name).is_file():
+        return model_name  # named with its extension: model.pt2 beside a model.pt
     prefix = model_name or source.artifact_name
-    for name in (f"{prefix}.pt", "model.pt"):
+    for name in (f"{p}{ext}" for ext in exts for p in (prefix, "model")):
         if (source.model_dir / name).is_file():
             return name
-    found = sorted(p.name for p in source.model_dir.glob("*.pt") if p.is_file())
+    found = sorted(p.name for p in source.model_dir.iterdir()
+                   if p.suffix in exts and p.is_file())
     if len(found) == 1:
         return found[0]
-    detail = f"several .pt files ({', '.join(found)}): set option.modelName" if found else (
-        f"no {prefix}.pt or model.pt")
-    err = ModelLoadError(f"TorchScript file not found in: {source.model_dir}: {detail}")
+    kind = "TorchScript" if runtime == "PyTorch" else "ONNX"
+    detail = f"several model files ({', '.join(found)}): set option.modelName" if found else (
+        f"no {prefix}{exts[0]} or model{exts[0]}")
+    err = ModelLoadError(f"{kind} file not found in: {source.model_dir}: {detail}")
     err.type = "FileNotFoundException"
     raise err
 
@@ -207,7 +226,7 @@ def check_confined(model_dir: Path, entry: str, key: str) -> None:
     A file is a value ending in ``.py`` or ``.pt`` or holding a path separator; anything
     else is a module name, imported from the model directory or the installed packages.
     """
-    if (not entry.lower().endswith((".py", ".pt")) and "/" not in entry
+    if (not entry.lower().endswith((".py", ".pt", ".pt2", ".onnx")) and "/" not in entry
             and "\\" not in entry):
         return
     root = os.path.realpath(model_dir)
@@ -263,3 +282,74 @@ def check_memory(config: ModelConfig, meminfo: Path = Path("/proc/meminfo")) -> 
     if free_mb - required_mb < reserved_mb:
         raise OutOfMemory.admission()
 
+
+# -- engine inference (spec §4.4) ------------------------------------------------------------
+
+#: Rule 11 of spec §4.4: ``<prefix>-NNNN.params`` is DJL's (MXNet-style) parameter file.
+DEFAULT_DJL_ENGINE = "MXNet"
+
+
+def infer_engine(
+    model_dir: Path,
+    artifact_name: str,
+    options: Mapping[str, str],
+    arguments: Mapping[str, str],
+) -> str:
+    """The engine of a model directory (spec §4.4 table; the first matching rule wins).
+
+    ``options`` are ``option.*`` keys without the prefix, ``arguments`` the other
+    serving.properties keys; ``engine`` among them wins. Raises ``ModelNotFound`` (404)
+    when nothing matches, ``SourceError`` (400) for a ``djl://`` model id. A handful of
+    ``stat`` calls: cheap enough for the event loop.
+    """
+    if arguments.get("engine"):
+        return arguments["engine"]
+    d = Path(model_dir)
+    prefix = options.get("modelName") or artifact_name
+    model_id = options.get("model_id")
+
+    def has(*exts: str) -> bool:
+        return any((d / f"{p}{ext}").is_file() for ext in exts for p in (prefix, "model"))
+
+    if _is_sagemaker_model(d / "metadata.yaml"):
+        return "Python"
+    if model_id and model_id.startswith("djl://"):
+        raise SourceError(f"djl: URLs are not supported: {model_id}", status=400)
+    if (d / "MAR-INF").is_dir():
+        return "Python"
+    if has(".pt", ".pt2"):  # .pt2 (torch.export, AOTInductor) is ours; DJL knows .pt
+        # The spec's [REC] (§4.4): a folder that also holds its model.py is a Python model
+        # that loads the .pt itself; DJL would pick PyTorch and never run the handler.
+        return "Python" if has(".py") else "PyTorch"
+    if (d / "config.pbtxt").is_file():
+        return "TritonServer"
+    if (d / "saved_model.pb").is_file():
+        return "TensorFlow"
+    if has(".onnx"):
+        return "Python" if has(".py") else "OnnxRuntime"  # as for .pt above
+    if has(".json", ".xgb", ".bst"):
+        return "XGBoost"
+    if has(".skops", ".joblib", ".pkl", ".pickle", ".cloudpkl"):
+        return "Python"
+    if has(".py") or model_id or (d / "config.json").is_file():
+        return "Python"
+    params = re.compile(re.escape(prefix) + r"-\d{4}\.params")
+    if any(params.fullmatch(p.name) for p in store.visible_entries(d) if p.is_file()):
+        return DEFAULT_DJL_ENGINE
+    raise ModelNotFound.no_engine(str(model_dir))
+
+
+def _is_sagemaker_model(path: Path) -> bool:
+    """A SageMaker ``metadata.yaml`` with a custom schema or inference spec (spec §4.4 #1)."""
+    try:
+        if not path.is_file() or path.stat().st_size > 1024 * 1024:
+            return False
+        import yaml  # only SageMaker-format models need it
+
+        meta = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except Exception:  # an unreadable or invalid file is simply not a SageMaker spec
+        return False
+    required = ("Framework", "FrameworkVersion", "Model", "ModelType", "Version", "Task")
+    if not isinstance(meta, dict) or not all(k in meta for k in required):
+        return False
+    return "Schema" in meta or "InferenceSpec" in meta

@@ -33,6 +33,10 @@ NUMPY_DATATYPES = {
     "object": "BYTES", "bytes": "BYTES", "str": "BYTES",
 }
 
+#: The Open Inference Protocol's datatypes → numpy's dtype names (BYTES and BF16 have none
+#: that a numeric tensor can be cast to).
+NUMPY_OF_DATATYPE = {v: k for k, v in NUMPY_DATATYPES.items() if v not in ("BYTES", "BF16")}
+
 
 def datatype_of(dtype_name: str) -> str | None:
     """The datatype of a numpy or torch dtype name (``float32``, ``torch.int64``), None for

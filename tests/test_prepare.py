@@ -66,7 +66,7 @@ def test_engine_pytorch_given_explicitly(tmp_path: Path, how: str) -> None:
 
 def test_model_name_picks_among_several_pt_files(tmp_path: Path) -> None:
     source = folder(tmp_path, "a.pt", "b.pt", properties="engine=PyTorch\n")
-    with pytest.raises(ModelLoadError, match=r"several \.pt files \(a\.pt, b\.pt\)"):
+    with pytest.raises(ModelLoadError, match=r"several model files \(a\.pt, b\.pt\)"):
         prepare(source)
     (source.model_dir / "serving.properties").write_text("engine=PyTorch\noption.modelName=b\n")
     assert prepare(source).command.entry_point == "b.pt"
@@ -84,10 +84,38 @@ def test_model_name_must_stay_inside_the_folder(tmp_path: Path) -> None:
         prepare(source)
 
 
-@pytest.mark.parametrize("engine", ["TensorFlow", "OnnxRuntime", "pytorch"])
+@pytest.mark.parametrize("engine", ["TensorFlow", "onnxruntime", "pytorch"])
 def test_other_engines_keep_their_400(tmp_path: Path, engine: str) -> None:
     with pytest.raises(BadRequest, match=f"^{engine} is not supported$"):
         prepare(folder(tmp_path, "model.pt"), engine=engine)
+
+
+@pytest.mark.parametrize(
+    ("files", "properties", "engine", "entry_point"),
+    [
+        (["model.onnx"], "", "OnnxRuntime", "model.onnx"),
+        (["m.onnx", "other.onnx"], "", "OnnxRuntime", "m.onnx"),  # the artifact name's
+        (["model.py", "model.onnx"], "", "Python", "model.py"),  # the handler wins, as for .pt
+        (["model.onnx", "model.py"], "engine=OnnxRuntime\n", "OnnxRuntime", "model.onnx"),
+        (["model.pt2"], "", "PyTorch", "model.pt2"),
+        (["model.pt", "model.pt2"], "", "PyTorch", "model.pt"),
+        (["model.pt", "model.pt2"], "option.modelName=model.pt2\n", "PyTorch", "model.pt2"),
+        (["model.pt", "model.onnx"], "engine=OnnxRuntime\n", "OnnxRuntime", "model.onnx"),
+    ],
+)
+def test_tensor_engines_and_their_files(tmp_path: Path, files: list[str], properties: str,
+                                        engine: str, entry_point: str) -> None:
+    plan = prepare(folder(tmp_path, *files, properties=properties))
+    assert (plan.engine, plan.command.engine, plan.command.entry_point) == (
+        engine, engine, entry_point)
+    if engine != "Python":
+        assert plan.command.num_threads == 1  # chosen as for torch: 2 cores, 2 workers
+        assert not plan.install_requirements
+
+
+def test_onnx_without_an_onnx_file_fails_to_load(tmp_path: Path) -> None:
+    with pytest.raises(ModelLoadError, match="ONNX file not found in: .*: no m.onnx or model"):
+        prepare(folder(tmp_path, "model.pt"), engine="OnnxRuntime")
 
 
 def test_an_empty_folder_has_no_engine(tmp_path: Path) -> None:

@@ -5,12 +5,13 @@ worker on another node (a Ray actor, djl/wlm/ray_launcher.py), ``--connect host:
 dials the server, sends ``--secret`` and a newline first, then speaks the same frames
 (``run`` is that entry point for a caller that is already a Python process). stdout and
 stderr stay free for logs, which the server forwards line by line. ``--engine`` picks
-what serves the model: ``Python`` (a ``model.py`` handler, python_engine.py) or
-``PyTorch`` (a TorchScript file, torch_engine.py, imported only then; the only path that
-imports torch). The loop is strictly request → response: the server sends one (possibly
-batched) request frame and waits for its answer, so this side needs no concurrency. The
-first request is the init call (empty content, the model's properties); the entry point
-is imported before it is answered, so a broken model fails its registration rather than
+what serves the model: ``Python`` (a ``model.py`` handler, python_engine.py),
+``PyTorch`` (a TorchScript or ``.pt2`` file, torch_engine.py, imported only then; the only
+path that imports torch) or ``OnnxRuntime`` (an ``.onnx`` graph, onnx_engine.py). The
+loop is strictly request → response: the server sends one (possibly batched) request
+frame and waits for its answer, so this side needs no concurrency. The first request is
+the init call (empty content, the model's properties); the entry point is imported (the
+model loaded) before it is answered, so a broken model fails its registration rather than
 its first request.
 
 Never imports the HTTP or workload-manager side of djl.
@@ -43,7 +44,7 @@ from djl.io import Input, Output, PairList
 from djl.runtime.python_engine import EntryPointError, PythonEngine, is_out_of_memory
 
 if TYPE_CHECKING:
-    from djl.runtime.torch_engine import TorchEngine
+    from djl.runtime.tensor_engine import TensorEngine
 
 log = logging.getLogger("djl.runtime")
 
@@ -65,9 +66,9 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--max-item-bytes", type=int, required=True)
     p.add_argument("--max-frame-bytes", type=int, required=True,
                    help="largest frame the server reads")
-    p.add_argument("--engine", default="Python", choices=("Python", "PyTorch"))
+    p.add_argument("--engine", default="Python", choices=("Python", "PyTorch", "OnnxRuntime"))
     p.add_argument("--num-threads", type=int, default=0,
-                   help="torch intra-op threads (PyTorch engine; 0: torch's default)")
+                   help="intra-op threads (PyTorch, OnnxRuntime; 0: the runtime's default)")
     return p.parse_args(argv)
 
 
@@ -134,11 +135,11 @@ def _run_finalizers(output: Output) -> None:
             log.warning("finalizer raised:\n%s", traceback.format_exc())
 
 
-def serve(sock: socket.socket, engine: PythonEngine | TorchEngine, max_item_bytes: int,
+def serve(sock: socket.socket, engine: PythonEngine | TensorEngine, max_item_bytes: int,
           max_frame: int = _batch.MAX_FRAME) -> None:
     decoder = _batch.FrameDecoder()
     initialised = False
-    # The PyTorch engine answers a whole batch frame by frame (no Input, no Output).
+    # The tensor engines answer a whole batch frame by frame (no Input, no Output).
     answer_frame = getattr(engine, "answer_frame", None)
     while True:
         data = sock.recv(_batch.RECV_SIZE)
@@ -156,7 +157,10 @@ def serve(sock: socket.socket, engine: PythonEngine | TorchEngine, max_item_byte
             if not initialised:
                 initialised = True
                 try:
-                    engine.load()
+                    if isinstance(engine, PythonEngine):
+                        engine.load()
+                    else:  # the session options and batchifier are init properties
+                        engine.load(props)
                 except EntryPointError as exc:
                     sock.sendall(_batch.encode_error(ERROR_LOAD, str(exc)))
                     return
@@ -223,11 +227,15 @@ def main(argv: list[str] | None = None) -> int:
                          name="exit-with-the-server", daemon=True).start()
     model_dir = Path(args.model_dir)
     os.chdir(model_dir)
-    engine: PythonEngine | TorchEngine
+    engine: PythonEngine | TensorEngine
     if args.engine == "PyTorch":
         from djl.runtime.torch_engine import TorchEngine
 
         engine = TorchEngine(model_dir, args.entry_point, args.device_id, args.num_threads)
+    elif args.engine == "OnnxRuntime":
+        from djl.runtime.onnx_engine import OnnxEngine
+
+        engine = OnnxEngine(model_dir, args.entry_point, args.device_id, args.num_threads)
     else:
         engine = PythonEngine(model_dir, args.entry_point, args.device_id)
     try:

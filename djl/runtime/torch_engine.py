@@ -1,68 +1,55 @@
-"""The PyTorch engine: a TorchScript model served the way DJL's default translator serves it.
+"""The PyTorch engine: TorchScript, ``torch.export`` and AOTInductor models.
 
 Runs inside the worker process; torch is imported here and nowhere on the server side.
+The requests, batching and answers are tensor_engine.py's (DJL's default translator);
+here is only the model:
 
-In: ``application/json`` (a numeric array, or an object whose ``inputs`` or ``instance``
-is one), ``tensor/ndlist`` (spec Appendix D) or ``tensor/npz``; several arrays of an
-NDList or npz are the model's positional inputs. Out: ``tensor/npz`` when the request's
-``Accept`` or content type says so, JSON ``{"predictions": ...}`` when either says
-``application/json`` (Accept wins: ``Accept: tensor/ndlist`` on a JSON request gets an
-NDList), else ``tensor/ndlist`` (``_batch.input_format`` / ``output_format``, shared with
-djl.tensor_batch). A tuple, list or dict of tensors is several outputs.
-
-Batching (``batchifier``): ``stack``, the default, reads a batch's requests in one call
-(``_batch.read_requests``: JSON numbers converted as they are checked, no Python floats),
-groups them by the dtypes and shapes of their inputs, stacks each group along a new axis 0
-(``_batch.collate``: one buffer per input, a copy per request), moves it to the
-device once, runs one forward and splits every output along axis 0 back into the group's
-answers (``_batch.encode_rows``). A request alone is a group of one: the model always sees
-a leading batch axis, so an answer never depends on who shared the batch. ``none`` runs
-each request by itself on its own arrays (DJL's default, which gives up the batching).
-
-Each request gets its own answer: a body that cannot be read, a content type we do not
-read, or a shape the model rejects fails that request (and, for the model's refusal, its
-group: they share one forward) with 400; every other request of the batch is answered
-and the worker serves on.
+* ``.pt``: TorchScript, ``torch.jit.load``. Its forward's schema names the inputs but
+  declares no ranks, so requests are stacked on a new batch axis.
+* ``.pt2`` written by ``torch.export.save``: ``torch.export.load(...).module()``. The
+  program's signature gives the inputs' and outputs' names, dtypes and shapes (a dynamic
+  dimension is -1), and batching follows the declared ranks: a request one dimension
+  short is stacked, one that carries the batch axis is concatenated along it.
+* ``.pt2`` written by ``torch._inductor.aoti_compile_and_package`` (an AOTInductor
+  package: compiled code for one platform and device): ``aoti_load_package``. It keeps no
+  signature we can read, so requests are stacked as for TorchScript.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+import zipfile
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from djl import _batch
-from djl.errors import ERROR_OUTPUT, DjlError, FrameTooLarge, ItemError, OutputTooLarge
-from djl.io import Input, Output
-from djl.runtime.python_engine import EntryPointError, is_out_of_memory
-from djl.signature import SIGNATURE_PROPERTY, Signature, TensorSpec
+from djl.runtime.tensor_engine import BadOutput, TensorEngine, TensorLoadError
+from djl.signature import Signature, TensorSpec, datatype_of
+from djl.tensor_batch import output_values, to_numpy
 
 log = logging.getLogger("djl.runtime")
 
+#: Where an AOTInductor package keeps its compiled model (inside the archive's folder).
+_AOTI_MARKER = "/data/aotinductor/"
 
 
-class TorchLoadError(EntryPointError):
-    """The TorchScript model cannot be loaded where it was asked to run."""
+class TorchLoadError(TensorLoadError):
+    """The model cannot be loaded where it was asked to run."""
 
 
-class TorchEngine:
-    """One TorchScript model on one device."""
+class TorchEngine(TensorEngine):
+    """One TorchScript, exported or AOTInductor model on one device."""
+
+    name = "PyTorch"
 
     def __init__(self, model_dir: Path, model_file: str, device_id: str,
                  num_threads: int = 0) -> None:
-        self.model_dir = model_dir
-        self.model_file = model_file
-        self.device_id = int(device_id)
-        self.num_threads = num_threads
-        self.stack = True
+        super().__init__(model_dir, model_file, device_id, num_threads)
         self.model: Any = None
         self.device: Any = None
-        #: The model's inputs and outputs as far as the file says, reported at init.
-        self.signature: Signature | None = None
         self._torch: Any = None
 
-    def load(self) -> None:
+    def _load(self, properties: Mapping[str, str]) -> None:
         import torch
 
         self._torch = torch
@@ -83,109 +70,69 @@ class TorchEngine:
         else:
             self.device = torch.device(f"cuda:{self.device_id}")
         path = self.model_dir / self.model_file
-        self.model = torch.jit.load(str(path), map_location=self.device)
-        self.model.eval()
-        self.signature = script_signature(self.model)
-        log.info("PyTorch engine: %s on %s, %d intra-op thread(s)", self.model_file,
-                 self.device, torch.get_num_threads())
+        kind = "TorchScript"
+        if path.suffix != ".pt2":
+            self.model = torch.jit.load(str(path), map_location=self.device)
+            self.model.eval()
+            self.signature = script_signature(self.model)
+        elif is_aoti_package(path):
+            kind = "AOTInductor"
+            self.model = self._load_aoti(path)
+        else:
+            kind = "torch.export"
+            program = torch.export.load(str(path))
+            self.signature = export_signature(program)
+            self.model = exported_forward(program, self.device)
+        log.info("PyTorch engine: %s (%s) on %s, %d intra-op thread(s)", self.model_file,
+                 kind, self.device, torch.get_num_threads())
 
-    def initialise(self, inputs: Input) -> Output:
-        """The init call (the model's properties, no content): settings, then 204.
+    def _load_aoti(self, path: Path) -> Any:
+        torch = self._torch
+        index = self.device.index if self.device.type == "cuda" else -1
+        model = torch._inductor.aoti_load_package(str(path), device_index=index)
+        compiled_for = model.get_metadata().get("AOTI_DEVICE_KEY", "cpu")
+        if compiled_for.split(":")[0] != self.device.type:
+            raise TorchLoadError(
+                f"{self.model_file} is an AOTInductor package compiled for {compiled_for}, "
+                f"not {self.device.type}"
+            )
+        return model
 
-        ``batchifier`` was checked at registration (djl/prepare.py)."""
-        self.stack = str(inputs.properties.get("batchifier") or "stack").lower() != "none"
-        output = Output(204, "No content")
-        if self.signature is not None:
-            output.properties[SIGNATURE_PROPERTY] = self.signature.encode()
-        return output
-
-    def invoke(self, inputs: Input) -> list[Output | ItemError]:
-        """One answer per request of the (possibly batched) Input, in order; never raises."""
-        frame = _batch.encode_request(inputs.properties, inputs.content.keys,
-                                      inputs.content.values)
-        return [_as_output(result) for result in self._run(frame[5:])]
-
-    def answer_frame(self, payload: bytes, max_item_bytes: int, max_frame: int) -> bytearray:
-        """The RESULTS frame answering one REQUEST payload, request by request.
-
-        The worker's path: the requests are read from the frame and, when every one
-        succeeds, their answers are written into the frame directly (no Input, no Output
-        per request)."""
-        results = self._run(payload)
-        if all(type(result) is tuple for result in results):
-            frame = _batch.encode_ok_results(
-                [body for body, _ in results],
-                [_batch.CONTENT_TYPES[fmt] for _, fmt in results], max_item_bytes, max_frame)
-            if frame is not None:
-                return frame
-        return results_frame([_as_output(r) for r in results], max_item_bytes, max_frame)
-
-    def _run(self, payload: bytes | bytearray) -> list[Any]:
-        """Each request's ``(body, format)``, or its failure (ItemError, Output)."""
-        parsed, out_formats, groups, failed = _batch.read_requests(payload)
-        results: list[Any] = [None] * len(parsed)
-        for i in failed:
-            exc = parsed[i]
-            if isinstance(exc, DjlError):
-                results[i] = ItemError("input", exc.message)
-            else:  # a codec bug fails one request only
-                log.error("reading a request failed unexpectedly", exc_info=exc)
-                results[i] = ItemError("input", f"Cannot read the request: {exc}")
-        for members, items in groups:
-            if self.stack:
-                self._run_group(members, items, out_formats, results)
-            else:
-                for i, tensors in zip(members, items, strict=True):
-                    self._run_one(i, tensors, out_formats[i], results)
-        return results
-
-    # -- running ------------------------------------------------------------------------
     def _forward(self, arrays: Sequence[Any]) -> tuple[list[Any], list[str] | None]:
         torch = self._torch
         with torch.inference_mode():
             tensors = [torch.from_numpy(a).to(self.device) for a in arrays]
             return _numpy_outputs(self.model(*tensors))
 
-    def _run_group(self, members: list[int], items: list[Any], out_formats: list[int],
-                   results: list[Any]) -> None:
-        try:
-            arrays = _batch.collate(items)
-            outputs, names = self._forward(arrays)
-            n = len(members)
-            for k, out in enumerate(outputs):
-                if out.ndim == 0 or out.shape[0] != n:
-                    raise _BadOutput(
-                        f"The model's output {k} has shape {list(out.shape)}: with "
-                        f"batchifier=stack its first axis must be the batch ({n})"
-                    )
-            bodies = _batch.encode_rows(outputs, [out_formats[i] for i in members], names)
-        except Exception as exc:  # noqa: BLE001 — the group's failure is its answer
-            failure = self._failure(exc)
-            for i in members:
-                results[i] = failure
-            return
-        for i, body in zip(members, bodies, strict=True):
-            results[i] = (body, out_formats[i])
 
-    def _run_one(self, i: int, tensors: Any, out_format: int, results: list[Any]) -> None:
-        try:
-            arrays = tensors.arrays()  # a[0] of a collated (1,) array is a numpy scalar
-            outputs, names = self._forward(arrays)
-            results[i] = (_batch.encode_tensors(outputs, out_format, names), out_format)
-        except Exception as exc:  # noqa: BLE001 — the request's failure is its answer
-            results[i] = self._failure(exc)
+def exported_forward(program: Any, device: Any) -> Any:
+    """The forward of an exported program's module, on ``device``, called without the
+    module's input guards.
 
-    @staticmethod
-    def _failure(exc: Exception) -> Output | ItemError:
-        if is_out_of_memory(exc):
-            log.error("model ran out of memory: %s", exc)
-            return Output(507, str(exc))
-        if isinstance(exc, DjlError):
-            return ItemError("input", exc.message)
-        if isinstance(exc, _BadOutput):
-            return ItemError("input", str(exc))
-        log.warning("the model rejected its input: %s", exc)
-        return ItemError("input", f"The model rejected the input: {_last_line(exc)}")
+    The guards (a generated ``_guards_fn`` and a pre-hook checking the inputs against the
+    export's constraints) cost ~9 µs per request on the example MLP, a third of the whole
+    engine's work per request, for checks the engine makes itself before every forward:
+    the declared ranks and fixed dimensions (tensor_engine.py). A wrong dtype, or a dynamic
+    dimension outside the range it was exported for, is left to the ops, which refuse it
+    with their own message. The module is already in the mode it was exported in
+    (``.eval()`` is refused on it); the pre-hooks skipped otherwise only serve programs
+    that take nn.Modules as inputs, which a request cannot carry.
+    """
+    module = program.module(check_guards=False)
+    module.validate_inputs = False
+    if device.type != "cpu":
+        module = module.to(device)
+    return module.forward
+
+
+def is_aoti_package(path: Path) -> bool:
+    """An AOTInductor package rather than a saved ``torch.export`` program (both are
+    ``.pt2`` zip archives)."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return any(_AOTI_MARKER in name for name in archive.namelist())
+    except (OSError, zipfile.BadZipFile):
+        return False  # torch.export.load gives the reason
 
 
 def script_signature(model: Any) -> Signature | None:
@@ -207,86 +154,34 @@ def script_signature(model: Any) -> Signature | None:
     return Signature(inputs=inputs, outputs=outputs)
 
 
-class _BadOutput(Exception):
-    """The model's outputs cannot be split back into the batch's answers."""
+def export_signature(program: Any) -> Signature:
+    """An exported program's user inputs and outputs: names from its graph signature,
+    dtypes and shapes from the example values it was traced with (a symbolic dimension,
+    such as a ``Dim("batch")``, is -1)."""
+    nodes = {node.name: node for node in program.graph.nodes}
+    graph_signature = program.graph_signature
 
+    def spec(name: str) -> TensorSpec:
+        node = nodes.get(name)
+        value = node.meta.get("val") if node is not None else None
+        if value is None or not hasattr(value, "shape"):
+            return TensorSpec(name=name)
+        return TensorSpec(
+            name=name, datatype=datatype_of(str(value.dtype)),
+            shape=tuple(d if isinstance(d, int) else -1 for d in value.shape))
 
-# -- request and response formats -----------------------------------------------------------
-
-def _last_line(exc: BaseException) -> str:
-    """TorchScript errors carry the script's traceback; its last line says what failed."""
-    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-    return lines[-1] if lines else type(exc).__name__
-
-
-def _as_output(result: Any) -> Output | ItemError:
-    """A ``_run`` result as the Output (or ItemError) it stands for."""
-    if type(result) is not tuple:
-        return result
-    body, out_format = result
-    output = Output()
-    output.properties["content-type"] = _batch.CONTENT_TYPES[out_format]
-    output.content.add("data", body)
-    return output
-
-
-def results_frame(results: list[Output | ItemError], max_item_bytes: int,
-                  max_frame: int) -> bytearray:
-    """A batch answered request by request: one RESULTS frame.
-
-    An item over ``max_item_bytes``, or one that would carry the frame past ``max_frame``,
-    fails its own request (OutputTooLarge); its batch-mates are answered.
-    """
-    frames: list[bytes | bytearray] = []
-    used = 9  # the RESULTS frame's own header and count
-    for result in results:
-        if isinstance(result, ItemError):
-            frame = _batch.encode_error(result.kind, result.message)
-        else:
-            largest = max((len(v) for v in result.content.values), default=0)
-            props = {str(k): str(v) for k, v in result.properties.items()}
-            try:
-                if largest > max_item_bytes:
-                    raise OutputTooLarge.item(largest, max_item_bytes)
-                frame = _batch.encode_response(
-                    result.code, result.message, props, result.content.keys,
-                    result.content.values, max_frame - used - 4,
-                )
-            except FrameTooLarge as exc:
-                frame = _refused(OutputTooLarge.frame(exc.size, exc.limit))
-            except OutputTooLarge as exc:
-                frame = _refused(exc)
-        used += 4 + len(frame)
-        frames.append(frame)
-    return _batch.encode_results(frames, max_frame)
-
-
-def _refused(error: OutputTooLarge) -> bytearray:
-    log.error("%s", error.message)
-    return _batch.encode_error(ERROR_OUTPUT, error.message)
+    return Signature(inputs=tuple(spec(str(n)) for n in graph_signature.user_inputs),
+                     outputs=tuple(spec(str(n)) for n in graph_signature.user_outputs))
 
 
 def _numpy_outputs(result: Any) -> tuple[list[Any], list[str] | None]:
-    """The model's result as numpy arrays on the CPU, and their names (a dict's keys)."""
-    names: list[str] | None = None
-    if isinstance(result, dict):
-        names = [str(k) for k in result]
-        values = list(result.values())
-    elif isinstance(result, tuple | list):
-        values = list(result)
-    else:
-        values = [result]
-    arrays = []
+    """The model's result as numpy arrays on the CPU, and their names (a dict's keys);
+    a TorchScript model must answer with tensors only."""
+    values, names = output_values(result)
     for value in values:
         if not hasattr(value, "detach"):
-            raise _BadOutput(
+            raise BadOutput(
                 f"The model returned a {type(value).__name__}, not a tensor or a tuple, "
                 "list or dict of tensors"
             )
-        tensor = value.detach()
-        if tensor.device.type != "cpu":
-            tensor = tensor.cpu()
-        if str(tensor.dtype) == "torch.bfloat16":
-            tensor = tensor.float()  # numpy has no bfloat16
-        arrays.append(tensor.contiguous().numpy())
-    return arrays, names
+    return [to_numpy(value) for value in values], names

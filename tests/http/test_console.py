@@ -251,6 +251,10 @@ def test_a_model_registered_through_the_api_appears_without_a_reload(server, bro
          == "Healthy", message="the registered model did not show")
     assert cell(browser, "viaapi", "version") == "2.1"
     assert "(start-up)" not in cell(browser, "viaapi", "name")
+    r = server.api.put("/models/viaapi/2.1", params={"min_worker": "2", "max_worker": "2"})
+    assert r.status_code == 200, r.text
+    wait(browser, lambda d: cell(d, "viaapi", "workers").count(" pid ") == 2, timeout=30,
+         message="the scaled model's second worker did not show")
     r = server.api.delete("/models/viaapi/2.1")
     assert r.status_code == 200, r.text
     wait(browser, lambda d: row(d, "viaapi") is None, message="the removed model stayed")

@@ -16,7 +16,8 @@ import torch
 from djl import _batch
 from djl.errors import ERROR_OUTPUT, FrameError, ItemError
 from djl.io import Input, PairList, batch_key
-from djl.runtime.torch_engine import TorchEngine, TorchLoadError, results_frame
+from djl.runtime.tensor_engine import results_frame
+from djl.runtime.torch_engine import TorchEngine, TorchLoadError
 
 
 def batch(*requests: tuple[dict[str, str], list[tuple[str, bytes]]]) -> Input:
@@ -99,7 +100,7 @@ class Double(torch.nn.Module):
 def engine(tmp_path: Path, module: torch.nn.Module, **properties: str) -> TorchEngine:
     torch.jit.script(module).save(str(tmp_path / "model.pt"))
     e = TorchEngine(tmp_path, "model.pt", "-1")
-    e.load()
+    e.load(properties)
     assert e.initialise(Input(dict(properties), PairList())).code == 204
     return e
 

@@ -1,0 +1,73 @@
+"""djl/runtime/onnx_engine.py in-process: session options, and a batch whose requests
+the graph's declared ranks split into stacked, concatenated and refused ones."""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+import onnx_models
+import onnxruntime as ort
+import pytest
+from test_torch_engine import batch
+
+from djl.errors import ItemError
+from djl.runtime.onnx_engine import OnnxEngine, reason, session_options
+from djl.runtime.tensor_engine import TensorLoadError
+
+
+def npz(*arrays: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    np.savez(buf, *arrays)
+    return buf.getvalue()
+
+
+def test_session_options_follow_djls_names() -> None:
+    options = session_options(ort, {"optLevel": "basic_opt", "interOpNumThreads": "3",
+                                    "executionMode": "PARALLEL",
+                                    "memoryPatternOptimization": "false"}, 2)
+    assert options.graph_optimization_level == ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
+    assert (options.intra_op_num_threads, options.inter_op_num_threads) == (2, 3)
+    assert options.execution_mode == ort.ExecutionMode.ORT_PARALLEL
+    assert options.enable_mem_pattern is False
+    default = session_options(ort, {}, 1)
+    assert default.graph_optimization_level == ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    for bad, hint in (({"optLevel": "O3"}, "option.optLevel O3: use NO_OPT"),
+                      ({"interOpNumThreads": "two"}, "option.interOpNumThreads two"),
+                      ({"cpuArenaAllocator": "yes"}, "option.cpuArenaAllocator yes")):
+        with pytest.raises(TensorLoadError, match=hint):
+            session_options(ort, bad, 1)
+
+
+def test_onnxruntime_errors_read_as_one_line() -> None:
+    exc = RuntimeError("[ONNXRuntimeError] : 2 : INVALID_ARGUMENT : Got invalid dimensions\n"
+                       " index: 1 Got: 5 Expected: 4\n Please fix the inputs.")
+    assert reason(exc) == (
+        "Got invalid dimensions index: 1 Got: 5 Expected: 4 Please fix the inputs.")
+
+
+def test_one_batch_stacked_concatenated_and_refused(tmp_path: Path) -> None:
+    onnx_models.linear(tmp_path)
+    engine = OnnxEngine(tmp_path, "model.onnx", "-1", 1)
+    engine.load({})
+    row, block = np.ones(4, np.float32), np.arange(8, dtype=np.float32).reshape(2, 4)
+    answers = engine.invoke(batch(
+        ({"content-type": "tensor/npz"}, [("data", npz(row))]),
+        ({"content-type": "tensor/npz"}, [("data", npz(block))]),
+        ({"content-type": "tensor/npz"}, [("data", npz(row * 3))]),
+        ({"content-type": "tensor/npz"}, [("data", npz(block + 1))]),
+        ({"content-type": "tensor/npz"}, [("data", npz(np.ones((2, 2, 4), np.float32)))]),
+        ({"content-type": "application/json"}, [("data", b"[1, 2, 3, 4]")]),
+    ))
+    for x, answer in zip((row, block, row * 3, block + 1), answers, strict=False):
+        with np.load(io.BytesIO(bytes(answer.content.get("data")))) as f:
+            np.testing.assert_allclose(f["y"], onnx_models.expected(x), rtol=1e-6)
+            # The three rows (two npz, one JSON) are one forward; so are the two blocks.
+            assert f["rows"].flat[0] == (3 if x.ndim == 1 else 4)
+    assert isinstance(answers[4], ItemError)
+    assert answers[4].message.startswith("Input 0 (x) has shape [2, 2, 4]")
+    y, rows = json.loads(bytes(answers[5].content.get("data")))["predictions"]
+    np.testing.assert_allclose(y[1], onnx_models.expected(np.arange(1, 5)), rtol=1e-6)
+    assert rows == ["rows", 3]
