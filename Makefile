@@ -9,7 +9,7 @@ export PIP_CONSTRAINT := $(CURDIR)/constraints.txt
 HOST ?= 127.0.0.1
 PORT ?= 8080
 
-.PHONY: install serve test lint bench clean browser
+.PHONY: install serve test lint bench bench-check clean browser
 
 install: $(VENV)/.installed examples/mlp/model.pt examples/mlp/model.pt2 examples/mlp/model.onnx \
 		examples/tinylm/model/config.json
@@ -49,6 +49,11 @@ browser:
 
 bench: install
 	$(BIN)/python bench/echo.py
+
+# Every bench script once with its smallest settings, the heavy ones (Ray, torch_mlp) too;
+# `make test` runs the light ones.
+bench-check: install
+	DJL_BENCH_SMOKE=all $(BIN)/python -m pytest -q -rs tests/test_bench_scripts.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info djl/_batch.c djl/*.so examples/mlp/model.pt examples/mlp/model.pt2 \

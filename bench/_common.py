@@ -41,7 +41,9 @@ import httpx
 
 BENCH_DIR = Path(__file__).resolve().parent
 REPO = BENCH_DIR.parent
-RESULTS_DIR = BENCH_DIR / "results"
+#: Where results go; DJL_BENCH_RESULTS moves them (the smoke runs in tests/ write to a
+#: temporary folder, never over a measured result).
+RESULTS_DIR = Path(os.environ.get("DJL_BENCH_RESULTS") or BENCH_DIR / "results")
 PYTHON = sys.executable
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
@@ -82,7 +84,18 @@ def machine_info() -> dict[str, Any]:
         "versions": versions,
         "wrk": wrk_version,
         "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        **git_commit(),
     }
+
+
+def git_commit() -> dict[str, Any]:
+    """The checkout measured: its commit, and whether tracked files differ from it."""
+    def git(*args: str) -> str:
+        out = subprocess.run(["git", "-C", str(REPO), *args], capture_output=True, text=True)
+        return out.stdout.strip() if out.returncode == 0 else ""
+
+    return {"commit": git("rev-parse", "HEAD") or None,
+            "dirty": bool(git("status", "--porcelain", "--untracked-files=no"))}
 
 
 def free_port() -> int:
@@ -692,7 +705,7 @@ def import_ray() -> Any:
 
 
 def write_results(name: str, data: dict[str, Any]) -> Path:
-    RESULTS_DIR.mkdir(exist_ok=True)
+    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
     path = RESULTS_DIR / name
     path.write_text(json.dumps(data, indent=2) + "\n")
     return path

@@ -29,7 +29,8 @@ import numpy as np
 
 from djl import _batch
 
-RESULTS = Path(__file__).parent / "results" / "collate.json"
+RESULTS = Path(os.environ.get("DJL_BENCH_RESULTS") or Path(__file__).parent / "results"
+               ) / "collate.json"
 BATCH = 32
 
 
@@ -135,7 +136,7 @@ def main() -> None:
         ratio = f"{other / mine:6.1f}x" if other else ""
         other_text = f"{other:9.2f}" if other else ""
         print(f"{label:24} {mine:11.2f} {other_text:>9} {ratio:>7}  {other_label}")
-    RESULTS.parent.mkdir(exist_ok=True)
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps({
         "batch": BATCH,
         "rounds": args.rounds,

@@ -1,10 +1,11 @@
-"""What issue 11's switches cost on the hot path: echo (batch 1) with everything off
+"""What the operability switches cost on the hot path: echo (batch 1) with everything off
 (the default), with ``access_log=true``, and with all three error-rate rules set (nothing
 trips: the echo never fails), in one run, interleaved round by round.
 
     .venv/bin/python bench/operability.py [--rounds 3 --duration 8 --concurrency 32]
 
-Prints req/s and server CPU per request per target; compare ratios within a run only.
+Prints req/s and server CPU per request per target and writes bench/results/operability.json;
+compare ratios within a run only.
 """
 
 from __future__ import annotations
@@ -22,9 +23,11 @@ from _common import (  # noqa: E402
     LoadSpec,
     Processes,
     ensure_wrk,
+    machine_info,
     measure,
     register,
     start_djl,
+    write_results,
 )
 
 TARGETS = {
@@ -42,6 +45,7 @@ def main() -> None:
     parser.add_argument("--duration", type=float, default=8.0)
     parser.add_argument("--concurrency", type=int, default=32)
     args = parser.parse_args()
+    info = machine_info()
     with Processes() as procs:
         client = Client(ensure_wrk(allow_install=True), threads=1, tmp=procs.tmp)
         servers = {}
@@ -62,6 +66,13 @@ def main() -> None:
             rps = statistics.median(r["rps"] for r in runs)
             cpu = statistics.median(r["server_cpu_us_per_req"] for r in runs)
             print(f"{name:<14} {rps:>8.0f} {rps / base:>10.3f} {cpu:>14.0f}")
+        client_name = client.name
+    path = write_results("operability.json", {
+        "bench": "operability", "settings": vars(args), "client": client_name,
+        "machine": info, "points": [dict(r, target=name, round=i) for name, runs in
+                                    results.items() for i, r in enumerate(runs)],
+    })
+    print(f"wrote {path}")
 
 
 if __name__ == "__main__":

@@ -33,6 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import (  # noqa: E402
     REPO,
+    RESULTS_DIR,
     Client,
     LoadSpec,
     Processes,
@@ -171,7 +172,8 @@ def main(argv: list[str] | None = None) -> int:
         if not out.exists():
             raise SystemExit(f"py-spy wrote nothing: {err.decode(errors='replace')[-2000:]}")
         raw = out.read_text()
-        (REPO / "bench" / "results" / "profile_front.raw.txt").write_text(raw)
+        RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+        (RESULTS_DIR / "profile_front.raw.txt").write_text(raw)
         own, owner = breakdown(raw)
     total = max(sum(own.values()), 1)
     names = sorted(set(own) | set(owner), key=lambda k: -owner.get(k, 0))

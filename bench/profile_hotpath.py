@@ -197,7 +197,6 @@ async def http_pass(kind: str, args: argparse.Namespace, body: bytes, wrk: str
                     ) -> dict[str, Any]:
     """Serve ``kind`` (bare or djl) in this process; wrk drives it from a subprocess."""
     import httpx
-    from hypercorn.config import Config
     from hypercorn.trio import serve
 
     from djl.__main__ import run_server
@@ -206,14 +205,12 @@ async def http_pass(kind: str, args: argparse.Namespace, body: bytes, wrk: str
     stop = trio.Event()
     async with trio.open_nursery() as nursery:
         if kind == "bare":
-            from bare_server import create_app
+            import bare_server
 
-            config = Config()
-            config.bind = [f"127.0.0.1:{port}"]
-            config.accesslog = None
-            config.keep_alive_timeout = 60
+            config = bare_server.config(port)
             await nursery.start(lambda task_status: serve(
-                create_app(body), config, shutdown_trigger=stop.wait, task_status=task_status))
+                bare_server.quart_app(body), config, shutdown_trigger=stop.wait,
+                task_status=task_status))
             path = "/predictions/bare"
         else:
             address = Address("http", "127.0.0.1", port)

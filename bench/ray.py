@@ -9,15 +9,20 @@ the same numbers (checked), then wrk drives each at c1 and c64, interleaved per 
 
 Reported: req/s, p50/p99, CPU per request of djl's server process and of the worker (the
 local worker is the server's child; the Ray worker is the actor process, found by the pid
-describe lists), and the ratios Ray / local. Writes bench/results/ray.json.
+describe lists), of Ray's own processes (GCS, raylet, agents, idle workers: every process
+of the cluster but the actor, charged to the Ray row only, since a local worker needs
+none of them), and the ratios Ray / local, total CPU per request included. Rounds
+interleave: each point measures local then Ray in even rounds, Ray then local in odd
+ones; ratios are of the medians over rounds. Writes bench/results/ray.json.
 
-    .venv/bin/python bench/ray.py            # ~1.5 min: 10 s per point
-    .venv/bin/python bench/ray.py --quick    # ~40 s
+    .venv/bin/python bench/ray.py            # ~3 min: 3 rounds of 10 s points
+    .venv/bin/python bench/ray.py --quick    # ~1 min: 2 rounds of 3 s points
 """
 
 from __future__ import annotations
 
 import argparse
+import statistics
 import sys
 from pathlib import Path
 from typing import Any
@@ -32,6 +37,7 @@ from _common import (  # noqa: E402
     LoadSpec,
     Processes,
     cpu_seconds,
+    descendants,
     ensure_wrk,
     import_ray,
     machine_info,
@@ -66,17 +72,29 @@ def actor_pid(base_url: str, name: str) -> int:
     return int(workers[0]["node"]["pid"])
 
 
+def ray_pids(cluster: Any, actor: int) -> set[int]:
+    """Every live process of the local cluster but the actor: the daemons the head node
+    started (GCS, raylet, agents, log monitor) and what they started (idle workers)."""
+    pids: set[int] = set()
+    for infos in cluster.head_node.all_processes.values():
+        for info in infos:
+            pids.add(info.process.pid)
+            pids |= descendants(info.process.pid)
+    pids.discard(actor)
+    return pids
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--duration", type=float, default=10.0, help="seconds per point")
     parser.add_argument("--warmup", type=float, default=3.0, help="warm-up seconds per point")
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 64])
-    parser.add_argument("--rounds", type=int, default=1)
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds (median)")
     parser.add_argument("--wrk-threads", type=int, default=1)
-    parser.add_argument("--quick", action="store_true", help="4 s points")
+    parser.add_argument("--quick", action="store_true", help="2 rounds of 3 s points")
     args = parser.parse_args(argv)
     if args.quick:
-        args.duration, args.warmup = 4.0, 1.0
+        args.duration, args.warmup, args.rounds = 3.0, 1.0, 2
     return args
 
 
@@ -111,20 +129,34 @@ def main(argv: list[str] | None = None) -> int:
                 raise SystemExit(f"the Ray worker answers differently (max |diff| {worst})")
             for round_no in range(args.rounds):
                 for c in args.concurrency:
-                    for name, url in targets.items():
+                    order = list(targets.items())
+                    for name, url in order if round_no % 2 == 0 else order[::-1]:
                         spec = LoadSpec(url, body, "application/json", c, args.duration)
                         client.run(LoadSpec(url, body, "application/json", c, args.warmup))
+                        daemons = ray_pids(cluster, pid)
                         actor0 = cpu_seconds(pid)
+                        daemons0 = sum(cpu_seconds(p) for p in daemons)
                         point = measure(client, djl, spec, 0)
+                        n = max(point["requests"], 1)
+                        ray_us = (sum(cpu_seconds(p) for p in daemons) - daemons0) / n * 1e6
+                        # Measured in both rows (the local row shows what an idle cluster
+                        # burns meanwhile); only the Ray row is charged with it.
+                        point["ray_daemons_cpu_us_per_req"] = ray_us
                         if name == "Ray worker":  # not the server's child: count it here
-                            n = max(point["requests"], 1)
                             point["workers_cpu_us_per_req"] = (cpu_seconds(pid) - actor0) / n * 1e6
+                            point["other_busy_cores"] = max(
+                                point["other_busy_cores"] - ray_us * n / 1e6
+                                / max(point["seconds"], 1e-9), 0.0)
+                        point["total_cpu_us_per_req"] = (
+                            point["server_cpu_us_per_req"] + point["workers_cpu_us_per_req"]
+                            + (ray_us if name == "Ray worker" else 0.0))
                         point.update(server=name, round=round_no)
                         points.append(point)
                         print(f"{name:<13} c={c:<3} {point['rps']:>8,.0f} req/s  "
                               f"p50 {point['p50_ms']:.2f} ms  p99 {point['p99_ms']:.2f} ms  "
                               f"front {point['server_cpu_us_per_req']:,.0f} µs/req  "
                               f"worker {point['workers_cpu_us_per_req']:,.0f} µs/req  "
+                              f"Ray daemons {ray_us:,.0f} µs/req  "
                               f"errors {point['errors'] + point['non_2xx']}", flush=True)
             client_name = client.name
     finally:
@@ -134,10 +166,11 @@ def main(argv: list[str] | None = None) -> int:
           f"1 torch thread, {args.duration:g} s per point, client {client_name}, "
           f"nproc {info['nproc']}")
     print(table(
-        ["worker", "c", "req/s", "p50 ms", "p99 ms", "front µs/req", "worker µs/req",
-         "other load", "errors"],
-        [[p["server"], p["concurrency"], p["rps"], p["p50_ms"], p["p99_ms"],
+        ["worker", "round", "c", "req/s", "p50 ms", "p99 ms", "front µs/req", "worker µs/req",
+         "Ray daemons µs/req", "total µs/req", "other load", "errors"],
+        [[p["server"], p["round"], p["concurrency"], p["rps"], p["p50_ms"], p["p99_ms"],
           p["server_cpu_us_per_req"], p["workers_cpu_us_per_req"],
+          p["ray_daemons_cpu_us_per_req"], p["total_cpu_us_per_req"],
           f"{p['other_busy_cores']:.2f}", p["errors"] + p["non_2xx"]] for p in points],
     ))
     ratios = compute_ratios(points)
@@ -159,14 +192,14 @@ def compute_ratios(points: list[dict[str, Any]]) -> dict[str, float]:
     """Ray / local per concurrency, from the medians over rounds."""
 
     def median(server: str, c: int, key: str) -> float | None:
-        values = sorted(p[key] for p in points
-                        if p["server"] == server and p["concurrency"] == c)
-        return values[len(values) // 2] if values else None
+        values = [p[key] for p in points if p["server"] == server and p["concurrency"] == c]
+        return statistics.median(values) if values else None
 
     out: dict[str, float] = {}
     for c in sorted({p["concurrency"] for p in points}):
         for key, label in (("rps", "throughput"), ("p50_ms", "p50"), ("p99_ms", "p99"),
-                           ("server_cpu_us_per_req", "front CPU/req")):
+                           ("server_cpu_us_per_req", "front CPU/req"),
+                           ("total_cpu_us_per_req", "total CPU/req")):
             local, remote = median("local worker", c, key), median("Ray worker", c, key)
             if local and remote is not None:
                 out[f"c{c} {label} Ray / local"] = remote / local

@@ -15,6 +15,7 @@ import json
 import math
 import os
 import re
+import ssl
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -570,7 +571,22 @@ def load_server_config(
             raise ConfigError(
                 f"{address} needs certificate_file and private_key_file (PEM files)"
             )
+    if "https" in (config.inference_address.scheme, config.management_address.scheme):
+        _check_key_material(config.certificate_file, config.private_key_file)
     return config
+
+
+def _check_key_material(certificate_file: str, private_key_file: str) -> None:
+    """Load the pair as the listener will, so a bad one is a clear start-up error naming
+    the files, not an SSL error from the socket layer."""
+    try:
+        ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(
+            certificate_file, private_key_file)
+    except (ssl.SSLError, OSError, ValueError) as exc:
+        raise ConfigError(
+            f"certificate_file {certificate_file} and private_key_file {private_key_file}"
+            f" are not a usable PEM certificate chain and its key: {exc}"
+        ) from None
 
 
 # -- per-model configuration -----------------------------------------------------------------

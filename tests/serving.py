@@ -4,8 +4,8 @@
         r = await server.client.get("/ping")
 
 The server binds 127.0.0.1 on a free port; ``overrides`` are config.properties keys.
-Leaving the block shuts it down the way SIGTERM does, so every test also proves that
-shutdown stops its workers.
+Leaving the block shuts it down the way SIGTERM does and asserts that no worker process
+it started is left, so every test also proves that shutdown stops its workers.
 
 Which HTTP server serves (``http_server``): djl's own unless the test names one, or its
 module is marked ``pytest.mark.both_servers``: then each test runs once per server
@@ -65,6 +65,7 @@ async def running_server(tmp_path: Path, env: dict[str, str] | None = None,
     base_env = {"DJL_CACHE_DIR": str(tmp_path / "cache"), "MODEL_SERVER_HOME": str(tmp_path)}
     base_env.update(env or {})
     config = load_server_config(env=base_env, overrides=settings)
+    before = worker_pids()
     stop = trio.Event()
     async with trio.open_nursery() as nursery:
         binds = await nursery.start(partial(run_server, config, shutdown=stop))
@@ -74,6 +75,26 @@ async def running_server(tmp_path: Path, env: dict[str, str] | None = None,
                 yield Server(url, client, config, binds)
             finally:
                 stop.set()
+    left = worker_pids() - before
+    assert not left, f"worker processes left after shutdown: {sorted(left)}"
+
+
+def worker_pids() -> set[int]:
+    """Live ``python -m djl.runtime`` children of this (the test's) process: the local
+    workers of every server the test runs in-process."""
+    me = str(os.getpid())
+    found = set()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            argv = (entry / "cmdline").read_bytes().split(b"\0")
+            state, ppid = (entry / "stat").read_text().rsplit(")", 1)[1].split()[:2]
+        except (OSError, ValueError):
+            continue
+        if ppid == me and state != "Z" and b"djl.runtime" in argv:
+            found.add(int(entry.name))
+    return found
 
 
 async def register(server: Server, name: str, model: str | None = None, **params: str) -> None:

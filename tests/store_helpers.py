@@ -5,6 +5,7 @@ from __future__ import annotations
 import http.server
 import io
 import os
+import ssl
 import struct
 import tarfile
 import threading
@@ -193,17 +194,21 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 
 
 class ServerThread:
-    """``http.server`` on 127.0.0.1, port 0, in a daemon thread."""
+    """``http.server`` on 127.0.0.1, port 0, in a daemon thread; with ``tls`` (a server
+    side ``ssl.SSLContext``) it speaks https."""
 
-    def __init__(self, site: Site) -> None:
+    def __init__(self, site: Site, tls: ssl.SSLContext | None = None) -> None:
         handler = type("Handler", (_Handler,), {"site": site})
         self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
         self.httpd.daemon_threads = True
         self.httpd.block_on_close = False
+        if tls is not None:
+            self.httpd.socket = tls.wrap_socket(self.httpd.socket, server_side=True)
         self.thread = threading.Thread(
             target=self.httpd.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True
         )
-        site.base = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        scheme = "https" if tls is not None else "http"
+        site.base = f"{scheme}://127.0.0.1:{self.httpd.server_address[1]}"
 
     def __enter__(self) -> ServerThread:
         self.thread.start()

@@ -188,11 +188,14 @@ def test_get_data_tensor_types(content_type: str) -> None:
 
 
 def test_get_data_image() -> None:
-    image_mod = pytest.importorskip("PIL.Image")
+    from PIL import Image
+
     buf = io.BytesIO()
-    image_mod.new("RGB", (3, 2), (255, 0, 0)).save(buf, format="PNG")
+    Image.new("RGB", (3, 2), (255, 0, 0)).save(buf, format="PNG")
     inp = make_input({"content-type": "image/png"}, ("data", buf.getvalue()))
-    assert inp.get_data().size == (3, 2)
+    image = inp.get_data()
+    assert isinstance(image, Image.Image)
+    assert image.size == (3, 2) and image.getpixel((2, 1)) == (255, 0, 0)
 
 
 # -- Input: batches (spec §6.8) --------------------------------------------------------------

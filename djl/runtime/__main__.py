@@ -24,8 +24,11 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import select
 import socket
 import sys
+import threading
+import time
 import traceback
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -176,6 +179,30 @@ def serve(sock: socket.socket, engine: PythonEngine | TensorEngine, max_item_byt
             _run_finalizers(output)
 
 
+#: How long after the channel hangs up a worker looks for its server to be gone (the
+#: kernel closes a dying process's files before it re-parents its children).
+ORPHAN_CHECK_S = 5.0
+
+
+def _exit_with_the_server(sock: socket.socket, server_pid: int) -> None:
+    """End this process as soon as its server is gone, even inside a long ``handle``.
+
+    The loop in ``serve`` sees the channel close only between requests; a server that
+    died (SERVING_FAIL_FAST's exit, a SIGKILL) would leave a busy worker running on
+    until its handler returns. This thread waits for the peer to hang up without reading
+    the channel, then exits the process once it has been re-parented. A server that
+    closed the channel on purpose is still our parent and stops us itself.
+    """
+    poller = select.poll()
+    poller.register(sock.fileno(), select.POLLRDHUP)
+    poller.poll()
+    deadline = time.monotonic() + ORPHAN_CHECK_S
+    while time.monotonic() < deadline:
+        if os.getppid() != server_pid:
+            os._exit(1)
+        time.sleep(0.05)
+
+
 def dial(address: str, secret: str, timeout_s: float) -> socket.socket:
     """The channel of a worker that dials the server: connect, then the secret and a
     newline, which tell the server which waiting worker this is (and that it is one)."""
@@ -198,6 +225,9 @@ def main(argv: list[str] | None = None) -> int:
         sock = dial(args.connect, args.secret, args.connect_timeout)
     else:
         sock = socket.socket(fileno=args.fd)
+        # The server is our parent (djl/wlm/launch.py starts this process itself).
+        threading.Thread(target=_exit_with_the_server, args=(sock, os.getppid()),
+                         name="exit-with-the-server", daemon=True).start()
     model_dir = Path(args.model_dir)
     os.chdir(model_dir)
     if args.engine == "Generation":

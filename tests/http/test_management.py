@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import logging
 import shutil
 import subprocess
 import sys
@@ -241,14 +242,59 @@ async def test_request_size_limit(tmp_path):
                                 "Request body exceeds max_request_size (1024 bytes)"}
 
 
-async def test_management_token(tmp_path):
-    async with running_server(tmp_path, management_token="s3cret") as server:
+async def test_management_token_guards_every_management_route(tmp_path):
+    """With management_token set, every management route answers 401 in the spec's error
+    form without the token (or with a wrong one) and does nothing; with it, each works.
+    Inference stays open."""
+    refused = {"code": 401, "type": "UnauthorizedException",
+               "message": "Management API requires a valid bearer token"}
+    workflow = tmp_path / "wf.json"
+    workflow.write_text(json.dumps({"name": "wf", "version": "1",
+                                    "models": {"m": model_url("echo")},
+                                    "workflow": {"out": ["m", "in"]}}))
+    routes = [
+        ("GET", "/models", {}),
+        ("POST", "/models", {"url": model_url("echo"), "model_name": "other"}),
+        ("GET", "/models/echo", {}),
+        ("GET", "/workflows", {}),
+        ("POST", "/workflows", {"url": f"file:{workflow}"}),
+        ("GET", "/workflows/echo", {}),
+        ("PUT", "/models/echo", {"min_worker": "2", "max_worker": "2"}),
+        ("GET", "/server/metrics", {}),
+        ("PUT", "/server/logging", {"level": "debug"}),
+        ("DELETE", "/models/echo", {}),  # last: the routes above need the model
+    ]
+    good = {"Authorization": "Bearer s3cret"}
+    async with running_server(tmp_path, management_token="s3cret",
+                              env={"SERVING_PROMETHEUS": "true"}) as server:
         c = server.client
-        r = await c.get("/models")
-        assert r.status_code == 401
-        r = await c.get("/models", headers={"Authorization": "Bearer s3cret"})
-        assert r.status_code == 200
-        assert (await c.get("/ping")).status_code == 200  # inference stays open
+        r = await c.post("/models", params={"url": model_url("echo")}, headers=good)
+        assert r.status_code == 200, r.text
+        level = logging.getLogger("djl").level
+        for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": "s3cret"}):
+            for method, path, params in routes:
+                r = await c.request(method, path, params=params, headers=headers)
+                assert (r.status_code, body_of(r)) == (401, refused), (method, path, headers)
+        # Nothing the refused calls asked for happened.
+        assert logging.getLogger("djl").level == level
+        r = await c.get("/models", headers=good)
+        assert [m["modelName"] for m in body_of(r)["models"]] == ["echo"]
+        [described] = body_of(await c.get("/models/echo", headers=good))
+        assert described["models"][0]["workerGroups"][0]["minWorkers"] == 1
+        assert (await c.get("/ping")).json() == {"echo": {"status": "Healthy"}}
+        r = await c.post("/predictions/echo", content=b"open",
+                         headers={"content-type": "text/plain"})
+        assert r.status_code == 200 and r.text == "open"
+        # With the token every route does its job.
+        for method, path, params in routes:
+            r = await c.request(method, path, params=params, headers=good)
+            assert r.status_code == 200, (method, path, r.text)
+        metrics = await c.get("/server/metrics", headers=good)
+        assert "Response_2XX" in metrics.text
+        assert logging.getLogger("djl").level == logging.DEBUG
+        r = await c.get("/models", headers={"authorization": "bearer   s3cret"})
+        assert r.status_code == 200  # RFC 7235: scheme case-insensitive, spaces allowed
+    logging.getLogger("djl").setLevel(level)
 
 
 async def test_dual_listeners_serve_only_their_routes(tmp_path):

@@ -61,6 +61,16 @@ def runtime_pids(marker: str) -> list[int]:
     return pids
 
 
+def _stop_everything(proc: subprocess.Popen, folder: Path) -> None:
+    """After a test, whatever happened: the server, then the workers of ``folder`` (they
+    run in their own sessions: killing the server does not take them along)."""
+    if proc.poll() is None:
+        proc.kill()
+        proc.communicate()
+    for pid in runtime_pids(str(folder)):
+        os.kill(pid, signal.SIGKILL)
+
+
 def assert_workers_gone(model: Path, timeout: float = 10) -> None:
     """No worker process of ``model`` is left (they may take a moment to be reaped)."""
     deadline = time.monotonic() + timeout
@@ -212,30 +222,33 @@ def test_sigterm_while_a_startup_model_loads_stops_promptly(tmp_path):
         assert time.monotonic() - sent < 15
         assert_workers_gone(model)
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
-        for pid in runtime_pids(str(model)):  # its own session: not killed with the server
-            os.kill(pid, signal.SIGKILL)
+        _stop_everything(proc, model)
 
 
 def test_sigterm_under_load_answers_every_request(tmp_path):
-    """SIGTERM with one request in flight and 19 queued: the in-flight one finishes (200),
-    the queued ones get 503 "Worker shutting down" at once; no connection is just dropped,
-    no worker process is left."""
+    """SIGTERM with one request inside the model and 19 queued: the in-flight one finishes
+    (200, its own body), the queued ones get 503 "Worker shutting down" at once (within
+    2 s, while the in-flight one still sleeps); no connection is just dropped, no worker
+    process is left."""
     model = tmp_path / "slowecho"
     model.mkdir()
+    mark = tmp_path / "in-model"
     (model / "model.py").write_text(
         "import time\n\nfrom djl_python import Output\n\n\ndef handle(inputs):\n"
         "    if inputs.is_empty():\n"
         "        return None\n"
-        "    time.sleep(1.0)\n"
-        "    return Output().add(inputs.get_as_bytes())\n"
+        "    body = inputs.get_as_bytes()\n"
+        f"    with open({str(mark)!r}, 'ab') as f:\n"
+        "        f.write(body + b'\\n')\n"
+        "    time.sleep(3.0)\n"
+        "    return Output().add(body)\n"
     )
-    (model / "serving.properties").write_text("minWorkers=1\nmaxWorkers=1\n")
+    (model / "serving.properties").write_text("minWorkers=1\nmaxWorkers=1\nbatch_size=1\n")
     port = free_port()
+    base = f"http://127.0.0.1:{port}"
     proc = djl(["-m", f"slowecho=file:{model}/"], tmp_path, port)
-    answers: list[object] = []
+    answers: dict[int, tuple[object, float]] = {}
+    sent: list[float] = []
     try:
         wait_ready(port, proc)
 
@@ -244,31 +257,41 @@ def test_sigterm_under_load_answers_every_request(tmp_path):
 
                 async def one(i: int) -> None:
                     try:
-                        r = await client.post(f"http://127.0.0.1:{port}/predictions/slowecho",
+                        r = await client.post(f"{base}/predictions/slowecho",
                                               content=str(i).encode())
-                        answers.append((r.status_code, r.text))
+                        answers[i] = ((r.status_code, r.text), time.monotonic())
                     except httpx.HTTPError as exc:
-                        answers.append(repr(exc))
+                        answers[i] = (repr(exc), time.monotonic())
+
+                async def queued() -> int:
+                    r = await client.get(f"{base}/models/slowecho")
+                    return r.json()[0]["models"][0]["requestInQueue"]
 
                 async with trio.open_nursery() as nursery:
                     for i in range(20):
                         nursery.start_soon(one, i)
-                    await trio.sleep(0.5)  # the first request is in the model by now
+                    with trio.fail_after(20):  # one inside handle(), the other 19 queued
+                        while not mark.exists() or await queued() != 19:
+                            await trio.sleep(0.02)
+                    assert len(mark.read_bytes().splitlines()) == 1
+                    sent.append(time.monotonic())
                     proc.send_signal(signal.SIGTERM)
 
-        sent = time.monotonic()
         trio.run(load)
-        print(f"all answered {time.monotonic() - sent:.2f}s after SIGTERM")
         _, err = proc.communicate(timeout=30)
         assert proc.returncode == 0, err
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.communicate()
-    ok = [a for a in answers if isinstance(a, tuple) and a[0] == 200]
-    refused = [a for a in answers if isinstance(a, tuple) and a[0] == 503]
-    assert len(ok) >= 1 and len(ok) + len(refused) == 20, answers
-    assert all('"Worker shutting down"' in text for _, text in refused)
+    [inside] = [int(line) for line in mark.read_bytes().splitlines()]
+    assert sorted(answers) == list(range(20))
+    assert answers[inside][0] == (200, str(inside)), answers[inside]
+    for i, (answer, at) in answers.items():
+        if i != inside:
+            assert isinstance(answer, tuple) and answer[0] == 503, (i, answer)
+            assert '"Worker shutting down"' in answer[1], answer
+            assert at - sent[0] < 2.0, f"request {i} answered {at - sent[0]:.2f}s after SIGTERM"
     assert_workers_gone(model)
 
 
@@ -322,11 +345,7 @@ def test_hypercorn_sigterm_during_a_synchronous_registration_stops_promptly(tmp_
         assert answers and answers[0] != 200
         assert_workers_gone(model)
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
-        for pid in runtime_pids(str(model)):
-            os.kill(pid, signal.SIGKILL)
+        _stop_everything(proc, model)
 
 
 def _descendants(pid: int) -> set[int]:
@@ -390,3 +409,54 @@ def test_sigterm_to_make_serve_stops_the_server(tmp_path):
         for pid in below:
             if _alive(pid):
                 os.kill(pid, signal.SIGKILL)
+
+
+def test_fail_fast_exits_137_and_leaves_no_worker(tmp_path):
+    """SERVING_FAIL_FAST: the first model to turn FAILED (a worker death past
+    retry_threshold 0) ends the server with status 137, and no worker process outlives it:
+    not the idle one of another model, nor one busy inside handle()."""
+    crashy, busy, idle = (tmp_path / name for name in ("crashy", "busy", "idle"))
+    for folder in (crashy, busy, idle):
+        shutil.copytree(Path(__file__).parents[1] / "models" / "behave", folder)
+    mark = tmp_path / "busy-in-handle"
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    proc = djl(["-m", f"crashy=file:{crashy}/", f"busy=file:{busy}/", f"idle=file:{idle}/"],
+               tmp_path, port,
+               SERVING_FAIL_FAST="true", SERVING_RETRY_THRESHOLD="0")
+    try:
+        wait_ready(port, proc)
+        [idle_pid] = runtime_pids(str(idle))
+
+        async def crash_while_busy() -> list[object]:
+            answers: list[object] = []
+            async with httpx.AsyncClient(timeout=30) as client:
+
+                async def one(model: str, params: dict[str, str]) -> None:
+                    try:
+                        r = await client.post(f"{base}/predictions/{model}", params=params,
+                                              files={"data": b"x"})
+                        answers.append(r.status_code)
+                    except httpx.HTTPError as exc:
+                        answers.append(type(exc).__name__)
+
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(one, "busy", {"action": "sleep", "seconds": "60",
+                                                     "mark": str(mark)})
+                    with trio.fail_after(20):
+                        while not mark.exists():
+                            await trio.sleep(0.02)
+                    nursery.start_soon(one, "crashy", {"action": "exit"})
+            return answers
+
+        answers = trio.run(crash_while_busy)
+        proc.communicate(timeout=30)
+        assert proc.returncode == 137, answers
+        busy_pid = int(mark.read_text())
+        deadline = time.monotonic() + 10
+        while (_alive(busy_pid) or _alive(idle_pid)) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not _alive(idle_pid), "the other model's idle worker outlived the server"
+        assert not _alive(busy_pid), "a worker busy in handle() outlived the server"
+    finally:
+        _stop_everything(proc, tmp_path)

@@ -92,7 +92,8 @@ async def test_without_rules_errors_never_trip_ping(tmp_path):
     async with running_server(tmp_path) as server:
         await register(server, "behave")
         for _ in range(5):
-            await server.client.get("/predictions/behave", params={"action": "raise"})
+            r = await server.client.get("/predictions/behave", params={"action": "raise"})
+            assert r.status_code == 424, r.text  # each one an error the breaker would see
         assert (await server.client.get("/ping")).status_code == 200
 
 

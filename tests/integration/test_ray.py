@@ -303,8 +303,10 @@ async def test_an_unreachable_cluster_fails_its_registration_while_others_serve(
         cluster, tmp_path):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
-        nowhere = f"127.0.0.1:{s.getsockname()[1]}"
-    async with running_server(tmp_path, ray_address=nowhere, ray_connect_timeout="2") as server:
+        nowhere = f"127.0.0.1:{s.getsockname()[1]}"  # refuses: the probe fails at once
+    connect_s = 2.0
+    async with running_server(tmp_path, ray_address=nowhere,
+                              ray_connect_timeout=f"{connect_s:g}") as server:
         c = server.client
         r = await c.post("/models", params={"url": model_url("behave"), "model_name": "local"})
         assert r.status_code == 200, r.text
@@ -327,8 +329,10 @@ async def test_an_unreachable_cluster_fails_its_registration_while_others_serve(
             stop.set()
         assert r.status_code == 503, r.text
         assert r.json()["message"].startswith(f"Cannot reach the Ray cluster at {nowhere}")
-        assert took < 5
-        assert latencies and max(latencies) < 1.0
+        # Within ray_connect_timeout (a refusing address fails at the probe), and no
+        # request of the other model was held as long as that bound.
+        assert took < connect_s, took
+        assert latencies and max(latencies) < connect_s, latencies
         assert (await c.get("/models/far")).status_code == 404
 
 

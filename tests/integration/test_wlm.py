@@ -169,26 +169,27 @@ async def test_concurrent_requests_fill_batches(tmp_path):
 
 
 async def test_a_lone_request_waits_for_max_batch_delay_and_no_longer(tmp_path):
-    """Step 3: a lone job waits the whole budget (exact lower bound); step 4: batch_size 1
-    never waits, even with a 5 s max_batch_delay."""
+    """Step 3: a lone job waits the whole budget (exact lower bound) and not twice it;
+    step 4: batch_size 1 never waits, not even half of its 5 s max_batch_delay."""
     async with running_server(tmp_path) as server:
-        await register(server, "batchsize", max_batch_delay="300")
+        await register(server, "batchsize", max_batch_delay="1000")
         await register(server, "single", "batchsize", batch_size="1", max_batch_delay="5000")
         model = await describe(server, "single")
         assert (model["batchSize"], model["maxBatchDelayMillis"]) == (1, 5000)
-        for _ in range(2):  # the first request of a fresh worker may pay for imports
-            start = time.monotonic()
-            r = await predict(server, "batchsize")
-            waited = time.monotonic() - start
-            assert r.status_code == 200 and json.loads(r.text) == {"batch": 1}
-            print(f"lone request, max_batch_delay 300 ms: {waited * 1000:.0f} ms")
-            assert 0.3 <= waited < 0.3 + 5
-            start = time.monotonic()
-            r = await predict(server, "single")
-            waited = time.monotonic() - start
-            assert r.status_code == 200 and json.loads(r.text) == {"batch": 1}
-            print(f"lone request, batch_size 1: {waited * 1000:.0f} ms")
-            assert waited < 4
+        for name in ("batchsize", "single"):  # the first request may pay for imports
+            assert (await predict(server, name)).status_code == 200
+        start = time.monotonic()
+        r = await predict(server, "batchsize")
+        waited = time.monotonic() - start
+        assert r.status_code == 200 and json.loads(r.text) == {"batch": 1}
+        print(f"lone request, max_batch_delay 1000 ms: {waited * 1000:.0f} ms")
+        assert 1.0 <= waited < 1.9  # the margin is for a loaded machine, below a 2nd wait
+        start = time.monotonic()
+        r = await predict(server, "single")
+        waited = time.monotonic() - start
+        assert r.status_code == 200 and json.loads(r.text) == {"batch": 1}
+        print(f"lone request, batch_size 1, max_batch_delay 5000 ms: {waited * 1000:.0f} ms")
+        assert waited < 2.5
 
 
 async def test_batched_answers_go_back_to_their_own_requests(tmp_path):

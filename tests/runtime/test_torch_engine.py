@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -125,7 +126,7 @@ def test_a_batch_is_answered_request_by_request(tmp_path: Path) -> None:
 
 
 def test_gpu_without_cuda_is_a_load_failure(tmp_path: Path) -> None:
-    if torch.cuda.is_available():
+    if torch.cuda.is_available():  # bench/gpu_check.sh runs this with CUDA hidden
         pytest.skip("this machine has CUDA")
     torch.jit.script(Double()).save(str(tmp_path / "model.pt"))
     with pytest.raises(TorchLoadError, match="Cannot load on gpu0: CUDA is not available"):
@@ -143,3 +144,53 @@ def test_batchifier_none_runs_a_scalar_input_on_its_own(tmp_path: Path) -> None:
     with np.load(io.BytesIO(bytes(answers[0].content.get("data")))) as f:
         assert f[f.files[0]].shape == () and float(f[f.files[0]]) == 3.0
     assert json.loads(bytes(answers[1].content.get("data"))) == {"predictions": [2.0, 4.0]}
+
+
+# -- CUDA (bench/gpu_check.sh runs these on a machine with a GPU) ------------------------------
+
+#: Set by bench/gpu_check.sh: there, a missing GPU is a failure, never a skip.
+GPU_REQUIRED = os.environ.get("DJL_GPU_CHECK") == "1"
+needs_cuda = pytest.mark.skipif(not torch.cuda.is_available() and not GPU_REQUIRED,
+                                reason="no CUDA on this machine (bench/gpu_check.sh)")
+
+
+class Where(torch.nn.Module):
+    """Each item's answer: the batch size × 100 + the index of the device it ran on."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * 0 + (x.size(0) * 100 + x.get_device())
+
+
+@pytest.mark.gpu
+@needs_cuda
+def test_a_batch_runs_as_one_forward_on_each_cuda_device(tmp_path: Path) -> None:
+    torch.jit.script(Where()).save(str(tmp_path / "model.pt"))
+    assert torch.cuda.device_count() > 0
+    for index in range(torch.cuda.device_count()):
+        e = TorchEngine(tmp_path, "model.pt", str(index))
+        e.load()
+        assert e.device == torch.device(f"cuda:{index}")
+        assert e.initialise(Input({}, PairList())).code == 204
+        json_item = ({"Content-Type": "application/json"}, [("data", b"[1.0, 2.0]")])
+        answers = e.invoke(batch(*[json_item] * 4))
+        for answer in answers:  # 4 items in one forward, on cuda:index, answered on the CPU
+            got = json.loads(bytes(answer.content.get("data")))
+            assert got == {"predictions": [400.0 + index] * 2}, got
+
+
+@pytest.mark.gpu
+@needs_cuda
+def test_a_device_past_the_gpu_count_is_a_load_failure(tmp_path: Path) -> None:
+    torch.jit.script(Double()).save(str(tmp_path / "model.pt"))
+    count = torch.cuda.device_count()
+    with pytest.raises(TorchLoadError, match=f"Cannot load on gpu{count}: torch sees {count} "):
+        TorchEngine(tmp_path, "model.pt", str(count)).load()
+
+
+def test_the_cpu_runs_a_batch_as_one_forward_too(tmp_path: Path) -> None:
+    """The same probe on the CPU (device index -1): what the CUDA test compares against."""
+    e = engine(tmp_path, Where())
+    json_item = ({"Content-Type": "application/json"}, [("data", b"[1.0]")])
+    answers = e.invoke(batch(*[json_item] * 3))
+    assert [json.loads(bytes(a.content.get("data"))) for a in answers] == [
+        {"predictions": [299.0]}] * 3

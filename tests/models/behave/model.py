@@ -2,7 +2,8 @@
 
 ``big``: a body of ``size`` bytes; ``many``: ``count`` items of ``size`` bytes.
 ``stream``: ``n`` chunks of ``size`` bytes (default 1), the first one after ``delay``
-seconds (default none), ``before`` seconds spent in ``handle`` first; with ``exit_after``
+seconds (default none), ``every`` seconds between chunks (default none), ``before``
+seconds spent in ``handle`` first; with ``exit_after``
 the process exits after that many chunks. ``sleep``: ``seconds`` in ``handle``, after
 creating the file ``mark`` (holding the pid) if given. ``where``: this file's path,
 the cwd and the pid.
@@ -85,10 +86,13 @@ def _chunks(item):
     delay = float(item.get_as_string("delay")) if item.contains_key("delay") else 0.0
     if delay:
         time.sleep(delay)
+    every = float(item.get_as_string("every")) if item.contains_key("every") else 0.0
     exit_after = int(item.get_as_string("exit_after")) if item.contains_key("exit_after") else -1
     chunk = b"x" * size
     for i in range(n):
         if i == exit_after:
             sys.stdout.flush()
             os._exit(5)
+        if every and i:
+            time.sleep(every)
         yield chunk
