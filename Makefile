@@ -9,11 +9,12 @@ export PIP_CONSTRAINT := $(CURDIR)/constraints.txt
 HOST ?= 127.0.0.1
 PORT ?= 8080
 
-.PHONY: install serve test lint bench clean
+.PHONY: install serve test lint bench clean browser
 
 install: $(VENV)/.installed examples/mlp/model.pt examples/mlp/model.pt2 examples/mlp/model.onnx
 
-$(VENV)/.installed: pyproject.toml setup.py constraints.txt djl/_batch.pyx djl/_tensor.pxi
+$(VENV)/.installed: pyproject.toml setup.py constraints.txt djl/_batch.pyx djl/_tensor.pxi \
+		djl/_answer.pxi
 	test -d $(VENV) || $(PY) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 	$(PIP) install -q -c constraints.txt -e '.[test,torch,ray,onnx]'
@@ -32,9 +33,13 @@ serve: install
 	SERVING_PROMETHEUS=true \
 	exec $(BIN)/djl-serving --models echo=file:examples/echo/ mlp=file:examples/mlp/
 
-test: install
+test: install browser
 	$(BIN)/ruff check djl djl_python tests bench
 	$(BIN)/python -m pytest -q
+
+# The console's browser tests drive Debian's headless Chromium (CI runs this as root too).
+browser:
+	(command -v chromium && command -v chromedriver) >/dev/null || (apt-get update && apt-get install -y chromium chromium-driver)
 
 bench: install
 	$(BIN)/python bench/echo.py

@@ -5,7 +5,7 @@ from setuptools import Extension, setup
 
 setup(
     ext_modules=cythonize(
-        [Extension("djl._batch", ["djl/_batch.pyx"], depends=["djl/_tensor.pxi"])],
+        [Extension("djl._batch", ["djl/_batch.pyx"], depends=["djl/_tensor.pxi", "djl/_answer.pxi"])],
         compiler_directives={"language_level": "3", "boundscheck": False, "wraparound": False},
     ),
 )

@@ -6,18 +6,24 @@ Starts real servers on free ports of 127.0.0.1, each in its own process:
   hypercorn's trio worker, served as djl serves (what Quart costs);
 * ``raw-trio`` / ``raw-asyncio``: a plain ASGI app doing the same on hypercorn's trio /
   asyncio worker (hypercorn's own ceiling);
-* ``djl``: ``python -m djl`` with no start-up models; the script registers
-  ``examples/echo`` over HTTP twice: ``echo`` with its own serving.properties (batch_size 8,
-  max_batch_delay 10 ms, 1-2 workers) and ``echo_b1`` with ``batch_size=1`` (no batching
-  delay: the pure per-request overhead);
+* ``h11-floor`` / ``httptools-floor``: plain trio answering the fixed body, parsing with
+  h11 / httptools, no hypercorn and no ASGI (the floors under any trio server);
+* ``djl``: ``python -m djl`` on its own front (``http_server=djl``, the default) with no
+  start-up models; the script registers ``examples/echo`` over HTTP twice: ``echo`` with
+  its own serving.properties (batch_size 8, max_batch_delay 10 ms) and ``echo_b1`` with
+  ``batch_size=1`` (no batching delay: the pure per-request overhead), both pinned to one
+  worker, as TorchServe's are;
+* ``djl-hypercorn`` / ``djl-hypercorn-b1``: the same under ``http_server=hypercorn``, at its
+  best setting (``lean_connections``: LeanTCPServer and LeanConfig);
 * ``djl-main`` / ``djl-main-b1`` (with ``--main DIR``): the same, from another checkout
   (e.g. main's), the baseline of a change measured in the same run;
-* ``djl-stock`` / ``djl-stock-b1``: ``djl`` with ``SERVING_LEAN_CONNECTIONS=false``,
+* ``djl-stock`` / ``djl-stock-b1``: ``djl-hypercorn`` with ``SERVING_LEAN_CONNECTIONS=false``,
   hypercorn's own connection class (what ``djl.http.connection`` saves);
 * ``djl-metrics`` / ``djl-metrics-b1``: ``djl`` / ``djl-b1`` with ``SERVING_PROMETHEUS=true``
   (what the metrics cost: ``--targets bare djl djl-metrics djl-b1 djl-metrics-b1``);
-* ``torchserve`` (when ``bench/.venv-ts`` exists, ``sh bench/setup.sh``): TorchServe 0.12
-  with ``bench/torchserve_echo.py`` as handler, batch 8 / 10 ms like ``echo``.
+* ``torchserve`` / ``torchserve-b1`` (when ``bench/.venv-ts`` exists, ``sh
+  bench/setup.sh``): TorchServe 0.12 with ``bench/torchserve_echo.py`` as handler, one
+  worker, batch 8 / 10 ms like ``echo`` and batch 1 like ``echo_b1``.
 
 Then, round by round and interleaved (every target at each concurrency, so drift hits
 all alike), it warms up and drives ``POST /predictions/<model>`` with wrk for
@@ -64,35 +70,46 @@ from _common import (  # noqa: E402
 )
 
 ECHO_DIR = REPO / "examples" / "echo"
+#: One worker for every echo model: TorchServe's row has one (like with like).
+_ONE = {"min_worker": 1, "max_worker": 1}
+_B1 = {"batch_size": 1, **_ONE}
 #: target → (server, model name, registration overrides); None overrides = the bare route.
 TARGETS: dict[str, tuple[str, str, dict[str, Any]]] = {
     "bare": ("bare", "bare", {}),
     "raw-trio": ("raw-trio", "raw", {}),
     "raw-asyncio": ("raw-asyncio", "raw", {}),
-    "djl": ("djl", "echo", {}),
-    "djl-b1": ("djl", "echo_b1", {"batch_size": 1}),
-    "djl-main": ("djl-main", "echo", {}),
-    "djl-main-b1": ("djl-main", "echo_b1", {"batch_size": 1}),
-    "torchserve": ("torchserve", "echo", {}),
+    "h11-floor": ("h11-floor", "floor", {}),
+    "httptools-floor": ("httptools-floor", "floor", {}),
+    "djl": ("djl", "echo", _ONE),
+    "djl-b1": ("djl", "echo_b1", _B1),
+    "djl-hypercorn": ("djl-hypercorn", "echo", _ONE),
+    "djl-hypercorn-b1": ("djl-hypercorn", "echo_b1", _B1),
+    "djl-main": ("djl-main", "echo", _ONE),
+    "djl-main-b1": ("djl-main", "echo_b1", _B1),
+    "torchserve": ("torchserve", "echo", {"batch_size": 8}),
+    "torchserve-b1": ("torchserve", "echo_b1", {"batch_size": 1}),
     # Connection A/B (issue 10.4): hypercorn's own TCPServer instead of LeanTCPServer.
-    "djl-stock": ("djl-stock", "echo", {}),
-    "djl-stock-b1": ("djl-stock", "echo_b1", {"batch_size": 1}),
+    "djl-stock": ("djl-stock", "echo", _ONE),
+    "djl-stock-b1": ("djl-stock", "echo_b1", _B1),
     # GC settings A/B against the defaults (gc_freeze on, gc_thresholds 20000,50,100).
-    "djl-nofreeze": ("djl-nofreeze", "echo", {}),
-    "djl-gcpy": ("djl-gcpy", "echo", {}),
+    "djl-nofreeze": ("djl-nofreeze", "echo", _ONE),
+    "djl-gcpy": ("djl-gcpy", "echo", _ONE),
     # Metrics A/B (issue 11): the same echo model with SERVING_PROMETHEUS=true.
-    "djl-metrics": ("djl-metrics", "echo", {}),
-    "djl-metrics-b1": ("djl-metrics", "echo_b1", {"batch_size": 1}),
+    "djl-metrics": ("djl-metrics", "echo", _ONE),
+    "djl-metrics-b1": ("djl-metrics", "echo_b1", _B1),
 }
+_HYPERCORN = {"SERVING_HTTP_SERVER": "hypercorn"}
 #: djl servers: name → SERVING_* settings.
 DJL_SERVERS: dict[str, dict[str, str]] = {
     "djl": {}, "djl-main": {},
-    "djl-stock": {"SERVING_LEAN_CONNECTIONS": "false"},
+    "djl-hypercorn": _HYPERCORN,
+    "djl-stock": {**_HYPERCORN, "SERVING_LEAN_CONNECTIONS": "false"},
     "djl-nofreeze": {"SERVING_GC_FREEZE": "false"},
     "djl-gcpy": {"SERVING_GC_THRESHOLDS": "700,10,10"},
     "djl-metrics": {"SERVING_PROMETHEUS": "true"},
 }
-DEFAULT_TARGETS = ["bare", "raw-trio", "raw-asyncio", "djl", "djl-b1", "torchserve"]
+DEFAULT_TARGETS = ["bare", "h11-floor", "httptools-floor", "djl", "djl-b1", "djl-hypercorn",
+                   "djl-hypercorn-b1", "torchserve", "torchserve-b1"]
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -149,6 +166,10 @@ def start_servers(args: argparse.Namespace, procs: Processes,
         if f"raw-{worker}" in wanted:
             servers[f"raw-{worker}"] = start_bare(procs, body, app="raw", worker=worker,
                                                   name=f"raw-{worker}")
+    for parser in ("h11", "httptools"):
+        if f"{parser}-floor" in wanted:
+            servers[f"{parser}-floor"] = start_bare(procs, body, app=parser,
+                                                    name=f"{parser}-floor")
     for name, settings in DJL_SERVERS.items():
         if name in wanted:
             servers[name] = start_djl(procs, name=name, extra_env=settings,
@@ -162,10 +183,14 @@ def start_servers(args: argparse.Namespace, procs: Processes,
             print("TorchServe not installed (sh bench/setup.sh): its row is skipped")
         else:
             store = procs.tmp / "ts-store"
-            mar = torchserve_archive(store, "echo", BENCH_DIR / "torchserve_echo.py")
+            models = [(TARGETS[t][1], TARGETS[t][2]["batch_size"]) for t in args.targets
+                      if TARGETS[t][0] == "torchserve"]
+            mars = [torchserve_archive(store, model, BENCH_DIR / "torchserve_echo.py")
+                    for model, _ in models]
             servers["torchserve"] = start_torchserve(procs, store)
-            torchserve_register(servers["torchserve"], mar.name, batch_size=8,
-                                max_batch_delay_ms=10)
+            for mar, (_, batch_size) in zip(mars, models, strict=True):
+                torchserve_register(servers["torchserve"], mar.name, workers=1,
+                                    batch_size=batch_size, max_batch_delay_ms=10)
     return servers
 
 
@@ -209,6 +234,35 @@ def summarise(points: list[dict[str, Any]], targets: list[str],
                 "errors": sum(v["errors"] + v["non_2xx"] for v in mine),
             })
     return rows
+
+
+def front_targets(points: list[dict[str, Any]]) -> dict[str, float]:
+    """The front issue's echo targets as same-round ratios (median over rounds)."""
+    pairs = {
+        "djl-b1 server CPU / httptools-floor server CPU (target <= 4)":
+            ("djl-b1", "httptools-floor", "server_cpu_us_per_req"),
+        "djl server CPU / httptools-floor server CPU":
+            ("djl", "httptools-floor", "server_cpu_us_per_req"),
+        "djl req/s / torchserve req/s (target >= 3)": ("djl", "torchserve", "rps"),
+        "djl-b1 req/s / torchserve-b1 req/s": ("djl-b1", "torchserve-b1", "rps"),
+        "djl-b1 req/s / djl-hypercorn-b1 req/s": ("djl-b1", "djl-hypercorn-b1", "rps"),
+        "djl-hypercorn-b1 server CPU / httptools-floor server CPU":
+            ("djl-hypercorn-b1", "httptools-floor", "server_cpu_us_per_req"),
+    }
+    out: dict[str, float] = {}
+    for c in sorted({p["concurrency"] for p in points}):
+        for label, (mine, other, key) in pairs.items():
+            ratios = []
+            for p in points:
+                if p["target"] != mine or p["concurrency"] != c:
+                    continue
+                peer = next((q for q in points if q["target"] == other
+                             and q["concurrency"] == c and q["round"] == p["round"]), None)
+                if peer and peer[key]:
+                    ratios.append(p[key] / peer[key])
+            if ratios:
+                out[f"c{c} {label}"] = statistics.median(ratios)
+    return out
 
 
 def _ratio(value: float | None) -> str:
@@ -260,6 +314,9 @@ def main(argv: list[str] | None = None) -> int:
           "server/workers/client µs/req: CPU time per request; RSS: the server's, "
           "largest over rounds; other load: cores busy with "
           "work that is not ours (noise).")
+    targets = front_targets(points)
+    for key, value in targets.items():
+        print(f"{key}: {value:.2f}")
     path = write_results("echo.json", {
         "bench": "echo",
         "settings": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
@@ -268,6 +325,7 @@ def main(argv: list[str] | None = None) -> int:
                         "overrides": TARGETS[t][2]} for t in args.targets},
         "machine": info,
         "summary": rows,
+        "targets_same_run": targets,
         "points": points,
     })
     print(f"wrote {path}")

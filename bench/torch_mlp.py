@@ -1,7 +1,8 @@
-"""A batched MLP six ways, in one run: djl's PyTorch engine on TorchScript and on a
-``torch.export`` program (``.pt2``), djl's ONNX Runtime engine, the TorchScript model as a
-plain ``model.py`` handler on djl, and TorchServe 0.12 serving the TorchScript file and the
-same ``.onnx`` (its BaseHandler's ONNX session).
+"""A batched MLP seven ways, in one run: djl's PyTorch engine on TorchScript, on djl's own
+front (``http_server=djl``, the default) and under ``http_server=hypercorn`` (its best
+setting, LeanTCPServer), and on a ``torch.export`` program (``.pt2``), djl's ONNX Runtime
+engine, the TorchScript model as a plain ``model.py`` handler on djl, and TorchServe 0.12
+serving the TorchScript file and the same ``.onnx`` (its BaseHandler's ONNX session).
 
 The model is examples/mlp's ``Linear(128,256)-ReLU-Linear(256,10)`` (same seed) in each
 form (examples/mlp/build.py), written into a temp folder. Every server gets one worker,
@@ -58,6 +59,8 @@ minWorkers=1
 maxWorkers=1
 option.num_threads=1
 """
+
+HYPERCORN_ROW = "djl engine, hypercorn"
 
 #: The same model behind djl's Python engine: what a user writes without the engine.
 MODEL_PY = '''"""The MLP as a plain djl handler (bench/torch_mlp.py): JSON in, JSON out."""
@@ -199,13 +202,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--duration", type=float, default=10.0, help="seconds per point")
     parser.add_argument("--warmup", type=float, default=3.0, help="warm-up seconds per point")
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 64])
-    parser.add_argument("--rounds", type=int, default=1)
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds (median)")
     parser.add_argument("--no-torchserve", action="store_true", help="skip TorchServe")
     parser.add_argument("--wrk-threads", type=int, default=1)
     parser.add_argument("--quick", action="store_true", help="~1 min: 4 s points")
     args = parser.parse_args(argv)
     if args.quick:
-        args.duration, args.warmup = 4.0, 1.0
+        args.duration, args.warmup, args.rounds = 4.0, 1.0, 1
     return args
 
 
@@ -224,13 +227,17 @@ def main(argv: list[str] | None = None) -> int:
         targets: dict[str, tuple[Server, str]] = {}
         with timer("start djl"):
             djl = start_djl(procs)
+            hyper = start_djl(procs, name="djl-hypercorn",
+                              extra_env={"SERVING_HTTP_SERVER": "hypercorn"})
         register(djl, paths["engine"], "mlp_engine")
         register(djl, paths["pt2"], "mlp_pt2")
         register(djl, paths["onnx"], "mlp_onnx")
         register(djl, paths["handler"], "mlp_handler")
+        register(hyper, paths["engine"], "mlp_engine")
         targets["djl PyTorch engine"] = (djl, f"{djl.base_url}/predictions/mlp_engine")
         targets["djl .pt2 engine"] = (djl, f"{djl.base_url}/predictions/mlp_pt2")
         targets["djl ONNX engine"] = (djl, f"{djl.base_url}/predictions/mlp_onnx")
+        targets[HYPERCORN_ROW] = (hyper, f"{hyper.base_url}/predictions/mlp_engine")
         targets["djl model.py handler"] = (djl, f"{djl.base_url}/predictions/mlp_handler")
         if args.no_torchserve or torchserve_available(allow_install=True) is None:
             notes.append("TorchServe skipped (not installed: sh bench/setup.sh)")
@@ -325,7 +332,14 @@ def compute_ratios(points: list[dict[str, Any]]) -> dict[str, Any]:
         ts_rps = median("TorchServe 0.12", c, "rps")
         handler_rps = median("djl model.py handler", c, "rps")
         if engine_rps and ts_rps:
-            out[f"c{c} engine / TorchServe req/s"] = engine_rps / ts_rps
+            out[f"c{c} engine / TorchServe req/s (target >= 1.2 at c64)"] = engine_rps / ts_rps
+        engine_p99 = median("djl PyTorch engine", c, "p99_ms")
+        ts_p99 = median("TorchServe 0.12", c, "p99_ms")
+        if engine_p99 and ts_p99:
+            out[f"c{c} engine / TorchServe p99 (target < 1)"] = engine_p99 / ts_p99
+        hyper_rps = median(HYPERCORN_ROW, c, "rps")
+        if engine_rps and hyper_rps:
+            out[f"c{c} engine on djl's front / on hypercorn req/s"] = engine_rps / hyper_rps
         if engine_rps and handler_rps:
             out[f"c{c} engine / handler req/s"] = engine_rps / handler_rps
         onnx_rps = median("djl ONNX engine", c, "rps")

@@ -1,8 +1,10 @@
-"""``djl-serving`` / ``python -m djl``: command line → ServerConfig → hypercorn (trio).
+"""``djl-serving`` / ``python -m djl``: command line → ServerConfig → the HTTP server:
+djl's own (``djl.http.server``, the default) or hypercorn's trio worker
+(``http_server=hypercorn``).
 
 Start-up failures (bad configuration, a start-up model that cannot load, a port in use)
 print one line to stderr and exit with status 1. SIGTERM and SIGINT shut down cleanly:
-hypercorn stops accepting, in-flight requests finish, then every worker is stopped.
+the server stops accepting, in-flight requests finish, then every worker is stopped.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from djl.config import (
     load_server_config,
 )
 from djl.errors import DjlError, exception_leaves
+from djl.http import connection, server
 from djl.http.connection import LeanConfig
 from djl.log_levels import python_level
 from djl.registry import ModelManager
@@ -73,9 +76,10 @@ async def run_server(config: ServerConfig, *, task_status: Any = trio.TASK_STATU
                      shutdown: trio.Event | None = None) -> None:
     """Load the start-up models, serve until SIGTERM/SIGINT (or ``shutdown``), stop.
 
-    ``task_status.started`` receives hypercorn's bind list. With ``wait_model_loading``
-    (the default) the models load before any port is bound and a failure raises here;
-    otherwise the ports open at once and a load failure stops the server 3 s later.
+    ``task_status.started`` receives the bound URLs (written as hypercorn does). With
+    ``wait_model_loading`` (the default) the models load before any port is bound and a
+    failure raises here; otherwise the ports open at once and a load failure stops the
+    server 3 s later.
     Shutdown order: stop accepting and, meanwhile, stop the models (see
     _shut_down_on_stop), so every accepted request is answered before the listeners go.
     """
@@ -106,17 +110,12 @@ async def run_server(config: ServerConfig, *, task_status: Any = trio.TASK_STATU
                 nursery.start_soon(_load_or_stop, manager, config, stop)
             app = create_app(config, manager)
             settle_gc(config)
-
-            async def trigger() -> None:
-                await stop.wait()
-
             async with trio.open_nursery() as servers:
-                binds: list[str] = []
-                for address, role in _listeners(config):
-                    binds += await servers.start(
-                        _serve, Listener(app, role, lifespan=True),
-                        hypercorn_config(address, config), trigger,
-                    )
+                if config.http_server == "djl":
+                    binds = await servers.start(server.serve, app, manager, config,
+                                                _listeners(config), stop)
+                else:
+                    binds = await servers.start(_serve_hypercorn, app, config, stop)
                 log.info("djl serving on %s", ", ".join(binds))
                 if manager.metrics is not None:
                     manager.metrics.server_started(__version__, trio.current_time() - began)
@@ -135,11 +134,11 @@ def _listeners(config: ServerConfig) -> list[tuple[Address, str]]:
 
 
 async def _shut_down_on_stop(stop: trio.Event, manager: ModelManager) -> None:
-    """Stop models while hypercorn still serves, so every request gets an answer.
+    """Stop models while the server still serves, so every request gets an answer.
 
     Loads in progress (start-up, synchronous registrations) are aborted; queued requests
     get 503 "Worker shutting down" at once; in-flight ones get SHUTDOWN_GRACE_S to finish,
-    then the same 503. Hypercorn's graceful timeout is longer, so those answers are still
+    then the same 503. The server's graceful timeout is longer, so those answers are still
     written before it drops the connections that are left.
     """
     await stop.wait()
@@ -161,6 +160,25 @@ async def _load_or_stop(manager: ModelManager, config: ServerConfig, stop: trio.
         log.error("start-up model failed to load: %s; stopping in 3 s", exc.message)
         await trio.sleep(3)
         stop.set()
+
+
+async def _serve_hypercorn(app: Any, config: ServerConfig, stop: trio.Event, *,
+                           task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+    """``http_server=hypercorn``: one hypercorn trio server per listener, with
+    ``LeanTCPServer`` installed for as long as they serve (``lean_connections``)."""
+
+    async def trigger() -> None:
+        await stop.wait()
+
+    with connection.installed(config.lean_connections):
+        async with trio.open_nursery() as servers:
+            binds: list[str] = []
+            for address, role in _listeners(config):
+                binds += await servers.start(
+                    _serve, Listener(app, role, lifespan=True),
+                    hypercorn_config(address, config), trigger,
+                )
+            task_status.started(binds)
 
 
 async def _serve(app: Any, hc: HypercornConfig, trigger: Any, *,

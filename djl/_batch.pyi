@@ -18,6 +18,10 @@ RECV_SIZE: int  # bytes one recv on a worker channel asks for (64 KiB, under mma
 DEFAULT_PRIORITY: int  # a request's priority without x-priority (spec §3.4); lower runs first
 
 def random_uuid4() -> str: ...  # a version 4 UUID string (pooled os.urandom bytes)
+def set_status_lines(lines: dict[int, bytes]) -> None: ...  # answer_head_c's status lines
+def answer_head_c(  # (head, close) of an HTTP/1.1 answer; None if a header has CR/LF/NUL
+    status: int, headers: list[tuple[bytes, bytes]], close: bool, keep_alive: bool = ...,
+    chunked: bool = ...) -> tuple[bytes, bool] | None: ...
 
 class Job:
     """One request for one model: its input, priority and the slot its answer lands in."""

@@ -1,15 +1,25 @@
 # cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
-"""The hot path, shared by both ends of the worker pipe.
+"""The hot path, shared by both ends of the worker pipe: one extension module holding
+four jobs, each in its own section (the tensor codecs in the included ``_tensor.pxi``).
 
-* ``Job`` and ``JobQueue``: the per-model priority queue (server side). FIFO within a
-  priority, lower priority first, the queue-full rule of spec §5.3, cancelled jobs
-  dropped lazily in O(1).
-* The frame codec (both sides): whole length-prefixed frames; ``FrameDecoder`` is
-  sans-IO — ``feed(bytes)`` then iterate — so the trio server and the blocking worker
-  share it (like hypercorn's ``protocol/``).
-* ``encode_batch`` builds one request out of a batch with the ``batch_NNN.`` key
-  convention of spec §6.8 in a single preallocated buffer; ``split_batch`` maps a
-  batched response back to its jobs.
+* Queue (server side): ``Job`` and ``JobQueue``, the per-model priority queue. FIFO
+  within a priority, lower priority first, the queue-full rule of spec §5.3, cancelled
+  jobs dropped lazily in O(1).
+* Frame codec (both sides): whole length-prefixed frames (layout below), written by the
+  ``encode_*`` functions into one preallocated buffer and read by ``decode_*``;
+  ``FrameDecoder`` is sans-IO — ``feed(bytes)`` then iterate — so the trio server and the
+  blocking worker share it (like hypercorn's ``protocol/``). ``encode_batch`` builds one
+  request out of a batch with the ``batch_NNN.`` key convention of spec §6.8;
+  ``split_batch`` maps a batched response back to its jobs; ``request_items`` and
+  ``encode_ok_results`` are the PyTorch engine's one-pass read of a batch and write of
+  its answers.
+* Request ids (server side): ``random_uuid4``, version 4 UUID strings from a pooled
+  ``os.urandom`` read, formatted in C, the pool refilled in a forked child.
+* Tensor codecs (worker side, ``_tensor.pxi``): ``parse_tensors`` / ``read_requests``
+  check and index a request's JSON, NDList or npz payload, ``collate`` fills one
+  C-contiguous array per input for a whole batch, ``encode_tensors`` / ``encode_rows``
+  write the answers, ``input_format`` / ``output_format`` pick the formats, and
+  ``parse_ndlist_any`` backs ``djl.ndlist``. Their formats are described there.
 
 Frame layout (all integers big-endian)::
 
@@ -835,3 +845,4 @@ def random_uuid4():
 
 
 include "_tensor.pxi"
+include "_answer.pxi"

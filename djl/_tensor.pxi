@@ -1,5 +1,5 @@
 # Included by _batch.pyx (one extension module, msgpack's _cmsgpack.pyx style).
-"""Tensor codecs and collation: the engine's hot path (issue 9, points 4 and 5).
+"""Tensor codecs and collation: the PyTorch engine's hot path.
 
 A request's payload is read once by ``parse_tensors``, which checks it completely and
 records per input its dtype, shape and where its values lie, without creating a Python

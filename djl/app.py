@@ -36,7 +36,8 @@ from djl.errors import (
     exception_leaves,
 )
 from djl.errors import RequestTimeout as BodyTimeout
-from djl.http import codec, connection, inference, management
+from djl.figures import LiveFigures
+from djl.http import codec, console, inference, management
 from djl.http.access_log import MODEL_KEY
 from djl.http.front import INVOKE, ROLE_KEY, Front, is_inference
 from djl.registry import ModelManager
@@ -48,6 +49,7 @@ ALL_METHODS = ["GET", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "HEAD"]
 
 _MANAGEMENT = re.compile(r"^/(workflows([/?].*)?|server/.+|models([/?].*)?)$")
 _ADAPTERS = re.compile(r"^(/models/[^/?]+)?/adapters([/?].*)?$")
+_CONSOLE = re.compile(r"^/console([/?].*)?$")
 
 def create_app(config: ServerConfig | None = None,
                manager: ModelManager | None = None) -> QuartTrio:
@@ -65,6 +67,8 @@ def create_app(config: ServerConfig | None = None,
     manager = manager or ModelManager(config)
     app.extensions["djl.manager"] = manager
     app.extensions["djl.config"] = config
+    # The console's live figures: a history sampled from the metrics (none when they are off).
+    figures = LiveFigures(manager.metrics.families) if manager.metrics is not None else None
 
     if owns_manager:
 
@@ -86,7 +90,7 @@ def create_app(config: ServerConfig | None = None,
     @app.route("/", defaults={"path": ""}, methods=ALL_METHODS, provide_automatic_options=False)
     @app.route("/<path:path>", methods=ALL_METHODS, provide_automatic_options=False)
     async def _catch_all(path: str) -> Response:
-        return await dispatch(manager, config)
+        return await dispatch(manager, config, figures)
 
     @app.errorhandler(HTTPException)
     async def _http_error(error: HTTPException) -> Response:
@@ -94,17 +98,15 @@ def create_app(config: ServerConfig | None = None,
         return codec.error_response(_as_djl_error(error, config), req_id, config)
 
     # The inference routes skip Quart (djl.http.front); installed here, so every way of
-    # serving create_app() gets it.
+    # serving create_app() gets it. Nothing process-wide is changed here: djl-serving's
+    # entry point owns that (djl.__main__).
     app.asgi_app = Front(  # type: ignore[method-assign]
         _EndCutStreams(app.asgi_app), manager, config)
-    # Process-wide (hypercorn's trio worker looks its connection class up by name), so
-    # set on every create_app: the last app's setting is the one that serves.
-    connection.install(config.lean_connections)
     return app
 
 
 def settle_gc(config: ServerConfig) -> None:
-    """Once start-up is done: the cyclic GC set for a server (issue 10).
+    """Once start-up is done: the cyclic GC set for a server.
 
     A tenth of a request's CPU went to collections triggered by per-request allocations,
     the full ones walking every module, class and route object of the process. Frozen,
@@ -150,7 +152,8 @@ def _as_djl_error(error: HTTPException, config: ServerConfig) -> DjlError:
     return DjlError(error.description or error.name, status=error.code or 500)
 
 
-async def dispatch(manager: ModelManager, config: ServerConfig) -> Response:
+async def dispatch(manager: ModelManager, config: ServerConfig,
+                   figures: LiveFigures | None = None) -> Response:
     """Route one request (spec §1.2) and render whatever it raises (spec §1.4)."""
     # Resolve Quart's context-local proxy once: every attribute read through it costs a
     # context lookup, and a request reads a dozen.
@@ -187,6 +190,8 @@ async def dispatch(manager: ModelManager, config: ServerConfig) -> Response:
         if _MANAGEMENT.match(uri) and not (method == "POST" and INVOKE.match(uri)):
             _check_token(req, config)
             return await management.handle(call)
+        if _CONSOLE.match(uri):
+            return await console.handle(call, figures, lambda: _check_token(req, config))
         raise NotFound.resource()
     except HTTPException as exc:
         return codec.error_response(_as_djl_error(exc, config), req_id, config)

@@ -27,7 +27,7 @@ from typing import Any
 import trio
 
 from djl.errors import AsyncResultsFull, BadRequest, OutputTooLarge, StreamCut
-from djl.io import Output
+from djl.io import ChunkSource, Output
 
 log = logging.getLogger("djl.async_results")
 
@@ -137,7 +137,7 @@ class AsyncResults:
         try:
             while True:
                 with trio.move_on_after(self.chunk_timeout_s) as waiting:
-                    chunk = await _next_chunk(stream)
+                    chunk = await next_chunk(stream)
                 if waiting.cancelled_caught:
                     raise StreamCut(f"The model sent no stream chunk within "
                                     f"chunked_read_timeout ({self.chunk_timeout_s:g}s)")
@@ -249,11 +249,14 @@ class AsyncResults:
         return Page(status, properties, b"".join(items), next_token)
 
 
-async def _next_chunk(stream: Any) -> bytes | None:
+async def next_chunk(stream: ChunkSource) -> bytes | None:
+    """A streamed Output's next chunk on the server; None once it has ended (or was
+    closed). ``StreamCut`` when the worker side stopped before the model's last chunk."""
     try:
         return await stream.receive()
     except (trio.EndOfChannel, trio.ClosedResourceError):
         return None
 
 
-__all__ = ["KEY_LENGTH", "PENDING_MESSAGE", "PENDING_STATUS", "AsyncResults", "Page"]
+__all__ = ["KEY_LENGTH", "PENDING_MESSAGE", "PENDING_STATUS", "AsyncResults", "Page",
+           "next_chunk"]

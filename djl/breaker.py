@@ -8,61 +8,19 @@ unexpected failure), ``error_rate_any`` counts both. A bucket holds ``count`` to
 refilled to full only once whole windows have passed, so ``1/PT5M`` tolerates one error in
 five minutes and trips on the second.
 
-Unset rules cost nothing: a server without them never builds a bucket, and the request
-path calls in here only for a failure or an Output code that counts.
+Which failure is which is decided by ``errors.failure_of`` / ``failure_of_code``; the
+registry's ``FailureObserver`` hands each one to ``count`` here and to the metrics. Unset
+rules cost nothing: a server without them never builds a bucket.
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
-from dataclasses import dataclass
 
 import trio
 
-from djl.config import ERROR_RATE_WINDOW_S
-from djl.errors import DjlError
-
-_DURATION = re.compile(
-    r"P(?:(?P<d>\d+)D)?(?:T(?:(?P<h>\d+)H)?(?:(?P<m>\d+)M)?(?:(?P<s>\d+(?:[.,]\d{1,9})?)S)?)?",
-    re.IGNORECASE,
-)
-#: Mapping B config keys (spec §1.4) whose failures are the workload manager's.
-_WLM_KEYS = frozenset({"wlm_error_http_code", "throttle_error_http_code"})
-
-
-def parse_duration(text: str) -> float:
-    """An ISO-8601 duration as ``java.time.Duration`` reads it (``PnDTnHnMn.nS``), in
-    seconds. Raises ValueError for anything else, or for a duration that is not positive."""
-    match = _DURATION.fullmatch(text.strip())
-    if match is None or text.strip().upper() in ("P", "PT") or text.strip()[-1:] in "Tt":
-        raise ValueError(f"not an ISO-8601 duration (e.g. PT5M): {text!r}")
-    days, hours, minutes, seconds = (match.group(k) for k in "dhms")
-    total = (int(days or 0) * 86400 + int(hours or 0) * 3600 + int(minutes or 0) * 60
-             + float((seconds or "0").replace(",", ".")))
-    if total <= 0:
-        raise ValueError(f"the duration must be positive: {text!r}")
-    return total
-
-
-@dataclass(frozen=True)
-class Rule:
-    """``count`` errors tolerated per ``window_s``."""
-
-    count: int
-    window_s: float
-
-
-def parse_rule(text: str) -> Rule | None:
-    """``count[/duration]``, e.g. ``10/PT1M``; empty means no rule. ValueError otherwise."""
-    text = text.strip()
-    if not text:
-        return None
-    count_text, sep, duration = text.partition("/")
-    count_text = count_text.strip()
-    if not count_text.isascii() or not count_text.isdigit() or int(count_text) < 1:
-        raise ValueError(f"the count must be a positive integer: {text!r}")
-    return Rule(int(count_text), parse_duration(duration) if sep else ERROR_RATE_WINDOW_S)
+from djl.config import Rule, parse_duration, parse_rule
+from djl.errors import Failure
 
 
 class TokenBucket:
@@ -118,30 +76,10 @@ class ErrorRateBreaker:
         if exceeded:
             self.tripped = True
 
-    def wlm_error(self) -> None:
+    def count(self, kind: Failure) -> None:
+        """One failed inference of ``kind``: its own rule, then ``error_rate_any``."""
         if self.active:
-            self._count(self._wlm)
-
-    def server_error(self) -> None:
-        if self.active:
-            self._count(self._server)
-
-    def failure(self, error: BaseException) -> None:
-        """An inference that raised (spec §1.4 mapping B): a WlmException counts as wlm,
-        a bad request not at all, anything else (unexpected, server errors) as server."""
-        if not self.active:
-            return
-        key = error.config_key if isinstance(error, DjlError) else "server_error_http_code"
-        if key in _WLM_KEYS:
-            self._count(self._wlm)
-        elif key == "server_error_http_code" or (
-                key is None and isinstance(error, DjlError) and error.status >= 500):
-            self._count(self._server)
-
-    def output_code(self, code: int) -> None:
-        """An Output the model answered with: ≥ 500 or 424 is a server error (spec §3.5)."""
-        if code >= 500 or code == 424:
-            self.server_error()
+            self._count(self._wlm if kind is Failure.WLM else self._server)
 
 
 __all__ = ["ErrorRateBreaker", "Rule", "TokenBucket", "parse_duration",

@@ -16,7 +16,7 @@ import math
 import os
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +33,13 @@ SHUTDOWN_GRACE_S = 10 * SECONDS
 UNREGISTER_GRACE_S = 5 * SECONDS
 #: Hypercorn: longer than the models' own grace, so their last answers still go out.
 HYPERCORN_GRACEFUL_TIMEOUT_S = SHUTDOWN_GRACE_S + 3
+#: djl's own server (``http_server=djl``): the same wait for in-flight answers at shutdown.
+SERVER_GRACEFUL_TIMEOUT_S = HYPERCORN_GRACEFUL_TIMEOUT_S
+#: djl's own server: a request line and headers longer than this are refused with 431
+#: (h11's limit under hypercorn, 16 KiB).
+MAX_REQUEST_HEAD_BYTES = 16 * 1024
+#: djl's own server: a TLS handshake must complete within this long, or the connection closes.
+TLS_HANDSHAKE_TIMEOUT_S = 10 * SECONDS
 #: Hypercorn: the lifespan's shutdown (models stop inside it) may take this long.
 HYPERCORN_SHUTDOWN_TIMEOUT_S = SHUTDOWN_GRACE_S * 3
 #: Hypercorn: the lifespan's start-up gets at least this, or the model loading timeout + 60.
@@ -45,6 +52,11 @@ ERROR_RATE_WINDOW_S = 60 * SECONDS
 #: Worker recycling by memory: how often a model's workers' RSS is read, unless the model's
 #: ``option.worker_rss_check_interval`` says otherwise.
 WORKER_RSS_CHECK_INTERVAL_S = 5 * SECONDS
+#: The console's live figures (djl.figures): rates and percentiles are over at least this
+#: much of the latest history, which is kept this long, sampled at most this often.
+FIGURES_WINDOW_S = 10 * SECONDS
+FIGURES_HISTORY_S = 300 * SECONDS
+FIGURES_SAMPLE_S = 1 * SECONDS
 
 
 class ConfigError(ValueError):
@@ -157,8 +169,57 @@ def _int(key: str, value: str) -> int:
         raise ConfigError(f"Invalid integer for {key}: {value!r}") from None
 
 
+def parse_java_bool(value: str | None, default: bool = False) -> bool:
+    """Java ``Boolean.parseBoolean`` with a default for an absent value (None): true only
+    for ``true`` in any case; any other value, the empty one included, is false (spec
+    §2.2 ``synchronous``, §3.8 ``x-synchronous``). Every boolean parameter reads this way."""
+    if value is None:
+        return default
+    return value.lower() == "true"
+
+
+_DURATION = re.compile(
+    r"P(?:(?P<d>\d+)D)?(?:T(?:(?P<h>\d+)H)?(?:(?P<m>\d+)M)?(?:(?P<s>\d+(?:[.,]\d{1,9})?)S)?)?",
+    re.IGNORECASE,
+)
+
+
+def parse_duration(text: str) -> float:
+    """An ISO-8601 duration as ``java.time.Duration`` reads it (``PnDTnHnMn.nS``), in
+    seconds. Raises ValueError for anything else, or for a duration that is not positive."""
+    match = _DURATION.fullmatch(text.strip())
+    if match is None or text.strip().upper() in ("P", "PT") or text.strip()[-1:] in "Tt":
+        raise ValueError(f"not an ISO-8601 duration (e.g. PT5M): {text!r}")
+    days, hours, minutes, seconds = (match.group(k) for k in "dhms")
+    total = (int(days or 0) * 86400 + int(hours or 0) * 3600 + int(minutes or 0) * 60
+             + float((seconds or "0").replace(",", ".")))
+    if total <= 0:
+        raise ValueError(f"the duration must be positive: {text!r}")
+    return total
+
+
+@dataclass(frozen=True)
+class Rule:
+    """``count`` errors tolerated per ``window_s``."""
+
+    count: int
+    window_s: float
+
+
+def parse_rule(text: str) -> Rule | None:
+    """``count[/duration]``, e.g. ``10/PT1M``; empty means no rule. ValueError otherwise."""
+    text = text.strip()
+    if not text:
+        return None
+    count_text, sep, duration = text.partition("/")
+    count_text = count_text.strip()
+    if not count_text.isascii() or not count_text.isdigit() or int(count_text) < 1:
+        raise ValueError(f"the count must be a positive integer: {text!r}")
+    return Rule(int(count_text), parse_duration(duration) if sep else ERROR_RATE_WINDOW_S)
+
+
 def _bool(value: str) -> bool:
-    return value.strip().lower() == "true"
+    return parse_java_bool(value.strip())
 
 
 def _env_key(suffix: str) -> str:
@@ -178,7 +239,7 @@ class ServerConfig:
     allow_request_handler_override: bool = False
     #: Regexes (full match) a model or workflow URL must satisfy to be registered at all.
     allowed_urls: tuple[str, ...] = (r"file:.*", r"[^:]*", r"https?://.*")
-    #: Extracted-archive limits against archive bombs (issue: model sources).
+    #: Extracted-archive limits against archive bombs (djl.archive).
     #: Results of ``x-synchronous: false`` requests (spec §3.8) kept in memory: at most this
     #: many, this many bytes in all, each for this long after it completed. When full, the
     #: oldest completed result is dropped; with only pending ones, a new request gets 503.
@@ -224,13 +285,18 @@ class ServerConfig:
     #: nothing py-spy sees, for +0.7 MiB of RSS (bench/profile_front.py, bench/echo.py).
     gc_thresholds: str = "20000,50,100"
     health_check_override: bool = False
+    #: The HTTP server ``djl-serving`` runs: ``djl`` (djl.http.server: trio + httptools,
+    #: the inference routes answered from the connection) or ``hypercorn`` (its trio
+    #: worker serving the ASGI app, as ``hypercorn -k trio 'djl.app:create_app()'`` does).
+    http_server: str = "djl"
     #: ``HF_MODEL_ID``: one more start-up model (spec §4.5); only a local path or a URL.
     hf_model_id: str = ""
     inference_address: Address = Address("http", "127.0.0.1", 8080)
     job_queue_size: int = 1000
-    #: Serve connections with djl.http.connection.LeanTCPServer: hypercorn's, with one
-    #: keep-alive timer task per connection and each sized answer in one write
-    #: (``SERVING_LEAN_CONNECTIONS``; false: hypercorn's own, e.g. to compare).
+    #: Under ``http_server=hypercorn``: serve connections with
+    #: djl.http.connection.LeanTCPServer, hypercorn's with one keep-alive timer task per
+    #: connection and each sized answer in one write (``SERVING_LEAN_CONNECTIONS``; false:
+    #: hypercorn's own, e.g. to compare). Installed by djl-serving for as long as it runs.
     lean_connections: bool = True
     load_models: str = ""
     load_on_devices: str = "*"
@@ -263,7 +329,7 @@ class ServerConfig:
     prometheus: bool = False
     python_executable: str = ""
     #: ``SERVING_RAY_ADDRESS``: the Ray cluster models placed with ``load_on_devices=ray``
-    #: run their workers on (issue 12): ``auto`` (``RAY_ADDRESS`` or the cluster started on
+    #: run their workers on: ``auto`` (``RAY_ADDRESS`` or the cluster started on
     #: this host) or the GCS ``host:port``. Empty: no Ray; such a placement is a 400.
     ray_address: str = ""
     #: The address a worker's actor dials back to (an address of this host the Ray nodes
@@ -301,9 +367,6 @@ class ServerConfig:
         """The HTTP status of an inference failure (spec §1.4 mapping B)."""
         return int(getattr(self, config_key)) if config_key else default
 
-    def with_overrides(self, **kwargs: Any) -> ServerConfig:
-        return replace(self, **kwargs)
-
 
 # Property keys whose names differ from the dataclass field (units appended).
 _KEY_ALIASES = {
@@ -338,6 +401,10 @@ def _coerce(name: str, value: str) -> Any:
         return Address.parse(value.strip())
     if isinstance(default, Path):
         return Path(value).expanduser()
+    if name == "http_server":
+        if value.strip().lower() not in ("djl", "hypercorn"):
+            raise ConfigError(f"Invalid http_server (djl or hypercorn): {value!r}")
+        return value.strip().lower()
     if name == "gc_thresholds":
         parts = [p.strip() for p in value.split(",") if p.strip()]
         if not 1 <= len(parts) <= 3 or not all(p.isdigit() for p in parts):
@@ -345,8 +412,6 @@ def _coerce(name: str, value: str) -> Any:
                               f"{value!r}")
         return ",".join(parts)
     if name.startswith("error_rate_"):
-        from djl.breaker import parse_rule  # it reads ERROR_RATE_WINDOW_S from here
-
         try:
             parse_rule(value)
         except ValueError as exc:
@@ -522,7 +587,9 @@ class RegisterParams:
 
     @classmethod
     def from_query(cls, get: Any) -> RegisterParams:
-        """Build from a ``get(name) -> str | None`` lookup (query string or JSON body)."""
+        """Build from a ``get(name) -> str | None`` lookup (query string or JSON body) of
+        the values as sent: an empty value is an absent one, except that ``synchronous=``
+        is false (``parse_java_bool``)."""
         url = get("url")
         if not url:
             raise BadRequest("Parameter url is required.")
@@ -543,7 +610,7 @@ class RegisterParams:
             max_idle_time_s=number("max_idle_time"),
             min_workers=number("min_worker"),
             max_workers=number("max_worker"),
-            synchronous=True if sync is None or sync == "" else str(sync).lower() == "true",
+            synchronous=parse_java_bool(None if sync is None else str(sync), True),
         )
 
 
@@ -687,7 +754,7 @@ def build_model_config(
     )
 
 
-# -- Ray placement (issue 12) ------------------------------------------------------------------
+# -- Ray placement -----------------------------------------------------------------------------
 
 #: The ``load_on_devices`` / ``device`` value that places a model's workers on Ray.
 RAY_DEVICE = "ray"

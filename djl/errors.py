@@ -13,6 +13,7 @@ This module is shared with the worker runtime, so it imports nothing from djl.
 
 from __future__ import annotations
 
+import enum
 from dataclasses import dataclass
 
 
@@ -48,6 +49,11 @@ class BadRequest(DjlError):
         return cls('The workflow has no name: set "name" in the workflow file or model_name')
 
     @classmethod
+    def malformed(cls, reason: str) -> BadRequest:
+        """A request the HTTP parser refuses (its connection closes after the answer)."""
+        return cls(f"Malformed HTTP request: {reason}")
+
+    @classmethod
     def prometheus_disabled(cls) -> BadRequest:
         """``GET /server/metrics`` without SERVING_PROMETHEUS=true (spec §2.8)."""
         return cls("Prometheus is not enabled, set SERVING_PROMETHEUS environment var to true "
@@ -55,7 +61,7 @@ class BadRequest(DjlError):
 
 
 class RayPlacement(BadRequest):
-    """A model placed on Ray (``load_on_devices=ray``) that cannot be (issue 12)."""
+    """A model placed on Ray (``load_on_devices=ray``) that cannot be."""
 
     @classmethod
     def not_configured(cls) -> RayPlacement:
@@ -134,6 +140,12 @@ class ModelNotFound(NotFound):
         return cls(f"Workflow not found: {name}")
 
     @classmethod
+    def workflow_version(cls, name: str, version: str) -> ModelNotFound:
+        """Describe with an unknown version: DJL doubles the prefix, and so do we (spec
+        §2.6, a quirk kept for clients that match the text)."""
+        return cls.workflow(f"Workflow not found: {name}/{version}")
+
+    @classmethod
     def invalid_url(cls, url: str) -> ModelNotFound:
         return cls(f"Invalid model url: {url}")
 
@@ -162,8 +174,19 @@ class PayloadTooLarge(DjlError):
         return cls(f"Request body exceeds max_request_size ({max_request_size} bytes)")
 
 
+class HeadTooLarge(DjlError):
+    """A request line and headers over the server's limit (RFC 6585 §5)."""
+
+    status = 431
+    type = "RequestHeaderFieldsTooLargeException"
+
+    @classmethod
+    def head(cls, limit: int) -> HeadTooLarge:
+        return cls(f"Request line and headers exceed {limit} bytes")
+
+
 class RequestTimeout(DjlError):
-    """A client stopped sending the body it declared (issue 8.5)."""
+    """A client stopped sending the body it declared."""
 
     status = 408
     type = "RequestTimeoutException"
@@ -244,12 +267,12 @@ class ModelLoadError(DjlError):
 
     @classmethod
     def ray_unreachable(cls, address: str, detail: str) -> ModelLoadError:
-        """The Ray cluster named by ``ray_address`` could not be reached (issue 12)."""
+        """The Ray cluster named by ``ray_address`` could not be reached."""
         return cls(f"Cannot reach the Ray cluster at {address}: {detail}", status=503)
 
     @classmethod
     def ray_placement(cls, resources: str, timeout_s: float) -> ModelLoadError:
-        """No Ray node took a worker's actor in time (issue 12)."""
+        """No Ray node took a worker's actor in time."""
         return cls(f"No Ray node placed a worker needing {resources} within "
                    f"{timeout_s:g}s (ray_placement_timeout): the cluster lacks those "
                    "resources, or the node that had them is gone")
@@ -381,6 +404,38 @@ class OutputTooLarge(DjlError):
             f"The model's answer of {size} bytes exceeds the limit of {limit} bytes for one "
             "batch (max_worker_item_bytes per item of a full batch)"
         )
+
+
+class Failure(enum.Enum):
+    """What kind of failure an inference was, for the breaker and the metrics (spec §3.9)."""
+
+    #: The workload manager's: queue full, model not ready, worker died or unusable.
+    WLM = "wlm"
+    #: The server's: an unexpected exception, or an answer with a code >= 500 or 424.
+    SERVER = "server"
+
+
+#: Mapping B keys (spec §1.4) whose failures are the workload manager's.
+_WLM_KEYS = frozenset({"wlm_error_http_code", "throttle_error_http_code"})
+
+
+def failure_of(error: BaseException) -> Failure | None:
+    """The kind of failure an inference that raised ``error`` was; None for the client's
+    own (a bad request, an unknown model). The one rule: by the mapping B key, else an
+    error's status >= 500 is the server's, and an exception that is no DjlError is too."""
+    if not isinstance(error, DjlError):
+        return Failure.SERVER
+    key = error.config_key
+    if key in _WLM_KEYS:
+        return Failure.WLM
+    if key == "server_error_http_code" or (key is None and error.status >= 500):
+        return Failure.SERVER
+    return None
+
+
+def failure_of_code(code: int) -> Failure | None:
+    """The kind of failure an Output with this code was (spec §3.5): >= 500 or 424."""
+    return Failure.SERVER if code >= 500 or code == 424 else None
 
 
 class FrameError(DjlError):

@@ -12,7 +12,7 @@ from __future__ import annotations
 import datetime
 import json
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from typing import Any
+from typing import Any, Protocol
 
 
 class PairList:
@@ -310,6 +310,16 @@ def _default_stream_formatter(item: Any) -> bytes:
     return (json.dumps({"outputs": item}, cls=_JSONEncoder) + "\n").encode("utf-8")
 
 
+class ChunkSource(Protocol):
+    """What ``Output.stream`` holds on the server (``djl.wlm.worker.ChunkStream``): the
+    worker's chunks in order; ``receive`` raises ``trio.EndOfChannel`` after the last one
+    (``StreamCut`` when the worker side stopped first). ``close``: nobody will read on."""
+
+    async def receive(self) -> bytes: ...
+
+    def close(self) -> None: ...
+
+
 class Output:
     """A response: code, message, properties (→ HTTP headers), content, or a stream."""
 
@@ -318,8 +328,9 @@ class Output:
         self.message = message
         self.properties: dict[str, Any] = {}
         self.content = PairList()
-        #: An iterator of chunks (bytes) when the handler streams (spec §6.7).
-        self.stream: Iterator[Any] | None = None
+        #: When the handler streams (spec §6.7): in the model's process an iterator of
+        #: items (``stream_formatter`` makes each a chunk), on the server a ChunkSource.
+        self.stream: Iterator[Any] | ChunkSource | None = None
         self.stream_formatter: Callable[[Any], bytes] | None = None
         self.finalizers: list[tuple[Callable[..., Any], tuple[Any, ...]]] = []
 

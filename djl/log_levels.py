@@ -14,4 +14,15 @@ def python_level(name: str | None) -> int:
     return value if isinstance(value, int) else logging.INFO
 
 
-__all__ = ["python_level"]
+#: The names /server/logging takes, most verbose first (TRACE and DEBUG are one level here).
+LEVELS = ("TRACE", "DEBUG", "INFO", "WARN", "ERROR", "FATAL", "OFF")
+_DJL_NAMES = {"WARNING": "WARN", "CRITICAL": "FATAL"}
+
+
+def djl_level(level: int) -> str:
+    """A Python level as /server/logging names it (INFO, WARN, FATAL, ...)."""
+    name = logging.getLevelName(level)
+    return _DJL_NAMES.get(name, name)
+
+
+__all__ = ["LEVELS", "djl_level", "python_level"]

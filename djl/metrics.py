@@ -26,6 +26,8 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Summ
 from prometheus_client.exposition import generate_latest
 from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
 
+from djl.errors import Failure
+
 #: The exposition format of ``GET /server/metrics`` (spec §2.8), the one generate_latest
 #: writes (newer prometheus_client calls it CONTENT_TYPE_PLAIN_0_0_4).
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -127,9 +129,9 @@ class ServerMetrics:
         if inc is not None:
             inc()
 
-    def inference_failed(self, wlm: bool) -> None:
-        """An inference answered with an error: a WlmException, or a server error."""
-        (self._wlm_error if wlm else self._server_error).inc()
+    def inference_failed(self, kind: Failure) -> None:
+        """An inference answered with a failure of ``kind`` (errors.failure_of)."""
+        (self._wlm_error if kind is Failure.WLM else self._server_error).inc()
 
     def model_loading_failed(self) -> None:
         self._loading_error.inc()
@@ -157,6 +159,10 @@ class ServerMetrics:
         """The text format; with ``names`` only those families (a family's name or one of
         its sample names: ``Response_2XX`` and ``Response_2XX_total`` both work)."""
         return generate_latest(_Exposed(self.registry, frozenset(names)))
+
+    def families(self, names: Iterable[str]) -> Iterator[Metric]:
+        """The families ``names`` picks, as a scrape shows them (for djl.figures)."""
+        return _Exposed(self.registry, frozenset(names)).collect()
 
 
 class _Exposed:

@@ -27,7 +27,14 @@ from djl.config import (
     build_model_config,
     parse_int,
 )
-from djl.errors import BadRequest, ModelLoadError, OutOfMemory, RayPlacement
+from djl.errors import (
+    BadRequest,
+    ModelLoadError,
+    ModelNotFound,
+    OutOfMemory,
+    RayPlacement,
+    SourceError,
+)
 from djl.properties import read_properties
 from djl.wlm.devices import Device, resolve_devices
 from djl.wlm.worker import WorkerCommand
@@ -145,7 +152,7 @@ def ray_placement(server: ServerConfig, config: ModelConfig, devices: tuple[Devi
 def choose_engine(source: store.ModelSource, config: ModelConfig) -> str:
     """The engine given (register parameter, ``-m name::Engine=url``, serving.properties,
     ``OPTION_ENGINE``), else the one the folder implies (spec §4.4); 400 if we lack it."""
-    engine = config.engine or store.infer_engine(
+    engine = config.engine or infer_engine(
         source.model_dir, source.artifact_name, config.options, config.arguments
     )
     if engine not in RUNTIME_ENGINES:
@@ -275,3 +282,74 @@ def check_memory(config: ModelConfig, meminfo: Path = Path("/proc/meminfo")) -> 
     if free_mb - required_mb < reserved_mb:
         raise OutOfMemory.admission()
 
+
+# -- engine inference (spec §4.4) ------------------------------------------------------------
+
+#: Rule 11 of spec §4.4: ``<prefix>-NNNN.params`` is DJL's (MXNet-style) parameter file.
+DEFAULT_DJL_ENGINE = "MXNet"
+
+
+def infer_engine(
+    model_dir: Path,
+    artifact_name: str,
+    options: Mapping[str, str],
+    arguments: Mapping[str, str],
+) -> str:
+    """The engine of a model directory (spec §4.4 table; the first matching rule wins).
+
+    ``options`` are ``option.*`` keys without the prefix, ``arguments`` the other
+    serving.properties keys; ``engine`` among them wins. Raises ``ModelNotFound`` (404)
+    when nothing matches, ``SourceError`` (400) for a ``djl://`` model id. A handful of
+    ``stat`` calls: cheap enough for the event loop.
+    """
+    if arguments.get("engine"):
+        return arguments["engine"]
+    d = Path(model_dir)
+    prefix = options.get("modelName") or artifact_name
+    model_id = options.get("model_id")
+
+    def has(*exts: str) -> bool:
+        return any((d / f"{p}{ext}").is_file() for ext in exts for p in (prefix, "model"))
+
+    if _is_sagemaker_model(d / "metadata.yaml"):
+        return "Python"
+    if model_id and model_id.startswith("djl://"):
+        raise SourceError(f"djl: URLs are not supported: {model_id}", status=400)
+    if (d / "MAR-INF").is_dir():
+        return "Python"
+    if has(".pt", ".pt2"):  # .pt2 (torch.export, AOTInductor) is ours; DJL knows .pt
+        # The spec's [REC] (§4.4): a folder that also holds its model.py is a Python model
+        # that loads the .pt itself; DJL would pick PyTorch and never run the handler.
+        return "Python" if has(".py") else "PyTorch"
+    if (d / "config.pbtxt").is_file():
+        return "TritonServer"
+    if (d / "saved_model.pb").is_file():
+        return "TensorFlow"
+    if has(".onnx"):
+        return "Python" if has(".py") else "OnnxRuntime"  # as for .pt above
+    if has(".json", ".xgb", ".bst"):
+        return "XGBoost"
+    if has(".skops", ".joblib", ".pkl", ".pickle", ".cloudpkl"):
+        return "Python"
+    if has(".py") or model_id or (d / "config.json").is_file():
+        return "Python"
+    params = re.compile(re.escape(prefix) + r"-\d{4}\.params")
+    if any(params.fullmatch(p.name) for p in store.visible_entries(d) if p.is_file()):
+        return DEFAULT_DJL_ENGINE
+    raise ModelNotFound.no_engine(str(model_dir))
+
+
+def _is_sagemaker_model(path: Path) -> bool:
+    """A SageMaker ``metadata.yaml`` with a custom schema or inference spec (spec §4.4 #1)."""
+    try:
+        if not path.is_file() or path.stat().st_size > 1024 * 1024:
+            return False
+        import yaml  # only SageMaker-format models need it
+
+        meta = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except Exception:  # an unreadable or invalid file is simply not a SageMaker spec
+        return False
+    required = ("Framework", "FrameworkVersion", "Model", "ModelType", "Version", "Task")
+    if not isinstance(meta, dict) or not all(k in meta for k in required):
+        return False
+    return "Schema" in meta or "InferenceSpec" in meta

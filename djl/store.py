@@ -26,43 +26,32 @@ a symlink cannot step out of an allowed directory, and so is the folder or archi
 steps 3-4 pick inside a local directory; redirects are checked as they are followed.
 Extraction rules are in ``djl.archive``, download rules in ``djl.download``.
 
-Cache directories are shared: two registrations of one URL use one directory, counted, and
-``release`` deletes it when the last user goes. Per-directory locks make concurrent
-registrations of one URL extract once. A cache directory exists only once complete (it is
-renamed into place), and is renamed away before it is deleted, so a crash never leaves a
-partial one behind to be reused; ``remove_stale_temps`` deletes what such a crash leaves at
-the next start. All blocking work runs in worker threads.
+The folders archives are extracted into are shared and counted by ``djl.source_cache``;
+``release`` gives a registration's share back. All blocking work runs in worker threads.
 """
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import logging
 import os
 import re
-import shutil
 import stat
-import tempfile
-import threading
-import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
-from typing import TypeVar
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 import trio
 
-from djl import url_policy
+from djl import source_cache, url_policy
 from djl.archive import (
     ARCHIVE_SUFFIXES,
     Budget,
     Limits,
     archive_kind,
     extract_archive,
-    locked,
     strip_archive_suffix,
 )
 from djl.config import ServerConfig
@@ -72,21 +61,8 @@ from djl.url_policy import ModelUrl
 
 log = logging.getLogger("djl.store")
 
-T = TypeVar("T")
-
-#: Longest a cancelled registration waits for its worker thread to clean up.
-_CLEANUP_WAIT_S = 5.0
 #: Name-inference suffixes (spec §4.2 step 4), in the order they are tried.
 _NAME_SUFFIXES = (".tar.z", ".tgz", ".zip", ".tar", ".mar", ".gz", ".z")
-#: Rule 11 of spec §4.4: ``<prefix>-NNNN.params`` is DJL's (MXNet-style) parameter file.
-DEFAULT_DJL_ENGINE = "MXNet"
-#: The temps made beside a cache directory ``<hash>``: ``.<hash>.<random>.part`` (a download
-#: or extraction in progress) and ``.<hash>.<random>.del`` (a deletion in progress). Only
-#: these names are ever removed by ``remove_stale_temps``.
-_TEMP_NAME = re.compile(r"\.[0-9a-f]{40}\.[a-z0-9_]+\.(?:part|del)")
-#: A temp younger than this is never removed at start-up: another server may have created
-#: it and not yet taken its lock (the two are separate steps).
-_TEMP_GRACE_S = 10.0
 
 
 @dataclass(frozen=True)
@@ -202,7 +178,7 @@ async def resolve_model(url: str, config: ServerConfig) -> ModelSource:
             model_dir = await _extracted(target, job, url, config, owned)
     except BaseException:
         with trio.CancelScope(shield=True):
-            await _release_paths(owned)
+            await source_cache.release_paths(owned)
         raise
     return ModelSource(
         url=url,
@@ -235,7 +211,7 @@ async def _extracted(
     owned: list[Path],
 ) -> Path:
     """The archive directory ``target`` (made by ``produce`` unless it exists), unwrapped."""
-    spent = await _acquire(target, produce)
+    spent = await source_cache.acquire(target, produce)
     owned.append(target)
     try:
         return await _unwrap(target, config, owned, spent=spent, layered=url)
@@ -251,11 +227,11 @@ async def _remeasure(target: Path, produce: Callable[[StopEvent], Budget]) -> Bu
     The directory in place stays (extract_archive keeps a complete target it finds there and
     discards its own copy): others may be reading it right now.
     """
-    entry = _CACHE[str(target)]
+    entry = source_cache.CACHE[str(target)]
     async with entry.lock:
         if entry.budget is None:
             try:
-                entry.budget = await _in_thread(produce)
+                entry.budget = await source_cache.in_thread(produce)
             except OSError as exc:
                 raise SourceError.cache_unwritable(target, exc) from exc
         return entry.budget
@@ -286,12 +262,12 @@ async def _unwrap(
     target = Path(os.path.abspath(config.cache_dir)) / "download" / url_hash(str(inner))
     label = f"{layered} (its inner archive {inner.name})" if layered else str(inner)
     job = _extract_job(inner, target, kind, label, config, spent, bool(layered))
-    await _acquire(target, job)
+    await source_cache.acquire(target, job)
     owned.append(target)
     return await trio.to_thread.run_sync(_nested_dir, target, None, config)
 
 
-def _visible(directory: Path) -> list[Path]:
+def visible_entries(directory: Path) -> list[Path]:
     try:
         return [p for p in directory.iterdir() if not p.name.startswith(".")]
     except OSError:
@@ -299,7 +275,7 @@ def _visible(directory: Path) -> list[Path]:
 
 
 def _nested_dir(directory: Path, origin: ModelUrl | None, config: ServerConfig) -> Path:
-    entries = _visible(directory)
+    entries = visible_entries(directory)
     if len(entries) == 1 and entries[0].is_dir():
         _check_unwrapped(entries[0], origin, config)
         return entries[0]
@@ -307,7 +283,7 @@ def _nested_dir(directory: Path, origin: ModelUrl | None, config: ServerConfig) 
 
 
 def _single_archive(directory: Path, origin: ModelUrl | None, config: ServerConfig) -> Path | None:
-    entries = _visible(directory)
+    entries = visible_entries(directory)
     if len(entries) == 1 and archive_kind(entries[0].name) and entries[0].is_file():
         _check_unwrapped(entries[0], origin, config)
         return entries[0]
@@ -364,40 +340,6 @@ def _download_job(
     return job
 
 
-# -- shared cache directories -----------------------------------------------------------------
-
-
-@dataclass
-class _CacheDir:
-    #: Held while the directory is being produced or deleted.
-    lock: trio.Lock = field(default_factory=trio.Lock)
-    #: ModelSources of this process using the directory; release() deletes it at zero.
-    refs: int = 0
-    #: What producing it spent (for an inner archive to continue); None if this process
-    #: found it already there.
-    budget: Budget | None = None
-
-
-# One entry per cache directory this process has used (a handful of bytes each).
-_CACHE: dict[str, _CacheDir] = {}
-
-
-async def _acquire(target: Path, produce: Callable[[StopEvent], Budget]) -> Budget | None:
-    """Make sure ``target`` exists, producing it at most once, and count one more user.
-
-    Returns what producing it spent, None if it was there before this process looked.
-    """
-    entry = _CACHE.setdefault(str(target), _CacheDir())
-    async with entry.lock:
-        if not await trio.to_thread.run_sync(target.is_dir):
-            try:
-                entry.budget = await _in_thread(produce)
-            except OSError as exc:
-                raise SourceError.cache_unwritable(target, exc) from exc
-        entry.refs += 1
-        return entry.budget
-
-
 async def release(source: ModelSource) -> None:
     """Delete the cache directories ``source`` owns once no other registration uses them.
 
@@ -405,186 +347,7 @@ async def release(source: ModelSource) -> None:
     logged, never raised (the model is gone either way).
     """
     with trio.CancelScope(shield=True):
-        await _release_paths(list(source.owned_paths))
-
-
-async def _release_paths(paths: list[Path]) -> None:
-    for path in reversed(paths):
-        entry = _CACHE.setdefault(str(path), _CacheDir())
-        async with entry.lock:
-            entry.refs = max(entry.refs - 1, 0)
-            if entry.refs == 0:
-                entry.budget = None
-                await trio.to_thread.run_sync(_delete, path)
-
-
-def _delete(path: Path) -> None:
-    # Rename first: a crash mid-delete must not leave a partial directory to be reused.
-    if not path.exists():
-        return
-    try:
-        trash = tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".del", dir=path.parent)
-    except OSError as exc:
-        log.warning("Cannot delete %s: %s", path, exc)
-        return
-    try:
-        with locked(trash):  # a crash mid-delete leaves it to remove_stale_temps
-            os.rename(path, os.path.join(trash, "x"))
-            shutil.rmtree(trash, ignore_errors=True)
-    except OSError as exc:
-        if not isinstance(exc, FileNotFoundError):
-            log.warning("Cannot delete %s: %s", path, exc)
-    shutil.rmtree(trash, ignore_errors=True)
-
-
-def remove_stale_temps(config: ServerConfig) -> list[Path]:
-    """Delete the temps (``_TEMP_NAME``) that a crashed server left in the cache.
-
-    For start-up; blocking. A temp is stale when no process holds its lock
-    (``djl.archive.locked``): the kernel drops the locks of a dead process, while another
-    live server sharing the cache keeps its own temps. Links and any other name are left
-    alone. Returns what was removed; errors are logged, never raised.
-    """
-    removed: list[Path] = []
-    root = Path(os.path.abspath(config.cache_dir))
-    for folder in (root / "cache" / "repo", root / "download"):
-        try:
-            names = os.listdir(folder)
-        except OSError:
-            continue
-        for name in names:
-            path = folder / name
-            if _TEMP_NAME.fullmatch(name) and _remove_if_unlocked(path):
-                removed.append(path)
-    if removed:
-        log.info("Removed %d temp(s) left in the cache by an earlier run", len(removed))
-    return removed
-
-
-def _remove_if_unlocked(path: Path) -> bool:
-    try:
-        # A link fails (ELOOP) and is left alone; a fifo must not block start-up.
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
-    except OSError:
-        return False
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            return False  # held: another process is using it
-        info = os.fstat(fd)
-        if time.time() - info.st_mtime < _TEMP_GRACE_S:
-            # Possibly made an instant ago by another server that has not locked it yet.
-            return False
-        mode = info.st_mode
-        if stat.S_ISDIR(mode):
-            shutil.rmtree(path)
-        elif stat.S_ISREG(mode):
-            path.unlink()
-        else:
-            return False
-        return True
-    except OSError as exc:
-        log.warning("Cannot remove the stale temp %s: %s", path, exc)
-        return False
-    finally:
-        os.close(fd)
-
-
-async def _in_thread(fn: Callable[[StopEvent], T]) -> T:
-    """Run ``fn(stop)`` in a worker thread; on cancellation set ``stop`` and await cleanup.
-
-    ``fn`` checks ``stop`` between chunks (a download's socket is also shut down, waking a
-    blocked read) and removes its partial output before returning, so a cancelled
-    registration leaves nothing behind. The wait is bounded by ``_CLEANUP_WAIT_S`` (a
-    connect in progress may take up to the connect timeout); the thread still cleans up
-    when it returns.
-    """
-    stop = StopEvent()
-    finished = threading.Event()
-
-    def run() -> T:
-        try:
-            return fn(stop)
-        finally:
-            finished.set()
-
-    try:
-        return await trio.to_thread.run_sync(run, abandon_on_cancel=True)
-    except trio.Cancelled:
-        stop.set()
-        with trio.CancelScope(shield=True), trio.move_on_after(_CLEANUP_WAIT_S):
-            await trio.to_thread.run_sync(finished.wait, _CLEANUP_WAIT_S, abandon_on_cancel=True)
-        raise
-
-
-# -- engine inference -----------------------------------------------------------------------
-
-
-def infer_engine(
-    model_dir: Path,
-    artifact_name: str,
-    options: Mapping[str, str],
-    arguments: Mapping[str, str],
-) -> str:
-    """The engine of a model directory (spec §4.4 table; the first matching rule wins).
-
-    ``options`` are ``option.*`` keys without the prefix, ``arguments`` the other
-    serving.properties keys; ``engine`` among them wins. Raises ``ModelNotFound`` (404)
-    when nothing matches, ``SourceError`` (400) for a ``djl://`` model id. A handful of
-    ``stat`` calls: cheap enough for the event loop.
-    """
-    if arguments.get("engine"):
-        return arguments["engine"]
-    d = Path(model_dir)
-    prefix = options.get("modelName") or artifact_name
-    model_id = options.get("model_id")
-
-    def has(*exts: str) -> bool:
-        return any((d / f"{p}{ext}").is_file() for ext in exts for p in (prefix, "model"))
-
-    if _is_sagemaker_model(d / "metadata.yaml"):
-        return "Python"
-    if model_id and model_id.startswith("djl://"):
-        raise SourceError(f"djl: URLs are not supported: {model_id}", status=400)
-    if (d / "MAR-INF").is_dir():
-        return "Python"
-    if has(".pt", ".pt2"):  # .pt2 (torch.export, AOTInductor) is ours; DJL knows .pt
-        # The spec's [REC] (§4.4): a folder that also holds its model.py is a Python model
-        # that loads the .pt itself; DJL would pick PyTorch and never run the handler.
-        return "Python" if has(".py") else "PyTorch"
-    if (d / "config.pbtxt").is_file():
-        return "TritonServer"
-    if (d / "saved_model.pb").is_file():
-        return "TensorFlow"
-    if has(".onnx"):
-        return "Python" if has(".py") else "OnnxRuntime"  # as for .pt above
-    if has(".json", ".xgb", ".bst"):
-        return "XGBoost"
-    if has(".skops", ".joblib", ".pkl", ".pickle", ".cloudpkl"):
-        return "Python"
-    if has(".py") or model_id or (d / "config.json").is_file():
-        return "Python"
-    params = re.compile(re.escape(prefix) + r"-\d{4}\.params")
-    if any(params.fullmatch(p.name) for p in _visible(d) if p.is_file()):
-        return DEFAULT_DJL_ENGINE
-    raise ModelNotFound.no_engine(str(model_dir))
-
-
-def _is_sagemaker_model(path: Path) -> bool:
-    """A SageMaker ``metadata.yaml`` with a custom schema or inference spec (spec §4.4 #1)."""
-    try:
-        if not path.is_file() or path.stat().st_size > 1024 * 1024:
-            return False
-        import yaml  # only SageMaker-format models need it
-
-        meta = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except Exception:  # an unreadable or invalid file is simply not a SageMaker spec
-        return False
-    required = ("Framework", "FrameworkVersion", "Model", "ModelType", "Version", "Task")
-    if not isinstance(meta, dict) or not all(k in meta for k in required):
-        return False
-    return "Schema" in meta or "InferenceSpec" in meta
+        await source_cache.release_paths(list(source.owned_paths))
 
 
 # -- workflow files -------------------------------------------------------------------------
@@ -602,7 +365,7 @@ async def fetch_text(url: str, config: ServerConfig) -> str:
     if parsed.scheme in ("", "file"):
         data = await trio.to_thread.run_sync(_read_local, parsed, config, cap)
     else:
-        data = await _in_thread(
+        data = await source_cache.in_thread(
             lambda stop: fetch_bytes(
                 parsed.fetch,
                 config,

@@ -157,24 +157,32 @@ def _to_torch(arrays: list[Any], device: Any) -> list[Any]:
     return [t.to(device) for t in tensors] if device is not None else tensors
 
 
-def _as_arrays(outputs: Any) -> tuple[list[Any], list[str] | None]:
-    """Outputs as C-order numpy arrays on the CPU, and their names (a dict's keys)."""
+def output_values(outputs: Any) -> tuple[list[Any], list[str] | None]:
+    """A model's outputs as a list, and their names when it returned a dict (its keys):
+    a dict, a tuple or list, or one value."""
+    if isinstance(outputs, dict):
+        return list(outputs.values()), [str(key) for key in outputs]
+    if isinstance(outputs, tuple | list):
+        return list(outputs), None
+    return [outputs], None
+
+
+def to_numpy(value: Any) -> Any:
+    """One output as a numpy array on the CPU: a torch tensor is detached and moved first
+    (bfloat16, which numpy lacks, becomes float32). Any memory order will do: the
+    encoders (``_batch.encode_rows``) copy a strided array into C order themselves."""
     import numpy as np
 
-    names: list[str] | None = None
-    if isinstance(outputs, dict):
-        names = [str(key) for key in outputs]
-        values = list(outputs.values())
-    elif isinstance(outputs, tuple | list):
-        values = list(outputs)
-    else:
-        values = [outputs]
-    arrays = []
-    for value in values:
-        if hasattr(value, "detach"):  # a torch tensor
-            tensor = value.detach().cpu()
-            if str(tensor.dtype) == "torch.bfloat16":
-                tensor = tensor.float()  # numpy has no bfloat16
-            value = tensor.numpy()
-        arrays.append(np.asarray(value))
-    return arrays, names
+    if hasattr(value, "detach"):  # a torch tensor
+        tensor = value.detach()
+        if tensor.device.type != "cpu":
+            tensor = tensor.cpu()
+        if str(tensor.dtype) == "torch.bfloat16":
+            tensor = tensor.float()
+        value = tensor.numpy()
+    return np.asarray(value)
+
+
+def _as_arrays(outputs: Any) -> tuple[list[Any], list[str] | None]:
+    values, names = output_values(outputs)
+    return [to_numpy(value) for value in values], names

@@ -1,4 +1,4 @@
-"""Start the real server (hypercorn, trio worker, real worker processes) inside a test.
+"""Start the real server (``run_server``, real worker processes) inside a test.
 
     async with running_server(tmp_path, batch_size="4") as server:
         r = await server.client.get("/ping")
@@ -6,6 +6,10 @@
 The server binds 127.0.0.1 on a free port; ``overrides`` are config.properties keys.
 Leaving the block shuts it down the way SIGTERM does, so every test also proves that
 shutdown stops its workers.
+
+Which HTTP server serves (``http_server``): djl's own unless the test names one, or its
+module is marked ``pytest.mark.both_servers``: then each test runs once per server
+(``djl``, ``hypercorn``), through the ``http_server`` fixture of tests/conftest.py.
 """
 
 from __future__ import annotations
@@ -13,7 +17,7 @@ from __future__ import annotations
 import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 
@@ -32,12 +36,20 @@ class Server:
     url: str
     client: httpx.AsyncClient
     config: ServerConfig
+    #: Every bound URL: the management listener's first when there are two.
+    binds: list[str] = field(default_factory=list)
 
 
 def model_url(name: str) -> str:
     """``file:`` URL of a test model folder (tests/models/<name>/) or an example."""
     path = MODELS / name if (MODELS / name).exists() else EXAMPLES / name
     return f"file:{path.resolve()}/"
+
+
+#: Every HTTP server ``djl-serving`` can run (config key ``http_server``).
+HTTP_SERVERS = ("djl", "hypercorn")
+#: The one ``running_server`` starts when a test names none (the fixture sets it).
+default_http_server = "djl"
 
 
 @asynccontextmanager
@@ -47,6 +59,7 @@ async def running_server(tmp_path: Path, env: dict[str, str] | None = None,
         "inference_address": "http://127.0.0.1:0",
         "management_address": "http://127.0.0.1:0",
         "load_models": "NONE",
+        "http_server": default_http_server,
     }
     settings.update(overrides)
     base_env = {"DJL_CACHE_DIR": str(tmp_path / "cache"), "MODEL_SERVER_HOME": str(tmp_path)}
@@ -58,7 +71,7 @@ async def running_server(tmp_path: Path, env: dict[str, str] | None = None,
         url = binds[0]
         async with httpx.AsyncClient(base_url=url, timeout=60) as client:
             try:
-                yield Server(url, client, config)
+                yield Server(url, client, config, binds)
             finally:
                 stop.set()
 

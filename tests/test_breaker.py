@@ -6,7 +6,7 @@ import pytest
 
 from djl.breaker import ErrorRateBreaker, Rule, parse_duration, parse_rule
 from djl.config import ConfigError, load_server_config
-from djl.errors import BadInput, Capacity, ModelNotFound, OutOfMemory, WlmError, WorkerDied
+from djl.errors import Failure
 
 
 class Clock:
@@ -48,15 +48,15 @@ def test_a_bad_rule_stops_start_up():
 def test_any_rule_tolerates_count_errors_per_window_then_latches():
     clock = Clock()
     breaker = ErrorRateBreaker.from_config("", "", "2/PT1M", clock=clock)
-    breaker.server_error()
+    breaker.count(Failure.SERVER)
     clock.now = 30
-    breaker.wlm_error()
+    breaker.count(Failure.WLM)
     assert not breaker.tripped
     clock.now = 60  # a whole window passed: refilled
-    breaker.server_error()
-    breaker.wlm_error()
+    breaker.count(Failure.SERVER)
+    breaker.count(Failure.WLM)
     assert not breaker.tripped
-    breaker.server_error()
+    breaker.count(Failure.SERVER)
     assert breaker.tripped
     clock.now = 10_000
     assert breaker.tripped  # never reset (spec §3.9)
@@ -66,12 +66,12 @@ def test_refill_needs_a_whole_window():
     clock = Clock()
     breaker = ErrorRateBreaker(server=Rule(1, 60), clock=clock)
     clock.now = 59
-    breaker.server_error()
+    breaker.count(Failure.SERVER)
     clock.now = 61  # 2 s into the second window: the first window's token was refilled
-    breaker.server_error()
+    breaker.count(Failure.SERVER)
     assert not breaker.tripped
     clock.now = 119.9
-    breaker.server_error()
+    breaker.count(Failure.SERVER)
     assert breaker.tripped
 
 
@@ -79,42 +79,17 @@ def test_specific_rules_count_their_own_kind():
     clock = Clock()
     breaker = ErrorRateBreaker(wlm=Rule(1, 60), clock=clock)
     for _ in range(5):
-        breaker.server_error()
+        breaker.count(Failure.SERVER)
     assert not breaker.tripped
-    breaker.wlm_error()
-    breaker.wlm_error()
+    breaker.count(Failure.WLM)
+    breaker.count(Failure.WLM)
     assert breaker.tripped
-
-
-@pytest.mark.parametrize(("error", "kind"), [
-    (Capacity.queue_full("m"), "wlm"), (WlmError.not_ready("m"), "wlm"),
-    (WorkerDied("gone"), "wlm"), (RuntimeError("unexpected"), "server"),
-    (OutOfMemory("oom"), "server"), (BadInput("bad"), None),
-    (ModelNotFound.model_or_workflow("m"), None),
-])
-def test_which_failures_count(error, kind):
-    wlm = ErrorRateBreaker(wlm=Rule(1, 60), clock=Clock())
-    server = ErrorRateBreaker(server=Rule(1, 60), clock=Clock())
-    for _ in range(2):
-        wlm.failure(error)
-        server.failure(error)
-    assert wlm.tripped == (kind == "wlm")
-    assert server.tripped == (kind == "server")
-
-
-@pytest.mark.parametrize(("code", "counts"), [(200, False), (204, False), (400, False),
-                                             (424, True), (500, True), (503, True)])
-def test_output_codes(code, counts):
-    breaker = ErrorRateBreaker(any_error=Rule(1, 60), clock=Clock())
-    breaker.output_code(code)
-    breaker.output_code(code)
-    assert breaker.tripped == counts
 
 
 def test_no_rules_nothing_counted():
     breaker = ErrorRateBreaker(clock=Clock())
     assert not breaker.active
     for _ in range(100):
-        breaker.server_error()
-        breaker.failure(RuntimeError())
+        breaker.count(Failure.SERVER)
+        breaker.count(Failure.WLM)
     assert not breaker.tripped

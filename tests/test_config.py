@@ -20,6 +20,7 @@ from djl.config import (
     build_model_config,
     load_server_config,
     locate_config_file,
+    parse_java_bool,
 )
 from djl.errors import BadRequest, IllegalArgument
 
@@ -711,9 +712,10 @@ def test_bad_integer_parameter(value: object) -> None:
     assert info.value.type == "NumberFormatException"
 
 
+# Spec §2.2: only "true" (any case) is true, so an empty value is false, as for workflows.
 @pytest.mark.parametrize(
     ("value", "expected"),
-    [(None, True), ("", True), ("true", True), ("TRUE", True), ("True", True), (True, True),
+    [(None, True), ("", False), ("true", True), ("TRUE", True), ("True", True), (True, True),
      ("false", False), ("yes", False), ("1", False), (False, False)],
 )  # fmt: skip
 def test_synchronous(value: object, expected: bool) -> None:
@@ -778,3 +780,12 @@ async def test_https_with_key_material_serves_over_tls(home: Path) -> None:
                     await client.get(f"http://127.0.0.1:{port}/ping")
         finally:
             stop.set()
+
+
+@pytest.mark.parametrize(("value", "default", "expected"), [
+    (None, True, True), (None, False, False), ("", True, False), ("true", False, True),
+    ("TRUE", False, True), ("True", True, True), ("false", True, False), ("yes", True, False),
+    ("1", True, False), (" true", True, False),
+])
+def test_parse_java_bool(value, default, expected):
+    assert parse_java_bool(value, default) is expected

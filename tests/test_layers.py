@@ -1,4 +1,5 @@
-"""DESIGN.md's rules of the house that imports can break: dependencies point down."""
+"""The layers of docs/architecture.md that imports can break: dependencies point down,
+and nothing imports in a circle."""
 
 from __future__ import annotations
 
@@ -24,12 +25,15 @@ def imported(path: Path) -> set[str]:
     ("package", "forbidden"),
     [
         ("http", ("djl.wlm",)),
-        ("runtime", ("djl.http", "djl.wlm", "djl.registry", "djl.workflow", "djl.prepare")),
+        # The worker side reads no server settings, sources or metrics: what it needs
+        # arrives on its command line and in its frames.
+        ("runtime", ("djl.http", "djl.wlm", "djl.registry", "djl.workflow", "djl.prepare",
+                     "djl.config", "djl.store", "djl.metrics")),
         ("wlm", ("djl.http", "djl.registry", "djl.prepare")),
     ],
 )
 def test_no_import_points_up(package: str, forbidden: tuple[str, ...]) -> None:
-    for path in sorted((DJL / package).glob("*.py")):
+    for path in sorted((DJL / package).rglob("*.py")):
         bad = sorted(name for name in imported(path)
                      if any(name == f or name.startswith(f + ".") for f in forbidden))
         assert not bad, f"{path.relative_to(DJL.parent)} imports {bad}"
@@ -50,8 +54,8 @@ def test_ray_is_imported_only_by_the_ray_launcher() -> None:
     assert users == ["djl/wlm/ray_launcher.py"]
     importers = sorted(str(p.relative_to(DJL.parent)) for p in DJL.rglob("*.py")
                        if "djl.wlm.ray_launcher" in imported(p))
-    assert importers == ["djl/registry.py"]
-    top_level = {node.module for node in ast.parse((DJL / "registry.py").read_text()).body
+    assert importers == ["djl/registry/pools.py"]
+    top_level = {node.module for node in ast.parse((DJL / "registry" / "pools.py").read_text()).body
                  if isinstance(node, ast.ImportFrom)}
     assert "djl.wlm.ray_launcher" not in top_level
 
@@ -61,3 +65,80 @@ def test_onnxruntime_is_imported_only_by_its_engine() -> None:
                    if any(n == "onnxruntime" or n.startswith("onnxruntime.")
                           for n in imported(p)))
     assert users == ["djl/runtime/onnx_engine.py"]
+
+
+def module_of(path: Path) -> str:
+    parts = list(path.relative_to(DJL.parent).with_suffix("").parts)
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def import_graph(root: Path = DJL) -> dict[str, set[str]]:
+    """Module → the djl modules it imports anywhere in its text: at the top, inside a
+    function, or under ``TYPE_CHECKING`` (a type-only import is a dependency too). A
+    compiled extension (``_batch``) is a leaf."""
+    modules = {module_of(p): p for p in root.rglob("*.py")}
+    graph: dict[str, set[str]] = {}
+    for name, path in modules.items():
+        deps: set[str] = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                deps.update(a.name for a in node.names if a.name in modules)
+            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                for alias in node.names:
+                    full = f"{node.module}.{alias.name}"
+                    if full in modules:
+                        deps.add(full)
+                    elif node.module in modules and not _extension(node.module, alias.name):
+                        deps.add(node.module)
+        deps.discard(name)
+        graph[name] = deps
+    return graph
+
+
+def _extension(package: str, name: str) -> bool:
+    folder = DJL.parent.joinpath(*package.split("."))
+    return (folder / f"{name}.pyx").exists()
+
+
+def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """The strongly connected groups of more than one module (Tarjan), each sorted."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    found: list[list[str]] = []
+
+    def visit(node: str) -> None:
+        index[node] = low[node] = len(index)
+        stack.append(node)
+        for dep in graph.get(node, ()):
+            if dep not in index:
+                visit(dep)
+                low[node] = min(low[node], low[dep])
+            elif dep in stack:
+                low[node] = min(low[node], index[dep])
+        if low[node] == index[node]:
+            group = []
+            while True:
+                member = stack.pop()
+                group.append(member)
+                if member == node:
+                    break
+            if len(group) > 1:
+                found.append(sorted(group))
+
+    for node in sorted(graph):
+        if node not in index:
+            visit(node)
+    return sorted(found)
+
+
+def test_the_cycle_finder_finds_a_cycle() -> None:
+    graph = {"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}, "e": {"e"}}
+    assert cycles(graph) == [["a", "b", "c"]]
+
+
+def test_no_import_cycles() -> None:
+    """Dependencies form layers: no module reaches, even for a type, one that reaches it."""
+    graph = import_graph()
+    assert "djl.registry.manager" in graph["djl.registry"]  # the graph sees packages
+    assert cycles(graph) == []

@@ -36,19 +36,19 @@ def test_select_is_one_version_or_all_and_default_means_the_unversioned_one():
 
 def test_a_second_registration_of_a_name_or_version_is_409():
     manager = ModelManager(ServerConfig())
-    manager._add(workflow("m", "v1"))
+    manager.registry.add(workflow("m", "v1"))
     with pytest.raises(Conflict, match="Workflow m:v1 is already registered."):
-        manager._add(workflow("m", "v1"))
+        manager.registry.add(workflow("m", "v1"))
     with pytest.raises(Conflict, match="Workflow m is already registered."):
-        manager._add(workflow("m"))  # an unversioned one next to versions
-    manager._add(workflow("m", "v2"))
+        manager.registry.add(workflow("m"))  # an unversioned one next to versions
+    manager.registry.add(workflow("m", "v2"))
     assert [w.version for w in manager.endpoint("m").versions] == ["v1", "v2"]
 
 
 def test_pages_are_sorted_by_name_and_the_limit_is_capped():
     manager = ModelManager(ServerConfig())
     for name in ("c", "a", "b"):
-        manager._add(workflow(name))
+        manager.registry.add(workflow(name))
     page, next_token, total = manager.page(2, 0)
     assert [e.name for e in page] == ["a", "b"] and (next_token, total) == (2, 3)
     page, next_token, total = manager.page(2, 2)
@@ -61,8 +61,8 @@ def test_a_model_still_loading_is_pending_and_a_failed_load_is_failed():
     manager = ModelManager(ServerConfig())
     loading, failed = workflow("loading"), workflow("failed")
     failed.models["failed"].load_error = ModelNotFound.invalid_url("file:/nowhere")
-    manager._add(loading)
-    manager._add(failed)
+    manager.registry.add(loading)
+    manager.registry.add(failed)
     assert loading.models["loading"].status is ModelStatus.PENDING
     assert failed.models["failed"].status is ModelStatus.FAILED
     assert manager.health() == ({"loading": "PENDING", "failed": "FAILED"}, True, True)

@@ -7,21 +7,22 @@ import pytest
 
 from djl.config import RegisterParams, ServerConfig
 from djl.errors import BadRequest, ModelNotFound, NotFound, WlmError
+from djl.http.inference import invocation_target
 from djl.io import Input, Output, PairList
 from djl.registry import Model, ModelManager, Workflow
 
 
 def test_invocation_target_first_named_then_the_single_startup_model():
     manager = ModelManager(ServerConfig())
-    assert manager.invocation_target(None, "", "form", "later") == "form"
+    assert invocation_target(manager.startup_names, None, "", "form", "later") == "form"
     with pytest.raises(BadRequest, match="Parameter model_name is required."):
-        manager.invocation_target(None, None)
+        invocation_target(manager.startup_names, None, None)
     manager.startup_names.append("only")
-    assert manager.invocation_target(None) == "only"
-    assert manager.invocation_target("named") == "named"
+    assert invocation_target(manager.startup_names, None) == "only"
+    assert invocation_target(manager.startup_names, "named") == "named"
     manager.startup_names.append("second")
     with pytest.raises(BadRequest):
-        manager.invocation_target(None)
+        invocation_target(manager.startup_names, None)
 
 
 def _input(header: str | None = None, item: str | None = None) -> Input:
@@ -45,7 +46,7 @@ async def test_dynamic_loading_refusals():
                     _input(item="file:///models/..%2fetc")):
         with pytest.raises(NotFound, match="Permission denied: file:/"):
             await manager.find_or_load("m", None, refused)
-    assert manager.endpoints == {} and manager._dynamic_loads == {}
+    assert manager.endpoints == {} and manager.dynamic.in_flight == {}
 
 
 async def test_predict_counts_failures_and_server_codes():
@@ -60,7 +61,7 @@ async def test_predict_counts_failures_and_server_codes():
             raise answer
         return answer  # type: ignore[return-value]
 
-    manager.infer = infer  # type: ignore[method-assign]
+    manager.invocation.infer = infer  # type: ignore[method-assign]
     await manager.predict(workflow, Input())
     await manager.predict(workflow, Input())
     assert not manager.breaker.tripped  # one 424 tolerated

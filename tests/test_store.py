@@ -35,12 +35,12 @@ from store_helpers import (
     zip_overlapping,
 )
 
-from djl import download, store, url_policy
+from djl import download, source_cache, store, url_policy
 from djl.config import ServerConfig
 from djl.errors import DjlError, Forbidden, ModelNotFound, SourceError
+from djl.prepare import infer_engine
 from djl.store import (
     fetch_text,
-    infer_engine,
     infer_model_name,
     release,
     resolve_model,
@@ -333,7 +333,7 @@ async def test_outer_archive_left_by_an_earlier_run_is_extracted_again(
     # A new process: nothing known about either directory; the inner one is gone (a crash
     # while unregistering deletes it first).
     for path in source.owned_paths:
-        store._CACHE.pop(str(path))
+        source_cache.CACHE.pop(str(path))
     shutil.rmtree(inner_dir)
     (outer_dir / ".marker").touch()
     again = await resolve_model(str(archive), config)
@@ -345,7 +345,7 @@ async def test_outer_archive_left_by_an_earlier_run_is_extracted_again(
     # Two registrations of it at once after such a crash: both succeed, one re-extraction.
     source = await resolve_model(str(archive), config)
     for path in source.owned_paths:
-        store._CACHE.pop(str(path))
+        source_cache.CACHE.pop(str(path))
     shutil.rmtree(source.owned_paths[1])
     sources: list[store.ModelSource] = []
 

@@ -139,3 +139,23 @@ def test_torch_tensors_share_the_batch_buffer() -> None:
     doubled, as_float = decode_ndlist(answers(inputs, output)[1])
     assert doubled.tolist() == [6, 8, 10] and as_float.dtype == np.float32
     assert _batch.output_format(None, None) == _batch.FORMAT_NDLIST
+
+
+def test_outputs_not_in_c_order_are_answered_by_value() -> None:
+    """A transposed or strided output (numpy or torch) is what its values say, in every
+    format (the encoders copy them into C order)."""
+    import torch
+
+    inputs = batched((b"[[1, 2, 3]]", JSON), (b"[[4, 5, 6]]", JSON),
+                     (b"[[7, 8, 9]]", {**JSON, "accept": "tensor/ndlist"}))
+    batch = TensorBatch(inputs)
+    (group,) = batch
+    (x,) = group.inputs  # shape (3, 1, 3)
+    fortran = np.asfortranarray(x[:, 0, :])
+    strided = torch.from_numpy(np.ascontiguousarray(x[:, 0, :].T)).T  # a transposed view
+    assert not fortran.flags.c_contiguous and not strided.is_contiguous()
+    group.set_outputs((fortran, strided))
+    bodies = answers(inputs, batch.output())
+    assert json.loads(bodies[0]) == {"predictions": [["arr_0", [1.0, 2.0, 3.0]],
+                                                     ["arr_1", [1.0, 2.0, 3.0]]]}
+    assert [a.tolist() for a in decode_ndlist(bodies[2])] == [[7.0, 8.0, 9.0]] * 2

@@ -43,9 +43,15 @@ async def access_logged(app: App, scope: dict[str, Any], receive: Any, send: Any
     try:
         await app(scope, receive, counting_send)
     finally:
-        log.info("%s %s %s %s %d %d %.2f", req_id, scope["method"], scope["path"],
-                 scope.get(MODEL_KEY) or "-", status, size,
-                 (time.perf_counter() - start) * 1000)
+        write_line(req_id, scope["method"], scope["path"], scope.get(MODEL_KEY), status, size,
+                   start)
 
 
-__all__ = ["MODEL_KEY", "access_logged"]
+def write_line(req_id: str, method: str, path: str, model: str | None, status: int,
+               size: int, start: float) -> None:
+    """One request's line; ``start`` is its ``time.perf_counter()`` on arrival."""
+    log.info("%s %s %s %s %d %d %.2f", req_id, method, path, model or "-", status, size,
+             (time.perf_counter() - start) * 1000)
+
+
+__all__ = ["MODEL_KEY", "access_logged", "write_line"]

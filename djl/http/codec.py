@@ -18,7 +18,7 @@ from quart import Request, Response
 from werkzeug.datastructures import Headers
 
 from djl import _batch
-from djl.async_results import Page
+from djl.async_results import Page, next_chunk
 from djl.config import ServerConfig, parse_int
 from djl.errors import BadRequest, DjlError, StreamCut
 from djl.io import Input, Output, PairList
@@ -67,9 +67,16 @@ class Query:
         self.pairs = pairs
 
     def get(self, name: str) -> str | None:
+        """The first value of ``name``; None when absent or empty."""
+        value = self.first(name)
+        return value if value != "" else None
+
+    def first(self, name: str) -> str | None:
+        """The first value of ``name`` as sent (an empty one kept: ``synchronous=`` is
+        false, spec §2.2); None when absent."""
         for key, value in self.pairs:
             if key == name:
-                return value if value != "" else None
+                return value
         return None
 
     def get_int(self, name: str, default: int) -> int:
@@ -289,7 +296,7 @@ async def output_reply(output: Output, req_id: str, config: ServerConfig) -> Rep
     first = None
     try:
         with trio.move_on_after(config.chunked_read_timeout_s) as waiting:
-            first = await _next_chunk(stream)
+            first = await next_chunk(stream)
     except BaseException:
         stream.close()  # the client went away: let the worker drain instead of block
         raise
@@ -361,19 +368,12 @@ def _with_common_headers(output: Output, req_id: str, config: ServerConfig, *,
     return merged
 
 
-async def _next_chunk(stream: Any) -> bytes | None:
-    try:
-        return await stream.receive()
-    except (trio.EndOfChannel, trio.ClosedResourceError):
-        return None
-
-
 async def _chunks(first: bytes, stream: Any, timeout_s: float) -> AsyncIterator[bytes]:
     try:
         yield first
         while True:
             with trio.fail_after(timeout_s):
-                chunk = await _next_chunk(stream)
+                chunk = await next_chunk(stream)
             if chunk is None:
                 return
             yield chunk
@@ -394,7 +394,7 @@ def _describe_worker(worker: Any) -> dict[str, Any]:
     """A WorkerStatistics as describe lists it."""
     entry: dict[str, Any] = {"id": worker.id, "startTime": _iso(worker.start_time),
                              "status": "READY" if worker.alive else "UNLOADING"}
-    if worker.node is not None:  # ours (issue 12): the Ray node and actor of the worker
+    if worker.node is not None:  # ours: the Ray node and actor of the worker
         entry["node"] = dict(worker.node)
     return entry
 
@@ -430,9 +430,9 @@ def describe_model(model: Model, startup_names: list[str]) -> dict[str, Any]:
         "status": stats.health,
         "loadedAtStartup": model.model_id in startup_names,
         "workerGroups": groups,
-        # Ours (issue 11.7): workers replaced on reaching max_worker_requests/_rss_mb.
+        # Ours: workers replaced on reaching max_worker_requests/_rss_mb.
         "recycledWorkers": stats.recycles,
-        # Ours (issue 12): why its latest worker died or failed to load, e.g. no Ray node
+        # Ours: why its latest worker died or failed to load, e.g. no Ray node
         # can place it any more; what a FAILED model has to say for itself.
         **({"lastWorkerFailure": stats.last_failure} if stats.last_failure else {}),
         # Ours: the model's inputs and outputs as its engine read them at load (names,

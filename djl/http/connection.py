@@ -15,8 +15,9 @@ message. ``LeanTCPServer`` keeps hypercorn's protocol
   once, as before.
 
 An A/B in one run (bench/echo.py, ``djl`` vs ``djl-stock``) is what keeps it. It is
-installed explicitly by ``create_app`` (``lean_connections``), never on import, and only
-on the hypercorn it was measured on: the pinned version; tests/integration/
+installed by ``djl-serving`` under ``http_server=hypercorn`` (``lean_connections``) for as
+long as it serves, never on import nor by ``create_app``, and only on the hypercorn it was
+measured on: the pinned version; tests/integration/
 test_lean_connections.py fails loudly if hypercorn's shape changes.
 
 ``LeanConfig`` is hypercorn's ``Config`` with the per-answer ``date`` and ``server``
@@ -27,6 +28,8 @@ only on ``Config.response_headers``, which the shape test pins too).
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from functools import cache
 from importlib.metadata import version
 from math import inf
@@ -228,19 +231,27 @@ def _hypercorn_version() -> str:
     return version("hypercorn")
 
 
-def install(lean: bool) -> bool:
-    """Make hypercorn's trio worker serve each connection with ``LeanTCPServer`` (``lean``)
-    or its own ``TCPServer``; True when the lean one is in place.
+@contextmanager
+def installed(lean: bool) -> Iterator[bool]:
+    """While the block runs, hypercorn's trio worker serves each connection with
+    ``LeanTCPServer`` (``lean``) or its own ``TCPServer``; yields True when the lean one is
+    in place, and puts back whatever was there on leaving.
 
     The seam is the name ``TCPServer`` that ``hypercorn.trio.run.worker_serve`` looks up
-    when it starts serving. On a hypercorn other than ``MEASURED_ON`` the stock one stays.
+    when it starts serving: process-wide, so only the owner of the process installs it
+    (``djl-serving`` with ``http_server=hypercorn``), never ``create_app``. On a hypercorn
+    other than ``MEASURED_ON`` the stock one stays.
     """
     if lean and _hypercorn_version() != MEASURED_ON:
         log.warning("lean_connections needs hypercorn %s, found %s: hypercorn's own "
                     "connections serve", MEASURED_ON, _hypercorn_version())
         lean = False
+    before = hypercorn_run.TCPServer
     hypercorn_run.TCPServer = LeanTCPServer if lean else TCPServer  # type: ignore[misc]
-    return lean
+    try:
+        yield lean
+    finally:
+        hypercorn_run.TCPServer = before  # type: ignore[misc]
 
 
-__all__ = ["MEASURED_ON", "LeanConfig", "LeanTCPServer", "install"]
+__all__ = ["MEASURED_ON", "LeanConfig", "LeanTCPServer", "installed"]

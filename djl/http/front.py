@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from contextlib import aclosing
 from typing import Any
 
@@ -30,7 +30,7 @@ from djl.errors import PayloadTooLarge, RequestTimeout, StreamCut
 from djl.http import codec, inference
 from djl.http.access_log import MODEL_KEY, access_logged
 from djl.io import Input
-from djl.registry import ModelManager, watching
+from djl.registry import ModelManager, Watch, watching
 
 log = logging.getLogger("djl.http")
 
@@ -48,6 +48,46 @@ _GONE = (trio.BusyResourceError, trio.BrokenResourceError, trio.ClosedResourceEr
 def is_inference(uri: str, query_string: bytes) -> bool:
     """Spec §1.2: whether a request URI names an inference route."""
     return bool(_INFERENCE.match(uri)) or (bool(INVOKE.match(uri)) and not query_string)
+
+
+def serves_inline(raw_path: bytes, query_string: bytes, media_type: bytes | None,
+                  role: str) -> bool:
+    """Whether the inference code answers a request itself (``inference_call`` then
+    ``inference.handle``) rather than Quart: an inference route, not on the management
+    listener, with a body that is not a form (Quart parses forms). Both servers ask this
+    one question (this ASGI front and ``djl.http.h1``), so a route added to
+    ``is_inference`` and ``inference.handle`` is served by both."""
+    uri = raw_path.decode("latin-1")
+    if query_string:
+        uri += "?" + query_string.decode("latin-1")
+    return (is_inference(uri, query_string) and role != "management"
+            and not (media_type is not None and codec.is_form(
+                media_type.decode("latin-1").partition(";")[0].strip().lower())))
+
+
+def inference_call(method: str, raw_path: bytes, query_string: bytes,
+                   headers: list[tuple[bytes, bytes]], req_id: str, config: ServerConfig,
+                   manager: ModelManager, read_body: Callable[[], Awaitable[bytes]],
+                   watch: Watch | None) -> inference.InferenceCall:
+    """The ``InferenceCall`` of a request ``serves_inline`` admits; ``headers`` are its
+    (lower-case name, value) pairs, ``read_body`` returns its whole body."""
+    query = codec.Query(codec.parse_query(query_string)) if query_string else _NO_QUERY
+
+    async def read_input() -> Input:
+        properties, _ = codec.request_properties(headers, config)
+        return codec.body_input(properties, query, await read_body(), req_id)
+
+    return inference.InferenceCall(method, codec.path_segments(raw_path), query, req_id,
+                                   config, manager, _HeaderLookup(headers).get, read_input,
+                                   watch)
+
+
+def too_large(length: bytes, config: ServerConfig) -> PayloadTooLarge:
+    """Spec §1.5's refusal of a declared ``Content-Length`` over ``max_request_size``,
+    logged; its connection is closed after the answer, the body never read."""
+    log.warning("refused a request of %s bytes (max_request_size %d)",
+                length.decode("latin-1"), config.max_request_size)
+    return PayloadTooLarge.request(config.max_request_size)
 
 
 class _ClientGone(Exception):
@@ -96,22 +136,14 @@ class Front:
             # Spec §1.5: every route, also those that never read their body. h11 has
             # checked the header is digits.
             req_id = req_id or codec.random_uuid4()
-            log.warning("refused a request of %s bytes (max_request_size %d)",
-                        length.decode(), config.max_request_size)
-            too_large = PayloadTooLarge.request(config.max_request_size)
-            reply = codec.error_reply(too_large, req_id, config)
+            reply = codec.error_reply(too_large(length, config), req_id, config)
             if self.count_response is not None:
                 self.count_response(reply.status)
             await _send_reply(send, reply)
             return
         raw_path: bytes = scope.get("raw_path") or scope["path"].encode()
         query_string: bytes = scope.get("query_string", b"")
-        uri = raw_path.decode("latin-1")
-        if query_string:
-            uri += "?" + query_string.decode("latin-1")
-        if (not is_inference(uri, query_string) or scope.get(ROLE_KEY) == "management"
-                or (media_type is not None and codec.is_form(
-                    media_type.decode("latin-1").partition(";")[0].strip().lower()))):
+        if not serves_inline(raw_path, query_string, media_type, scope.get(ROLE_KEY, "both")):
             await self.quart_asgi(scope, receive, _closing_send(send, self.count_response))
             return
         await self._inference(scope, receive, send, raw_path, query_string,
@@ -120,17 +152,9 @@ class Front:
     async def _inference(self, scope: dict[str, Any], receive: Any, send: Any,
                          raw_path: bytes, query_string: bytes, req_id: str) -> None:
         config = self.config
-        headers = scope["headers"]
-        query = codec.Query(codec.parse_query(query_string)) if query_string else _NO_QUERY
         body = _Body(receive, config)
-
-        async def read_input() -> Input:
-            properties, _ = codec.request_properties(headers, config)
-            return codec.body_input(properties, query, await body.read(), req_id)
-
-        call = inference.InferenceCall(
-            scope["method"], codec.path_segments(raw_path), query, req_id, config,
-            self.manager, _HeaderLookup(headers).get, read_input, body.listen)
+        call = inference_call(scope["method"], raw_path, query_string, scope["headers"], req_id,
+                              config, self.manager, body.read, body.listen)
         reply = None
         ended = False
         with trio.CancelScope() as body.scope:
@@ -298,4 +322,5 @@ def _closing_send(send: Any, count_response: Callable[[int], None] | None) -> An
     return closing_send
 
 
-__all__ = ["ROLE_KEY", "Front", "is_inference"]
+__all__ = ["ROLE_KEY", "Front", "inference_call", "is_inference", "serves_inline",
+           "too_large"]

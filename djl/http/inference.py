@@ -10,7 +10,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from functools import partial
 
-from djl.config import ServerConfig, parse_java_int
+from djl.config import ServerConfig, parse_java_bool, parse_java_int
 from djl.errors import BadRequest, NotFound
 from djl.health import ping_status
 from djl.http import codec
@@ -64,6 +64,18 @@ def _path_target(call: InferenceCall) -> tuple[str | None, str | None]:
     return name, call.query.get("model_version") or call.header("model_version") or None
 
 
+def invocation_target(startup_names: list[str], *candidates: str | None) -> str:
+    """Spec §3.1: the model an /invocations request names — the first non-empty
+    candidate (query, header, form field, in that order), else the single start-up
+    model, else 400."""
+    for candidate in candidates:
+        if candidate:
+            return candidate
+    if len(startup_names) == 1:
+        return startup_names[0]
+    raise BadRequest("Parameter model_name is required.")
+
+
 def _form_name(inputs: Input) -> str | None:
     field = inputs.content.get("model_name")
     return bytes(field).decode("utf-8") if field else None
@@ -74,7 +86,8 @@ async def predict(call: InferenceCall) -> codec.Reply:
     name, version = _path_target(call)
     if call.method == "OPTIONS":
         if not name:
-            name = manager.invocation_target(_form_name(await call.read_input()))
+            name = invocation_target(manager.startup_names,
+                                     _form_name(await call.read_input()))
         # Spec §3.4: an unknown name or version is a 404 here too; without a version the
         # round-robin is left alone.
         if version:
@@ -89,11 +102,10 @@ async def predict(call: InferenceCall) -> codec.Reply:
         page = manager.results.poll(token, _max_items(properties.get("x-max-items")))
         return codec.page_reply(page, call.req_id, call.config)
     if not name:
-        name = manager.invocation_target(_form_name(inputs))
+        name = invocation_target(manager.startup_names, _form_name(inputs))
     call.model = name
     workflow = await manager.find_or_load(name, version, inputs)
-    synchronous = properties.get("x-synchronous")
-    if synchronous is not None and synchronous.lower() != "true":
+    if not parse_java_bool(properties.get("x-synchronous"), True):
         token = manager.results.submit(partial(manager.predict, workflow, inputs))
         return codec.submitted_reply(token, call.req_id, call.config)
     try:

@@ -4,19 +4,17 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 from quart import Request, Response
 
-from djl.config import RegisterParams, ServerConfig, parse_int
+from djl.config import RegisterParams, ServerConfig, parse_int, parse_java_bool
 from djl.errors import BadRequest, IllegalArgument, MethodNotAllowed, NotFound
 from djl.http import codec
 from djl.log_levels import python_level
 from djl.metrics import CONTENT_TYPE
 from djl.registry import ModelManager
-from djl.store import infer_model_name
-from djl.workflow.spec import load_workflow, workflow_file_of
 from djl.workflow.templates import load_template
 
 log = logging.getLogger("djl.http")
@@ -103,15 +101,11 @@ async def _register_params(call: Call) -> RegisterParams:
             return None if value is None else str(value)
 
         return RegisterParams.from_query(get)
-    return RegisterParams.from_query(call.query.get)
+    return RegisterParams.from_query(call.query.first)
 
 
 async def _register_model(call: Call) -> Response:
     params = await _register_params(call)
-    if params.model_name is None and workflow_file_of(params.url) is not None:
-        # Spec §2.2: a workflow registered through /models is named after the URL, not
-        # after the name inside the file.
-        params = replace(params, model_name=infer_model_name(params.url))
     workflow = await call.manager.register(params)
     if not params.synchronous:
         return call.status(f'Model "{workflow.name}" registration scheduled.', 202)
@@ -121,18 +115,16 @@ async def _register_model(call: Call) -> Response:
 async def _register_workflow(call: Call) -> Response:
     url = call.query.get("url")
     template = call.query.get("template")
-    sync_value = call.query.get("synchronous")
-    synchronous = sync_value is None or sync_value.lower() == "true"
+    synchronous = parse_java_bool(call.query.first("synchronous"), True)
     replacements = call.query.single_valued()
     if url:
-        spec = await load_workflow(url, call.config, replacements)
+        workflow = await call.manager.register_workflow_file(
+            url, replacements, synchronous=synchronous)
     elif template:
-        spec = load_template(template, replacements)
+        workflow = await call.manager.register_workflow(
+            load_template(template, replacements), synchronous=synchronous)
     else:
         raise BadRequest("Either parameter url or template is required.")
-    if not spec.name:
-        raise BadRequest.unnamed_workflow()
-    workflow = await call.manager.register_workflow(spec, synchronous=synchronous)
     if not synchronous:
         return call.status(f'Workflow "{workflow.name}" registration scheduled.', 202)
     return call.status(f'Workflow "{workflow.name}" registered.')

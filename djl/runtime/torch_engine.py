@@ -25,6 +25,7 @@ from typing import Any
 
 from djl.runtime.tensor_engine import BadOutput, TensorEngine, TensorLoadError
 from djl.signature import Signature, TensorSpec, datatype_of
+from djl.tensor_batch import output_values, to_numpy
 
 log = logging.getLogger("djl.runtime")
 
@@ -172,26 +173,13 @@ def export_signature(program: Any) -> Signature:
 
 
 def _numpy_outputs(result: Any) -> tuple[list[Any], list[str] | None]:
-    """The model's result as numpy arrays on the CPU, and their names (a dict's keys)."""
-    names: list[str] | None = None
-    if isinstance(result, dict):
-        names = [str(k) for k in result]
-        values = list(result.values())
-    elif isinstance(result, tuple | list):
-        values = list(result)
-    else:
-        values = [result]
-    arrays = []
+    """The model's result as numpy arrays on the CPU, and their names (a dict's keys);
+    a TorchScript model must answer with tensors only."""
+    values, names = output_values(result)
     for value in values:
         if not hasattr(value, "detach"):
             raise BadOutput(
                 f"The model returned a {type(value).__name__}, not a tensor or a tuple, "
                 "list or dict of tensors"
             )
-        tensor = value.detach()
-        if tensor.device.type != "cpu":
-            tensor = tensor.cpu()
-        if str(tensor.dtype) == "torch.bfloat16":
-            tensor = tensor.float()  # numpy has no bfloat16
-        arrays.append(tensor.contiguous().numpy())
-    return arrays, names
+    return [to_numpy(value) for value in values], names

@@ -19,15 +19,16 @@ import os
 import signal
 import socket
 import subprocess
+import sys
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Protocol
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
 
 import trio
 
+from djl.config import ServerConfig
 from djl.errors import ModelLoadError
-
-if TYPE_CHECKING:
-    from djl.wlm.worker import Worker
 
 log = logging.getLogger("djl.worker")
 
@@ -35,6 +36,73 @@ log = logging.getLogger("djl.worker")
 STOP_GRACE_S = 2.0
 #: A worker's output line longer than this is logged in pieces (bounded memory).
 MAX_LOG_LINE = 64 * 1024
+
+
+@dataclass(frozen=True)
+class WorkerCommand:
+    """How to start a model's worker process."""
+
+    python: str
+    model_dir: Path
+    entry_point: str
+    init_properties: dict[str, str]
+    handler: str = "handle"
+    env: dict[str, str] = field(default_factory=dict)
+    log_level: str = "info"
+    max_item_bytes: int = ServerConfig.max_worker_item_bytes
+    #: Batches in flight at once for a fast model (ServerConfig.pipeline_depth).
+    pipeline_depth: int = ServerConfig.pipeline_depth
+    #: Longest a streamed chunk waits for the HTTP side to take it (chunked_read_timeout).
+    stream_send_timeout_s: float = ServerConfig.chunked_read_timeout_s
+    #: The runtime engine that serves the model: ``Python`` (model.py) or ``PyTorch``.
+    engine: str = "Python"
+    #: torch intra-op threads per worker (PyTorch engine; 0 leaves torch's default).
+    num_threads: int = 0
+
+    def argv(self, fd: int, device_id: int, max_frame: int) -> list[str]:
+        """``max_frame``: the largest frame the server reads from this worker; the runtime
+        refuses to write a larger one (it answers the batch with an ERROR frame instead)."""
+        return [
+            self.python or sys.executable, "-m", "djl.runtime",
+            "--fd", str(fd),
+            "--model-dir", str(self.model_dir),
+            *self.runtime_args(self.entry_point, device_id, max_frame),
+        ]
+
+    def runtime_args(self, entry_point: str, device_id: int, max_frame: int) -> list[str]:
+        """The runtime's arguments after its channel and model directory (a Ray actor adds
+        its own: ``--connect`` and the node-local copy of the model)."""
+        return [
+            "--entry-point",
+            entry_point,
+            "--device-id",
+            str(device_id),
+            "--log-level",
+            self.log_level,
+            "--max-item-bytes",
+            str(self.max_item_bytes),
+            "--max-frame-bytes",
+            str(max_frame),
+            "--engine",
+            self.engine,
+            "--num-threads",
+            str(self.num_threads),
+        ]
+
+
+@dataclass(frozen=True)
+class LaunchSpec:
+    """What a launcher needs to start one worker's process (a value: no launcher reads
+    the Worker itself)."""
+
+    command: WorkerCommand
+    #: The device index the runtime uses (-1: the CPU).
+    device_id: int
+    #: The largest frame the server reads from this worker; the runtime refuses to write
+    #: a larger one.
+    max_frame: int
+    #: The worker's name in log lines.
+    label: str
 
 
 class WorkerProcess(Protocol):
@@ -72,8 +140,8 @@ class WorkerProcess(Protocol):
 
 
 class Launcher(Protocol):
-    async def start(self, worker: Worker) -> WorkerProcess:
-        """Start ``worker``'s process; ModelLoadError if it cannot be started. Whatever
+    async def start(self, spec: LaunchSpec) -> WorkerProcess:
+        """Start the process ``spec`` describes; ModelLoadError if it cannot be started. Whatever
         was started is stopped again if this fails or is cancelled."""
         ...
 
@@ -85,8 +153,8 @@ class Launcher(Protocol):
 class LocalLauncher:
     """A subprocess on this host, over a socketpair."""
 
-    async def start(self, worker: Worker) -> LocalProcess:
-        command = worker.source.command
+    async def start(self, spec: LaunchSpec) -> LocalProcess:
+        command = spec.command
         try:
             # Out of file descriptors (EMFILE) lands here too: a load failure of this
             # worker, never an error that escapes the pool.
@@ -95,13 +163,13 @@ class LocalLauncher:
             raise ModelLoadError(f"Cannot start the worker process: {exc}") from None
         try:
             process = await trio.lowlevel.open_process(
-                command.argv(child.fileno(), worker.device.device_id, worker.max_frame()),
+                command.argv(child.fileno(), spec.device_id, spec.max_frame),
                 pass_fds=(child.fileno(),),
                 stdin=subprocess.DEVNULL,
                 stdout=-1,
                 stderr=-1,
                 cwd=str(command.model_dir),
-                env=_environment(worker),
+                env=_environment(command),
                 start_new_session=True,
             )
         except BaseException as exc:
@@ -111,7 +179,7 @@ class LocalLauncher:
             raise
         finally:
             child.close()
-        return LocalProcess(worker, process,
+        return LocalProcess(spec.label, process,
                             trio.SocketStream(trio.socket.from_stdlib_socket(channel)))
 
     def close(self) -> None:
@@ -122,9 +190,8 @@ class LocalLauncher:
 LOCAL = LocalLauncher()
 
 
-def _environment(worker: Worker) -> dict[str, str]:
+def _environment(command: WorkerCommand) -> dict[str, str]:
     env = dict(os.environ)
-    command = worker.source.command
     paths = [p for p in (env.get("PYTHONPATH"), str(command.model_dir)) if p]
     env["PYTHONPATH"] = os.pathsep.join(paths)
     env["PYTHONUNBUFFERED"] = "1"
@@ -136,9 +203,9 @@ class LocalProcess:
     node = None
     death = None
 
-    def __init__(self, worker: Worker, process: trio.Process, stream: trio.SocketStream
+    def __init__(self, label: str, process: trio.Process, stream: trio.SocketStream
                  ) -> None:
-        self._label = worker.label
+        self._label = label
         self._process = process
         self.pid: int | None = process.pid
         self.stream = stream

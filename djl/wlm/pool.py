@@ -1,6 +1,6 @@
 """WorkerPool: one model's job queue, its worker groups, batching and scaling (spec §5).
 
-Nursery layout (DESIGN.md)::
+Nursery layout (docs/architecture.md)::
 
     WorkerPool.run          the model's nursery; cancelling it means "unregister"
      └─ _keep_worker × n    one per worker slot: run a Worker, replace it if it died
@@ -12,7 +12,7 @@ temporary worker (§5.4), which retires after ``max_idle_time`` idle. A worker t
 is replaced with back-off while the model's failures stay within ``retry_threshold``;
 past it the model is FAILED (§6.9).
 
-Recycling (issue 11.7): a worker that has answered ``max_worker_requests`` requests, or
+Recycling: a worker that has answered ``max_worker_requests`` requests, or
 whose resident memory passed ``max_worker_rss_mb``, is replaced: the replacement loads
 first (the old worker serves meanwhile), then the old one retires, finishing the batch
 it holds. A group may so hold one process more than ``max_workers`` for a moment.
@@ -113,7 +113,7 @@ class WorkerStatistics:
     requests: int
     #: Resident memory now; None unless asked for (``statistics(rss=True)``) or gone.
     rss_bytes: int | None
-    #: Where it runs when not on this host: its Ray node and actor (issue 12).
+    #: Where it runs when not on this host: its Ray node and actor.
     node: dict[str, str] | None = None
 
     @property
@@ -542,7 +542,7 @@ class WorkerPool:
         if worker.state is not WorkerState.BUSY:
             worker.kill()
 
-    # -- recycling (issue 11.7) --------------------------------------------------------
+    # -- recycling ---------------------------------------------------------------------
     def _recycle(self, worker: Worker, why: str) -> None:
         """Replace ``worker``: its replacement loads first, then it retires."""
         if (worker in self._recycling or worker.retiring or not worker.running
@@ -698,7 +698,7 @@ class WorkerPool:
     # -- health and statistics ---------------------------------------------------------
     def healthy(self) -> bool:
         """Every group has at least ``min_workers`` workers alive, starting or serving
-        (spec §3.2, issue 11.6).
+        (spec §3.2).
 
         Stopped and retiring workers stay listed for describe (spec §5.7) but never count:
         DJL counts them for 60 s, so a model whose replacements all failed to load kept

@@ -1,4 +1,4 @@
-"""Workers on a Ray cluster (issue 12); the one module of djl that imports ``ray``.
+"""Workers on a Ray cluster; the one module of djl that imports ``ray``.
 
 A model registered with ``load_on_devices=ray`` gets a ``RayLauncher``: each of its workers
 is a Ray actor (``RuntimeActor``) that runs the same runtime, ``djl.runtime``, in the
@@ -50,8 +50,7 @@ import trio
 from djl.archive import Limits, extract_archive
 from djl.config import RayResources, ServerConfig
 from djl.errors import ModelLoadError, SourceError
-from djl.wlm.launch import STOP_GRACE_S
-from djl.wlm.worker import Worker
+from djl.wlm.launch import STOP_GRACE_S, LaunchSpec
 
 log = logging.getLogger("djl.ray")
 
@@ -193,7 +192,7 @@ class RayLauncher:
         """The model is gone: its files may leave the object store."""
         self._archive = None
 
-    async def start(self, worker: Worker) -> RayProcess:
+    async def start(self, spec: LaunchSpec) -> RayProcess:
         settings = self.settings
         family = socket.AF_INET6 if ":" in self.callback_host else socket.AF_INET
         listener = trio.socket.socket(family, socket.SOCK_STREAM)
@@ -209,7 +208,7 @@ class RayLauncher:
             port = listener.getsockname()[1]
             secret = secrets.token_hex(16)
             host = f"[{self.callback_host}]" if family == socket.AF_INET6 else self.callback_host
-            args = self._runtime_args(worker) + [
+            args = self._runtime_args(spec) + [
                 "--connect", f"{host}:{port}", "--secret", secret,
                 "--connect-timeout", str(settings.connect_timeout_s)]
             with trio.fail_after(settings.placement_timeout_s):
@@ -220,7 +219,7 @@ class RayLauncher:
                     lambda: ray.get(prepare, timeout=settings.placement_timeout_s),
                     abandon_on_cancel=True)
                 serve = await trio.to_thread.run_sync(
-                    lambda: actor.serve.remote(args, dict(worker.source.command.env)))
+                    lambda: actor.serve.remote(args, dict(spec.command.env)))
                 process = RayProcess(actor, serve, node, settings.connect_timeout_s)
                 await process.connect(listener, secret)
             return process
@@ -238,13 +237,13 @@ class RayLauncher:
         finally:
             listener.close()
 
-    def _runtime_args(self, worker: Worker) -> list[str]:
-        command = worker.source.command
+    def _runtime_args(self, spec: LaunchSpec) -> list[str]:
+        command = spec.command
         entry = command.entry_point
         if os.path.isabs(entry):  # a URL naming a .py file: the copy has it at the same place
             entry = os.path.relpath(entry, command.model_dir)
         device_id = 0 if self.resources.num_gpus > 0 else -1  # Ray sets CUDA_VISIBLE_DEVICES
-        return command.runtime_args(entry, device_id, worker.max_frame())
+        return command.runtime_args(entry, device_id, spec.max_frame)
 
     def _create_actor(self) -> Any:
         resources = self.resources

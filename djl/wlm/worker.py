@@ -18,16 +18,13 @@ import json
 import logging
 import math
 import os
-import sys
 from collections.abc import Sequence
-from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Protocol
 
 import trio
 
 from djl import _batch
-from djl.config import ModelConfig, ServerConfig
+from djl.config import ModelConfig
 from djl.errors import (
     ERROR_OOM,
     ERROR_OUTPUT,
@@ -44,7 +41,7 @@ from djl.errors import (
 from djl.io import Output, PairList
 from djl.signature import SIGNATURE_PROPERTY, Signature
 from djl.wlm.devices import Device
-from djl.wlm.launch import LOCAL, STOP_GRACE_S, Launcher, WorkerProcess
+from djl.wlm.launch import LOCAL, STOP_GRACE_S, Launcher, LaunchSpec, WorkerCommand, WorkerProcess
 
 log = logging.getLogger("djl.worker")
 
@@ -72,58 +69,6 @@ class ExitReason(enum.Enum):
     DIED = "died"  # crash, timeout, corrupt frame: counts as a failure
     LOAD_FAILED = "load_failed"
     CANCELLED = "cancelled"  # unregister or shutdown
-
-
-@dataclass(frozen=True)
-class WorkerCommand:
-    """How to start a model's worker process."""
-
-    python: str
-    model_dir: Path
-    entry_point: str
-    init_properties: dict[str, str]
-    handler: str = "handle"
-    env: dict[str, str] = field(default_factory=dict)
-    log_level: str = "info"
-    max_item_bytes: int = ServerConfig.max_worker_item_bytes
-    #: Batches in flight at once for a fast model (ServerConfig.pipeline_depth).
-    pipeline_depth: int = ServerConfig.pipeline_depth
-    #: Longest a streamed chunk waits for the HTTP side to take it (chunked_read_timeout).
-    stream_send_timeout_s: float = ServerConfig.chunked_read_timeout_s
-    #: The runtime engine that serves the model: ``Python`` (model.py) or ``PyTorch``.
-    engine: str = "Python"
-    #: torch intra-op threads per worker (PyTorch engine; 0 leaves torch's default).
-    num_threads: int = 0
-
-    def argv(self, fd: int, device_id: int, max_frame: int) -> list[str]:
-        """``max_frame``: the largest frame the server reads from this worker; the runtime
-        refuses to write a larger one (it answers the batch with an ERROR frame instead)."""
-        return [
-            self.python or sys.executable, "-m", "djl.runtime",
-            "--fd", str(fd),
-            "--model-dir", str(self.model_dir),
-            *self.runtime_args(self.entry_point, device_id, max_frame),
-        ]
-
-    def runtime_args(self, entry_point: str, device_id: int, max_frame: int) -> list[str]:
-        """The runtime's arguments after its channel and model directory (a Ray actor adds
-        its own: ``--connect`` and the node-local copy of the model)."""
-        return [
-            "--entry-point",
-            entry_point,
-            "--device-id",
-            str(device_id),
-            "--log-level",
-            self.log_level,
-            "--max-item-bytes",
-            str(self.max_item_bytes),
-            "--max-frame-bytes",
-            str(max_frame),
-            "--engine",
-            self.engine,
-            "--num-threads",
-            str(self.num_threads),
-        ]
 
 
 class BatchSource(Protocol):
@@ -287,7 +232,9 @@ class Worker:
         try:
             with self._cancel_scope:
                 try:
-                    process = await self.launcher.start(self)
+                    process = await self.launcher.start(LaunchSpec(
+                        self.source.command, self.device.device_id, self.max_frame(),
+                        self.label))
                 except ModelLoadError as exc:
                     failure = exc
                     raise

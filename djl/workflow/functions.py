@@ -57,7 +57,7 @@ from djl.errors import BadRequest, DjlError
 from djl.io import Input, Output, PairList, encode_json
 
 if TYPE_CHECKING:
-    from djl.workflow.spec import AdapterRef
+    from djl.workflow.refs import AdapterRef
 
 
 class FunctionFailed(DjlError):

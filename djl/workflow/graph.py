@@ -31,7 +31,7 @@ import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import partial
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn, Protocol
 
 import trio
 
@@ -40,7 +40,7 @@ from djl.io import Input, Output, PairList
 from djl.workflow.functions import BUILTINS, Builtin, as_model_input, call_custom, type_name
 
 if TYPE_CHECKING:
-    from djl.workflow.spec import AdapterRef, ModelRef, WorkflowSpec
+    from djl.workflow.refs import AdapterRef, ModelRef
 
 logger = logging.getLogger(__name__)
 
@@ -426,7 +426,14 @@ def _as_output(value: Any) -> Output:
     )
 
 
-async def execute(spec: WorkflowSpec, request: Input, call_model: ModelCall) -> Output:
+class Compiled(Protocol):
+    """What ``execute`` runs: anything holding a compiled ``program`` (a WorkflowSpec)."""
+
+    @property
+    def program(self) -> Program: ...
+
+
+async def execute(spec: Compiled, request: Input, call_model: ModelCall) -> Output:
     """Run ``spec`` on ``request``; the result of ``out`` as an Output.
 
     ``call_model(local_name, input)`` runs one model job; the Input it gets may be shared

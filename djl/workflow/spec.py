@@ -29,6 +29,7 @@ from djl.config import RegisterParams, parse_java_int
 from djl.errors import BadRequest, DjlError, IllegalArgument
 from djl.workflow.graph import IN, OUT, Program, compile_program
 from djl.workflow.libs import load_functions
+from djl.workflow.refs import AdapterRef, ModelRef
 
 if TYPE_CHECKING:
     from djl.config import ServerConfig
@@ -49,35 +50,6 @@ __all__ = [
 FILE_TYPES = ("json", "yml", "yaml")
 #: The files a workflow directory may hold, in the order they are looked for (§7.1).
 DIRECTORY_FILES = ("workflow.json", "workflow.yml", "workflow.yaml")
-
-
-@dataclass(frozen=True)
-class ModelRef:
-    """One entry of ``models``: what the registry needs to register that model."""
-
-    #: The key in ``models``: the model's id, its callee name in expressions.
-    local_name: str
-    #: The model URL, after template substitution.
-    url: str
-    version: str | None
-    params: RegisterParams
-    #: The object form's ``arguments`` map, values as strings.
-    arguments: Mapping[str, str] = field(default_factory=dict)
-    #: The object form's ``options`` map (like ``option.*``), values as strings.
-    options: Mapping[str, str] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class AdapterRef:
-    """One entry of ``configs.adapters`` (§7.5): an adapter to register with a model."""
-
-    #: The key in ``configs.adapters``: the adapter's name, also sent as ``adapter=<name>``.
-    name: str
-    #: The local name of the model it adapts.
-    model: str
-    src: str
-    #: Only the string-valued options, as Java keeps them.
-    options: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

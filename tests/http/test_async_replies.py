@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 
 import pytest
@@ -46,7 +47,7 @@ def test_pending_and_failed_pages():
     pending = codec.page_reply(Page(202, {}, next_token=TOKEN), "req", CONFIG)
     assert pending.status == 202 and _headers(pending)["x-next-token"] == TOKEN
     failed = codec.page_reply(Page(0, {}, error=Capacity.queue_full("m")), "req",
-                              CONFIG.with_overrides(throttle_error_http_code=429))
+                              dataclasses.replace(CONFIG, throttle_error_http_code=429))
     assert failed.status == 429  # mapping B, as a synchronous request would get
     assert _headers(failed)["connection"] == "close"
 

@@ -1,4 +1,7 @@
-"""Inference API and the Python handler contract, end to end (spec §3, §6.5-§6.8)."""
+"""Inference API and the Python handler contract, end to end (spec §3, §6.5-§6.8).
+
+The stream tests end streams through the transport (a client that leaves, stalls or gets
+a cut): they run on both HTTP servers (``both_servers``)."""
 
 from __future__ import annotations
 
@@ -263,6 +266,7 @@ async def _next_request_served(server, deadline_s: float = 20) -> float:
     return waited
 
 
+@pytest.mark.both_servers
 async def test_a_stream_whose_client_stops_reading_frees_the_worker(tmp_path):
     """A client that reads the headers of a long stream and then nothing more holds the
     worker for about chunked_read_timeout: the next request is answered while that client
@@ -276,6 +280,7 @@ async def test_a_stream_whose_client_stops_reading_frees_the_worker(tmp_path):
             await stalled.aclose()
 
 
+@pytest.mark.both_servers
 async def test_a_stream_cut_for_a_stalled_client_does_not_end_as_complete(tmp_path):
     """Once the worker gives up on a client that stopped reading, that client must not
     receive what looks like the whole response when it reads again."""
@@ -299,6 +304,7 @@ async def test_a_stream_cut_for_a_stalled_client_does_not_end_as_complete(tmp_pa
             await stalled.aclose()
 
 
+@pytest.mark.both_servers
 async def test_a_stream_whose_client_left_while_the_model_ran_frees_the_worker(tmp_path):
     """The client gives up while handle() still runs; the stream it returns afterwards has
     no reader at all, and is drained at once rather than holding the only worker until
@@ -312,6 +318,7 @@ async def test_a_stream_whose_client_left_while_the_model_ran_frees_the_worker(t
         assert await _next_request_served(server) < 10
 
 
+@pytest.mark.both_servers
 async def test_a_stream_whose_worker_dies_midway_is_not_ended_as_complete(tmp_path):
     """The worker exits after 3 of 10 chunks: the client gets the 3 chunks and then a
     broken response (no final chunk), not a short body passed off as the whole; the
@@ -332,6 +339,7 @@ async def test_a_stream_whose_worker_dies_midway_is_not_ended_as_complete(tmp_pa
         assert await _next_request_served(server) < 15
 
 
+@pytest.mark.both_servers
 async def test_a_stream_whose_client_left_before_the_first_chunk_frees_the_worker(tmp_path):
     """The client gives up while the model prepares its first chunk; the stream is closed at
     once (not after chunked_read_timeout), so the worker drains it and serves the next."""
@@ -424,6 +432,7 @@ async def test_common_headers_replace_the_models_whatever_its_case(tmp_path):
         assert r.headers["x-model"] == "behave"
 
 
+@pytest.mark.both_servers
 async def test_an_empty_stream_and_a_stream_that_never_starts(tmp_path):
     """A generator that yields nothing: an empty 200 with no invented content-type. One whose
     first chunk does not come within chunked_read_timeout: a 503 naming it, not a 200."""

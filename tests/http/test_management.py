@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import json
 import shutil
 import subprocess
 import sys
@@ -484,3 +485,25 @@ async def test_scale_racing_an_unregister_answers_404(tmp_path):
         r = answers["put"]
         assert r.status_code == 404, r.text
         assert r.json()["message"] == "Model or workflow not found: slow"
+
+
+async def test_boolean_parameters_read_as_java_reads_them(tmp_path):
+    """Spec §2.2, §3.8: only ``true`` (any case) is true; an empty value is false, for a
+    model, a workflow and a prediction alike; an absent one takes the default (true)."""
+    workflow = tmp_path / "wf.json"
+    workflow.write_text(json.dumps({"name": "wf", "models": {"m": model_url("echo")},
+                                    "workflow": {"out": ["m", "in"]}}))
+    async with running_server(tmp_path) as server:
+        c = server.client
+        r = await c.post("/models", params={"url": model_url("echo"), "synchronous": ""})
+        scheduled = {"status": 'Model "echo" registration scheduled.'}
+        assert (r.status_code, r.json()) == (202, scheduled)
+        r = await c.post("/models", params={"url": model_url("echo"), "model_name": "e2",
+                                            "synchronous": "TRUE"})
+        assert (r.status_code, r.json()) == (200, {"status": 'Model "e2" registered.'})
+        r = await c.post("/workflows", params={"url": str(workflow), "synchronous": ""})
+        assert r.status_code == 202, r.text
+        r = await c.post("/predictions/e2", content=b"hi", headers={"x-synchronous": ""})
+        assert r.status_code == 200 and r.content == b"" and r.headers["x-next-token"]
+        r = await c.post("/predictions/e2", content=b"hi", headers={"x-synchronous": "True"})
+        assert r.content == b"hi" and "x-next-token" not in r.headers

@@ -11,6 +11,8 @@ import pytest
 import trio
 from serving import register, running_server
 
+pytestmark = pytest.mark.both_servers
+
 HUGE = b"99999999999"
 
 

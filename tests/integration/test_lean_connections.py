@@ -1,7 +1,9 @@
-"""djl.http.connection.LeanTCPServer through the real server, over raw sockets (issue 10.4):
-each sized answer arrives in one write, the keep-alive timer still closes idle connections
-and only those, shutdown still closes idle ones at once; and hypercorn still has the shape
-the class was written against (these tests fail loudly when an upgrade changes it)."""
+"""Connections through the real server, over raw sockets, on both HTTP servers (djl's own
+and hypercorn's with djl.http.connection.LeanTCPServer): each sized answer arrives in one
+write, the keep-alive timer closes idle connections and only those, shutdown closes idle
+ones at once; LeanTCPServer is installed only by djl-serving, only while it serves; and
+hypercorn still has the shape the class was written against (these tests fail loudly when
+an upgrade changes it)."""
 
 from __future__ import annotations
 
@@ -11,6 +13,7 @@ from email.utils import parsedate_to_datetime
 from wsgiref.handlers import format_date_time
 
 import h11
+import pytest
 import trio
 from hypercorn.config import Config
 from hypercorn.events import RawData, Updated
@@ -85,17 +88,22 @@ def test_hypercorn_has_the_shape_lean_connections_were_written_against():
     assert "response_headers" in inspect.getsource(H11Protocol.stream_send)
 
 
-def test_create_app_installs_the_lean_or_the_stock_connection(tmp_path):
+async def test_only_djl_serving_installs_the_lean_connection_while_it_serves(tmp_path):
+    """``create_app`` changes nothing process-wide; ``djl-serving`` under
+    ``http_server=hypercorn`` installs LeanTCPServer (or, with ``lean_connections=false``,
+    hypercorn's own) for as long as it serves, and puts hypercorn's back on return."""
     env = {"DJL_CACHE_DIR": str(tmp_path), "MODEL_SERVER_HOME": str(tmp_path)}
-    try:
-        create_app(load_server_config(env=env, overrides={"lean_connections": "false"}))
+    create_app(load_server_config(env=env))
+    assert hypercorn_run.TCPServer is TCPServer
+    for lean, serving_with in (("true", connection.LeanTCPServer), ("false", TCPServer)):
+        async with running_server(tmp_path, http_server="hypercorn", lean_connections=lean):
+            assert hypercorn_run.TCPServer is serving_with
         assert hypercorn_run.TCPServer is TCPServer
-        create_app(load_server_config(env=env))
-        assert hypercorn_run.TCPServer is connection.LeanTCPServer
-    finally:
-        connection.install(True)
+    async with running_server(tmp_path, http_server="djl"):
+        assert hypercorn_run.TCPServer is TCPServer
 
 
+@pytest.mark.both_servers
 async def test_every_sized_answer_of_a_keep_alive_connection_is_one_write(tmp_path):
     """One receive gets the whole answer, head and body (hypercorn writes them apart; the
     client, in this very trio loop, would wake between the two)."""
@@ -124,6 +132,7 @@ async def test_every_sized_answer_of_a_keep_alive_connection_is_one_write(tmp_pa
         await stream.aclose()
 
 
+@pytest.mark.both_servers
 async def test_a_large_answer_arrives_whole(tmp_path):
     """Past the join limit the head and body are two writes, in order, under one lock."""
     async with running_server(tmp_path) as server:
@@ -139,6 +148,7 @@ async def test_a_large_answer_arrives_whole(tmp_path):
         await stream.aclose()
 
 
+@pytest.mark.both_servers
 async def test_expect_100_continue_is_answered_before_the_body_is_sent(tmp_path):
     async with running_server(tmp_path) as server:
         await register(server, "echo")
@@ -171,6 +181,7 @@ async def _closed_after(stream: trio.SocketStream, limit_s: float) -> float | No
     return None
 
 
+@pytest.mark.both_servers
 async def test_the_keep_alive_timer_closes_idle_connections_only(tmp_path):
     """request_head_timeout 1 s: a connection used every 0.4 s for 3 s stays open (the
     timer re-arms after each answer), a request busy for 1.5 s is not cut, and an idle
@@ -197,6 +208,7 @@ async def test_the_keep_alive_timer_closes_idle_connections_only(tmp_path):
         await stream.aclose()
 
 
+@pytest.mark.both_servers
 async def test_shutdown_closes_an_idle_keep_alive_connection_at_once(tmp_path):
     """The timer is 30 s; leaving the server block (SIGTERM's path) must not wait for it."""
     async with running_server(tmp_path, request_head_timeout="30") as server:
@@ -228,7 +240,8 @@ def test_answer_headers_are_built_once_a_second(monkeypatch):
     assert dict(turned)[b"date"] == format_date_time(now[0]).encode() != dict(first)[b"date"]
 
 
-async def test_answers_carry_the_current_date(tmp_path):
+@pytest.mark.both_servers
+async def test_answers_carry_the_current_date(tmp_path, http_server):
     async with running_server(tmp_path) as server:
         await register(server, "echo")
         stream = await _connect(server)
@@ -240,6 +253,7 @@ async def test_answers_carry_the_current_date(tmp_path):
             headers = dict(answer[0].headers)
             sent = parsedate_to_datetime(headers[b"date"].decode()).timestamp()
             assert int(before) <= sent <= time.time(), (before, headers[b"date"])
-            assert headers[b"server"] == b"hypercorn-h11"
+            if http_server == "hypercorn":
+                assert headers[b"server"] == b"hypercorn-h11"
             await trio.sleep(0.6)
         await stream.aclose()

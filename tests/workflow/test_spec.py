@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import textwrap
 from pathlib import Path
@@ -163,7 +164,7 @@ async def test_load_refuses_bad_file_type_and_missing_files(tmp_path):
 
 async def test_load_honours_allowed_urls(tmp_path):
     path = write(tmp_path / "wf.json", BASIC)
-    config = CONFIG.with_overrides(allowed_urls=(r"/nowhere/.*",))
+    config = dataclasses.replace(CONFIG, allowed_urls=(r"/nowhere/.*",))
 
     with pytest.raises(Forbidden):
         await load_workflow(str(path), config)

@@ -1,0 +1,111 @@
+"""ModelManager: the composition root of the registry, and the one object the HTTP side
+holds. It builds the rooms, owns the nursery their loads and pools run in, and exposes
+their entry points; it does no work of its own.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import trio
+
+from djl import source_cache
+from djl.async_results import AsyncResults
+from djl.breaker import ErrorRateBreaker
+from djl.config import UNREGISTER_GRACE_S, ServerConfig
+from djl.failures import FailureObserver
+from djl.metrics import PoolView, ServerMetrics
+from djl.registry.dynamic import DynamicLoading
+from djl.registry.endpoints import Endpoints, Workflow
+from djl.registry.invocation import Invocation
+from djl.registry.loading import Registration
+from djl.registry.pools import Pools, scale
+
+
+class ModelManager:
+    """The registry of endpoints and the owner of every worker pool."""
+
+    def __init__(self, config: ServerConfig) -> None:
+        self.config = config
+        #: Spec §3.9: inference failures trip /ping to 503.
+        self.breaker = ErrorRateBreaker.from_config(
+            config.error_rate_wlm, config.error_rate_server, config.error_rate_any)
+        #: Spec §3.8: results of x-synchronous: false requests; runs in our nursery.
+        self.results = AsyncResults(
+            max_entries=config.async_result_max_entries,
+            max_bytes=config.async_result_max_bytes, ttl_s=config.async_result_ttl_s,
+            cache_batch=config.cache_batch, chunk_timeout_s=config.chunked_read_timeout_s)
+        #: The Prometheus metrics (SERVING_PROMETHEUS), or None: then nothing is counted.
+        self.metrics = ServerMetrics(self._pool_statistics) if config.prometheus else None
+        self.failures = FailureObserver(self.breaker, self.metrics)
+        self._nursery: trio.Nursery | None = None
+
+        # The rooms, each with one job (see their modules).
+        self.registry = Endpoints()
+        self.pools = Pools(config, self.metrics)
+        self.registration = Registration(config, self.registry, self.pools, self.metrics,
+                                         lambda: self.nursery)
+        self.dynamic = DynamicLoading(config, self.registry, self.registration)
+        self.invocation = Invocation(self.failures)
+
+        # Their entry points, as the HTTP side and start-up call them.
+        self.endpoints = self.registry.by_name
+        self.startup_names = self.registry.startup_names
+        self.endpoint = self.registry.endpoint
+        self.find_workflow = self.registry.find_workflow
+        self.describe = self.registry.describe
+        self.page = self.registry.page
+        self.register = self.registration.register
+        self.register_model = self.registration.register_model
+        self.register_workflow = self.registration.register_workflow
+        self.register_workflow_file = self.registration.register_workflow_file
+        self.unregister = self.registration.unregister
+        self.cancel_loads = self.registration.cancel_loads
+        self.find_or_load = self.dynamic.find_or_load
+        self.predict = self.invocation.predict
+        self.call_model = self.invocation.call_model
+
+    # -- lifetime ----------------------------------------------------------------------
+    async def run(self, *, task_status: trio.TaskStatus[ModelManager] = trio.TASK_STATUS_IGNORED):
+        """The manager's nursery: every pool and background load lives here."""
+        # Nothing else would ever remove what a crashed run was downloading or deleting.
+        await trio.to_thread.run_sync(source_cache.remove_stale_temps, self.config)
+        try:
+            async with trio.open_nursery() as nursery:
+                self._nursery = nursery
+                await nursery.start(self.results.run)
+                task_status.started(self)
+                await trio.sleep_forever()
+        finally:
+            self._nursery = None
+
+    async def aclose(self, grace_s: float = UNREGISTER_GRACE_S) -> None:
+        """Shutdown: abort the loads in progress (cancel_loads), then unregister
+        everything, answering or failing every request."""
+        self.cancel_loads()
+        with trio.CancelScope(shield=True):
+            await self.pools.aclose(grace_s)
+            self.registry.clear()
+
+    @property
+    def nursery(self) -> trio.Nursery:
+        if self._nursery is None:
+            raise RuntimeError("ModelManager.run is not running")
+        return self._nursery
+
+    # -- the rest, composed ------------------------------------------------------------
+    async def scale(self, name: str, version: str | None, min_workers: int | None,
+                    max_workers: int | None, device: str | None) -> list[Workflow]:
+        """PUT /models/{name}[/{version}] (spec §2.7)."""
+        targets = self.registry.endpoint(name).select(version)
+        return await scale(targets, name, min_workers, max_workers, device)
+
+    def health(self) -> tuple[dict[str, str], bool, bool]:
+        """(key → status, any failed, any pending) over every model (spec §3.2)."""
+        return self.registry.health(self.config.sagemaker_health_check_override)
+
+    def _pool_statistics(self) -> Iterator[tuple[str, str, PoolView]]:
+        return self.pools.statistics()
+
+
+__all__ = ["ModelManager"]
