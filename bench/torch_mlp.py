@@ -275,7 +275,8 @@ def main(argv: list[str] | None = None) -> int:
                           f"errors {point['errors'] + point['non_2xx']}", flush=True)
         client_name = client.name
     print()
-    print(f"torch_mlp: MLP 128-256-10 TorchScript, 1 worker, batch 32, max_batch_delay 10 ms, "
+    print(f"torch_mlp: MLP 128-256-10 (TorchScript, .pt2, ONNX), 1 worker, batch 32, "
+          f"max_batch_delay 10 ms, "
           f"1 torch thread, JSON of 128 floats, {args.duration:g} s per point, "
           f"client {client_name}, nproc {info['nproc']}")
     print(table(

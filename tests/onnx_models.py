@@ -60,6 +60,15 @@ def scale(folder: Path) -> Path:
     )
 
 
+def doubled_ids(folder: Path) -> Path:
+    """ids [batch, 3] int64 → ids + ids: a model whose input is not float."""
+    return _save(
+        folder, [helper.make_node("Add", ["ids", "ids"], ["doubled"])],
+        [helper.make_tensor_value_info("ids", TensorProto.INT64, ["batch", 3])],
+        [helper.make_tensor_value_info("doubled", TensorProto.INT64, ["batch", 3])], [],
+    )
+
+
 def external(folder: Path, location: str) -> Path:
     """``linear``'s W kept as external data at ``location`` (written beside the graph
     when it is a plain file name)."""

@@ -46,8 +46,6 @@ _ONNX_NUMPY = {
 class OnnxEngine(TensorEngine):
     """One ONNX graph in one onnxruntime session on one device."""
 
-    name = "OnnxRuntime"
-
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.session: Any = None

@@ -66,9 +66,6 @@ class TensorLoadError(EntryPointError):
 class TensorEngine:
     """One tensor model on one device; subclasses load it and run a forward."""
 
-    #: What the log and the errors call this engine.
-    name = "tensor"
-
     def __init__(self, model_dir: Path, model_file: str, device_id: str,
                  num_threads: int = 0) -> None:
         self.model_dir = model_dir
@@ -79,7 +76,8 @@ class TensorEngine:
         #: The model's inputs and outputs as far as the file says, reported at init; the
         #: declared ranks also decide how requests are batched.
         self.signature: Signature | None = None
-        #: Per input, the dtype a JSON request is cast to (None: left float32).
+        #: Per input, the dtype a JSON request is cast to (None: left float32); empty when
+        #: the model declares no other dtype than float32.
         self._json_dtypes: tuple[Any, ...] = ()
         #: The model's input names when it names them all, or None: a v2 request naming
         #: them all is read in this order.
@@ -92,9 +90,10 @@ class TensorEngine:
         self.stack = str(properties.get("batchifier") or "stack").lower() != "none"
         self._load(properties)
         inputs = self.signature.inputs if self.signature is not None else None
-        self._json_dtypes = tuple(
-            np.dtype(NUMPY_OF_DATATYPE[spec.datatype])
-            if spec.datatype in NUMPY_OF_DATATYPE else None for spec in inputs or ())
+        dtypes = tuple(np.dtype(NUMPY_OF_DATATYPE[spec.datatype])
+                       if spec.datatype in NUMPY_OF_DATATYPE else None for spec in inputs or ())
+        casts = any(dt is not None and dt != np.float32 for dt in dtypes)
+        self._json_dtypes = dtypes if casts else ()
         names = tuple(spec.name or "" for spec in inputs or ())
         self.input_names = names if names and all(names) else None
 
@@ -147,7 +146,7 @@ class TensorEngine:
             else:  # a codec bug fails one request only
                 log.error("reading a request failed unexpectedly", exc_info=exc)
                 results[i] = ItemError("input", f"Cannot read the request: {exc}")
-        for members, items in groups:
+        for members, items in self._json_apart(groups):
             if not self.stack:
                 for i, tensors in zip(members, items, strict=True):
                     self._run_alone(i, tensors, False, out_formats[i], results)
@@ -191,6 +190,22 @@ class TensorEngine:
             if len(rows) > 1:  # concatenated, they could not be split back by request
                 raise BadInput.batch_rows(sorted(rows))
         return new_axis, together
+
+    def _json_apart(self, groups: list[Any]) -> list[Any]:
+        """The groups, with their JSON requests run apart from the others when JSON is
+        cast: an npz or NDList of the same dtype and shape keeps its own dtype."""
+        if not self._json_dtypes:
+            return groups
+        out = []
+        for members, items in groups:
+            json = [k for k, t in enumerate(items) if t.format == _batch.FORMAT_JSON]
+            if 0 < len(json) < len(items):
+                rest = [k for k, t in enumerate(items) if t.format != _batch.FORMAT_JSON]
+                for part in (json, rest):
+                    out.append(([members[k] for k in part], [items[k] for k in part]))
+            else:
+                out.append((members, items))
+        return out
 
     def _prepared(self, arrays: list[np.ndarray], items: Sequence[Any]) -> list[np.ndarray]:
         """JSON inputs cast to the dtypes the model declares (JSON numbers have none)."""

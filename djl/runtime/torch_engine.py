@@ -41,8 +41,6 @@ class TorchLoadError(TensorLoadError):
 class TorchEngine(TensorEngine):
     """One TorchScript, exported or AOTInductor model on one device."""
 
-    name = "PyTorch"
-
     def __init__(self, model_dir: Path, model_file: str, device_id: str,
                  num_threads: int = 0) -> None:
         super().__init__(model_dir, model_file, device_id, num_threads)

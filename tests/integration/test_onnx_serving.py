@@ -103,7 +103,7 @@ async def test_onnx_models_serve_every_format_and_batch_by_rank(tmp_path: Path) 
             "The model rejected the input: Unexpected input data type. "
             "Actual: (tensor(double)) , expected: (tensor(float))"), double.text
 
-        # Two inputs, the first int64: a JSON request (float32 numbers) is cast to it.
+        # Two inputs, the first int64: an npz carries both; JSON carries one array only.
         ids, x = np.array([2, 3], np.int64), np.ones((2, 2), np.float32)
         r = await c.post("/predictions/two", content=npz_bytes(ids, x), headers=NPZ)
         assert r.status_code == 200, r.text

@@ -71,3 +71,18 @@ def test_one_batch_stacked_concatenated_and_refused(tmp_path: Path) -> None:
     y, rows = json.loads(bytes(answers[5].content.get("data")))["predictions"]
     np.testing.assert_allclose(y[1], onnx_models.expected(np.arange(1, 5)), rtol=1e-6)
     assert rows == ["rows", 3]
+
+
+def test_a_json_request_takes_the_declared_dtype(tmp_path: Path) -> None:
+    """JSON numbers have no dtype (they parse as float32): they are cast to the input's
+    int64; an npz keeps its own dtype, and a float one is refused by the graph."""
+    onnx_models.doubled_ids(tmp_path)
+    engine = OnnxEngine(tmp_path, "model.onnx", "-1", 1)
+    engine.load({})
+    json_answer, float_npz = engine.invoke(batch(
+        ({"content-type": "application/json"}, [("data", b"[1, 2, 3]")]),
+        ({"content-type": "tensor/npz"}, [("data", npz(np.ones(3, np.float32)))]),
+    ))
+    assert json.loads(bytes(json_answer.content.get("data"))) == {"predictions": [2, 4, 6]}
+    assert isinstance(float_npz, ItemError)
+    assert "Unexpected input data type" in float_npz.message
