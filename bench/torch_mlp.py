@@ -253,7 +253,12 @@ def main(argv: list[str] | None = None) -> int:
                 torchserve_register(ts, "mlp_onnx.mar", batch_size=32, max_batch_delay_ms=10)
             targets["TorchServe 0.12"] = (ts, f"{ts.base_url}/predictions/mlp")
             targets["TorchServe 0.12 ONNX"] = (ts, f"{ts.base_url}/predictions/mlp_onnx")
-        answers = {name: predictions(url, body) for name, (_, url) in targets.items()}
+        answers = {}
+        for name, (server, url) in targets.items():
+            try:
+                answers[name] = predictions(url, body)
+            except httpx.HTTPError as exc:
+                raise SystemExit(f"{name}: {exc}\n{server.log_tail()}") from None
         reference = answers["djl PyTorch engine"]
         differences = {}
         for name, values in answers.items():
