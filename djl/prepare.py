@@ -19,6 +19,7 @@ from pathlib import Path
 
 from djl import store
 from djl.config import (
+    MAX_NEW_TOKENS,
     MAX_ROLLING_BATCH_SIZE,
     RAY_DEVICE,
     RESERVED_MEMORY_MB,
@@ -143,6 +144,9 @@ def prepare_model(
     init = {k: str(v) for k, v in config.options.items()}
     init.update({k: str(v) for k, v in config.arguments.items()})
     init.update({k: str(v) for k, v in source.arguments.items()})
+    if runtime == GENERATION:  # the runtime reads no server configuration: send defaults
+        init.setdefault("max_new_tokens", str(MAX_NEW_TOKENS))
+        init.setdefault("max_rolling_batch_size", str(MAX_ROLLING_BATCH_SIZE))
     command = WorkerCommand(
         python=config.python_executable,
         model_dir=source.model_dir,

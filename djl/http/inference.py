@@ -8,37 +8,15 @@ same code serves the ASGI front (``djl.http.front``) and, for form bodies, Quart
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from functools import partial
 
-from djl.config import ServerConfig, parse_java_bool, parse_java_int
+from djl.config import parse_java_bool, parse_java_int
 from djl.errors import BadRequest, NotFound
 from djl.health import ping_status
 from djl.http import codec, openai, v2
+from djl.http.call import InferenceCall
 from djl.io import Input
-from djl.registry import ModelManager, Watch, watching
-
-
-@dataclass(slots=True)
-class InferenceCall:
-    """One inference request as the routes see it."""
-
-    method: str
-    segments: list[str]
-    query: codec.Query
-    req_id: str
-    config: ServerConfig
-    manager: ModelManager
-    #: A request header by lower-case name (the first one), or None.
-    header: Callable[[str], str | None]
-    #: The request as an Input (reads the body; spec §3.3).
-    read_input: Callable[[], Awaitable[Input]]
-    #: Listens for the client leaving while a model works (``registry.Watch``); None
-    #: where the transport does that itself (Quart).
-    watch: Watch | None = None
-    #: The model it addressed, once known (for the access log).
-    model: str | None = None
+from djl.registry import watching
 
 
 def ping(call: InferenceCall) -> codec.Reply:

@@ -20,7 +20,7 @@ from djl.http import codec
 from djl.registry import watching
 
 if TYPE_CHECKING:
-    from djl.http.inference import InferenceCall
+    from djl.http.call import InferenceCall
 
 #: Path after /v1/ → the API the worker answers in (djl.runtime.generation.params.APIS).
 _APIS = {"completions": "completions", "chat/completions": "chat.completions"}

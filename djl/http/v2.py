@@ -15,7 +15,7 @@ from djl.errors import MethodNotAllowed, NotFound
 from djl.http import codec
 
 if TYPE_CHECKING:
-    from djl.http.inference import InferenceCall
+    from djl.http.call import InferenceCall
 
 
 async def handle(call: InferenceCall) -> codec.Reply:

@@ -24,20 +24,35 @@ import itertools
 import logging
 import math
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Protocol
 
 import trio
 
 from djl import _batch, rolling
 from djl.errors import FrameError, WorkerDied
 from djl.io import Output, PairList
-from djl.wlm.worker import ChunkStream, WorkerState
+from djl.wlm.chunk_stream import ChunkStream
+from djl.wlm.states import WorkerState
 
 if TYPE_CHECKING:
     from djl.metrics import ModelMetrics
-    from djl.wlm.worker import Worker
 
 log = logging.getLogger("djl.worker")
+
+
+class RollingWorker(Protocol):
+    """What a session needs of its Worker (djl/wlm/worker.py, which starts the session:
+    this module never imports it)."""
+
+    #: Its pool (worker.BatchSource): config, metrics, jobs, batch_done.
+    source: Any
+    requests: int
+    inflight: list[_batch.Job]
+    state: WorkerState
+    last_active: float
+
+    async def _next_frame(self, stream: trio.SocketStream,
+                          decoder: _batch.FrameDecoder) -> tuple[int, bytes]: ...
 
 
 @dataclass(slots=True)
@@ -59,7 +74,7 @@ class _Sequence:
 class RollingSession:
     """One rolling-batch worker's serving, from its first job to its retirement or death."""
 
-    def __init__(self, worker: Worker, stream: trio.SocketStream,
+    def __init__(self, worker: RollingWorker, stream: trio.SocketStream,
                  decoder: _batch.FrameDecoder, limit: int) -> None:
         self.worker = worker
         self.stream = stream

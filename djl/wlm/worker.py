@@ -12,7 +12,6 @@ outlives its Worker. Only the start differs by placement; this is the one code p
 from __future__ import annotations
 
 import datetime
-import enum
 import itertools
 import json
 import logging
@@ -34,15 +33,16 @@ from djl.errors import (
     FrameError,
     ModelLoadError,
     OutputTooLarge,
-    StreamCut,
     TranslateError,
     WlmError,
     WorkerDied,
 )
 from djl.io import Output, PairList
 from djl.signature import SIGNATURE_PROPERTY, Signature
+from djl.wlm.chunk_stream import ChunkStream
 from djl.wlm.devices import Device
 from djl.wlm.launch import LOCAL, STOP_GRACE_S, Launcher, LaunchSpec, WorkerCommand, WorkerProcess
+from djl.wlm.states import ExitReason, WorkerState
 
 log = logging.getLogger("djl.worker")
 
@@ -56,20 +56,6 @@ STREAM_BUFFER = 64
 PAGE_SIZE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 
 _worker_ids = itertools.count(1)
-
-
-class WorkerState(enum.Enum):
-    STARTING = "STARTING"
-    IDLE = "IDLE"
-    BUSY = "BUSY"
-    STOPPED = "STOPPED"
-
-
-class ExitReason(enum.Enum):
-    RETIRED = "retired"  # scaled down or idle: a normal end
-    DIED = "died"  # crash, timeout, corrupt frame: counts as a failure
-    LOAD_FAILED = "load_failed"
-    CANCELLED = "cancelled"  # unregister or shutdown
 
 
 class BatchSource(Protocol):
@@ -118,30 +104,6 @@ def _init_detail(values: Sequence[bytes] | None) -> str:
     if isinstance(body, dict) and isinstance(body.get("error"), str):
         return body["error"]
     return text
-
-
-class ChunkStream:
-    """The HTTP side's end of a streamed response (``Output.stream`` on the server).
-
-    ``receive`` gives the chunks in order, then raises EndOfChannel at the model's last
-    chunk, or StreamCut when the worker side stopped before it: a truncated body must
-    never look complete to the client.
-    """
-
-    def __init__(self, receive: trio.MemoryReceiveChannel[bytes]) -> None:
-        self._receive = receive
-        self.cut_reason: str | None = None
-
-    async def receive(self) -> bytes:
-        try:
-            return await self._receive.receive()
-        except trio.EndOfChannel:
-            if self.cut_reason is not None:
-                raise StreamCut(self.cut_reason) from None
-            raise
-
-    def close(self) -> None:
-        self._receive.close()
 
 
 class Worker:

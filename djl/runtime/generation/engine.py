@@ -81,7 +81,7 @@ class GenerationEngine:
         self.tokenizer: Any = None
         self.batch: Any = None
         self.calls: dict[int, Call] = {}
-        self.max_new_tokens = loader.MAX_NEW_TOKENS
+        self.max_new_tokens = 0  # the model's option.max_new_tokens, once loaded
         self.context = 0
         self.eos: frozenset[int] = frozenset()
         self.sse = False

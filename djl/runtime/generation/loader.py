@@ -12,8 +12,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from djl.config import MAX_NEW_TOKENS, MAX_ROLLING_BATCH_SIZE
-
 #: option.dtype → torch dtype name.
 DTYPES = {"fp32": "float32", "float32": "float32", "bf16": "bfloat16",
           "bfloat16": "bfloat16", "fp16": "float16", "float16": "float16"}
@@ -39,10 +37,12 @@ def _flag(value: str | None) -> bool:
     return str(value or "").strip().lower() == "true"
 
 
-def _positive(properties: dict[str, str], key: str, default: int) -> int:
+def _positive(properties: dict[str, str], key: str) -> int:
+    """A positive integer the server always sends (djl/prepare.py fills in the defaults
+    of djl/config.py: the runtime reads no server configuration)."""
     value = properties.get(key)
     if value in (None, ""):
-        return default
+        raise NotLoadable(f"option.{key} is missing from the worker's init properties")
     try:
         number = int(value)
     except ValueError:
@@ -111,7 +111,7 @@ def load(model_dir: Path, properties: dict[str, str], device_id: int,
     context = int(config.get("max_position_embeddings") or tokenizer.model_max_length)
     return LoadedModel(
         model, tokenizer, context, eos_ids,
-        _positive(properties, "max_rolling_batch_size", MAX_ROLLING_BATCH_SIZE),
-        _positive(properties, "max_new_tokens", MAX_NEW_TOKENS),
+        _positive(properties, "max_rolling_batch_size"),
+        _positive(properties, "max_new_tokens"),
         (properties.get("output_formatter") or "").strip().lower(),
     )
