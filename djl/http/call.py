@@ -1,5 +1,6 @@
 """One inference request as the transport-free routes see it (djl/http/inference.py and
-the route modules it dispatches to: openai.py, v2.py); both fronts build it."""
+the route modules it dispatches to: openai.py, v2.py; both fronts build it), and which
+model a request that names none addresses."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from djl.config import ServerConfig
+from djl.errors import BadRequest
 from djl.http import codec
 from djl.io import Input
 from djl.registry import ModelManager, Watch
@@ -33,4 +35,16 @@ class InferenceCall:
     model: str | None = None
 
 
-__all__ = ["InferenceCall"]
+def invocation_target(startup_names: list[str], *candidates: str | None) -> str:
+    """Spec §3.1: the model an /invocations request names — the first non-empty
+    candidate (query, header, form field, in that order), else the single start-up
+    model, else 400."""
+    for candidate in candidates:
+        if candidate:
+            return candidate
+    if len(startup_names) == 1:
+        return startup_names[0]
+    raise BadRequest("Parameter model_name is required.")
+
+
+__all__ = ["InferenceCall", "invocation_target"]

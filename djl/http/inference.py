@@ -14,7 +14,7 @@ from djl.config import parse_java_bool, parse_java_int
 from djl.errors import BadRequest, NotFound
 from djl.health import ping_status
 from djl.http import codec, openai, v2
-from djl.http.call import InferenceCall
+from djl.http.call import InferenceCall, invocation_target
 from djl.io import Input
 from djl.registry import watching
 
@@ -42,18 +42,6 @@ def _path_target(call: InferenceCall) -> tuple[str | None, str | None]:
         name = None
     name = name or call.query.get("model_name") or call.header("model_name")
     return name, call.query.get("model_version") or call.header("model_version") or None
-
-
-def invocation_target(startup_names: list[str], *candidates: str | None) -> str:
-    """Spec §3.1: the model an /invocations request names — the first non-empty
-    candidate (query, header, form field, in that order), else the single start-up
-    model, else 400."""
-    for candidate in candidates:
-        if candidate:
-            return candidate
-    if len(startup_names) == 1:
-        return startup_names[0]
-    raise BadRequest("Parameter model_name is required.")
 
 
 def _form_name(inputs: Input) -> str | None:

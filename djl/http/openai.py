@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 from djl import rolling
 from djl.errors import BadRequest, DjlError, MethodNotAllowed, NotFound
 from djl.http import codec
+from djl.http.call import invocation_target
 from djl.registry import watching
 
 if TYPE_CHECKING:
@@ -61,7 +62,7 @@ async def _generate(call: InferenceCall, api: str) -> codec.Reply:
     model = body.get("model")
     if model is not None and not isinstance(model, str):
         raise BadRequest('"model" must be a string')
-    name = manager.invocation_target(model)
+    name = invocation_target(manager.startup_names, model)
     call.model = name
     if name not in manager.endpoints:
         raise NotFound(f"The model {name} does not exist")
