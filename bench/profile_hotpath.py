@@ -2,7 +2,7 @@
 
 Inside this one trio process it creates the real ``djl.registry.ModelManager``, registers
 the bundled echo model (real worker subprocesses), and drives N requests at concurrency
-32 through ``manager.infer`` with Inputs shaped like the ones ``djl.http.codec.to_input``
+32 through ``manager.invocation.infer`` with Inputs shaped like the ones ``djl.http.codec.to_input``
 builds (headers as properties, a fresh request id, the body as content ``data``). Then:
 
 * ``time.process_time()`` of this process / requests = µs of server CPU per request (the
@@ -94,7 +94,7 @@ async def drive(manager: ModelManager, workflow: Workflow, total: int, concurren
         nonlocal remaining, ok
         while remaining > 0:
             remaining -= 1
-            output = await manager.infer(workflow, make_input(body))
+            output = await manager.invocation.infer(workflow, make_input(body))
             if output.code == 200 and output.get_data_item() == body:
                 ok += 1
 

@@ -188,25 +188,27 @@ async def test_concurrent_streams_overlap_and_each_equals_generate(server, refer
 
 
 async def test_a_short_request_finishes_while_long_ones_run(server):
+    """A short request that joins two long streams already decoding is answered while
+    both are still streaming: it does not wait for the batch it joined."""
     async with client(server) as c:
-        long_done: list[float] = []
+        stamps: dict[int, list[float]] = {1: [], 2: []}
         short_done: list[float] = []
 
-        async def long_one(prompt: str) -> None:
-            await generate(c, prompt, max_new_tokens=80)
-            long_done.append(trio.current_time())
-
-        async def short_one() -> None:
-            # Joins once the long ones are decoding (their first tokens are out).
-            await generate(c, "red", max_new_tokens=3)
-            short_done.append(trio.current_time())
+        async def long_one(i: int) -> None:
+            await stream_lines(c, {"inputs": PROMPTS[i],
+                                   "parameters": {"max_new_tokens": 300}}, stamps=stamps[i])
 
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(long_one, PROMPTS[1])
-            nursery.start_soon(long_one, PROMPTS[2])
-            await trio.sleep(0.3)
-            nursery.start_soon(short_one)
-    assert short_done[0] < min(long_done)
+            nursery.start_soon(long_one, 1)
+            nursery.start_soon(long_one, 2)
+            with trio.fail_after(60):  # the long ones have their first tokens out
+                while not (stamps[1] and stamps[2]):
+                    await trio.sleep(0.005)
+            await generate(c, "red", max_new_tokens=3)
+            short_done.append(trio.current_time())
+    # The race happened: both long streams had started before the short one was sent, and
+    # each went on streaming after it was answered.
+    assert max(stamps[1][-1], stamps[2][-1]) > min(stamps[1][-1], stamps[2][-1]) > short_done[0]
 
 
 async def test_list_inputs_stop_sequences_full_text_and_bad_input(server, reference):
