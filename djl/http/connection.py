@@ -1,4 +1,4 @@
-"""hypercorn's trio connection with fewer trio operations per request (issue 10.4).
+"""hypercorn's trio connection with fewer trio operations per request.
 
 hypercorn 0.18.0's ``TCPServer`` costs, per keep-alive request, a fresh task for its
 idle timer (``nursery.start`` on every answer, behind a lock), a ``fail_after`` scope

@@ -1,7 +1,7 @@
 """The ASGI front: inference routes served as plain ASGI, everything else handed to Quart.
 
 Quart's routing, Request and Response objects cost more per request than the whole
-inference route needs (issue 10), so ``/ping``, ``/predictions/…``, ``/invocations`` and
+inference route needs, so ``/ping``, ``/predictions/…``, ``/invocations`` and
 ``/models/{m}/invoke`` are answered here from the ASGI scope, with the same route code
 (``djl.http.inference``) and the same rendering (``codec.Reply``) Quart uses. Quart keeps
 the lifespan, the management routes and form bodies.
@@ -10,7 +10,7 @@ Each non-streamed answer is one ``http.response.start`` and one ``http.response.
 every ASGI send is a trip through hypercorn's stream, h11 and a shielded socket write.
 
 Also here, for every request: the 413 of an over-long ``Content-Length`` (spec §1.5),
-and the two ways a refused request used to end badly under hypercorn (issue 8.4):
+and the two ways a refused request used to end badly under hypercorn:
 a client that leaves while its answer is written is one debug line, not a traceback;
 and the connection is closed after an error even when Quart cancels its handler.
 """
@@ -201,7 +201,7 @@ class _Body:
     workflow or stream) and cancels the request's ``scope`` when the client leaves, so
     a request nobody waits for stops (and frees its job) at once. A client that stops
     sending a declared body for ``request_body_timeout_s`` gets a 408 and loses the
-    connection (issue 8.5)."""
+    connection."""
 
     __slots__ = ("config", "gone", "read_done", "receive", "scope")
 
@@ -309,7 +309,7 @@ def _closing_send(send: Any, count_response: Callable[[int], None] | None) -> An
 
     hypercorn closes a connection an error answer marked ``connection: close`` inside
     that last send; quart-trio cancels its handler as soon as hypercorn reports the
-    stream closed, which used to abort the close and leave the socket open (issue 8.4).
+    stream closed, which used to abort the close and leave the socket open.
     """
 
     async def closing_send(message: dict[str, Any]) -> None:
