@@ -93,5 +93,9 @@ def test_each_torchserve_run_keeps_its_pid_file_and_tmpdir_apart(tmp_path):
                                capture_output=True, text=True).stdout.strip()
         assert Path(where).is_relative_to(home) and Path(where).is_dir(), where
         assert f"-Djava.io.tmpdir={where}" in env["JAVA_TOOL_OPTIONS"].split()
+        if java := shutil.which("java"):  # what TorchServe's front sees
+            shown = subprocess.run([java, "-XshowSettings:properties", "-version"], env=env,
+                                   capture_output=True, text=True, timeout=60).stderr
+            assert f"java.io.tmpdir = {where}" in shown, shown
         seen.append(where)
     assert seen[0] != seen[1]
