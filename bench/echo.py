@@ -248,6 +248,13 @@ def front_targets(points: list[dict[str, Any]]) -> dict[str, float]:
         "djl-b1 req/s / djl-hypercorn-b1 req/s": ("djl-b1", "djl-hypercorn-b1", "rps"),
         "djl-hypercorn-b1 server CPU / httptools-floor server CPU":
             ("djl-hypercorn-b1", "httptools-floor", "server_cpu_us_per_req"),
+        # What SERVING_PROMETHEUS=true costs, against the same server with it off.
+        "djl-metrics req/s / djl req/s": ("djl-metrics", "djl", "rps"),
+        "djl-metrics server CPU / djl server CPU":
+            ("djl-metrics", "djl", "server_cpu_us_per_req"),
+        "djl-metrics-b1 req/s / djl-b1 req/s": ("djl-metrics-b1", "djl-b1", "rps"),
+        "djl-metrics-b1 server CPU / djl-b1 server CPU":
+            ("djl-metrics-b1", "djl-b1", "server_cpu_us_per_req"),
     }
     out: dict[str, float] = {}
     for c in sorted({p["concurrency"] for p in points}):
@@ -281,7 +288,8 @@ def main(argv: list[str] | None = None) -> int:
         args.targets = [t for t in args.targets if TARGETS[t][0] in servers]
         for round_no in range(args.rounds):
             for c in args.concurrency:
-                for target in args.targets:
+                # The order flips each round, so a drift in the other load hits all alike.
+                for target in args.targets if round_no % 2 == 0 else args.targets[::-1]:
                     kind, model, _ = TARGETS[target]
                     server = servers[kind]
                     spec = LoadSpec(f"{server.base_url}/predictions/{model}", body,

@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 import random
+import statistics
 import sys
 from pathlib import Path
 from typing import Any
@@ -61,6 +62,17 @@ option.num_threads=1
 """
 
 HYPERCORN_ROW = "djl engine, hypercorn"
+
+#: --targets name -> the row it measures.
+ROWS = {
+    "engine": "djl PyTorch engine",
+    "pt2": "djl .pt2 engine",
+    "onnx": "djl ONNX engine",
+    "hypercorn": HYPERCORN_ROW,
+    "handler": "djl model.py handler",
+    "torchserve": "TorchServe 0.12",
+    "torchserve-onnx": "TorchServe 0.12 ONNX",
+}
 
 #: The same model behind djl's Python engine: what a user writes without the engine.
 MODEL_PY = '''"""The MLP as a plain djl handler (bench/torch_mlp.py): JSON in, JSON out."""
@@ -204,11 +216,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 64])
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds (median)")
     parser.add_argument("--no-torchserve", action="store_true", help="skip TorchServe")
+    parser.add_argument("--targets", nargs="+", choices=list(ROWS), default=list(ROWS),
+                        help="the rows to measure (default: all; the TorchScript engine's "
+                             "row, the reference, always runs)")
     parser.add_argument("--wrk-threads", type=int, default=1)
     parser.add_argument("--quick", action="store_true", help="~1 min: 4 s points")
     args = parser.parse_args(argv)
     if args.quick:
         args.duration, args.warmup, args.rounds = 4.0, 1.0, 1
+    if "engine" not in args.targets:
+        args.targets.insert(0, "engine")
+    if args.no_torchserve:
+        args.targets = [t for t in args.targets if not t.startswith("torchserve")]
     return args
 
 
@@ -227,21 +246,19 @@ def main(argv: list[str] | None = None) -> int:
         targets: dict[str, tuple[Server, str]] = {}
         with timer("start djl"):
             djl = start_djl(procs)
+        for key in ("engine", "pt2", "onnx", "handler"):
+            if key in args.targets:
+                register(djl, paths[key], f"mlp_{key}")
+                targets[ROWS[key]] = (djl, f"{djl.base_url}/predictions/mlp_{key}")
+        if "hypercorn" in args.targets:
             hyper = start_djl(procs, name="djl-hypercorn",
                               extra_env={"SERVING_HTTP_SERVER": "hypercorn"})
-        register(djl, paths["engine"], "mlp_engine")
-        register(djl, paths["pt2"], "mlp_pt2")
-        register(djl, paths["onnx"], "mlp_onnx")
-        register(djl, paths["handler"], "mlp_handler")
-        register(hyper, paths["engine"], "mlp_engine")
-        targets["djl PyTorch engine"] = (djl, f"{djl.base_url}/predictions/mlp_engine")
-        targets["djl .pt2 engine"] = (djl, f"{djl.base_url}/predictions/mlp_pt2")
-        targets["djl ONNX engine"] = (djl, f"{djl.base_url}/predictions/mlp_onnx")
-        targets[HYPERCORN_ROW] = (hyper, f"{hyper.base_url}/predictions/mlp_engine")
-        targets["djl model.py handler"] = (djl, f"{djl.base_url}/predictions/mlp_handler")
-        if args.no_torchserve or torchserve_available(allow_install=True) is None:
+            register(hyper, paths["engine"], "mlp_engine")
+            targets[HYPERCORN_ROW] = (hyper, f"{hyper.base_url}/predictions/mlp_engine")
+        wants_torchserve = {"torchserve", "torchserve-onnx"} & set(args.targets)
+        if wants_torchserve and torchserve_available(allow_install=True) is None:
             notes.append("TorchServe skipped (not installed: sh bench/setup.sh)")
-        else:
+        elif wants_torchserve:
             with timer("start TorchServe"):
                 store = procs.tmp / "ts_store"
                 torchserve_archive(store, "mlp", paths["ts_handler"],
@@ -251,8 +268,9 @@ def main(argv: list[str] | None = None) -> int:
                 torchserve_archive(store, "mlp_onnx", paths["ts_onnx_handler"],
                                    serialized_file=paths["onnx"] / "model.onnx")
                 torchserve_register(ts, "mlp_onnx.mar", batch_size=32, max_batch_delay_ms=10)
-            targets["TorchServe 0.12"] = (ts, f"{ts.base_url}/predictions/mlp")
-            targets["TorchServe 0.12 ONNX"] = (ts, f"{ts.base_url}/predictions/mlp_onnx")
+            for key, model in (("torchserve", "mlp"), ("torchserve-onnx", "mlp_onnx")):
+                if key in args.targets:
+                    targets[ROWS[key]] = (ts, f"{ts.base_url}/predictions/{model}")
         answers = {}
         for name, (server, url) in targets.items():
             try:
@@ -266,9 +284,12 @@ def main(argv: list[str] | None = None) -> int:
                                                                           strict=True))
             if worst > 1e-4:
                 raise SystemExit(f"{name} answers differently (max |diff| {worst})")
+        order = list(targets.items())
         for round_no in range(args.rounds):
             for c in args.concurrency:
-                for name, (server, url) in targets.items():
+                # The order flips each round: a drift in the machine's other load hits the
+                # first and the last row alike.
+                for name, (server, url) in order if round_no % 2 == 0 else order[::-1]:
                     spec = LoadSpec(url, body, "application/json", c, args.duration)
                     point = measure(client, server, spec, args.warmup)
                     point.update(server=name, round=round_no)
@@ -292,8 +313,8 @@ def main(argv: list[str] | None = None) -> int:
           f"{p['other_busy_cores']:.2f}", p["errors"] + p["non_2xx"]] for p in points],
     ))
     ratios = compute_ratios(points)
-    ratios[".pt2 max |answer - TorchScript's| (target <= 1e-5)"] = differences[
-        "djl .pt2 engine"]
+    if ROWS["pt2"] in differences:
+        ratios[".pt2 max |answer - TorchScript's| (target <= 1e-5)"] = differences[ROWS["pt2"]]
     for key, value in ratios.items():
         print(f"{key}: {value:.3f}" if isinstance(value, float) else f"{key}: {value}")
     for note in notes:
@@ -355,6 +376,9 @@ def compute_ratios(points: list[dict[str, Any]]) -> dict[str, Any]:
         if onnx_rps and engine_rps:
             out[f"c{c} ONNX engine / TorchScript engine req/s (target >= 1 at c64)"] = (
                 onnx_rps / engine_rps)
+            paired = paired_ratios(points, ROWS["onnx"], ROWS["engine"], c, "rps")
+            out[f"c{c} ONNX engine / TorchScript engine req/s, median of the "
+                f"{len(paired)} same-round ratios"] = statistics.median(paired)
         if onnx_worker is not None and engine_worker:
             out[f"c{c} ONNX engine / TorchScript engine worker CPU (target <= 1 at c64)"] = (
                 onnx_worker / engine_worker)
@@ -366,6 +390,18 @@ def compute_ratios(points: list[dict[str, Any]]) -> dict[str, Any]:
         if onnx_worker is not None and ts_onnx_worker:
             out[f"c{c} ONNX engine / TorchServe ONNX worker CPU"] = onnx_worker / ts_onnx_worker
     return out
+
+
+def paired_ratios(points: list[dict[str, Any]], row: str, reference: str, c: int,
+                  key: str) -> list[float]:
+    """``row / reference`` within each round (the two measured minutes apart at most),
+    which a drift in the machine's other load moves far less than the ratio of medians."""
+    def by_round(server: str) -> dict[int, float]:
+        return {p["round"]: p[key] for p in points
+                if p["server"] == server and p["concurrency"] == c}
+
+    ours, theirs = by_round(row), by_round(reference)
+    return [ours[r] / theirs[r] for r in sorted(ours) if theirs.get(r)]
 
 
 if __name__ == "__main__":
