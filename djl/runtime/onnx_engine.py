@@ -71,7 +71,8 @@ class OnnxEngine(TensorEngine):
         try:
             self.session = ort.InferenceSession(str(path), options, providers=providers)
         except Exception as exc:  # noqa: BLE001 — onnxruntime's reason is the answer
-            raise TensorLoadError(f"{self.model_file}: {reason(exc)}") from None
+            on = f"Cannot load on gpu{self.device_id}: " if self.device_id >= 0 else ""
+            raise TensorLoadError(f"{on}{self.model_file}: {reason(exc)}") from None
         started = self.session.get_providers()
         if self.device_id >= 0 and started[0] != "CUDAExecutionProvider":
             # onnxruntime falls back to the CPU, with a warning only, when its CUDA provider
