@@ -23,8 +23,6 @@ without it its rows are skipped and the output says so.
 from __future__ import annotations
 
 import argparse
-import json
-import random
 import statistics
 import sys
 from pathlib import Path
@@ -35,15 +33,24 @@ import httpx
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import (  # noqa: E402
-    REPO,
-    Client,
+    MLP_SETTINGS,
     LoadSpec,
     Processes,
     Server,
-    ensure_wrk,
+    interleaved,
+    load_client,
+    load_parser,
     machine_info,
     measure,
+    mlp_folder,
+    mlp_request_body,
+    parse_load_args,
+    point_line,
+    predictions,
     register,
+    report,
+    run_main,
+    save_results,
     start_djl,
     start_torchserve,
     table,
@@ -51,15 +58,7 @@ from _common import (  # noqa: E402
     torchserve_archive,
     torchserve_available,
     torchserve_register,
-    write_results,
 )
-
-SETTINGS = """batch_size=32
-max_batch_delay=10
-minWorkers=1
-maxWorkers=1
-option.num_threads=1
-"""
 
 HYPERCORN_ROW = "djl engine, hypercorn"
 
@@ -170,26 +169,15 @@ class OnnxMlp(BaseHandler):
 
 
 def build_models(root: Path) -> dict[str, Path]:
-    sys.path.insert(0, str(REPO / "examples" / "mlp"))
-    from build import save  # examples/mlp/build.py: same layers, same seed
-
-    folders = {}
-    for key, file, engine in (("engine", "model.pt", "PyTorch"), ("pt2", "model.pt2", "PyTorch"),
-                              ("onnx", "model.onnx", "OnnxRuntime")):
-        folder = folders[key] = root / f"mlp_{key}"
-        folder.mkdir(parents=True)
-        built = REPO / "examples" / "mlp" / file
-        if file == "model.onnx" and built.is_file():  # make install's (the export is slow)
-            (folder / file).write_bytes(built.read_bytes())
-        else:
-            save(folder / file)
-        (folder / "serving.properties").write_text(f"engine={engine}\n" + SETTINGS)
-    engine = folders["engine"]
+    folders = {key: mlp_folder(root, f"mlp_{key}", file=file, engine=engine)
+               for key, file, engine in (("engine", "model.pt", "PyTorch"),
+                                         ("pt2", "model.pt2", "PyTorch"),
+                                         ("onnx", "model.onnx", "OnnxRuntime"))}
     handler = root / "mlp_handler"
     handler.mkdir()
-    (handler / "model.pt").write_bytes((engine / "model.pt").read_bytes())
+    (handler / "model.pt").write_bytes((folders["engine"] / "model.pt").read_bytes())
     (handler / "model.py").write_text(MODEL_PY)
-    (handler / "serving.properties").write_text("engine=Python\n" + SETTINGS)
+    (handler / "serving.properties").write_text("engine=Python\n" + MLP_SETTINGS)
     ts_handler = root / "ts_handler.py"
     ts_handler.write_text(TS_HANDLER)
     ts_onnx_handler = root / "ts_onnx_handler.py"
@@ -198,32 +186,14 @@ def build_models(root: Path) -> dict[str, Path]:
             "ts_onnx_handler": ts_onnx_handler}
 
 
-def request_body(seed: int = 0) -> bytes:
-    rng = random.Random(seed)
-    return json.dumps([round(rng.uniform(-1, 1), 4) for _ in range(128)]).encode()
-
-
-def predictions(url: str, body: bytes) -> list[float]:
-    r = httpx.post(url, content=body, headers={"content-type": "application/json"}, timeout=60)
-    r.raise_for_status()
-    return r.json()["predictions"]
-
-
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--duration", type=float, default=10.0, help="seconds per point")
-    parser.add_argument("--warmup", type=float, default=3.0, help="warm-up seconds per point")
-    parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 64])
-    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds (median)")
+    parser = load_parser(__doc__, duration=10.0, warmup=3.0, concurrency=[1, 64], rounds=3,
+                         quick="~1 min: 4 s points")
     parser.add_argument("--no-torchserve", action="store_true", help="skip TorchServe")
     parser.add_argument("--targets", nargs="+", choices=list(ROWS), default=list(ROWS),
                         help="the rows to measure (default: all; the TorchScript engine's "
                              "row, the reference, always runs)")
-    parser.add_argument("--wrk-threads", type=int, default=1)
-    parser.add_argument("--quick", action="store_true", help="~1 min: 4 s points")
-    args = parser.parse_args(argv)
-    if args.quick:
-        args.duration, args.warmup, args.rounds = 4.0, 1.0, 1
+    args = parse_load_args(parser, argv, duration=4.0, warmup=1.0, rounds=1)
     if "engine" not in args.targets:
         args.targets.insert(0, "engine")
     if args.no_torchserve:
@@ -234,15 +204,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     info = machine_info()
-    body = request_body()
+    body = mlp_request_body()
     points: list[dict[str, Any]] = []
     notes: list[str] = []
     with Processes() as procs:
         paths = build_models(procs.tmp)
-        wrk = ensure_wrk(allow_install=True)
-        client = Client(wrk, threads=args.wrk_threads, tmp=procs.tmp)
-        if wrk is None:
-            notes.append("wrk unavailable: the multi-process Python client measured")
+        client = load_client(args, procs, notes)
         targets: dict[str, tuple[Server, str]] = {}
         with timer("start djl"):
             djl = start_djl(procs)
@@ -284,21 +251,13 @@ def main(argv: list[str] | None = None) -> int:
                                                                           strict=True))
             if worst > 1e-4:
                 raise SystemExit(f"{name} answers differently (max |diff| {worst})")
-        order = list(targets.items())
-        for round_no in range(args.rounds):
-            for c in args.concurrency:
-                # The order flips each round: a drift in the machine's other load hits the
-                # first and the last row alike.
-                for name, (server, url) in order if round_no % 2 == 0 else order[::-1]:
-                    spec = LoadSpec(url, body, "application/json", c, args.duration)
-                    point = measure(client, server, spec, args.warmup)
-                    point.update(server=name, round=round_no)
-                    points.append(point)
-                    print(f"{name:<22} c={c:<3} {point['rps']:>8,.0f} req/s  "
-                          f"p50 {point['p50_ms']:.2f} ms  p99 {point['p99_ms']:.2f} ms  "
-                          f"front {point['server_cpu_us_per_req']:,.0f} µs/req  "
-                          f"worker {point['workers_cpu_us_per_req']:,.0f} µs/req  "
-                          f"errors {point['errors'] + point['non_2xx']}", flush=True)
+        for round_no, c, name in interleaved(args.rounds, args.concurrency, list(targets)):
+            server, url = targets[name]
+            point = measure(client, server, LoadSpec(url, body, "application/json", c,
+                                                     args.duration), args.warmup)
+            point.update(server=name, round=round_no)
+            points.append(point)
+            print(point_line(name, point), flush=True)
         client_name = client.name
     print()
     print(f"torch_mlp: MLP 128-256-10 (TorchScript, .pt2, ONNX), 1 worker, batch 32, "
@@ -315,11 +274,8 @@ def main(argv: list[str] | None = None) -> int:
     ratios = compute_ratios(points)
     if ROWS["pt2"] in differences:
         ratios[".pt2 max |answer - TorchScript's| (target <= 1e-5)"] = differences[ROWS["pt2"]]
-    for key, value in ratios.items():
-        print(f"{key}: {value:.3f}" if isinstance(value, float) else f"{key}: {value}")
-    for note in notes:
-        print(f"NOTE: {note}")
-    path = write_results("torch_mlp.json", {
+    report(ratios, notes)
+    save_results("torch_mlp.json", {
         "bench": "torch_mlp",
         "settings": vars(args),
         "client": client_name,
@@ -331,7 +287,6 @@ def main(argv: list[str] | None = None) -> int:
         "ratios": ratios,
         "points": points,
     })
-    print(f"wrote {path}")
     return 0
 
 
@@ -405,4 +360,4 @@ def paired_ratios(points: list[dict[str, Any]], row: str, reference: str, c: int
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_main(main)
