@@ -5,7 +5,7 @@ Each class carries the HTTP ``status`` and the ``type`` name that the error body
 place are built by class methods here, so each wording exists once.
 
 Inference failures (spec §1.4 "mapping B") have a ``config_key``: the global setting that
-may override their status (``throttle_error_http_code`` and friends). ``http/codec.py``
+may override their status (``throttle_error_http_code`` and friends). ``djl.http.codec``
 alone renders these objects as ``{"code", "type", "message"}``. The package's rooms:
 
 - ``base``: ``DjlError`` and ``exception_leaves``;
