@@ -136,7 +136,7 @@ def test_the_shipped_model_holds_what_links_point_at_and_each_folder_once(tmp_pa
     import io
     import tarfile
 
-    from djl.wlm.ray_launcher import pack_model_dir
+    from djl.wlm.ray_files import pack_model_dir
 
     (tmp_path / "blobs").mkdir()
     (tmp_path / "blobs" / "abc").write_bytes(b"weights")
