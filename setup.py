@@ -6,7 +6,9 @@ from setuptools import Extension, setup
 setup(
     ext_modules=cythonize(
         [Extension("djl._batch", ["djl/_batch.pyx"],
-                   depends=["djl/_tensor.pxi", "djl/_answer.pxi", "djl/_v2.pxi"])],
+                   depends=["djl/_queue.pxi", "djl/_frames.pxi", "djl/_engine_frames.pxi",
+                            "djl/_ids.pxi", "djl/_tensor.pxi", "djl/_answer.pxi",
+                            "djl/_v2.pxi"])],
         compiler_directives={"language_level": "3", "boundscheck": False, "wraparound": False},
     ),
 )
