@@ -16,6 +16,7 @@ from djl.breaker import ErrorRateBreaker
 from djl.config import UNREGISTER_GRACE_S, ServerConfig
 from djl.failures import FailureObserver
 from djl.metrics import PoolView, ServerMetrics
+from djl.own_nursery import OwnNursery
 from djl.registry.dynamic import DynamicLoading
 from djl.registry.endpoints import Endpoints, Workflow
 from djl.registry.invocation import Invocation
@@ -38,7 +39,7 @@ class ModelManager:
         #: The Prometheus metrics (SERVING_PROMETHEUS), or None: then nothing is counted.
         self.metrics = ServerMetrics(self._pool_statistics) if config.prometheus else None
         self.failures = FailureObserver(self.breaker, self.metrics)
-        self._nursery: trio.Nursery | None = None
+        self._own = OwnNursery("ModelManager")
 
         # The rooms, each with one job (see their modules).
         self.registry = Endpoints()
@@ -70,13 +71,7 @@ class ModelManager:
         """The manager's nursery: every pool and background load lives here."""
         # Nothing else would ever remove what a crashed run was downloading or deleting.
         await trio.to_thread.run_sync(source_cache.remove_stale_temps, self.config)
-        try:
-            async with trio.open_nursery() as nursery:
-                self._nursery = nursery
-                task_status.started(self)
-                await trio.sleep_forever()
-        finally:
-            self._nursery = None
+        await self._own.run(task_status, self)
 
     async def aclose(self, grace_s: float = UNREGISTER_GRACE_S) -> None:
         """Shutdown: abort the loads in progress (cancel_loads), then unregister
@@ -88,9 +83,7 @@ class ModelManager:
 
     @property
     def nursery(self) -> trio.Nursery:
-        if self._nursery is None:
-            raise RuntimeError("ModelManager.run is not running")
-        return self._nursery
+        return self._own.nursery
 
     # -- the rest, composed ------------------------------------------------------------
     async def scale(self, name: str, version: str | None, min_workers: int | None,
