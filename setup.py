@@ -6,7 +6,8 @@ from setuptools import Extension, setup
 setup(
     ext_modules=cythonize(
         [Extension("djl._batch", ["djl/_batch.pyx"],
-                   depends=["djl/_tensor.pxi", "djl/_answer.pxi", "djl/_v2.pxi"])],
+                   depends=["djl/_tensor.pxi", "djl/_answer.pxi", "djl/_v2.pxi",
+                            "djl/_head.pxi", "djl/_json.pxi"])],
         compiler_directives={"language_level": "3", "boundscheck": False, "wraparound": False},
     ),
 )

@@ -846,3 +846,5 @@ def random_uuid4():
 
 include "_tensor.pxi"
 include "_answer.pxi"
+include "_head.pxi"
+include "_json.pxi"

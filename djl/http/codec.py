@@ -20,7 +20,9 @@ from werkzeug.datastructures import Headers
 from djl import _batch
 from djl.async_results import Page, next_chunk
 from djl.config import ServerConfig, parse_int
-from djl.errors import BadRequest, DjlError, StreamCut
+from djl.errors import DjlError, StreamCut
+from djl.http.json_render import render_json
+from djl.http.request_head import request_properties
 from djl.io import Input, Output, PairList
 from djl.registry import Model, Workflow
 
@@ -32,8 +34,6 @@ NO_CACHE_HEADERS = {
     "Expires": "Thu, 01 Jan 1970 00:00:00 UTC",
 }
 _FORM_TYPES = ("multipart/form-data", "application/x-www-form-urlencoded")
-#: Spec §3.8's properties, also as SageMaker custom attributes of any case.
-_ASYNC_KEYS = frozenset({"x-synchronous", "x-starting-token", "x-max-items"})
 _CUSTOM_ATTRIBUTES = b"x-amzn-sagemaker-custom-attributes"
 
 
@@ -42,7 +42,10 @@ _CUSTOM_ATTRIBUTES = b"x-amzn-sagemaker-custom-attributes"
 
 def path_segments(raw_path: bytes) -> list[str]:
     """Spec §1.2: split on '/', percent-decode, drop trailing empty segments."""
-    segments = [unquote(s) for s in raw_path.decode("latin-1").split("/")]
+    text = raw_path.decode("latin-1")
+    segments = text.split("/")
+    if "%" in text:
+        segments = [unquote(s) for s in segments]
     while len(segments) > 1 and segments[-1] == "":
         segments.pop()
     return segments
@@ -97,39 +100,6 @@ def request_id(request: Request, config: ServerConfig) -> str:
 random_uuid4 = _batch.random_uuid4
 
 
-def request_properties(headers: list[tuple[bytes, bytes]],
-                       config: ServerConfig) -> tuple[dict[str, Any], str]:
-    """Spec §3.3: headers → Input properties, plus the body's media type.
-
-    Reads the ASGI header list once (names arrive lower-cased) rather than through
-    werkzeug's Headers: this runs for every inference request.
-    """
-    properties: dict[str, Any] = {}
-    media_type = ""
-    overridden = False
-    for raw_name, raw_value in headers:
-        name = raw_name.decode("latin-1")
-        value = raw_value.decode("latin-1")
-        if name == "x-amzn-sagemaker-custom-attributes":
-            for token in value.split(";"):
-                key, sep, val = token.partition("=")
-                if sep:
-                    key = key.strip()
-                    if key.lower() in _ASYNC_KEYS:
-                        key = key.lower()  # read by exact name on every request
-                    properties[key] = val.strip()
-                    overridden = overridden or key.lower() == "handler"
-            continue
-        if name == "content-type":
-            media_type = value.partition(";")[0].strip().lower()
-        elif name == "handler":
-            overridden = True
-        properties[name] = value
-    if overridden and not config.allow_request_handler_override:
-        raise BadRequest("The handler can't be overridden in a request")
-    return properties, media_type
-
-
 def is_form(media_type: str) -> bool:
     return media_type in _FORM_TYPES
 
@@ -161,19 +131,6 @@ async def to_input(request: Request, query: Query, req_id: str, config: ServerCo
 
 
 # -- rendering ------------------------------------------------------------------------------
-
-
-def render_json(value: Any) -> bytes:
-    """Gson-style: pretty, 2-space indent, null members omitted, trailing newline."""
-    return (json.dumps(_drop_nulls(value), indent=2, ensure_ascii=False) + "\n").encode("utf-8")
-
-
-def _drop_nulls(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {k: _drop_nulls(v) for k, v in value.items() if v is not None}
-    if isinstance(value, list):
-        return [_drop_nulls(v) for v in value]
-    return value
 
 
 #: ASGI header list: (lower-case name, value) in latin-1.
@@ -383,7 +340,7 @@ def _with_common_headers(output: Output, req_id: str, config: ServerConfig, *,
     common = common_headers(req_id, 200 if keep_alive else output.code, config)
     if not output.properties:
         return common
-    overridden = {name.decode() for name, _ in common}.union(drop)
+    overridden = _overridden(config, output.code >= 400 and not keep_alive, drop)
     merged = []
     for key, value in output.properties.items():
         name = str(key).lower()
@@ -391,6 +348,23 @@ def _with_common_headers(output: Output, req_id: str, config: ServerConfig, *,
             merged.append((name.encode("latin-1"), str(value).encode("latin-1")))
     merged += common
     return merged
+
+
+#: (id of config, error, drop) → (config, the names common_headers writes, and drop's).
+_OVERRIDDEN: dict[tuple[int, bool, tuple[str, ...]], tuple[ServerConfig, frozenset[str]]] = {}
+
+
+def _overridden(config: ServerConfig, error: bool, drop: tuple[str, ...]) -> frozenset[str]:
+    """The header names a model's properties may not set: common_headers' and ``drop``'s
+    (the same for every answer of a config: built once)."""
+    key = (id(config), error, drop)
+    cached = _OVERRIDDEN.get(key)
+    if cached is not None and cached[0] is config:
+        return cached[1]
+    names = frozenset(name.decode() for name, _ in common_headers("", 400 if error else 200,
+                                                                  config)).union(drop)
+    _OVERRIDDEN[key] = (config, names)
+    return names
 
 
 async def _chunks(first: bytes, stream: Any, timeout_s: float) -> AsyncIterator[bytes]:

@@ -66,6 +66,8 @@ class Connection(Intake):
         self.idle_deadline = trio.current_time() + self.config.request_head_timeout_s
         #: Shutdown began: idle now means closed, busy means closed after the answer.
         self.closing = False
+        #: The responder's scope: each request's ``scope`` while it is answered.
+        self.answer_scope = trio.CancelScope()
 
     # -- the reader -----------------------------------------------------------------------
 
@@ -103,7 +105,10 @@ class Connection(Intake):
 
     async def _respond(self, connection_scope: trio.CancelScope) -> None:
         try:
-            await self._answer_in_order()
+            # One scope for every request the connection answers, not one each: a request
+            # is cancelled only when its client is gone, and then so is the connection.
+            with self.answer_scope:
+                await self._answer_in_order()
         except ClientGone:
             log.debug("client left before its answer was written")
         finally:
@@ -164,7 +169,8 @@ class Connection(Intake):
         request.req_id = req_id
         keep = False
         model = None
-        with trio.CancelScope() as request.scope:
+        request.scope = self.answer_scope
+        try:
             if request.error is not None:  # the body is malformed or too large
                 keep = await self._reply(request, codec.error_reply(request.error, req_id,
                                                                     self.config))
@@ -189,11 +195,12 @@ class Connection(Intake):
                     # The app stopped at the malformed body (it saw the client leave).
                     keep = await self._reply(request, codec.error_reply(
                         request.error, req_id, self.config))
-        if request.scope.cancelled_caught or request.gone:
+        finally:  # also when cancelled: the client left
+            if site.access_log:
+                write_line(req_id, request.method, unquote(raw_path.decode("latin-1")),
+                           model, request.status, request.sent, start)
+        if request.gone:
             keep = False
-        if site.access_log:
-            write_line(req_id, request.method, unquote(raw_path.decode("latin-1")), model,
-                       request.status, request.sent, start)
         return keep and request.complete and request.keep_alive and not self.closing
 
     async def _reply(self, request: Request, reply: codec.Reply) -> bool:

@@ -15,11 +15,13 @@ read out of a body it did not parse.
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Callable
 
 import httptools
 import trio
 from trio.lowlevel import ParkingLot
 
+from djl import _batch
 from djl.config import MAX_REQUEST_HEAD_BYTES, ServerConfig
 from djl.errors import BadRequest, DjlError, HeadTooLarge, PayloadTooLarge
 from djl.http import front
@@ -34,6 +36,39 @@ PIPELINE_BYTES = 256 * 1024
 PIPELINE_DEPTH = 16
 
 _GONE = (trio.BrokenResourceError, trio.ClosedResourceError)
+
+
+HeadScan = tuple[int, bytes | None, bytes | None, bytes | None, bool, str | None]
+
+
+def scan_head_py(headers: list[tuple[bytes, bytes]], id_header: bytes) -> HeadScan:
+    """(head bytes, content-length, content-type, a transfer-coding other than chunked,
+    expect 100-continue, request id) of a head's (lower-case name, value) pairs: the last
+    length (llhttp has refused differing ones) and media type, the first coding that is
+    not ``chunked`` (None: all are, or none is named), the first request id."""
+    size = 0
+    length = media = coding = req_id = None
+    expect = False
+    for name, value in headers:
+        size += len(name) + len(value) + 4
+        if name == b"content-length":
+            length = value
+        elif name == b"content-type":
+            media = value
+        elif name == b"transfer-encoding":
+            if coding is None and value.strip().lower() != b"chunked":
+                coding = value
+        elif name == b"expect":
+            if value.strip().lower() == b"100-continue":
+                expect = True
+        elif name == id_header and req_id is None:
+            req_id = value.decode("latin-1")
+    return size, length, media, coding, expect, req_id
+
+
+#: ``scan_head_py`` in C (djl/_head.pxi): the same results; bench/head_json.py is the A/B.
+scan_head_c: Callable[[list[tuple[bytes, bytes]], bytes], HeadScan] = _batch.scan_head_c
+scan_head = scan_head_c
 
 
 class _StopReading(Exception):
@@ -172,9 +207,9 @@ class Intake:
         request = self.building
         assert request is not None
         parser = self.parser
-        size = len(request.url)
-        for name, value in request.headers:
-            size += len(name) + len(value) + 4
+        size, length, media, coding, expect, req_id = scan_head(request.headers,
+                                                                self.site.id_header)
+        size += len(request.url)
         if size > MAX_REQUEST_HEAD_BYTES:
             self._refuse(HeadTooLarge.head(MAX_REQUEST_HEAD_BYTES))
             raise _StopReading()
@@ -185,25 +220,15 @@ class Intake:
         request.http_version = version
         request.method = parser.get_method().decode("ascii")
         request.keep_alive = parser.should_keep_alive()
-        config = self.config
-        id_header = self.site.id_header
-        for name, value in request.headers:
-            if name == b"content-length":
-                if int(value) > config.max_request_size:
-                    self._refuse(front.too_large(value.strip(), config))
-                    raise _StopReading()
-            elif name == b"content-type":
-                request.content_type = value
-            elif name == b"transfer-encoding":
-                if value.strip().lower() != b"chunked":
-                    self._refuse(BadRequest.malformed(
-                        "only the chunked transfer-coding is accepted"))
-                    raise _StopReading()
-            elif name == b"expect":
-                if value.strip().lower() == b"100-continue":
-                    request.expect_continue = True
-            elif name == id_header and request.req_id is None:
-                request.req_id = value.decode("latin-1")
+        if length is not None and int(length) > self.config.max_request_size:
+            self._refuse(front.too_large(length.strip(), self.config))
+            raise _StopReading()
+        if coding is not None:
+            self._refuse(BadRequest.malformed("only the chunked transfer-coding is accepted"))
+            raise _StopReading()
+        request.content_type = media
+        request.expect_continue = expect
+        request.req_id = req_id
         self.head_done = True
         if self.queue:
             self.queued_bytes += size
