@@ -4,7 +4,7 @@ interleaved (like bench/answer_head.py):
 * ``scan_head``: djl/http/h1_intake.py's ``scan_head_py`` against ``scan_head_c``
   (djl/_head.pxi), the server's one pass over a request's headers (length, type,
   coding, expect, request id);
-* ``request_properties``: djl/http/request_head.py's ``request_properties_py`` against
+* ``request_properties``: djl/http/codec.py's ``request_properties_py`` against
   ``request_properties`` (C: ``request_properties_c``), a request's headers → its
   Input properties (spec §3.3);
 * ``render_json``: ``render_json_py`` (json.dumps, whose indent runs the pure-Python
@@ -36,7 +36,7 @@ from _common import machine_info, write_results  # noqa: E402
 
 from djl.config import ServerConfig  # noqa: E402
 from djl.errors import BadRequest  # noqa: E402
-from djl.http import codec, json_render, request_head  # noqa: E402
+from djl.http import codec  # noqa: E402
 from djl.http.h1_intake import scan_head_c, scan_head_py  # noqa: E402
 
 WRK = [(b"host", b"127.0.0.1:8080"), (b"content-type", b"text/plain"),
@@ -56,12 +56,12 @@ def cases() -> dict[str, tuple[Callable[[], Any], Callable[[], Any]]]:
             lambda h=headers: scan_head_py(h, b"x-request-id"),
             lambda h=headers: scan_head_c(h, b"x-request-id"))
         out[f"request_properties {label} ({len(headers)} headers)"] = (
-            lambda h=headers: request_head.request_properties_py(h, config),
-            lambda h=headers: request_head.request_properties(h, config))
-    out["render_json error body"] = (lambda: json_render.render_json_py(error),
-                                     lambda: json_render.render_json(error))
-    out["render_json /ping body"] = (lambda: json_render.render_json_py(health),
-                                     lambda: json_render.render_json(health))
+            lambda h=headers: codec.request_properties_py(h, config),
+            lambda h=headers: codec.request_properties(h, config))
+    out["render_json error body"] = (lambda: codec.render_json_py(error),
+                                     lambda: codec.render_json(error))
+    out["render_json /ping body"] = (lambda: codec.render_json_py(health),
+                                     lambda: codec.render_json(health))
     return out
 
 

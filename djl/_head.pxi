@@ -1,5 +1,5 @@
 # A request head's headers in C (included by _batch.pyx): what the Python
-# scan_head_py (djl/http/h1_intake.py) and request_properties_py (djl/http/request_head.py)
+# scan_head_py (djl/http/h1_intake.py) and request_properties_py (djl/http/codec/parsing.py)
 # do, with the same results (tests/http/test_head.py); bench/head_json.py is the A/B.
 
 cdef bytes _H_LENGTH = b"content-length"
@@ -44,7 +44,7 @@ def scan_head_c(list headers, bytes id_header):
 
 def request_properties_c(list headers):
     """(properties, media type, whether a handler is named) of (lower-case name, value)
-    pairs, spec §3.3: as djl.http.request_head.request_properties_py."""
+    pairs, spec §3.3: as djl.http.codec.parsing.request_properties_py."""
     cdef dict properties = {}
     cdef str media_type = ""
     cdef bint overridden = False

@@ -1,4 +1,4 @@
-# Gson-style JSON in C (included by _batch.pyx): what djl/http/json_render.py's render_json_py
+# Gson-style JSON in C (included by _batch.pyx): what djl/http/codec/replies.py's render_json_py
 # writes (json.dumps of the value with null members dropped, indent 2, ensure_ascii off,
 # a trailing newline), the same bytes (tests/http/test_render_json.py); bench/head_json.py
 # is the A/B. json.dumps with an indent runs the pure-Python encoder; this walks dicts,

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from djl.config import ServerConfig
 from djl.errors import BadRequest
-from djl.http import request_head
+from djl.http import codec
 from djl.http.h1_intake import scan_head_c, scan_head_py
 
 _NAMES = st.sampled_from([b"content-length", b"content-type", b"transfer-encoding",
@@ -33,16 +33,16 @@ def test_scan_head_c_is_scan_head_py(headers):
 @given(_HEADERS)
 def test_request_properties_c_is_request_properties_py(headers):
     allowed = ServerConfig(allow_request_handler_override=True)
-    assert request_head.request_properties(headers, allowed) == request_head.request_properties_py(
+    assert codec.request_properties(headers, allowed) == codec.request_properties_py(
         headers, allowed)
     refused = ServerConfig(allow_request_handler_override=False)
     try:
-        expected = request_head.request_properties_py(headers, refused)
+        expected = codec.request_properties_py(headers, refused)
     except BadRequest:
         with pytest.raises(BadRequest):
-            request_head.request_properties(headers, refused)
+            codec.request_properties(headers, refused)
     else:
-        assert request_head.request_properties(headers, refused) == expected
+        assert codec.request_properties(headers, refused) == expected
 
 
 def test_scan_head_reads_each_header_as_the_server_needs():

@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from djl import _batch
-from djl.http import codec, json_render
+from djl.http import codec
 
 _SCALARS = (st.none() | st.booleans() | st.integers(-(2**70), 2**70)
             | st.floats(allow_nan=True, allow_infinity=True) | st.text())
@@ -23,7 +23,7 @@ _VALUES = st.recursive(
 @settings(max_examples=400, deadline=None)
 @given(_VALUES)
 def test_c_writes_the_python_renderers_bytes(value):
-    assert _batch.render_json_c(value) == json_render.render_json_py(value)
+    assert _batch.render_json_c(value) == codec.render_json_py(value)
 
 
 def test_error_bodies_and_health_byte_for_byte():
@@ -31,19 +31,19 @@ def test_error_bodies_and_health_byte_for_byte():
                   {"code": 404, "type": "ModelNotFoundException", "message": None},
                   codec.health_body({"echo": "Healthy", "mlp": "Unhealthy"}), {}, [],
                   {"x": [math.inf, -math.inf, 1e300, -0.0, 2**64]}]:
-        assert json_render.render_json(value) == json_render.render_json_py(value)
+        assert codec.render_json(value) == codec.render_json_py(value)
         assert _batch.render_json_c(value) is not None
 
 
 def test_what_c_does_not_take_is_rendered_in_python():
     for value in [(1, 2), {1: "int key"}, {"nested": [{"t": (None,)}]}, {"e": _Code.OK}]:
         assert _batch.render_json_c(value) is None
-        assert json_render.render_json(value) == json_render.render_json_py(value)
+        assert codec.render_json(value) == codec.render_json_py(value)
     deep: list = []
     for _ in range(100):
         deep = [deep]
     assert _batch.render_json_c(deep) is None
-    assert json_render.render_json(deep) == json_render.render_json_py(deep)
+    assert codec.render_json(deep) == codec.render_json_py(deep)
 
 
 class _Code(int):
