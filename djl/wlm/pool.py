@@ -236,6 +236,9 @@ class WorkerPool:
         #: first loaded worker reported them; None until then, or when the engine knows
         #: nothing (a model.py handler). Every worker loads the same files, so one is kept.
         self.signature: Signature | None = None
+        #: Its LoRA adapters (djl/adapters.py ModelAdapters) when option.enable_lora=true;
+        #: each worker registers them all before it serves.
+        self.adapters: Any = None
 
     # -- lifecycle ---------------------------------------------------------------------
     async def run(self, *, task_status: trio.TaskStatus[WorkerPool] = trio.TASK_STATUS_IGNORED):
@@ -335,6 +338,19 @@ class WorkerPool:
         self.queue.put_front(jobs)
         self._lot.unpark_all()
 
+    def post(self, worker: Worker, inputs: Input) -> _batch.Job:
+        """A job for ``worker`` alone, ahead of the queue (an adapter change)."""
+        job = _batch.Job(inputs, _batch.DEFAULT_PRIORITY, trio.Event())
+        worker.post(job)
+        self._lot.unpark_all()  # a worker parked in take_batch comes back for it
+        return job
+
+    def loaded_workers(self) -> list[Worker]:
+        """The workers that have loaded and serve (a starting one registers the adapters
+        itself)."""
+        return [w for w in self.all_workers()
+                if w.state in (WorkerState.IDLE, WorkerState.BUSY)]
+
     def worker_ready(self, worker: Worker) -> None:
         """A worker finished loading: a burst may still need another one (spec §5.4),
         and scale-up only looks while no worker is starting."""
@@ -353,6 +369,8 @@ class WorkerPool:
         while True:
             if worker.retiring or self._closing:
                 return None
+            if getattr(worker, "control", None):
+                return []  # its adapter jobs first (Worker.post)
             batch = self.queue.take(size)
             if batch:
                 # The jobs are the worker's from here on: if it is killed while the batch

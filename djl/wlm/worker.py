@@ -17,7 +17,8 @@ import json
 import logging
 import math
 import os
-from collections.abc import Sequence
+from collections import deque
+from collections.abc import Callable, Sequence
 from typing import Protocol
 
 import trio
@@ -39,6 +40,7 @@ from djl.errors import (
 )
 from djl.io import Output, PairList
 from djl.signature import SIGNATURE_PROPERTY, Signature
+from djl.wlm import adapter_jobs
 from djl.wlm.chunk_stream import ChunkStream
 from djl.wlm.devices import Device
 from djl.wlm.launch import LOCAL, STOP_GRACE_S, Launcher, LaunchSpec, WorkerCommand, WorkerProcess
@@ -151,6 +153,15 @@ class Worker:
         self._cancel_scope = trio.CancelScope()
         #: Around loading and serving: the launcher cancels it when the process died.
         self._serving = trio.CancelScope()
+        #: Adapter jobs for this worker alone (djl/wlm/adapter_jobs.py), before any queued
+        #: one; ``wake`` tells a rolling session's feeder that one came.
+        self.control: deque[_batch.Job] = deque()
+        self.wake: Callable[[], None] | None = None
+
+    def post(self, job: _batch.Job) -> None:
+        self.control.append(job)
+        if self.wake is not None:
+            self.wake()
 
     @property
     def running(self) -> bool:
@@ -220,6 +231,7 @@ class Worker:
                         # reads nothing, then ends at once and is replaced.
                         with self._serving:
                             await self._initialise(stream, decoder, process)
+                            await adapter_jobs.sync(self, stream, decoder)
                             self.state = WorkerState.IDLE
                             self.last_active = trio.current_time()
                             task_status.started()
@@ -364,6 +376,9 @@ class Worker:
         extra = {"handler": source.command.handler}
         timeout = source.config.predict_timeout_s
         while True:
+            if self.control:
+                await self._adapter_job(stream, decoder)
+                continue
             batch = await source.take_batch(self)
             if batch is None:
                 self.exit_reason = ExitReason.RETIRED
@@ -405,6 +420,16 @@ class Worker:
             self._answering = 0
             self.state = WorkerState.IDLE
             self.last_active = trio.current_time()
+
+    async def _adapter_job(self, stream: trio.SocketStream,
+                           decoder: _batch.FrameDecoder) -> None:
+        job = self.control.popleft()
+        self.hold([job])
+        output = await adapter_jobs.call(self, stream, decoder, job.input,
+                                         rolling_channel=False)
+        job.set_result(output)
+        self.inflight = []
+        self.state = WorkerState.IDLE
 
     def _observe_service(self, seconds: float) -> None:
         """Moving average of the time the process takes per batch."""
@@ -529,7 +554,8 @@ class Worker:
         return False
 
     def _fail_inflight(self, error: DjlError) -> None:
-        jobs, self.inflight = self.inflight, []
+        jobs, self.inflight = self.inflight + list(self.control), []
+        self.control.clear()
         for job in jobs:
             job.set_error(error)
 
