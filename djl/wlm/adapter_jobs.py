@@ -17,6 +17,7 @@ import trio
 from djl import _batch, adapter_calls, rolling
 from djl.errors import FrameError, ModelLoadError, WorkerDied
 from djl.io import Input, Output
+from djl.wlm.frame_reader import next_frame
 
 
 def frame(job: _batch.Job, seq: int | None = None) -> bytes:
@@ -35,7 +36,7 @@ async def call(worker: Any, stream: trio.SocketStream, decoder: _batch.FrameDeco
     timeout = worker.source.config.predict_timeout_s
     while True:
         with trio.move_on_after(timeout) as scope:
-            kind, payload = await worker._next_frame(stream, decoder)
+            kind, payload = await next_frame(stream, decoder)
         if scope.cancelled_caught:
             raise WorkerDied(f"Prediction timed out after {timeout:g}s")
         if kind == _batch.RESPONSE and not rolling_channel:
