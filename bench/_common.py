@@ -413,19 +413,34 @@ def start_torchserve(procs: Processes, store: Path, *, name: str = "torchserve",
         lines.append(f"number_of_netty_threads={netty_threads}")
     config = home / "config.properties"
     config.write_text("\n".join(lines) + "\n")
-    env = {
-        "PATH": f"{launcher.parent}{os.pathsep}{os.environ.get('PATH', '')}",
-        "LOG_LOCATION": str(home / "logs"),
-        "METRICS_LOCATION": str(home / "logs"),
-        "TS_DISABLE_TOKEN_AUTHORIZATION": "true",
-        "TS_ENABLE_MODEL_API": "true",
-    }
+    env = torchserve_environment(home, launcher)
     argv = [str(launcher), "--start", "--foreground", "--ncs", "--disable-token-auth",
             "--enable-model-api", "--model-store", str(store), "--ts-config", str(config)]
     server = procs.start(name, argv, env, port=port, timeout_s=timeout_s)
     server.management_url = f"http://127.0.0.1:{management}"
     server.front_comm = "java"
     return server
+
+
+def torchserve_environment(home: Path, launcher: Path) -> dict[str, str]:
+    """The environment of one TorchServe run, everything it writes kept under ``home``.
+
+    TorchServe's launcher keeps its pid file at ``$TMPDIR/.model_server.pid`` and refuses
+    to start while the pid in it lives, and its Java front unpacks archives under
+    ``java.io.tmpdir``: with the shared /tmp, two benches at once would see each other's
+    server. Each run gets a temporary folder of its own."""
+    tmp = home / "tmp"
+    tmp.mkdir(parents=True, exist_ok=True)
+    java_options = os.environ.get("JAVA_TOOL_OPTIONS", "")
+    return {
+        "PATH": f"{launcher.parent}{os.pathsep}{os.environ.get('PATH', '')}",
+        "TMPDIR": str(tmp),
+        "JAVA_TOOL_OPTIONS": f"{java_options} -Djava.io.tmpdir={tmp}".strip(),
+        "LOG_LOCATION": str(home / "logs"),
+        "METRICS_LOCATION": str(home / "logs"),
+        "TS_DISABLE_TOKEN_AUTHORIZATION": "true",
+        "TS_ENABLE_MODEL_API": "true",
+    }
 
 
 def torchserve_register(server: Server, mar: str, *, batch_size: int = 1,

@@ -53,7 +53,7 @@ class WorkerView(Protocol):
 
 
 class PoolView(Protocol):
-    """What the collector reads of a pool snapshot (``djl.wlm.pool.PoolStatistics``)."""
+    """What the collector reads of a pool snapshot (``djl.wlm.statistics.PoolStatistics``)."""
 
     queued: int
     restarts: int

@@ -21,7 +21,7 @@ from djl.registry import Model, ModelManager, Workflow
 @dataclass(frozen=True, slots=True)
 class WorkerRow:
     id: int
-    #: STARTING, IDLE, BUSY, RETIRING or STOPPED (djl.wlm.pool.WorkerStatistics).
+    #: STARTING, IDLE, BUSY, RETIRING or STOPPED (djl.wlm.statistics.WorkerStatistics).
     state: str
     device: str
     pid: int | None

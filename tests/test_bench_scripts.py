@@ -72,3 +72,30 @@ def test_the_bench_script_runs(tmp_path, script, args, result, need):
     if result is not None:
         data = json.loads((tmp_path / result).read_text())
         assert data, result
+
+
+def test_each_torchserve_run_keeps_its_pid_file_and_tmpdir_apart(tmp_path):
+    """TorchServe's launcher finds its pid file through ``tempfile.gettempdir()`` and its
+    Java front unpacks archives under ``java.io.tmpdir``; two runs must see two folders,
+    each inside the run's own home, or a concurrent bench finds the other's server."""
+    sys.path.insert(0, str(BENCH))
+    try:
+        import _common
+    finally:
+        sys.path.remove(str(BENCH))
+    seen = []
+    for run in ("a", "b"):
+        home = tmp_path / run / "torchserve"
+        env = {**os.environ, **_common.torchserve_environment(home, tmp_path / "bin" / "ts")}
+        # What TorchServe's model_server.py computes the pid file's folder with.
+        where = subprocess.run([sys.executable, "-c", "import tempfile; "
+                                "print(tempfile.gettempdir())"], env=env, check=True,
+                               capture_output=True, text=True).stdout.strip()
+        assert Path(where).is_relative_to(home) and Path(where).is_dir(), where
+        assert f"-Djava.io.tmpdir={where}" in env["JAVA_TOOL_OPTIONS"].split()
+        if java := shutil.which("java"):  # what TorchServe's front sees
+            shown = subprocess.run([java, "-XshowSettings:properties", "-version"], env=env,
+                                   capture_output=True, text=True, timeout=60).stderr
+            assert f"java.io.tmpdir = {where}" in shown, shown
+        seen.append(where)
+    assert seen[0] != seen[1]

@@ -37,8 +37,8 @@ from store_helpers import (
 
 from djl import download, source_cache, store, url_policy
 from djl.config import ServerConfig
+from djl.engine_choice import infer_engine
 from djl.errors import DjlError, Forbidden, ModelNotFound, SourceError
-from djl.prepare import infer_engine
 from djl.store import (
     fetch_text,
     infer_model_name,

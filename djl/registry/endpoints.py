@@ -20,7 +20,8 @@ if TYPE_CHECKING:
     import trio
 
     from djl.store import ModelSource
-    from djl.wlm.pool import PoolStatistics, WorkerPool
+    from djl.wlm.pool import WorkerPool
+    from djl.wlm.statistics import PoolStatistics
 
 
 @dataclass(eq=False)

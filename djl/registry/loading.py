@@ -27,7 +27,8 @@ from djl.errors import BadRequest, DjlError, ModelLoadError, ModelNotFound, Serv
 from djl.metrics import ServerMetrics
 from djl.registry.endpoints import Endpoints, Model, Workflow
 from djl.registry.pools import Pools
-from djl.workflow.spec import load_workflow, workflow_file_of
+from djl.workflow.files import workflow_file_of
+from djl.workflow.spec import load_workflow
 
 log = logging.getLogger("djl.registry")
 

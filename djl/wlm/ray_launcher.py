@@ -26,18 +26,13 @@ Every blocking Ray call (``ray.init``, actor creation, ``ray.get``, ``ray.kill``
 
 from __future__ import annotations
 
-import fcntl
 import hmac
-import io
 import logging
 import os
 import secrets
-import shutil
 import socket
-import tarfile
 import tempfile
 import threading
-import time
 from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import astuple, dataclass
@@ -47,10 +42,11 @@ from typing import Any, TypeVar
 import ray
 import trio
 
-from djl.archive import Limits, extract_archive
+from djl.archive import Limits
 from djl.config import RayResources, ServerConfig
-from djl.errors import ModelLoadError, SourceError
+from djl.errors import ModelLoadError
 from djl.wlm.launch import STOP_GRACE_S, LaunchSpec
+from djl.wlm.ray_files import ModelCopy, pack_model_dir
 
 log = logging.getLogger("djl.ray")
 
@@ -58,10 +54,6 @@ T = TypeVar("T")
 
 #: How long a dialled-back connection may take to send its secret.
 SECRET_TIMEOUT_S = 5.0
-#: Prefix of an actor's model copy in its node's temp dir (stale ones are swept by it).
-TEMP_PREFIX = "djl-ray-"
-#: A copy younger than this is never swept: its actor may not have locked it yet.
-SWEEP_MIN_AGE_S = 60.0
 
 _connect_lock = threading.Lock()
 #: The address this process's ``ray.init`` connected to (Ray allows one per process).
@@ -105,39 +97,6 @@ def _connect(address: str, timeout_s: float) -> None:
         except Exception as exc:  # noqa: BLE001 — ConnectionError, ValueError, RuntimeError...
             raise ModelLoadError.ray_unreachable(address, f"{type(exc).__name__}: {exc}") from None
         _connected = address
-
-
-def pack_model_dir(model_dir: Path, max_bytes: int) -> bytes:
-    """The prepared model directory as one uncompressed tar (weights hardly compress),
-    refused (413) past ``archive_max_bytes`` before a node would refuse it.
-
-    Symlinks are packed as what they point at: a local worker reads through them (a
-    Hugging Face snapshot is links into its blob store), and a link leaving the folder
-    would be refused by the node's extraction. A directory seen twice (a link loop) is
-    packed once.
-    """
-    buffer = io.BytesIO()
-    total = 0
-    seen: set[str] = set()
-    with tarfile.open(fileobj=buffer, mode="w", dereference=True) as tar:
-        for root, dirs, files in os.walk(model_dir, followlinks=True):
-            real = os.path.realpath(root)
-            if real in seen:
-                dirs[:] = []
-                continue
-            seen.add(real)
-            dirs.sort()
-            for name in sorted(files):
-                path = os.path.join(root, name)
-                if not os.path.isfile(path):
-                    continue  # a dangling link, a fifo: nothing a model can load
-                total += os.path.getsize(path)
-                if total > max_bytes:
-                    raise SourceError(
-                        f"The model directory exceeds archive_max_bytes ({max_bytes}): it "
-                        "cannot be shipped to a Ray node", status=413)
-                tar.add(path, arcname=os.path.relpath(path, model_dir), recursive=False)
-    return buffer.getvalue()
 
 
 @dataclass(frozen=True)
@@ -374,29 +333,14 @@ def _first_line(exc: BaseException) -> str:
 
 
 class _RuntimeActor:
-    """One worker on a Ray node: the model's files in a temp dir it owns, then the runtime.
-
-    The temp dir is ``flock``-ed while the actor lives; an actor killed without cleaning
-    up leaves it unlocked, and the next actor on that node removes it.
-    """
+    """One worker on a Ray node: the model's files in a temp dir it owns (``ModelCopy``),
+    then the runtime."""
 
     def __init__(self) -> None:
-        self._dir: Path | None = None
-        self._lock: int | None = None
+        self._copy = ModelCopy()
 
     def prepare(self, archive: bytes, limits: tuple[int, int, int]) -> dict[str, str]:
-        root = Path(tempfile.gettempdir())
-        _sweep(root)
-        self._dir = Path(tempfile.mkdtemp(prefix=TEMP_PREFIX, dir=root))
-        self._lock = os.open(self._dir, os.O_RDONLY)
-        fcntl.flock(self._lock, fcntl.LOCK_EX)
-        tar = self._dir / "model.tar"
-        tar.write_bytes(archive)
-        try:
-            extract_archive(tar, self._dir / "model", kind="tar", limits=Limits(*limits),
-                            label="the model files from the server")
-        finally:
-            tar.unlink()
+        self._copy.unpack(archive, limits)
         context = ray.get_runtime_context()
         return {"nodeId": context.get_node_id(), "ip": ray.util.get_node_ip_address(),
                 "pid": str(os.getpid())}
@@ -405,34 +349,13 @@ class _RuntimeActor:
         """Run the runtime until the server closes the connection (or the model fails)."""
         from djl.runtime.__main__ import main
 
-        assert self._dir is not None, "prepare first"
+        assert self._copy.dir is not None, "prepare first"
         os.environ.update(env)
         try:
-            return main([*args, "--model-dir", str(self._dir / "model")])
+            return main([*args, "--model-dir", str(self._copy.dir / "model")])
         finally:
             os.chdir(tempfile.gettempdir())
-            shutil.rmtree(self._dir, ignore_errors=True)
-            if self._lock is not None:
-                os.close(self._lock)
-                self._lock = None
-
-
-def _sweep(root: Path) -> None:
-    """Remove the model copies of actors that died without cleaning up (unlocked)."""
-    for path in root.glob(f"{TEMP_PREFIX}*"):
-        try:
-            if time.time() - path.stat().st_mtime < SWEEP_MIN_AGE_S:
-                continue
-            fd = os.open(path, os.O_RDONLY)
-        except OSError:
-            continue
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            continue  # a live actor holds it
-        finally:
-            os.close(fd)
-        shutil.rmtree(path, ignore_errors=True)
+            self._copy.remove()
 
 
 RuntimeActor = ray.remote(_RuntimeActor)

@@ -1,11 +1,13 @@
 """Workflows (spec §7): graphs of models and functions behind one endpoint.
 
-``spec`` reads and validates definitions, ``graph`` evaluates them per request,
+``files`` finds a workflow's file, ``spec`` reads and validates definitions, ``program``
+compiles their graph and ``graph`` evaluates it per request,
 ``functions`` holds the built-ins and the custom-function contract, ``templates`` the
 named templates of ``POST /workflows?template=``. The registry wires these to worker pools
 and to the HTTP API; nothing here knows about either.
 """
 
+from djl.workflow.files import workflow_file_of
 from djl.workflow.graph import ModelCall, execute
 from djl.workflow.spec import (
     AdapterRef,
@@ -14,7 +16,6 @@ from djl.workflow.spec import (
     load_workflow,
     parse_workflow,
     single_model_workflow,
-    workflow_file_of,
 )
 from djl.workflow.templates import load_template, render_template, template_names
 

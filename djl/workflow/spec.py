@@ -1,9 +1,9 @@
 """Workflow definitions: recognise, read, substitute and parse workflow files (spec §7.1, §7.2).
 
-:func:`workflow_file_of` says whether a model URL is really a workflow (§7.1).
-:func:`load_workflow` reads one (local file or http(s)) and :func:`parse_workflow` turns
+:func:`~djl.workflow.files.workflow_file_of` says whether a model URL is really a workflow
+(§7.1). :func:`load_workflow` reads one (local file or http(s)) and :func:`parse_workflow` turns
 its text into a :class:`WorkflowSpec`, which is valid by construction: building one
-compiles its graph (``graph.compile_program``), so every static error is a 400 at
+compiles its graph (``program.compile_program``), so every static error is a 400 at
 registration rather than a failure of the first request.
 
 Custom functions (``"functions": {"f": "package.module:function"}``) are imported (by
@@ -18,17 +18,22 @@ import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from functools import partial
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit
 
 import trio
 
 from djl import url_policy
 from djl.config import RegisterParams, parse_java_int
-from djl.errors import BadRequest, DjlError, IllegalArgument
-from djl.workflow.graph import IN, OUT, Program, compile_program
+from djl.errors import BadRequest, IllegalArgument
+from djl.workflow.files import (
+    FILE_TYPES,
+    local_path,
+    locate,
+    path_uri,
+    workflow_file_type,
+)
 from djl.workflow.libs import load_functions
+from djl.workflow.program import IN, OUT, Program, compile_program
 from djl.workflow.refs import AdapterRef, ModelRef
 
 if TYPE_CHECKING:
@@ -44,12 +49,9 @@ __all__ = [
     "parse_workflow",
     "single_model_workflow",
     "substitute",
-    "workflow_file_of",
 ]
 
-FILE_TYPES = ("json", "yml", "yaml")
-#: The files a workflow directory may hold, in the order they are looked for (§7.1).
-DIRECTORY_FILES = ("workflow.json", "workflow.yml", "workflow.yaml")
+_HTTP = re.compile(r"(?i)https?://")
 
 
 @dataclass(frozen=True)
@@ -93,89 +95,6 @@ def single_model_workflow(
     )
 
 
-# -- recognising and reading ----------------------------------------------------------------
-
-_SCHEME = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*):")
-_HTTP = re.compile(r"(?i)https?://")
-
-
-def _local_path(url: str) -> Path | None:
-    """The path of a scheme-less or ``file:`` URL (relative to the working directory);
-    None for any other scheme."""
-    try:
-        parsed = url_policy.canonical(url)
-    except DjlError:
-        return None
-    return Path(parsed.location) if parsed.is_local else None
-
-
-def _file_uri(path: Path) -> str:
-    return "file:" + path.absolute().as_posix()
-
-
-def _directory_file(path: Path) -> Path | None:
-    for name in DIRECTORY_FILES:
-        candidate = path / name
-        if candidate.is_file():
-            return candidate
-    return None
-
-
-def _child(url: str, name: str) -> str:
-    """``name`` inside the directory ``url``, spelt like ``url`` (so allow-list patterns
-    written for the caller's form still match)."""
-    return url.rstrip("/") + "/" + name
-
-
-def workflow_file_of(url: str) -> str | None:
-    """§7.1: None if ``url`` names a model; else the URL of the workflow file to read.
-
-    A workflow is an ``http*...*.json`` URL, any ``*.yml``/``*.yaml`` URL, or an existing
-    local path (scheme-less or ``file:``) that ends with ``.json``/``.yml``/``.yaml`` or is
-    a directory holding ``workflow.json`` (else ``.yml``, else ``.yaml``), for which the
-    result is ``<url>/workflow.json`` (etc.). So a local ``model.json`` is a workflow
-    [QUIRK]. Blocking: a few ``stat`` calls.
-    """
-    if (url.startswith("http") and url.endswith(".json")) or url.endswith((".yml", ".yaml")):
-        return url
-    path = _local_path(url)
-    if path is None or not path.exists():
-        return None
-    if path.as_posix().endswith((".json", ".yml", ".yaml")):
-        return url
-    if path.is_dir():
-        found = _directory_file(path)
-        return None if found is None else _child(url, found.name)
-    return None
-
-
-def _extension(url: str) -> str:
-    """The file type a workflow URL declares: the text after the last ``.`` of its path."""
-    if _SCHEME.match(url) and not url.lower().startswith("file:"):
-        url = urlsplit(url).path
-    last = url.rstrip("/").rsplit("/", 1)[-1]
-    return last.rsplit(".", 1)[-1] if "." in last else ""
-
-
-def _file_type(url: str) -> str:
-    file_type = _extension(url)
-    if file_type.lower() not in FILE_TYPES:
-        raise IllegalArgument.file_type(file_type)
-    return file_type
-
-
-def _locate(path: Path, url: str) -> tuple[str, str]:
-    """(URL of the workflow file, its ``file:`` URI) for a local file or directory URL."""
-    if path.is_dir():
-        found = _directory_file(path)
-        if found is None:
-            raise BadRequest(
-                f"The directory {url} holds no workflow.json, workflow.yml or workflow.yaml"
-            )
-        return _child(url, found.name), _file_uri(found)
-    return url, _file_uri(path)
-
-
 async def load_workflow(
     url: str, config: ServerConfig, replacements: Mapping[str, str] | None = None
 ) -> WorkflowSpec:
@@ -194,7 +113,7 @@ async def load_workflow(
     from djl.store import fetch_text  # size caps and I/O
 
     is_http = _HTTP.match(url) is not None
-    path = None if is_http else _local_path(url)
+    path = None if is_http else local_path(url)
     if not is_http and path is None:
         raise BadRequest(
             f"Cannot read a workflow from {url}: only local files and http(s) URLs are supported"
@@ -203,8 +122,8 @@ async def load_workflow(
     if path is None:
         base_uri = url
     else:
-        url, base_uri = await trio.to_thread.run_sync(_locate, path, url)
-    file_type = _file_type(url)
+        url, base_uri = await trio.to_thread.run_sync(locate, path, url)
+    file_type = workflow_file_type(url)
     text = await fetch_text(url, config)
     return await trio.to_thread.run_sync(
         partial(parse_workflow, text, file_type, base_uri, replacements,
@@ -245,7 +164,7 @@ def parse_workflow(
     applied textually first. Raises IllegalArgument for a ``file_type`` other than
     json/yml/yaml, BadRequest for syntax errors, malformed sections, functions that cannot
     be loaded (``"Could not load function <name>: <why>"``) and every graph error of
-    ``graph.compile_program``. A missing ``name`` is allowed (POST /models supplies one).
+    ``program.compile_program``. A missing ``name`` is allowed (POST /models supplies one).
     """
     kind = file_type.lower()
     if kind not in FILE_TYPES:
@@ -442,14 +361,14 @@ def _load_functions(
     """Load ``functions`` from ``<dir of base_uri>/libs``, only for a local file."""
     if not raw:
         return {}
-    base_dir = _local_path(workflow_dir(base_uri)) if "/" in base_uri else None
-    if _local_path(file_uri) is None or base_dir is None:
-        where = file_uri if _local_path(file_uri) is None else f"its baseUri {base_uri}"
+    base_dir = local_path(workflow_dir(base_uri)) if "/" in base_uri else None
+    if local_path(file_uri) is None or base_dir is None:
+        where = file_uri if local_path(file_uri) is None else f"its baseUri {base_uri}"
         raise BadRequest(
             f"Could not load function {next(iter(raw))}: custom functions load only from "
             f"the libs/ folder of a local workflow file, and {where} is not local"
         )
     libs = base_dir / "libs"
     if allow is not None:
-        allow(_file_uri(libs))
+        allow(path_uri(libs))
     return load_functions(raw, libs)

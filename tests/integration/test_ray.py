@@ -17,6 +17,8 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -134,7 +136,7 @@ def test_the_shipped_model_holds_what_links_point_at_and_each_folder_once(tmp_pa
     import io
     import tarfile
 
-    from djl.wlm.ray_launcher import pack_model_dir
+    from djl.wlm.ray_files import pack_model_dir
 
     (tmp_path / "blobs").mkdir()
     (tmp_path / "blobs" / "abc").write_bytes(b"weights")
@@ -299,41 +301,92 @@ async def test_an_actor_killed_under_load(cluster, tmp_path):
     await none_alive()  # shutdown kills them too
 
 
-async def test_an_unreachable_cluster_fails_its_registration_while_others_serve(
-        cluster, tmp_path):
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        nowhere = f"127.0.0.1:{s.getsockname()[1]}"  # refuses: the probe fails at once
-    connect_s = 2.0
+@contextmanager
+def black_hole() -> Iterator[str]:
+    """A local ``host:port`` whose TCP connect neither completes nor is refused, as a
+    firewalled or vanished cluster head looks: a listener that never accepts, its accept
+    queue (one slot with a backlog of 0) filled, so the kernel drops the next SYN."""
+    listener = socket.socket()
+    fillers: list[socket.socket] = []
+    try:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(0)
+        address = listener.getsockname()
+        for _ in range(4):
+            filler = socket.socket()
+            filler.setblocking(False)
+            filler.connect_ex(address)
+            fillers.append(filler)
+        # A hole that answers (refuses or accepts) would make the test prove nothing.
+        with socket.socket() as probe, pytest.raises(TimeoutError):
+            probe.settimeout(0.5)
+            probe.connect(address)
+        yield f"127.0.0.1:{address[1]}"
+    finally:
+        for filler in fillers:
+            filler.close()
+        listener.close()
+
+
+async def _register_on(tmp_path: Path, nowhere: str, connect_s: float
+                       ) -> tuple[float, list[tuple[float, float]]]:
+    """Registers a Ray model against ``nowhere`` while a local model is kept busy; the
+    seconds the registration took, and each local answer's (time after the registration
+    began, latency)."""
+    tmp_path.mkdir()
     async with running_server(tmp_path, ray_address=nowhere,
                               ray_connect_timeout=f"{connect_s:g}") as server:
         c = server.client
         r = await c.post("/models", params={"url": model_url("behave"), "model_name": "local"})
         assert r.status_code == 200, r.text
-        latencies: list[float] = []
+        served: list[tuple[float, float]] = []
+        began = time.monotonic()
 
         async def keep_predicting(stop: trio.Event) -> None:
             while not stop.is_set():
-                began = time.monotonic()
+                sent = time.monotonic()
                 r = await c.post("/predictions/local", files={"data": b"x"})
                 assert r.status_code == 200
-                latencies.append(time.monotonic() - began)
+                served.append((time.monotonic() - began, time.monotonic() - sent))
 
         stop = trio.Event()
         async with trio.open_nursery() as nursery:
             nursery.start_soon(keep_predicting, stop)
             began = time.monotonic()
-            r = await c.post("/models", params={"url": model_url("behave"),
-                                                "model_name": "far", "device": "ray"})
+            with trio.fail_after(5 * connect_s):  # not Ray's own 60 s, nor the kernel's
+                r = await c.post("/models", params={
+                    "url": model_url("behave"), "model_name": "far", "device": "ray"})
             took = time.monotonic() - began
             stop.set()
         assert r.status_code == 503, r.text
         assert r.json()["message"].startswith(f"Cannot reach the Ray cluster at {nowhere}")
-        # Within ray_connect_timeout (a refusing address fails at the probe), and no
-        # request of the other model was held as long as that bound.
-        assert took < connect_s, took
-        assert latencies and max(latencies) < connect_s, latencies
         assert (await c.get("/models/far")).status_code == 404
+    print(f"{nowhere}: failed after {took:.2f}s, {len(served)} local answers meanwhile, "
+          f"slowest {max(t for _, t in served):.2f}s")
+    return took, served
+
+
+async def test_an_unreachable_cluster_fails_its_registration_while_others_serve(
+        cluster, tmp_path):
+    """An address that refuses fails the registration at once (the probe); one that never
+    answers fails it once ray_connect_timeout is spent, not sooner and not at Ray's or the
+    kernel's much longer timeouts. Meanwhile a local model serves throughout, no request
+    held anywhere near that long: the connect runs off the event loop."""
+    connect_s = 4.0
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        refusing = f"127.0.0.1:{s.getsockname()[1]}"
+    took, _ = await _register_on(tmp_path / "refusing", refusing, connect_s)
+    assert took < connect_s / 2, took
+    with black_hole() as silent:
+        took, served = await _register_on(tmp_path / "silent", silent, connect_s)
+    # The whole timeout was waited (a loaded machine adds to it, never removes) ...
+    assert connect_s * 0.95 <= took < 2 * connect_s, took
+    # ... and the local model answered in every quarter of it, each request far quicker
+    # than the wait: nothing of the registration held them.
+    quarters = {int(at / (took / 4)) for at, _ in served if 0 <= at < took}
+    assert quarters == {0, 1, 2, 3}, (quarters, took)
+    assert max(latency for _, latency in served) < connect_s / 2, served
 
 
 async def test_bad_ray_options_are_a_400(cluster, tmp_path):
@@ -414,13 +467,19 @@ async def test_a_dial_back_without_the_secret_is_dropped(cluster):
 async def test_the_second_node_stopped(cluster, tmp_path):
     """Runs last: node2 goes away. The model pinned to it fails (FAILED once its
     replacements cannot be placed, retry_threshold=1); the model that is not pinned moves
-    its node2 worker to the head."""
+    its node2 worker to the head.
+
+    The placement timeout bounds a whole actor start (a Ray worker process, the runtime's
+    imports, the dial-back), which a loaded 2-core machine can stretch past 3 s; at 10 s the
+    pinned model's one failed placement costs the test that long, and each wait below is
+    that bound plus a margin."""
+    placement_s = 10.0
     pinned = model_folder(tmp_path, "pinned", 'load_on_devices=ray\nretry_threshold=1\n'
                           'option.ray_resources={"node2": 1}\n')
     free = model_folder(tmp_path, "free", "load_on_devices=ray\nminWorkers=2\nmaxWorkers=2\n")
     head, node2 = cluster.head_node.node_id, cluster.node2.node_id
     async with running_server(tmp_path, ray_address=cluster.address,
-                              ray_placement_timeout="3") as server:
+                              ray_placement_timeout=f"{placement_s:g}") as server:
         c = server.client
         for name, url in (("pinned", pinned), ("free", free)):
             r = await c.post("/models", params={"url": url, "model_name": name})
@@ -441,18 +500,18 @@ async def test_the_second_node_stopped(cluster, tmp_path):
                 while not mark.exists():
                     await trio.sleep(0.05)
             await trio.to_thread.run_sync(cluster.remove_node, cluster.node2)
-            with trio.fail_after(5):
+            with trio.fail_after(20):  # the node's death, not the end of the 60 s sleep
                 while not answered:
                     await trio.sleep(0.05)
         assert answered == [503]
-        with trio.fail_after(30):
+        with trio.fail_after(2 * placement_s + 10):  # a replacement placed on the head
             while True:
                 if await ready_nodes(server, "free") == [head, head]:
                     break
                 await trio.sleep(0.2)
         r = await c.post("/predictions/free", files={"data": b"moved"})
         assert (r.status_code, r.content) == (200, b"moved")
-        with trio.fail_after(30):
+        with trio.fail_after(2 * placement_s + 10):  # one placement given up, and back-off
             while True:
                 r = await c.get("/models/pinned")
                 if r.json()[0]["models"][0]["status"] == "FAILED":
@@ -460,7 +519,8 @@ async def test_the_second_node_stopped(cluster, tmp_path):
                 await trio.sleep(0.2)
         # Describe says why: no node has what its workers need any more.
         assert r.json()[0]["models"][0]["lastWorkerFailure"] == (
-            'No Ray node placed a worker needing {"CPU": 1.0, "node2": 1.0} within 3s '
+            'No Ray node placed a worker needing {"CPU": 1.0, "node2": 1.0} within '
+            f'{placement_s:g}s '
             "(ray_placement_timeout): the cluster lacks those resources, or the node that "
             "had them is gone")
         r = await c.post("/predictions/pinned", files={"data": b"x"})

@@ -1,9 +1,10 @@
 """WorkerPool in virtual time (spec §5.2-§5.6, §6.9): no processes are spawned.
 
 ``take_batch`` is driven with a stand-in that has the attributes it reads; the scaling,
-restart and shutdown tests run ``WorkerPool.run`` with ``SimWorker`` in place of
-``djl.wlm.worker.Worker``: it pulls batches like the real one and "serves" each by
-sleeping, under pytest-trio's ``autojump_clock``, so a 60 s idle timeout costs nothing.
+restart and shutdown tests run ``WorkerPool.run`` with ``SimWorker`` as its worker factory
+(in place of ``djl.wlm.worker.Worker``): it pulls batches like the real one and "serves"
+each by sleeping, under pytest-trio's ``autojump_clock``, so a 60 s idle timeout costs
+nothing.
 """
 
 from __future__ import annotations
@@ -19,14 +20,11 @@ import trio.testing
 from djl.config import RegisterParams, ServerConfig, build_model_config
 from djl.errors import ModelLoadError, WlmError, WorkerDied
 from djl.io import Input
-from djl.wlm import pool as pool_module
 from djl.wlm.devices import Device
-from djl.wlm.pool import (
-    BACKOFF_RESET_S,
-    RESTART_BACKOFF_BASE_S,
-    ModelStatus,
-    WorkerPool,
-)
+from djl.wlm.pool import ModelStatus, WorkerPool
+from djl.wlm.seams import PooledWorker
+from djl.wlm.slots import BACKOFF_RESET_S, RESTART_BACKOFF_BASE_S
+from djl.wlm.statistics import WorkerStatistics
 from djl.wlm.worker import ExitReason, WorkerCommand, WorkerState
 
 CPU = Device("cpu", -1)
@@ -35,8 +33,9 @@ CPU = Device("cpu", -1)
 def make_pool(
     *, batch_size: int = 1, delay_ms: int = 100, idle_s: int = 60, queue: int = 1000,
     min_workers: int = 1, max_workers: int = 1, retry_threshold: int = 3,
-    properties: dict[str, str] | None = None,
+    properties: dict[str, str] | None = None, worker: type[SimWorker] | None = None,
 ) -> WorkerPool:
+    """A pool whose workers are ``worker`` (SimWorker unless given)."""
     params = RegisterParams(
         url="file:/models/m", batch_size=batch_size, max_batch_delay_ms=delay_ms,
         max_idle_time_s=idle_s, job_queue_size=queue, min_workers=min_workers,
@@ -48,7 +47,7 @@ def make_pool(
         python="python", model_dir=Path("/nonexistent"), entry_point="model.py",
         init_properties={},
     )
-    return WorkerPool("m", None, config, command, [CPU])
+    return WorkerPool("m", None, config, command, [CPU], worker_factory=worker or SimWorker)
 
 
 def ready_pool(**kwargs) -> WorkerPool:
@@ -239,7 +238,7 @@ async def test_retiring_worker_or_closing_pool_gets_none(autojump_clock):
     worker = Puller()
     worker.retiring = True
     assert await pool.take_batch(worker) is None
-    pool._closing = True
+    pool.dispatch.closing = True  # what aclose sets first
     assert await pool.take_batch(Puller()) is None
 
 
@@ -340,6 +339,8 @@ class SimWorker:
         self.last_active = trio.current_time()
         self.inflight: list = []
         self.label = f"m/{self.id}"
+        #: What it hands the pool as itself (a Seam in the seam test).
+        self.face: object = self
         self.process_gone = False
         self.pid: int | None = None
         self.requests = 0
@@ -358,8 +359,18 @@ class SimWorker:
     def kill(self) -> None:
         self._cancel_scope.cancel()
 
+    def retire(self) -> None:
+        self.retiring = True
+        if self.state is not WorkerState.BUSY:
+            self.kill()
+
     def rss_bytes(self) -> int | None:
         return self.rss
+
+    def snapshot(self, *, rss: bool) -> WorkerStatistics:
+        state = "RETIRING" if self.running and self.retiring else self.state.value
+        return WorkerStatistics(self.id, self.start_time, state, self.pid, self.requests,
+                                self.rss if rss and self.running else None, self.node)
 
     def hold(self, jobs: list) -> None:
         self.inflight = jobs
@@ -390,7 +401,7 @@ class SimWorker:
 
     async def _serve(self) -> None:
         while True:
-            batch = await self.pool.take_batch(self)
+            batch = await self.pool.take_batch(self.face)
             if batch is None:
                 self.exit_reason = ExitReason.RETIRED
                 return
@@ -412,12 +423,12 @@ class SimWorker:
             self.requests += len(batch)
             self.state = WorkerState.IDLE
             self.last_active = trio.current_time()
-            self.pool.batch_done(self)
+            self.pool.batch_done(self.face)
 
 
 @pytest.fixture
 def sim(monkeypatch):
-    monkeypatch.setattr(pool_module, "Worker", SimWorker)
+    """SimWorker with its bookkeeping reset and its timings restored after the test."""
     SimWorker.alive = set()
     SimWorker.most_alive = 0
     SimWorker.created = []
@@ -743,10 +754,10 @@ class TemporaryCannotLoad(CannotLoad):
     3,
 ])
 async def test_a_scale_up_worker_that_cannot_load_is_not_the_pools_failure(
-    autojump_clock, sim, monkeypatch, threshold
+    autojump_clock, sim, threshold
 ):
-    monkeypatch.setattr(pool_module, "Worker", TemporaryCannotLoad)
-    pool = make_pool(batch_size=1, min_workers=1, max_workers=2, retry_threshold=threshold)
+    pool = make_pool(batch_size=1, min_workers=1, max_workers=2, retry_threshold=threshold,
+                     worker=TemporaryCannotLoad)
     results = []
 
     async def client(name: str) -> None:
@@ -766,14 +777,14 @@ async def test_a_scale_up_worker_that_cannot_load_is_not_the_pools_failure(
 
 
 async def test_scale_ups_that_cannot_load_back_off_and_fail_a_model_nobody_serves(
-    autojump_clock, sim, monkeypatch
+    autojump_clock, sim
 ):
     """min_workers=0 and no worker can load: each retry waits longer than the last, the
     failures count since nothing serves the model, and the queued job is answered when the
     model turns FAILED rather than waiting forever."""
-    monkeypatch.setattr(pool_module, "Worker", TemporaryCannotLoad)
     sim.start_s = 0.01
-    pool = make_pool(batch_size=1, min_workers=0, max_workers=1, retry_threshold=3)
+    pool = make_pool(batch_size=1, min_workers=0, max_workers=1, retry_threshold=3,
+                     worker=TemporaryCannotLoad)
     async with trio.open_nursery() as nursery:
         await nursery.start(pool.run)
         start = trio.current_time()
@@ -849,14 +860,14 @@ async def test_aclose_cancelled_during_the_grace_still_stops_the_workers(autojum
 
 
 async def test_a_failed_scale_up_is_not_retried_while_the_queue_is_short(
-    autojump_clock, sim, monkeypatch
+    autojump_clock, sim
 ):
     """A burst asks for a second worker that cannot load; once the queue is back to one job
     (no reason to scale up, and the permanent worker serves), no more doomed loads are
     started: each would be a whole model load (a GPU out of memory, say)."""
-    monkeypatch.setattr(pool_module, "Worker", TemporaryCannotLoad)
     sim.serve_s = 5.0
-    pool = make_pool(batch_size=1, min_workers=1, max_workers=2, retry_threshold=3)
+    pool = make_pool(batch_size=1, min_workers=1, max_workers=2, retry_threshold=3,
+                     worker=TemporaryCannotLoad)
 
     async def steady() -> None:
         while True:
@@ -881,8 +892,7 @@ async def test_a_failed_scale_up_is_not_retried_while_the_queue_is_short(
         await pool.aclose()
 
 
-async def test_a_pool_cancelled_from_outside_with_jobs_queued_ends(autojump_clock, sim,
-                                                                   monkeypatch):
+async def test_a_pool_cancelled_from_outside_with_jobs_queued_ends(autojump_clock, sim):
     """Its nursery cancelled (not aclose) while jobs wait: it stops, answering them, instead
     of starting a replacement worker for each cancelled one, forever."""
 
@@ -892,9 +902,8 @@ async def test_a_pool_cancelled_from_outside_with_jobs_queued_ends(autojump_cloc
             if len(SimWorker.created) > 50:
                 raise AssertionError("a worker started for every cancelled one")
 
-    monkeypatch.setattr(pool_module, "Worker", Counted)
     sim.serve_s = 100.0
-    pool = make_pool(batch_size=1, min_workers=1, max_workers=1)
+    pool = make_pool(batch_size=1, min_workers=1, max_workers=1, worker=Counted)
     async with trio.open_nursery() as nursery:
         await nursery.start(pool.run)
         jobs = [pool.submit(request(f"j{i}")) for i in range(3)]
@@ -916,12 +925,12 @@ class LoadsOnce(CannotLoad):
 
 
 async def test_a_model_whose_replacements_cannot_load_is_unhealthy(
-    autojump_clock, sim, monkeypatch
+    autojump_clock, sim
 ):
     """Regression (issue 11.6): the dead worker and the failed replacements stay listed
     (UNLOADING, spec §5.7) but do not count; they used to keep the model Healthy."""
-    monkeypatch.setattr(pool_module, "Worker", LoadsOnce)
-    pool = make_pool(batch_size=1, min_workers=1, max_workers=1, retry_threshold=100)
+    pool = make_pool(batch_size=1, min_workers=1, max_workers=1, retry_threshold=100,
+                     worker=LoadsOnce)
     async with trio.open_nursery() as nursery:
         await nursery.start(pool.run)
         assert pool.healthy() and pool.statistics().health == "Healthy"
@@ -1013,11 +1022,10 @@ async def test_a_worker_is_recycled_when_its_memory_passes_the_limit(autojump_cl
 
 
 async def test_a_replacement_that_cannot_load_leaves_the_old_worker_serving(
-    autojump_clock, sim, monkeypatch
+    autojump_clock, sim
 ):
-    monkeypatch.setattr(pool_module, "Worker", LoadsOnce)
     pool = make_pool(batch_size=1, min_workers=1, max_workers=1,
-                     properties={"option.max_worker_requests": "2"})
+                     properties={"option.max_worker_requests": "2"}, worker=LoadsOnce)
     async with trio.open_nursery() as nursery:
         await nursery.start(pool.run)
         [first] = pool.running_workers()
@@ -1027,3 +1035,76 @@ async def test_a_replacement_that_cannot_load_leaves_the_old_worker_serving(
         assert len(sim.created) == 2  # one try, then RECYCLE_RETRY_S before the next
         assert pool.recycles == 0 and pool.status is ModelStatus.READY and pool.healthy()
         await pool.aclose()
+
+
+# -- the seam: the pool sees a worker only as a PooledWorker -------------------------------------
+
+SEAM = frozenset(PooledWorker.__annotations__) | {
+    name for name in vars(PooledWorker) if not name.startswith("_")}
+
+
+class Seam:
+    """A SimWorker that lets the pool read, write and call only PooledWorker's members; any
+    other reach is recorded in ``reaches`` (and refused)."""
+
+    reaches: list[str] = []
+
+    def __init__(self, inner: SimWorker) -> None:
+        object.__setattr__(self, "inner", inner)
+        inner.face = self
+
+    def __getattr__(self, name: str):
+        if name not in SEAM:
+            Seam.reaches.append(f"read {name}")
+            raise AttributeError(name)
+        return getattr(self.inner, name)
+
+    def __setattr__(self, name: str, value) -> None:
+        if name not in SEAM:
+            Seam.reaches.append(f"wrote {name}")
+            raise AttributeError(name)
+        setattr(self.inner, name, value)
+
+
+def seam_worker(*args, **kwargs) -> Seam:
+    return Seam(SimWorker(*args, **kwargs))
+
+
+async def test_the_pool_reaches_its_workers_only_through_the_seam(autojump_clock, sim):
+    """Scale-up under a burst, a crash and its restart, recycling by requests and by memory,
+    a scale up and down, the snapshot with memory, health and unregister: each touches a
+    worker only through PooledWorker (djl/wlm/seams.py), so any worker with those members
+    (a remote one, this simulation) serves the pool unchanged."""
+    Seam.reaches = []
+    pool = make_pool(batch_size=1, min_workers=1, max_workers=3, idle_s=5,
+                     properties={"option.max_worker_requests": "4",
+                                 "option.max_worker_rss_mb": "100",
+                                 "option.worker_rss_check_interval": "1"},
+                     worker=seam_worker)
+    answered = []
+
+    async def client(name: str, **props: str) -> None:
+        try:
+            answered.append(await call(pool, request(name, **props)))
+        except WorkerDied:
+            answered.append("died")
+
+    async with trio.open_nursery() as nursery:
+        await nursery.start(pool.run)
+        async with trio.open_nursery() as clients:
+            for i in range(12):
+                clients.start_soon(client, f"r{i}")
+        assert len(sim.created) > 2  # scaled up, recycled
+        await client("boom", crash="1")
+        await trio.sleep(1)
+        [worker] = [w for w in sim.created if w.running and w.permanent]
+        worker.rss = 200 * 1024 * 1024
+        await trio.sleep(3)
+        await pool.scale(2, 3)
+        stats = pool.statistics(rss=True)
+        assert pool.healthy() and stats.restarts >= 1 and stats.recycles >= 2
+        await pool.scale(1, 1)
+        await client("after")
+        await pool.aclose()
+    assert Seam.reaches == []
+    assert len(answered) == 14 and answered.count("died") == 1

@@ -99,7 +99,7 @@ async def test_a_crash_fails_the_batch_it_was_answering_and_gives_back_the_rest(
     class FastSource(FakeSource):
         def worker_ready(self, worker: Worker) -> None:
             super().worker_ready(worker)
-            worker._service_s = 0.0  # a fast model: the worker pipelines from the start
+            worker.service_s = 0.0  # a fast model: the worker pipelines from the start
 
     source = FastSource([[first], [crash], [behind[0]], [behind[1]]], pipelined=3)
     worker = await run_worker(source)

@@ -12,13 +12,13 @@ import pytest
 from djl.config import RegisterParams, ServerConfig
 from djl.errors import BadRequest, DjlError, Forbidden, IllegalArgument
 from djl.io import Output
+from djl.workflow.files import workflow_file_of
 from djl.workflow.graph import execute
 from djl.workflow.spec import (
     ModelRef,
     load_workflow,
     parse_workflow,
     single_model_workflow,
-    workflow_file_of,
 )
 
 CONFIG = ServerConfig()

@@ -39,7 +39,7 @@ def _flag(value: str | None) -> bool:
 
 def _positive(properties: dict[str, str], key: str) -> int:
     """A positive integer the server always sends (djl/prepare.py fills in the defaults
-    of djl/config.py: the runtime reads no server configuration)."""
+    of djl/config/: the runtime reads no server configuration)."""
     value = properties.get(key)
     if value in (None, ""):
         raise NotLoadable(f"option.{key} is missing from the worker's init properties")

@@ -1,28 +1,21 @@
-"""HTTP ⇄ domain: request → Input, Output → response, and every JSON body we render.
-
-The spec's camelCase names live here and nowhere else (spec §1.3–§1.5, §2.4–§2.6,
-§3.3, §3.5). Only this module turns a ``DjlError`` into ``{"code", "type", "message"}``.
-"""
+"""Domain → HTTP: an Output, a result page or an error as a reply, and every JSON body
+we render. Only this module turns a ``DjlError`` into ``{"code", "type", "message"}``."""
 
 from __future__ import annotations
 
-import datetime
 import json
 import logging
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator
 from typing import Any
-from urllib.parse import unquote, unquote_plus
 
 import trio
-from quart import Request, Response
+from quart import Response
 from werkzeug.datastructures import Headers
 
-from djl import _batch
 from djl.async_results import Page, next_chunk
-from djl.config import ServerConfig, parse_int
-from djl.errors import BadRequest, DjlError, StreamCut
-from djl.io import Input, Output, PairList
-from djl.registry import Model, Workflow
+from djl.config import ServerConfig
+from djl.errors import DjlError, StreamCut
+from djl.io import Output
 
 log = logging.getLogger("djl.http")
 
@@ -31,136 +24,7 @@ NO_CACHE_HEADERS = {
     "Cache-Control": "no-cache; no-store, must-revalidate, private",
     "Expires": "Thu, 01 Jan 1970 00:00:00 UTC",
 }
-_FORM_TYPES = ("multipart/form-data", "application/x-www-form-urlencoded")
-#: Spec §3.8's properties, also as SageMaker custom attributes of any case.
-_ASYNC_KEYS = frozenset({"x-synchronous", "x-starting-token", "x-max-items"})
 _CUSTOM_ATTRIBUTES = b"x-amzn-sagemaker-custom-attributes"
-
-
-# -- parsing --------------------------------------------------------------------------------
-
-
-def path_segments(raw_path: bytes) -> list[str]:
-    """Spec §1.2: split on '/', percent-decode, drop trailing empty segments."""
-    segments = [unquote(s) for s in raw_path.decode("latin-1").split("/")]
-    while len(segments) > 1 and segments[-1] == "":
-        segments.pop()
-    return segments
-
-
-def parse_query(query_string: bytes) -> list[tuple[str, str]]:
-    """Spec §1.2: '&' and ';' separate parameters; '+' is a space; no '=' means ''."""
-    text = query_string.decode("latin-1").split("#", 1)[0]
-    pairs: list[tuple[str, str]] = []
-    for part in text.replace(";", "&").split("&"):
-        if not part:
-            continue
-        key, _, value = part.partition("=")
-        pairs.append((unquote_plus(key), unquote_plus(value)))
-    return pairs
-
-
-class Query:
-    """Query parameters with the spec's "first value, empty means absent" lookup."""
-
-    def __init__(self, pairs: list[tuple[str, str]]) -> None:
-        self.pairs = pairs
-
-    def get(self, name: str) -> str | None:
-        """The first value of ``name``; None when absent or empty."""
-        value = self.first(name)
-        return value if value != "" else None
-
-    def first(self, name: str) -> str | None:
-        """The first value of ``name`` as sent (an empty one kept: ``synchronous=`` is
-        false, spec §2.2); None when absent."""
-        for key, value in self.pairs:
-            if key == name:
-                return value
-        return None
-
-    def get_int(self, name: str, default: int) -> int:
-        return parse_int(self.get(name), default)  # type: ignore[return-value]
-
-    def single_valued(self) -> dict[str, str]:
-        counts: dict[str, int] = {}
-        for key, _ in self.pairs:
-            counts[key] = counts.get(key, 0) + 1
-        return {k: v for k, v in self.pairs if counts[k] == 1}
-
-
-def request_id(request: Request, config: ServerConfig) -> str:
-    return request.headers.get(config.request_id_header_key) or random_uuid4()
-
-
-#: A random (version 4) UUID string (``_batch``: pooled random bytes, formatted in C).
-random_uuid4 = _batch.random_uuid4
-
-
-def request_properties(headers: list[tuple[bytes, bytes]],
-                       config: ServerConfig) -> tuple[dict[str, Any], str]:
-    """Spec §3.3: headers → Input properties, plus the body's media type.
-
-    Reads the ASGI header list once (names arrive lower-cased) rather than through
-    werkzeug's Headers: this runs for every inference request.
-    """
-    properties: dict[str, Any] = {}
-    media_type = ""
-    overridden = False
-    for raw_name, raw_value in headers:
-        name = raw_name.decode("latin-1")
-        value = raw_value.decode("latin-1")
-        if name == "x-amzn-sagemaker-custom-attributes":
-            for token in value.split(";"):
-                key, sep, val = token.partition("=")
-                if sep:
-                    key = key.strip()
-                    if key.lower() in _ASYNC_KEYS:
-                        key = key.lower()  # read by exact name on every request
-                    properties[key] = val.strip()
-                    overridden = overridden or key.lower() == "handler"
-            continue
-        if name == "content-type":
-            media_type = value.partition(";")[0].strip().lower()
-        elif name == "handler":
-            overridden = True
-        properties[name] = value
-    if overridden and not config.allow_request_handler_override:
-        raise BadRequest("The handler can't be overridden in a request")
-    return properties, media_type
-
-
-def is_form(media_type: str) -> bool:
-    return media_type in _FORM_TYPES
-
-
-def body_input(properties: dict[str, Any], query: Query, body: bytes, req_id: str) -> Input:
-    """Spec §3.3 for a body that is not a form: query → content, body → ``data``."""
-    content = PairList(query.pairs)
-    content.values = [v.encode("utf-8") for v in content.values]
-    content.add("data", body)
-    properties["requestId"] = req_id
-    return Input(properties, content)
-
-
-async def to_input(request: Request, query: Query, req_id: str, config: ServerConfig) -> Input:
-    """Spec §3.3 through Quart's request (forms included)."""
-    properties, media_type = request_properties(request.scope["headers"], config)
-    if not is_form(media_type):
-        return body_input(properties, query, await request.get_data(cache=False), req_id)
-    content = PairList(query.pairs)
-    content.values = [v.encode("utf-8") for v in content.values]
-    form = await request.form
-    for key, value in form.items(multi=True):
-        content.add(key, value.encode("utf-8"))
-    files = await request.files
-    for key, storage in files.items(multi=True):
-        content.add(key, storage.read())
-    properties["requestId"] = req_id
-    return Input(properties, content)
-
-
-# -- rendering ------------------------------------------------------------------------------
 
 
 def render_json(value: Any) -> bytes:
@@ -404,86 +268,3 @@ async def _chunks(first: bytes, stream: Any, timeout_s: float) -> AsyncIterator[
             yield chunk
     finally:
         stream.close()
-
-
-# -- domain objects → the spec's JSON ------------------------------------------------------
-
-
-def _iso(moment: datetime.datetime) -> str:
-    return moment.astimezone(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%S.") + (
-        f"{moment.microsecond // 1000:03d}Z"
-    )
-
-
-def _describe_worker(worker: Any) -> dict[str, Any]:
-    """A WorkerStatistics as describe lists it."""
-    entry: dict[str, Any] = {"id": worker.id, "startTime": _iso(worker.start_time),
-                             "status": "READY" if worker.alive else "UNLOADING"}
-    if worker.node is not None:  # ours: the Ray node and actor of the worker
-        entry["node"] = dict(worker.node)
-    return entry
-
-
-def describe_model(model: Model, startup_names: list[str]) -> dict[str, Any]:
-    """One element of a workflow's ``models`` array (spec §2.6), rendered from the frozen
-    snapshot its pool makes (``WorkerPool.statistics``)."""
-    stats = model.statistics()
-    config = model.config
-    if stats is None or config is None:
-        return {
-            "batchSize": 0, "maxBatchDelayMillis": 0, "maxIdleSeconds": 0, "queueSize": 0,
-            "requestInQueue": 0, "status": model.status.value,
-            "loadedAtStartup": model.model_id in startup_names, "workerGroups": [],
-        }
-    groups = []
-    for group in stats.groups:
-        groups.append({
-            "device": {"deviceType": group.device.device_type,
-                       "deviceId": group.device.device_id},
-            "minWorkers": group.min_workers,
-            "maxWorkers": group.max_workers,
-            "workers": [_describe_worker(w) for w in group.workers],
-        })
-    return {
-        "modelName": model.model_id,
-        "modelUrl": model.url,
-        "batchSize": config.batch_size,
-        "maxBatchDelayMillis": config.max_batch_delay_ms,
-        "maxIdleSeconds": config.max_idle_time_s,
-        "queueSize": stats.queue_capacity,
-        "requestInQueue": stats.queued,
-        "status": stats.health,
-        "loadedAtStartup": model.model_id in startup_names,
-        "workerGroups": groups,
-        # Ours: workers replaced on reaching max_worker_requests/_rss_mb.
-        "recycledWorkers": stats.recycles,
-        # Ours: why its latest worker died or failed to load, e.g. no Ray node
-        # can place it any more; what a FAILED model has to say for itself.
-        **({"lastWorkerFailure": stats.last_failure} if stats.last_failure else {}),
-        # Ours: the model's inputs and outputs as its engine read them at load (names,
-        # Open Inference Protocol datatypes, shapes with -1 for dynamic dimensions).
-        **({"signature": stats.signature.as_json()} if stats.signature is not None else {}),
-    }
-
-
-def describe_workflows(workflows: list[Workflow], startup_names: list[str]) -> list[Any]:
-    return [
-        {"workflowName": w.name, "version": w.version,
-         "models": [describe_model(m, startup_names) for m in w.models.values()]}
-        for w in workflows
-    ]
-
-
-def model_rows(workflows: list[Workflow]) -> list[dict[str, Any]]:
-    rows = []
-    for workflow in workflows:
-        for model in workflow.models.values():
-            name = (workflow.name if workflow.name == model.model_id
-                    else f"{workflow.name}:{model.model_id}")
-            rows.append({"modelName": name, "version": workflow.version,
-                         "modelUrl": model.url, "status": model.status.value})
-    return rows
-
-
-def health_body(statuses: Mapping[str, str]) -> dict[str, Any]:
-    return {key: {"status": value} for key, value in statuses.items()}
