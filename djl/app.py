@@ -42,7 +42,7 @@ from djl.errors import (
 )
 from djl.errors import RequestTimeout as BodyTimeout
 from djl.figures import LiveFigures
-from djl.http import codec, console, inference, management
+from djl.http import adapters, codec, console, inference, management
 from djl.http.access_log import MODEL_KEY
 from djl.http.front import INVOKE, ROLE_KEY, Front, is_inference
 from djl.registry import ModelManager
@@ -248,7 +248,8 @@ async def dispatch(manager: ModelManager, config: ServerConfig,
         if role == "inference":
             raise NotFound.resource()
         if _ADAPTERS.match(uri):
-            raise NotFound("The adapter API is not supported by this server.")
+            _check_token(req, config)
+            return await adapters.handle(call)
         if _MANAGEMENT.match(uri) and not (method == "POST" and INVOKE.match(uri)):
             _check_token(req, config)
             return await management.handle(call)

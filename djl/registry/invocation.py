@@ -13,6 +13,7 @@ from typing import Any, TypeVar
 
 import trio
 
+from djl import adapters
 from djl.errors import WlmError
 from djl.failures import FailureObserver
 from djl.io import Input, Output
@@ -112,6 +113,7 @@ class Invocation:
         pool = model.pool
         if pool is None or pool.status is not ModelStatus.READY:
             raise WlmError.not_ready(model.model_id)
+        adapters.select(pool.adapters, inputs)
         if watch is None:
             job = pool.submit(inputs, priority_of(inputs))
         else:

@@ -11,9 +11,11 @@ from collections.abc import Iterator
 import trio
 
 from djl import source_cache
+from djl.adapters import ModelAdapters
 from djl.async_results import AsyncResults
 from djl.breaker import ErrorRateBreaker
 from djl.config import UNREGISTER_GRACE_S, ServerConfig
+from djl.errors import AdapterError
 from djl.failures import FailureObserver
 from djl.metrics import PoolView, ServerMetrics
 from djl.own_nursery import OwnNursery
@@ -91,6 +93,24 @@ class ModelManager:
         """PUT /models/{name}[/{version}] (spec §2.7)."""
         targets = self.registry.endpoint(name).select(version)
         return await scale(targets, name, min_workers, max_workers, device)
+
+    def adapters_of(self, name: str | None) -> ModelAdapters:
+        """The adapter API's model (spec §2.10): ``name``, or the single start-up model."""
+        if name is None:
+            if len(self.startup_names) != 1:
+                raise AdapterError.needs_prefix()
+            name = self.startup_names[0]
+        return self.pools.adapters_of(name, self.registry)
+
+    def adapter_tables(self) -> Iterator[tuple[str, ModelAdapters]]:
+        """(endpoint name, its model's adapters) for each model with LoRA on, start-up
+        models first: what the OpenAI routes list, and search for a ``model`` name."""
+        names = [*self.startup_names, *sorted(set(self.endpoints) - set(self.startup_names))]
+        for name in names:
+            endpoint = self.endpoints.get(name)
+            model = endpoint.versions[-1].single_model if endpoint and endpoint.versions else None
+            if model is not None and model.pool is not None and model.pool.adapters is not None:
+                yield name, model.pool.adapters
 
     def health(self) -> tuple[dict[str, str], bool, bool]:
         """(key → status, any failed, any pending) over every model (spec §3.2)."""
