@@ -237,7 +237,8 @@ async def test_an_unknown_adapter_is_424_naming_it(server, registered):
 async def test_mixed_concurrent_requests_each_get_their_adapter(server, registered,
                                                                 reference, folders):
     """Base and four adapters (more than the two slots) at once: each answer is PEFT's."""
-    _, _, paths = folders
+    _, model, paths = folders
+    workers = runtime_pids(str(model))
     async with client(server) as c:
         r = await c.post("/adapters", params={"name": "a3", "src": str(paths["a3"])})
         assert r.status_code == 200, r.text
@@ -258,12 +259,15 @@ async def test_mixed_concurrent_requests_each_get_their_adapter(server, register
         assert counts["a3"] == len(PROMPTS)
         r = await c.delete("/adapters/a3")
         assert r.json() == {"status": "Adapter a3 unregistered"}
+        assert await generate(c, PROMPTS[0], adapters="a1") == reference("a1", PROMPTS[0])
+    assert runtime_pids(str(model)) == workers  # no worker died on the way
 
 
 # -- the management API ----------------------------------------------------------------------
 async def test_register_describe_list_update_unregister(server, folders, reference):
-    _, _, paths = folders
+    _, model, paths = folders
     src = str(paths["a3"])
+    workers = runtime_pids(str(model))
     async with client(server) as c:
         r = await c.post("/models/tinylm/adapters", params={"name": "life", "src": src},
                          headers={"X-Amzn-SageMaker-Adapter-Alias": "nick"})
@@ -306,6 +310,7 @@ async def test_register_describe_list_update_unregister(server, folders, referen
         assert r.status_code == 424
         r = await c.get("/server/metrics", params={"name[]": "LoadAdapter"})
         assert 'LoadAdapter_count{Model="tinylm",Version=""}' in r.text
+    assert runtime_pids(str(model)) == workers  # no worker died on the way
 
 
 async def test_refusals(server, folders, tmp_path):

@@ -15,7 +15,9 @@ adapters; no weights are swapped between steps. The row → slot map changes onl
 sequence joins or leaves, so ``set_rows`` rebuilds the mask (and each module's per-row
 scale) then, not per step. With no adapter row in a forward the hooks return at once.
 
-Slots are taken when a sequence is admitted and given back when it leaves; an adapter
+The slots are changed in place, so always under ``torch.inference_mode`` (the scheduler's
+forward runs in it, and tensors made there may only be changed there). Slots are taken
+when a sequence is admitted and given back when it leaves; an adapter
 not used by a running sequence may be evicted (least recently used first) unless pinned.
 A sequence whose adapter finds no free slot waits (the scheduler admits it later).
 """
@@ -192,6 +194,7 @@ class MultiLora:
     def pinned(self) -> int:
         return sum(1 for a in self.slots if a is not None and a.pin)
 
+    @torch.inference_mode()
     def acquire(self, adapter: Adapter) -> bool:
         """A slot for one more running sequence of ``adapter``; False when every slot is
         held by an adapter in use (or pinned): the sequence waits."""
@@ -219,6 +222,7 @@ class MultiLora:
         if adapter.users == 0 and adapter.retired:
             self.unload(adapter)
 
+    @torch.inference_mode()
     def unload(self, adapter: Adapter) -> None:
         """Free the adapter's slot (it must have no running sequence)."""
         slot = adapter.slot
@@ -231,6 +235,7 @@ class MultiLora:
         self.version += 1
 
     # -- rows -----------------------------------------------------------------------
+    @torch.inference_mode()
     def set_rows(self, slots: Sequence[int]) -> None:
         """The slot of each row of the next forward (0: the base model)."""
         if not any(slots):
