@@ -151,3 +151,28 @@ def test_no_import_cycles() -> None:
     graph = import_graph()
     assert "djl.registry.manager" in graph["djl.registry"]  # the graph sees packages
     assert cycles(graph) == []
+
+
+BENCH = DJL.parent / "bench"
+
+
+def bench_graph() -> dict[str, set[str]]:
+    """bench/'s scripts import each other by bare name (each puts bench/ first on
+    sys.path), so a script named like a package a neighbour imports stands in for it."""
+    modules = {p.stem for p in BENCH.glob("*.py")}
+    graph: dict[str, set[str]] = {}
+    for name in modules:
+        deps: set[str] = set()
+        for node in ast.walk(ast.parse((BENCH / f"{name}.py").read_text())):
+            if isinstance(node, ast.Import):
+                deps.update(a.name.split(".")[0] for a in node.names)
+            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                deps.add(node.module.split(".")[0])
+        graph[name] = (deps & modules) - {name}
+    return graph
+
+
+def test_no_import_cycles_in_bench() -> None:
+    graph = bench_graph()
+    assert "_common" in graph["echo"]  # the graph sees the scripts' shared module
+    assert cycles(graph) == []

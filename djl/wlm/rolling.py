@@ -187,6 +187,7 @@ class RollingSession:
         if metrics is not None and batch:
             metrics.observe_rolling_batch_size(batch)
         over = False
+        generated = 0
         for seq_id, kind, tokens, data in items:
             seq = self.active.get(seq_id)
             if seq is None:
@@ -196,6 +197,7 @@ class RollingSession:
                     metrics.count_prompt_tokens(tokens)
                 continue
             if tokens:
+                generated += tokens
                 self._observe_tokens(seq, tokens, now)
             if kind == rolling.HEAD:
                 self._start_stream(seq, data)
@@ -211,13 +213,14 @@ class RollingSession:
             if kind in rolling.FINAL_KINDS:
                 self._finish(seq_id, seq)
                 over = True
+        if generated and metrics is not None:
+            metrics.count_generated_tokens(generated)  # once a step, not once a sequence
         if over:
             self._sync_worker()
 
     def _observe_tokens(self, seq: _Sequence, tokens: int, now: float) -> None:
         metrics = self.metrics
         if metrics is not None:
-            metrics.count_generated_tokens(tokens)
             if seq.last_token_at is None:
                 if seq.job.enqueued_at:
                     metrics.observe_time_to_first_token_us((now - seq.job.enqueued_at) * 1e6)
@@ -234,7 +237,7 @@ class RollingSession:
         send, receive = trio.open_memory_channel[bytes](math.inf)
         output = Output(code, message)
         output.properties.update(props)
-        output.stream = ChunkStream(receive)  # type: ignore[assignment]
+        output.stream = ChunkStream(receive, join=True)  # type: ignore[assignment]
         seq.send = send
         seq.job.set_result(output)
 
