@@ -22,6 +22,12 @@ def set_status_lines(lines: dict[int, bytes]) -> None: ...  # answer_head_c's st
 def answer_head_c(  # (head, close) of an HTTP/1.1 answer; None if a header has CR/LF/NUL
     status: int, headers: list[tuple[bytes, bytes]], close: bool, keep_alive: bool = ...,
     chunked: bool = ...) -> tuple[bytes, bool] | None: ...
+def scan_head_c(  # a request head's size, length, type, bad coding, 100-continue, request id
+    headers: list[tuple[bytes, bytes]], id_header: bytes,
+) -> tuple[int, bytes | None, bytes | None, bytes | None, bool, str | None]: ...
+def request_properties_c(  # spec §3.3: (properties, media type, handler named)
+    headers: list[tuple[bytes, bytes]]) -> tuple[dict[str, Any], str, bool]: ...
+def render_json_c(value: Any) -> bytes | None: ...  # Gson-style JSON; None: Python's to render
 
 class Job:
     """One request for one model: its input, priority and the slot its answer lands in."""

@@ -34,6 +34,7 @@ RUNS = [
                      "--warmup", "0"], "batching.json", None),
     ("torch_mlp.py", ["--no-torchserve", "--concurrency", "2", "--duration", "1",
                       "--warmup", "0"], "torch_mlp.json", "heavy"),
+    ("lora.py", ["--quick", "--streams", "4"], "lora.json", None),
     ("operability.py", ["--rounds", "1", "--duration", "1", "--concurrency", "2"],
      "operability.json", None),
     ("profile_hotpath.py", ["--requests", "200", "--profile-requests", "100",
@@ -42,7 +43,7 @@ RUNS = [
     ("profile_front.py", ["--concurrency", "2", "--duration", "1", "--rate", "50"],
      "profile_front.json", "py-spy"),
     ("ray_datapath.py", ["--rounds", "20"], "ray_datapath.json", "heavy ray"),
-    ("ray.py", ["--concurrency", "2", "--duration", "1", "--warmup", "0", "--rounds", "1"],
+    ("ray_vs_local.py", ["--concurrency", "2", "--duration", "1", "--warmup", "0", "--rounds", "1"],
      "ray.json", "heavy ray"),
 ]
 

@@ -59,12 +59,41 @@ def serves_inline(raw_path: bytes, query_string: bytes, media_type: bytes | None
     listener, with a body that is not a form (Quart parses forms). Both servers ask this
     one question (this ASGI front and ``djl.http.h1``), so a route added to
     ``is_inference`` and ``inference.handle`` is served by both."""
-    uri = raw_path.decode("latin-1")
-    if query_string:
-        uri += "?" + query_string.decode("latin-1")
-    return (is_inference(uri, query_string) and role != "management"
-            and not (media_type is not None and codec.is_form(
-                media_type.decode("latin-1").partition(";")[0].strip().lower())))
+    if role == "management":
+        return False
+    if media_type is not None:
+        form = _FORMS.get(media_type)
+        if form is None:
+            form = codec.is_form(media_type.decode("latin-1").partition(";")[0].strip().lower())
+            _remember(_FORMS, media_type, len(media_type), form)
+        if form:
+            return False
+    key = (raw_path, query_string)
+    inline = _INLINE.get(key)
+    if inline is None:
+        uri = raw_path.decode("latin-1")
+        if query_string:
+            uri += "?" + query_string.decode("latin-1")
+        inline = is_inference(uri, query_string)
+        _remember(_INLINE, key, len(raw_path) + len(query_string), inline)
+    return inline
+
+
+#: Answers of serves_inline's two questions, by what decides them: clients repeat the same
+#: few paths and media types, and matching them costs more than a lookup.
+_INLINE: dict[tuple[bytes, bytes], bool] = {}
+_FORMS: dict[bytes, bool] = {}
+_REMEMBERED = 4096
+_REMEMBERED_KEY_BYTES = 256
+
+
+def _remember(memo: dict[Any, bool], key: Any, size: int, value: bool) -> None:
+    """Bounded (at most ~1 MiB of keys): a client inventing paths costs a clear."""
+    if size > _REMEMBERED_KEY_BYTES:
+        return
+    if len(memo) >= _REMEMBERED:
+        memo.clear()
+    memo[key] = value
 
 
 def inference_call(method: str, raw_path: bytes, query_string: bytes,

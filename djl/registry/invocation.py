@@ -14,6 +14,7 @@ from typing import Any, TypeVar
 
 import trio
 
+from djl import adapters
 from djl.errors import TranslateError, WlmError
 from djl.failures import FailureObserver
 from djl.io import Input, Output
@@ -113,6 +114,7 @@ class Invocation:
         pool = model.pool
         if pool is None or pool.status is not ModelStatus.READY:
             raise WlmError.not_ready(model.model_id)
+        adapters.select(pool.adapters, inputs)
         done: _Done | None = None
         if watch is None:
             job = pool.submit(inputs, priority_of(inputs))

@@ -12,33 +12,21 @@ import json
 import os
 import shutil
 import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import httpx
 import pytest
 import trio
-from serving import EXAMPLES
+from serving import EXAMPLES, serving_process
 from test_cli import runtime_pids
 
 openai = pytest.importorskip("openai")
 transformers = pytest.importorskip("transformers")
 
 TINYLM = EXAMPLES / "tinylm" / "model"
-ENV = {k: v for k, v in os.environ.items() if not k.startswith("SERVING_")}
 PROMPTS = ["The model server", "Once upon a time there was", "Hello! How are you",
            "The river runs past the old mill, under the stone bridge and into",
            "red", "Numbers count things: one, two", "Tell me a story", "What is"]
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -46,35 +34,8 @@ def server(tmp_path_factory):
     if not (TINYLM / "config.json").is_file():
         pytest.skip("examples/tinylm/model is not built: run make install")
     home = tmp_path_factory.mktemp("gen")
-    port = _free_port()
-    url = f"http://127.0.0.1:{port}"
-    env = {**ENV, "DJL_CACHE_DIR": str(home / "cache"), "MODEL_SERVER_HOME": str(home),
-           "SERVING_INFERENCE_ADDRESS": url, "SERVING_MANAGEMENT_ADDRESS": url,
-           "SERVING_PROMETHEUS": "true", "SERVING_RETRY_THRESHOLD": "10"}
-    proc = subprocess.Popen([sys.executable, "-m", "djl", "--models",
-                             f"tinylm=file:{TINYLM}/"], env=env, cwd=home,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 120
-    try:
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"server exited: {proc.communicate()[1][-3000:]}")
-            try:
-                r = httpx.get(f"{url}/models/tinylm", timeout=2)
-                if r.status_code == 200 and r.json()[0]["models"][0]["status"] == "Healthy":
-                    break
-            except (httpx.HTTPError, KeyError, IndexError):
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail("the tiny LM did not load")
-            time.sleep(0.2)
+    with serving_process(home, "tinylm", TINYLM, {"SERVING_RETRY_THRESHOLD": "10"}) as url:
         yield url
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
 
 
 def tinylm_copy(folder: Path, properties: str = "") -> Path:

@@ -24,6 +24,7 @@ from djl.http.codec.parsing import (
     random_uuid4,
     request_id,
     request_properties,
+    request_properties_py,
     to_input,
 )
 from djl.http.codec.replies import (
@@ -40,6 +41,7 @@ from djl.http.codec.replies import (
     output_reply,
     page_reply,
     render_json,
+    render_json_py,
     sized_reply,
     status_response,
     submitted_reply,
@@ -72,8 +74,10 @@ __all__ = [
     "path_segments",
     "random_uuid4",
     "render_json",
+    "render_json_py",
     "request_id",
     "request_properties",
+    "request_properties_py",
     "sized_reply",
     "status_response",
     "submitted_reply",

@@ -19,7 +19,10 @@ _ASYNC_KEYS = frozenset({"x-synchronous", "x-starting-token", "x-max-items"})
 
 def path_segments(raw_path: bytes) -> list[str]:
     """Spec §1.2: split on '/', percent-decode, drop trailing empty segments."""
-    segments = [unquote(s) for s in raw_path.decode("latin-1").split("/")]
+    text = raw_path.decode("latin-1")
+    segments = text.split("/")
+    if "%" in text:
+        segments = [unquote(s) for s in segments]
     while len(segments) > 1 and segments[-1] == "":
         segments.pop()
     return segments
@@ -79,8 +82,19 @@ def request_properties(headers: list[tuple[bytes, bytes]],
     """Spec §3.3: headers → Input properties, plus the body's media type.
 
     Reads the ASGI header list once (names arrive lower-cased) rather than through
-    werkzeug's Headers: this runs for every inference request.
+    werkzeug's Headers: this runs for every inference request. In C
+    (``request_properties_c``, djl/_head.pxi: bench/head_json.py is the A/B); the
+    same in Python is ``request_properties_py``.
     """
+    properties, media_type, overridden = _batch.request_properties_c(headers)
+    if overridden and not config.allow_request_handler_override:
+        raise BadRequest("The handler can't be overridden in a request")
+    return properties, media_type
+
+
+def request_properties_py(headers: list[tuple[bytes, bytes]],
+                          config: ServerConfig) -> tuple[dict[str, Any], str]:
+    """``request_properties`` in Python (the A/B's other side)."""
     properties: dict[str, Any] = {}
     media_type = ""
     overridden = False

@@ -12,6 +12,7 @@ import trio
 from quart import Response
 from werkzeug.datastructures import Headers
 
+from djl import _batch
 from djl.async_results import Page, next_chunk
 from djl.config import ServerConfig
 from djl.errors import DjlError, StreamCut
@@ -28,7 +29,15 @@ _CUSTOM_ATTRIBUTES = b"x-amzn-sagemaker-custom-attributes"
 
 
 def render_json(value: Any) -> bytes:
-    """Gson-style: pretty, 2-space indent, null members omitted, trailing newline."""
+    """Gson-style: pretty, 2-space indent, null members omitted, trailing newline. In C
+    (``render_json_c``, djl/_json.pxi: bench/head_json.py is the A/B) for what it takes
+    (dicts, lists, strings, numbers, booleans, None), else ``render_json_py``."""
+    rendered = _batch.render_json_c(value)
+    return rendered if rendered is not None else render_json_py(value)
+
+
+def render_json_py(value: Any) -> bytes:
+    """``render_json`` in Python: json.dumps (its pure-Python encoder, for the indent)."""
     return (json.dumps(_drop_nulls(value), indent=2, ensure_ascii=False) + "\n").encode("utf-8")
 
 
@@ -247,7 +256,7 @@ def _with_common_headers(output: Output, req_id: str, config: ServerConfig, *,
     common = common_headers(req_id, 200 if keep_alive else output.code, config)
     if not output.properties:
         return common
-    overridden = {name.decode() for name, _ in common}.union(drop)
+    overridden = _overridden(config, output.code >= 400 and not keep_alive, drop)
     merged = []
     for key, value in output.properties.items():
         name = str(key).lower()
@@ -255,6 +264,23 @@ def _with_common_headers(output: Output, req_id: str, config: ServerConfig, *,
             merged.append((name.encode("latin-1"), str(value).encode("latin-1")))
     merged += common
     return merged
+
+
+#: (id of config, error, drop) → (config, the names common_headers writes, and drop's).
+_OVERRIDDEN: dict[tuple[int, bool, tuple[str, ...]], tuple[ServerConfig, frozenset[str]]] = {}
+
+
+def _overridden(config: ServerConfig, error: bool, drop: tuple[str, ...]) -> frozenset[str]:
+    """The header names a model's properties may not set: common_headers' and ``drop``'s
+    (the same for every answer of a config: built once)."""
+    key = (id(config), error, drop)
+    cached = _OVERRIDDEN.get(key)
+    if cached is not None and cached[0] is config:
+        return cached[1]
+    names = frozenset(name.decode() for name, _ in common_headers("", 400 if error else 200,
+                                                                  config)).union(drop)
+    _OVERRIDDEN[key] = (config, names)
+    return names
 
 
 async def _chunks(first: bytes, stream: Any, timeout_s: float) -> AsyncIterator[bytes]:

@@ -21,6 +21,10 @@ equals it token for token. See bench/llm.py for the numbers.
 
 Sampling follows transformers' logits processors (repetition penalty, temperature, top-k,
 top-p) row by row; each sequence draws from its own ``torch.Generator``.
+
+LoRA (lora.py): a sequence may name an adapter; it is admitted once its adapter holds a
+slot (else it waits, and sequences behind it may go first), and before each forward the
+batch tells the adapters which slot each row uses, so one forward serves any mix.
 """
 
 from __future__ import annotations
@@ -33,16 +37,17 @@ from typing import Any
 import torch
 from transformers import DynamicCache
 
+from djl.runtime.generation.lora import Adapter, MultiLora
 from djl.runtime.generation.params import SamplingParams
 
 
 class Sequence:
     """One prompt being continued."""
 
-    __slots__ = ("generator", "ids", "owner", "params", "prompt_ids", "index")
+    __slots__ = ("adapter", "generator", "ids", "owner", "params", "prompt_ids", "index")
 
     def __init__(self, prompt_ids: list[int], params: SamplingParams, owner: Any = None,
-                 index: int = 0) -> None:
+                 index: int = 0, adapter: Adapter | None = None) -> None:
         self.prompt_ids = prompt_ids
         #: The tokens generated so far.
         self.ids: list[int] = []
@@ -51,6 +56,8 @@ class Sequence:
         self.owner = owner
         #: Its place among its request's sequences (a list of inputs).
         self.index = index
+        #: Its LoRA adapter (None: the base model).
+        self.adapter = adapter
         self.generator: torch.Generator | None = None
         if params.do_sample:
             seed = params.seed if params.seed is not None else random.getrandbits(63)
@@ -60,8 +67,12 @@ class Sequence:
 class RollingBatch:
     """The running sequences of one model and their cache; see the module docstring."""
 
-    def __init__(self, model: Any, max_size: int) -> None:
+    def __init__(self, model: Any, max_size: int, lora: MultiLora | None = None) -> None:
         self.model = model
+        self.lora = lora
+        #: What the adapters' rows were last set for: (rows version, lora version).
+        self._rows_set: tuple[int, int] | None = None
+        self._rows_version = 0
         self.device = next(model.parameters()).device
         self.max_size = max(1, max_size)
         #: Decoding together, in cache row order.
@@ -90,6 +101,8 @@ class RollingBatch:
         if self.running:
             assert self._mask is not None and self._positions is not None
             batch = len(self.running)
+            if self.lora is not None:
+                self._set_rows()
             self._mask = torch.cat(
                 [self._mask, self._mask.new_ones((batch, 1))], dim=1)
             out = self.model(
@@ -101,11 +114,8 @@ class RollingBatch:
             tokens, logprobs = self._sample(self.running, out.logits[:, -1, :])
             self._last = torch.tensor(tokens, dtype=torch.long, device=self.device)
             made.extend(zip(self.running, tokens, logprobs, strict=True))
-        admitted = []
-        while self.waiting and len(self.running) + len(admitted) < self.max_size:
-            admitted.append(self.waiting.popleft())
-        if admitted:
-            made.extend(self._prefill(admitted))
+        if self.waiting and len(self.running) < self.max_size:
+            self._admit(made)
         for seq, token, _ in made:
             seq.ids.append(token)
         return made
@@ -119,6 +129,11 @@ class RollingBatch:
         keep = [i for i, s in enumerate(self.running) if id(s) not in drop]
         if len(keep) == len(self.running):
             return
+        if self.lora is not None:
+            for seq in self.running:
+                if seq.adapter is not None and id(seq) in drop:
+                    self.lora.release(seq.adapter)
+        self._rows_version += 1
         self.running = [self.running[i] for i in keep]
         if not keep:
             self._cache = self._mask = self._positions = self._last = None
@@ -136,6 +151,30 @@ class RollingBatch:
         self._last = self._last.index_select(0, rows)
 
     # -- internals ----------------------------------------------------------------------
+    def _admit(self, made: list[tuple[Sequence, int, float]]) -> None:
+        """Prefill waiting sequences while there is room; one whose adapter finds no free
+        slot keeps its place in line, and those behind it may go first."""
+        held: list[Sequence] = []
+        lora = self.lora
+        admitted: list[Sequence] = []
+        while self.waiting and len(self.running) + len(admitted) < self.max_size:
+            seq = self.waiting.popleft()
+            if seq.adapter is not None and lora is not None and not lora.acquire(seq.adapter):
+                held.append(seq)
+                continue
+            admitted.append(seq)
+        self.waiting.extendleft(reversed(held))
+        if admitted:
+            made.extend(self._prefill(admitted))
+
+    def _set_rows(self) -> None:
+        assert self.lora is not None
+        key = (self._rows_version, self.lora.version)
+        if key != self._rows_set:
+            self.lora.set_rows([s.adapter.slot if s.adapter is not None else 0
+                                for s in self.running])
+            self._rows_set = key
+
     def _prefill(self, seqs: list[Sequence]) -> list[tuple[Sequence, int, float]]:
         """One forward over the newcomers' prompts, left-padded to the longest, and their
         first tokens; then they join the running batch."""
@@ -151,6 +190,9 @@ class RollingBatch:
         positions = (mask.cumsum(dim=1) - 1).clamp(min=0)
         ids, mask, positions = ids.to(device), mask.to(device), positions.to(device)
         cache = DynamicCache(config=self.model.config)
+        if self.lora is not None:
+            self.lora.set_rows([s.adapter.slot if s.adapter is not None else 0 for s in seqs])
+            self._rows_set = None
         out = self.model(input_ids=ids, attention_mask=mask, position_ids=positions,
                          cache=cache, use_cache=True, logits_to_keep=1)
         tokens, logprobs = self._sample(seqs, out.logits[:, -1, :])
@@ -162,6 +204,7 @@ class RollingBatch:
         device = self.device
         positions = torch.tensor(lengths, dtype=torch.long, device=device)
         last = torch.tensor(tokens, dtype=torch.long, device=device)
+        self._rows_version += 1
         if not self.running:
             self.running = list(seqs)
             self._cache, self._mask, self._positions, self._last = cache, mask, positions, last
