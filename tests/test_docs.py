@@ -53,7 +53,8 @@ CITED = re.compile(r"(?:bench/)?((?:results|runs)/[\w.-]+\.json)")
 #: A ratio: a number (or a range of two) before ×.
 RATIO = re.compile(r"(\d+(?:\.\d+)?)(?:–(\d+(?:\.\d+)?))?×")
 #: A decimal, not a version, a section or a protocol's (TorchServe 0.12, §4.4, HTTP/1.1).
-DECIMAL = re.compile(r"(?<![\w.§/])(?<!TorchServe )(\d+\.\d+)(?![\w.])")
+# A bound after ≥/≤ is a target the passage names, not a number a run produced.
+DECIMAL = re.compile(r"(?<![\w.§/])(?<!TorchServe )(?<![≥≤] )(?<![≥≤])(\d+\.\d+)(?![\w.])")
 
 
 def _passages(text: str) -> list[str]:
