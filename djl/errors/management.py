@@ -112,9 +112,9 @@ class ModelNotFound(NotFound):
 
     @classmethod
     def workflow_version(cls, name: str, version: str) -> ModelNotFound:
-        """Describe with an unknown version: DJL doubles the prefix, and so do we (spec
-        §2.6, a quirk kept for clients that match the text)."""
-        return cls.workflow(f"Workflow not found: {name}/{version}")
+        """Describe with an unknown version. DJL doubles the prefix here ("Workflow not
+        found: Workflow not found: x/9", spec §2.6 [QUIRK]); we say it once (Appendix E)."""
+        return cls.workflow(f"{name}/{version}")
 
     @classmethod
     def invalid_url(cls, url: str) -> ModelNotFound:

@@ -137,7 +137,7 @@ async def test_json_directory_and_yaml_file_from_disk(tmp_path):
             assert len(group["workers"]) == 1
         r = await c.get("/workflows/chain/9")
         assert r.status_code == 404
-        assert error_of(r)["message"] == "Workflow not found: Workflow not found: chain/9"
+        assert error_of(r)["message"] == "Workflow not found: chain/9"
 
         # Multi-model workflows list one row per model, "<workflow>:<model>".
         assert (await c.get("/models")).json() == {"models": [
