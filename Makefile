@@ -14,8 +14,7 @@ PORT ?= 8080
 install: $(VENV)/.installed examples/mlp/model.pt examples/mlp/model.pt2 examples/mlp/model.onnx \
 		examples/tinylm/model/config.json
 
-$(VENV)/.installed: pyproject.toml setup.py constraints.txt djl/_batch.pyx djl/_tensor.pxi \
-		djl/_answer.pxi djl/_v2.pxi djl/_head.pxi djl/_json.pxi
+$(VENV)/.installed: pyproject.toml setup.py constraints.txt djl/_batch.pyx $(wildcard djl/*.pxi)
 	test -d $(VENV) || $(PY) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 	$(PIP) install -q -c constraints.txt -e '.[test,torch,ray,onnx,generation]'

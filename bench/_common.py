@@ -716,15 +716,11 @@ async def _python_conn(host: str, port: int, request: bytes, deadline: float,
 
 
 def import_ray() -> Any:
-    """``ray``, the package: a script in bench/ has bench/ first on sys.path, where
-    bench/ray.py would shadow it."""
-    saved = list(sys.path)
-    sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != BENCH_DIR]
-    try:
-        import ray
-        import ray.cluster_utils  # noqa: F401 — the Cluster the Ray benches start
-    finally:
-        sys.path[:] = saved
+    """``ray`` with the local ``Cluster`` the Ray benches start: imported only by them, since
+    ray is an optional extra."""
+    import ray
+    import ray.cluster_utils  # noqa: F401 — the Cluster the Ray benches start
+
     return ray
 
 

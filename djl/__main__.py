@@ -13,14 +13,14 @@ import argparse
 import logging
 import signal
 import sys
+from functools import partial
 from typing import Any, NoReturn
 
 import trio
 from hypercorn.config import Config as HypercornConfig
 from hypercorn.trio import serve
 
-from djl import __version__
-from djl.app import Listener, create_app, settle_gc
+from djl.app import Listener, ServerParts, create_app
 from djl.config import (
     HYPERCORN_GRACEFUL_TIMEOUT_S,
     HYPERCORN_MIN_STARTUP_TIMEOUT_S,
@@ -36,7 +36,6 @@ from djl.http import connection, server
 from djl.http.connection import LeanConfig
 from djl.log_levels import python_level
 from djl.registry import ModelManager
-from djl.startup import load_startup_models
 
 log = logging.getLogger("djl")
 
@@ -83,9 +82,9 @@ async def run_server(config: ServerConfig, *, task_status: Any = trio.TASK_STATU
     Shutdown order: stop accepting and, meanwhile, stop the models (see
     _shut_down_on_stop), so every accepted request is answered before the listeners go.
     """
-    began = trio.current_time()
     stop = shutdown if shutdown is not None else trio.Event()
-    manager = ModelManager(config)
+    parts = ServerParts(config)
+    manager = parts.manager
     if not config.management_address.is_loopback:
         log.warning(
             "The management API is bound to %s, reachable from other hosts: anyone who can "
@@ -96,29 +95,24 @@ async def run_server(config: ServerConfig, *, task_status: Any = trio.TASK_STATU
         if shutdown is None:
             nursery.start_soon(_watch_signals, stop)
         nursery.start_soon(_shut_down_on_stop, stop, manager)
-        await nursery.start(manager.run)
         try:
-            if config.wait_model_loading:
+            app = create_app(config, parts)
+            async with trio.open_nursery() as servers:
+
+                async def bind() -> list[str]:
+                    if config.http_server == "djl":
+                        return await servers.start(server.serve, app, manager, config,
+                                                   _listeners(config), stop)
+                    return await servers.start(_serve_hypercorn, app, config, stop)
+
                 try:
-                    await load_startup_models(manager, config)
+                    binds = await parts.start_up(nursery, bind, partial(_stop_after, stop))
                 except DjlError:
                     if stop.is_set():
                         log.info("stopped during start-up")
                         return
                     raise
-            else:
-                nursery.start_soon(_load_or_stop, manager, config, stop)
-            app = create_app(config, manager)
-            settle_gc(config)
-            async with trio.open_nursery() as servers:
-                if config.http_server == "djl":
-                    binds = await servers.start(server.serve, app, manager, config,
-                                                _listeners(config), stop)
-                else:
-                    binds = await servers.start(_serve_hypercorn, app, config, stop)
                 log.info("djl serving on %s", ", ".join(binds))
-                if manager.metrics is not None:
-                    manager.metrics.server_started(__version__, trio.current_time() - began)
                 task_status.started(binds)
         finally:
             with trio.CancelScope(shield=True):
@@ -153,13 +147,11 @@ async def _watch_signals(stop: trio.Event) -> None:
             return
 
 
-async def _load_or_stop(manager: ModelManager, config: ServerConfig, stop: trio.Event) -> None:
-    try:
-        await load_startup_models(manager, config)
-    except DjlError as exc:
-        log.error("start-up model failed to load: %s; stopping in 3 s", exc.message)
-        await trio.sleep(3)
-        stop.set()
+async def _stop_after(stop: trio.Event, exc: DjlError) -> None:
+    """``wait_model_loading=false``: a start-up model failed while the server served."""
+    log.error("start-up model failed to load: %s; stopping in 3 s", exc.message)
+    await trio.sleep(3)
+    stop.set()
 
 
 async def _serve_hypercorn(app: Any, config: ServerConfig, stop: trio.Event, *,

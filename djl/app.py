@@ -4,9 +4,11 @@ Routing follows spec §1.2 rather than Quart's URL map, because the spec matches
 expressions on the raw URI (query included), drops trailing empty segments and answers
 405/404 with its own wording. One catch-all route hands every request to ``dispatch``.
 
-Lifespan: ``before_serving`` starts the ModelManager in ``app.nursery`` and registers the
-start-up models (a failure aborts start-up); ``after_serving`` unregisters everything,
-letting in-flight requests finish for up to ``SHUTDOWN_GRACE_S``.
+``ServerParts`` composes one server: the ModelManager, and the app's own error-rate
+breaker and async results; its ``start_up`` is the start-up sequence of both djl-serving
+and the lifespan. Lifespan: ``before_serving`` runs it in ``app.nursery`` (a start-up
+model that fails aborts start-up); ``after_serving`` unregisters everything, letting
+in-flight requests finish for up to ``SHUTDOWN_GRACE_S``.
 
 Also usable directly: ``hypercorn -k trio 'djl.app:create_app()'``.
 """
@@ -17,6 +19,7 @@ import gc
 import hmac
 import logging
 import re
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import trio
@@ -25,6 +28,8 @@ from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge, RequestTimeout
 
 from djl import __version__
+from djl.async_results import AsyncResults
+from djl.breaker import ErrorRateBreaker
 from djl.config import SHUTDOWN_GRACE_S, ServerConfig, load_server_config
 from djl.errors import (
     DjlError,
@@ -37,7 +42,7 @@ from djl.errors import (
 )
 from djl.errors import RequestTimeout as BodyTimeout
 from djl.figures import LiveFigures
-from djl.http import codec, console, inference, management
+from djl.http import adapters, codec, console, inference, management
 from djl.http.access_log import MODEL_KEY
 from djl.http.front import INVOKE, ROLE_KEY, Front, is_inference
 from djl.registry import ModelManager
@@ -51,11 +56,72 @@ _MANAGEMENT = re.compile(r"^/(workflows([/?].*)?|server/.+|models([/?].*)?)$")
 _ADAPTERS = re.compile(r"^(/models/[^/?]+)?/adapters([/?].*)?$")
 _CONSOLE = re.compile(r"^/console([/?].*)?$")
 
+class ServerParts:
+    """One server as the app composes it: the registry (``ModelManager``) and what belongs
+    to the app around it, the error-rate breaker behind /ping (spec §3.9) and the results
+    of x-synchronous: false requests (spec §3.8). The manager is handed both (its
+    predictions count failures into the breaker; the HTTP side reaches the results
+    through it) and builds and runs neither. ``start_up`` is the one start-up sequence,
+    djl-serving's and the app lifespan's.
+    """
+
+    def __init__(self, config: ServerConfig) -> None:
+        self.config = config
+        self.breaker = ErrorRateBreaker.from_config(
+            config.error_rate_wlm, config.error_rate_server, config.error_rate_any)
+        self.results = AsyncResults(
+            max_entries=config.async_result_max_entries,
+            max_bytes=config.async_result_max_bytes, ttl_s=config.async_result_ttl_s,
+            cache_batch=config.cache_batch, chunk_timeout_s=config.chunked_read_timeout_s)
+        self.manager = ModelManager(config, breaker=self.breaker, results=self.results)
+
+    async def run(self, *, task_status: trio.TaskStatus[ServerParts] = trio.TASK_STATUS_IGNORED
+                  ) -> None:
+        """The parts' nursery: the async results and the manager; cancel it to stop both."""
+        async with trio.open_nursery() as nursery:
+            await nursery.start(self.results.run)
+            await nursery.start(self.manager.run)
+            task_status.started(self)
+
+    async def start_up(
+        self,
+        nursery: trio.Nursery,
+        bind: Callable[[], Awaitable[list[str]]] | None = None,
+        load_failed: Callable[[DjlError], Awaitable[None]] | None = None,
+    ) -> list[str]:
+        """Start the parts in ``nursery``, load the start-up models (spec §4.5), settle the
+        GC, ``bind`` the listeners (when the caller opens them itself), report the
+        start-up time; the bound URLs.
+
+        The models load before any port is bound and a failure raises, unless
+        ``wait_model_loading`` is off and the caller says what a failure does
+        (``load_failed``): then they load in ``nursery`` while the server already serves.
+        """
+        began = trio.current_time()
+        await nursery.start(self.run)
+        if load_failed is None or self.config.wait_model_loading:
+            await load_startup_models(self.manager, self.config)
+        else:
+            nursery.start_soon(self._load_in_background, load_failed)
+        settle_gc(self.config)
+        binds = await bind() if bind is not None else []
+        if self.manager.metrics is not None:
+            self.manager.metrics.server_started(__version__, trio.current_time() - began)
+        return binds
+
+    async def _load_in_background(self, load_failed: Callable[[DjlError], Awaitable[None]]
+                                  ) -> None:
+        try:
+            await load_startup_models(self.manager, self.config)
+        except DjlError as exc:
+            await load_failed(exc)
+
+
 def create_app(config: ServerConfig | None = None,
-               manager: ModelManager | None = None) -> QuartTrio:
-    """The ASGI app. Without ``manager`` it owns one: its lifespan starts it, loads the
-    start-up models and stops it (``hypercorn 'djl.app:create_app()'``). The CLI passes its
-    own manager, loaded before any port is bound (spec §1.1 ``wait_model_loading``)."""
+               parts: ServerParts | None = None) -> QuartTrio:
+    """The ASGI app. Without ``parts`` it owns them: its lifespan starts them, loads the
+    start-up models and stops them (``hypercorn 'djl.app:create_app()'``). The CLI passes
+    its own, loaded before any port is bound (spec §1.1 ``wait_model_loading``)."""
     config = config or load_server_config()
     app = QuartTrio("djl")
     app.config["MAX_CONTENT_LENGTH"] = config.max_request_size
@@ -63,23 +129,19 @@ def create_app(config: ServerConfig | None = None,
     app.config["PROVIDE_AUTOMATIC_OPTIONS"] = False
     # Quart's is a limit on the whole body (the front's, on a pause between its parts).
     app.config["BODY_TIMEOUT"] = config.request_body_timeout_s
-    owns_manager = manager is None
-    manager = manager or ModelManager(config)
+    owns_parts = parts is None
+    parts = parts or ServerParts(config)
+    manager = parts.manager
     app.extensions["djl.manager"] = manager
     app.extensions["djl.config"] = config
     # The console's live figures: a history sampled from the metrics (none when they are off).
     figures = LiveFigures(manager.metrics.families) if manager.metrics is not None else None
 
-    if owns_manager:
+    if owns_parts:
 
         @app.before_serving
         async def _start() -> None:
-            began = trio.current_time()
-            await app.nursery.start(manager.run)
-            await load_startup_models(manager, config)
-            settle_gc(config)
-            if manager.metrics is not None:
-                manager.metrics.server_started(__version__, trio.current_time() - began)
+            await parts.start_up(app.nursery)
 
         @app.after_serving
         async def _stop() -> None:
@@ -186,7 +248,8 @@ async def dispatch(manager: ModelManager, config: ServerConfig,
         if role == "inference":
             raise NotFound.resource()
         if _ADAPTERS.match(uri):
-            raise NotFound("The adapter API is not supported by this server.")
+            _check_token(req, config)
+            return await adapters.handle(call)
         if _MANAGEMENT.match(uri) and not (method == "POST" and INVOKE.match(uri)):
             _check_token(req, config)
             return await management.handle(call)
@@ -238,4 +301,4 @@ class Listener:
         await self.app(scope, receive, send)
 
 
-__all__ = ["ROLE_KEY", "Listener", "create_app", "dispatch", "settle_gc"]
+__all__ = ["ROLE_KEY", "Listener", "ServerParts", "create_app", "dispatch", "settle_gc"]

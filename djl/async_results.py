@@ -28,6 +28,7 @@ import trio
 
 from djl.errors import AsyncResultsFull, BadRequest, OutputTooLarge, StreamCut
 from djl.io import ChunkSource, Output
+from djl.own_nursery import OwnNursery
 
 log = logging.getLogger("djl.async_results")
 
@@ -88,7 +89,7 @@ class AsyncResults:
         self._entries: dict[str, _Entry] = {}
         #: Sum of the entries' ``size``; never above max_bytes once a charge returns.
         self.bytes = 0
-        self._nursery: trio.Nursery | None = None
+        self._own = OwnNursery("AsyncResults")
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -97,26 +98,21 @@ class AsyncResults:
                   ) -> None:
         """The nursery every asynchronous request runs in; cancelling it stops them all."""
         try:
-            async with trio.open_nursery() as nursery:
-                self._nursery = nursery
-                task_status.started(self)
-                await trio.sleep_forever()
+            await self._own.run(task_status, self)
         finally:
-            self._nursery = None
             self._entries.clear()
             self.bytes = 0
 
     # -- submit ------------------------------------------------------------------------
     def submit(self, job: Callable[[], Awaitable[Output]]) -> str:
         """Start ``job`` in the store's nursery; its key, to poll with."""
-        if self._nursery is None:
-            raise RuntimeError("AsyncResults.run is not running")
+        nursery = self._own.nursery  # raises while run is not running
         self._drop_expired()
         if len(self._entries) >= self.max_entries and not self._evict_one(None):
             raise AsyncResultsFull.pending(self.max_entries)
         entry = _Entry(str(uuid.uuid4()))
         self._entries[entry.key] = entry
-        self._nursery.start_soon(self._run, entry, job)
+        nursery.start_soon(self._run, entry, job)
         return entry.key
 
     async def _run(self, entry: _Entry, job: Callable[[], Awaitable[Output]]) -> None:

@@ -77,6 +77,9 @@ class ModelMetrics:
     count_generated_tokens: Callable[[float], None]
     count_prompt_tokens: Callable[[float], None]
     observe_rolling_batch_size: Callable[[float], None]
+    #: LoRA adapters (djl/adapters.py): a registration on every worker; one request.
+    observe_load_adapter_us: Callable[[float], None]
+    count_adapter_request: Callable[[str], None]
 
     def batch_taken(self, now: float, enqueued_at: Iterable[float]) -> None:
         """A worker took a batch at ``now`` (trio time) of jobs queued at ``enqueued_at``."""
@@ -134,6 +137,11 @@ class ServerMetrics:
         self._prompt = Counter("PromptTokens", "Prompt tokens prefilled", _MODEL, registry=r)
         self._rolling = Histogram("RollingBatchSize", "Sequences per decode step", _MODEL,
                                   buckets=_BATCH_BUCKETS, registry=r)
+        self._load_adapter = Summary("LoadAdapter", "Adapter registration time on every "
+                                     "worker of its model (µs)", _MODEL, registry=r)
+        self._adapter_requests = Counter("AdapterRequests", "Inference requests that "
+                                         "selected a LoRA adapter", ("Model", "Adapter"),
+                                         registry=r)
         r.register(_PoolCollector(pools))
 
     # -- server ------------------------------------------------------------------------
@@ -165,6 +173,8 @@ class ServerMetrics:
             self._generated.labels(*labels).inc,
             self._prompt.labels(*labels).inc,
             self._rolling.labels(*labels).observe,
+            self._load_adapter.labels(*labels).observe,
+            lambda adapter: self._adapter_requests.labels(model_id, adapter).inc(),
         )
 
     def registered(self, name: str, version: str | None, seconds: float) -> None:

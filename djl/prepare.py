@@ -19,6 +19,7 @@ from pathlib import Path
 
 from djl import store
 from djl.config import (
+    MAX_LORAS,
     MAX_NEW_TOKENS,
     MAX_ROLLING_BATCH_SIZE,
     RAY_DEVICE,
@@ -142,6 +143,7 @@ def prepare_model(
     if runtime == GENERATION:  # the runtime reads no server configuration: send defaults
         init.setdefault("max_new_tokens", str(MAX_NEW_TOKENS))
         init.setdefault("max_rolling_batch_size", str(MAX_ROLLING_BATCH_SIZE))
+        init.setdefault("max_loras", str(MAX_LORAS))
     command = WorkerCommand(
         python=config.python_executable,
         model_dir=source.model_dir,

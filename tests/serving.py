@@ -15,8 +15,8 @@ module is marked ``pytest.mark.both_servers``: then each test runs once per serv
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -118,3 +118,51 @@ def runtime_pids(marker: Path) -> set[int]:
         if "djl.runtime" in argv and any(str(marker) in a for a in argv):
             pids.add(int(entry))
     return pids
+
+
+@contextmanager
+def serving_process(home: Path, name: str, model_dir: Path,
+                    env: dict[str, str] | None = None) -> Iterator[str]:
+    """``python -m djl --models <name>=file:<model_dir>/`` as a process of its own (the
+    text-generation tests: one per module), until ``name`` is Healthy; yields its URL and
+    stops it with SIGTERM afterwards."""
+    import signal
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    import pytest
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    url = f"http://127.0.0.1:{port}"
+    base = {k: v for k, v in os.environ.items() if not k.startswith("SERVING_")}
+    env = {**base, "DJL_CACHE_DIR": str(home / "cache"), "MODEL_SERVER_HOME": str(home),
+           "SERVING_INFERENCE_ADDRESS": url, "SERVING_MANAGEMENT_ADDRESS": url,
+           "SERVING_PROMETHEUS": "true", **(env or {})}
+    proc = subprocess.Popen([sys.executable, "-m", "djl", "--models",
+                             f"{name}=file:{model_dir}/"], env=env, cwd=home,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    try:
+        while True:
+            if proc.poll() is not None:
+                pytest.fail(f"server exited: {proc.communicate()[1][-3000:]}")
+            try:
+                r = httpx.get(f"{url}/models/{name}", timeout=2)
+                if r.status_code == 200 and r.json()[0]["models"][0]["status"] == "Healthy":
+                    break
+            except (httpx.HTTPError, KeyError, IndexError):
+                pass
+            if time.monotonic() > deadline:
+                pytest.fail(f"{name} did not load")
+            time.sleep(0.2)
+        yield url
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(20)
+        except subprocess.TimeoutExpired:
+            proc.kill()

@@ -42,7 +42,7 @@ RUNS = [
     ("profile_front.py", ["--concurrency", "2", "--duration", "1", "--rate", "50"],
      "profile_front.json", "py-spy"),
     ("ray_datapath.py", ["--rounds", "20"], "ray_datapath.json", "heavy ray"),
-    ("ray.py", ["--concurrency", "2", "--duration", "1", "--warmup", "0", "--rounds", "1"],
+    ("ray_vs_local.py", ["--concurrency", "2", "--duration", "1", "--warmup", "0", "--rounds", "1"],
      "ray.json", "heavy ray"),
 ]
 

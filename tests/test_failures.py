@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from djl.app import ServerParts
 from djl.breaker import ErrorRateBreaker, Rule
 from djl.config import RegisterParams, ServerConfig
 from djl.errors import (
@@ -26,7 +27,7 @@ from djl.errors import (
 from djl.failures import FailureObserver
 from djl.io import Input, Output
 from djl.metrics import ServerMetrics
-from djl.registry import Model, ModelManager, Workflow
+from djl.registry import Model, Workflow
 
 FAILURES = [
     (Capacity.queue_full("m"), Failure.WLM), (WlmError.not_ready("m"), Failure.WLM),
@@ -81,7 +82,7 @@ def test_output_codes(code, counts):
 @pytest.mark.parametrize(("error", "kind"), FAILURES)
 async def test_predict_counts_through_the_one_observer(error, kind):
     """The manager's predictions reach the breaker and the metrics by one path."""
-    manager = ModelManager(ServerConfig(prometheus=True, error_rate_wlm="1/PT1M"))
+    manager = ServerParts(ServerConfig(prometheus=True, error_rate_wlm="1/PT1M")).manager
     params = RegisterParams(url="file:/m", model_name="m")
     workflow = Workflow("m", None, {"m": Model("m", None, params.url, params)})
 

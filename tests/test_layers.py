@@ -44,8 +44,9 @@ def test_torch_is_imported_only_on_the_worker_side() -> None:
     handlers call (lazily there)."""
     users = sorted(str(p.relative_to(DJL.parent)) for p in DJL.rglob("*.py")
                    if any(n == "torch" or n.startswith("torch.") for n in imported(p)))
-    assert users == ["djl/runtime/generation/loader.py", "djl/runtime/generation/scheduler.py",
-                     "djl/runtime/torch_engine.py", "djl/tensor_batch.py"]
+    assert users == ["djl/runtime/generation/loader.py", "djl/runtime/generation/lora.py",
+                     "djl/runtime/generation/scheduler.py", "djl/runtime/torch_engine.py",
+                     "djl/tensor_batch.py"]
     # prepare.py checks a causal-LM folder with the loader's check_folder: the server
     # process must not import torch through it.
     top_level = {node.names[0].name for node in ast.parse(
@@ -149,4 +150,29 @@ def test_no_import_cycles() -> None:
     """Dependencies form layers: no module reaches, even for a type, one that reaches it."""
     graph = import_graph()
     assert "djl.registry.manager" in graph["djl.registry"]  # the graph sees packages
+    assert cycles(graph) == []
+
+
+BENCH = DJL.parent / "bench"
+
+
+def bench_graph() -> dict[str, set[str]]:
+    """bench/'s scripts import each other by bare name (each puts bench/ first on
+    sys.path), so a script named like a package a neighbour imports stands in for it."""
+    modules = {p.stem for p in BENCH.glob("*.py")}
+    graph: dict[str, set[str]] = {}
+    for name in modules:
+        deps: set[str] = set()
+        for node in ast.walk(ast.parse((BENCH / f"{name}.py").read_text())):
+            if isinstance(node, ast.Import):
+                deps.update(a.name.split(".")[0] for a in node.names)
+            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                deps.add(node.module.split(".")[0])
+        graph[name] = (deps & modules) - {name}
+    return graph
+
+
+def test_no_import_cycles_in_bench() -> None:
+    graph = bench_graph()
+    assert "_common" in graph["echo"]  # the graph sees the scripts' shared module
     assert cycles(graph) == []

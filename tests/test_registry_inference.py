@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 
+from djl.app import ServerParts
 from djl.config import RegisterParams, ServerConfig
 from djl.errors import BadRequest, ModelNotFound, NotFound, WlmError
 from djl.http.inference import invocation_target
@@ -50,7 +51,7 @@ async def test_dynamic_loading_refusals():
 
 
 async def test_predict_counts_failures_and_server_codes():
-    manager = ModelManager(ServerConfig(error_rate_server="1/PT1M"))
+    manager = ServerParts(ServerConfig(error_rate_server="1/PT1M")).manager
     params = RegisterParams(url="file:/m", model_name="m")
     workflow = Workflow("m", None, {"m": Model("m", None, params.url, params)})
     answers: list[object] = [Output(200), Output(424)]

@@ -35,6 +35,9 @@ WORKER_RSS_CHECK_INTERVAL_S = 5 * SECONDS
 #: worker, a request's max_new_tokens when it names none, and the rolling-batch values.
 MAX_ROLLING_BATCH_SIZE = 32
 MAX_NEW_TOKENS = 30
+#: LoRA adapters applied at once per worker (``option.max_loras``, with enable_lora=true);
+#: requests for more wait for a slot.
+MAX_LORAS = 4
 ROLLING_BATCH_DEFAULT = "auto"
 #: ``option.rolling_batch`` values served here; ``vllm`` needs vllm and CUDA; ``disable``
 #: sends whole requests through the dynamic batcher.

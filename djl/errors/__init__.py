@@ -19,6 +19,7 @@ This package is shared with the worker runtime, so it imports nothing else from 
 
 from __future__ import annotations
 
+from djl.errors.adapters import AdapterError
 from djl.errors.base import DjlError, exception_leaves
 from djl.errors.classify import Failure, failure_of, failure_of_code
 from djl.errors.frames import (
@@ -63,7 +64,8 @@ from djl.errors.management import (
 
 __all__ = [
     "ERROR_BAD_MODEL", "ERROR_LOAD", "ERROR_OOM", "ERROR_OUTPUT", "ITEM_ERROR_KINDS",
-    "AsyncResultsFull", "BadInput", "BadRequest", "Capacity", "Conflict", "DjlError",
+    "AdapterError", "AsyncResultsFull", "BadInput", "BadRequest", "Capacity", "Conflict",
+    "DjlError",
     "Failure", "Forbidden", "FrameError", "FrameTooLarge", "HeadTooLarge", "IllegalArgument",
     "ItemError", "MethodNotAllowed", "ModelLoadError", "ModelNotFound", "NotFound",
     "OutOfMemory", "OutputTooLarge", "PayloadTooLarge", "RayPlacement", "RequestTimeout",

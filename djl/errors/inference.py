@@ -74,6 +74,12 @@ class TranslateError(DjlError):
     def unexpected_key(cls, key: str) -> TranslateError:
         return cls(f"Unexpected batch output key: {key}")
 
+    @classmethod
+    def admission_timeout(cls, timeout_s: float) -> TranslateError:
+        """A rolling-batch request that found no place in a batch within predict_timeout
+        (spec §6.10: DJL's words)."""
+        return cls(f"Time out in: {timeout_s:g}")
+
 
 class BadInput(TranslateError, ValueError):
     """A request payload the tensor codecs cannot read: not JSON, not numbers, ragged,

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from functools import partial
 
+from djl.async_results import AsyncResults
 from djl.config import parse_java_bool, parse_java_int
 from djl.errors import BadRequest, NotFound
 from djl.health import ping_status
@@ -67,14 +68,14 @@ async def predict(call: InferenceCall) -> codec.Reply:
     properties = inputs.properties
     token = properties.get("x-starting-token")
     if token:  # spec §3.4: a poll, whatever model the request names
-        page = manager.results.poll(token, _max_items(properties.get("x-max-items")))
+        page = _results(call).poll(token, _max_items(properties.get("x-max-items")))
         return codec.page_reply(page, call.req_id, call.config)
     if not name:
         name = invocation_target(manager.startup_names, _form_name(inputs))
     call.model = name
     workflow = await manager.find_or_load(name, version, inputs)
     if not parse_java_bool(properties.get("x-synchronous"), True):
-        token = manager.results.submit(partial(manager.predict, workflow, inputs))
+        token = _results(call).submit(partial(manager.predict, workflow, inputs))
         return codec.submitted_reply(token, call.req_id, call.config)
     try:
         output = await manager.predict(workflow, inputs, call.watch)
@@ -85,6 +86,15 @@ async def predict(call: InferenceCall) -> codec.Reply:
                               call.config)
     except Exception as exc:  # noqa: BLE001 — every failure gets mapping B's answer
         return codec.error_reply(exc, call.req_id, call.config, inference=True)
+
+
+def _results(call: InferenceCall) -> AsyncResults:
+    """The app's async results; a manager built without the app has none, which fails as
+    a store that is not running does."""
+    results = call.manager.results
+    if results is None:
+        raise RuntimeError("AsyncResults: this server was built without them")
+    return results
 
 
 def _max_items(value: str | None) -> int:

@@ -1,7 +1,8 @@
 """OpenAI-compatible routes on the inference listener: ``GET /v1/models``,
 ``POST /v1/completions`` and ``POST /v1/chat/completions``.
 
-Thin, like the rest of http/: ``model`` names the endpoint; the request goes to it as
+Thin, like the rest of http/: ``model`` names the endpoint, or a LoRA adapter of one
+(listed by /v1/models with its ``parent``); the request goes to it as
 any inference does, marked with the API it came by (``rolling.API``), and the
 text-generation worker reads OpenAI's body and writes OpenAI's answer or SSE stream
 (djl/runtime/generation/formats.py). What is refused here (no such model, a body that is
@@ -14,7 +15,7 @@ from __future__ import annotations
 import json
 from typing import TYPE_CHECKING, Any
 
-from djl import rolling
+from djl import adapter_calls, rolling
 from djl.errors import BadRequest, DjlError, MethodNotAllowed, NotFound
 from djl.http import codec
 from djl.http.call import invocation_target
@@ -45,9 +46,22 @@ async def handle(call: InferenceCall) -> codec.Reply:
 
 
 def _models(call: InferenceCall) -> dict[str, Any]:
-    return {"object": "list", "data": [
-        {"id": name, "object": "model", "created": 0, "owned_by": "djl"}
-        for name in sorted(call.manager.endpoints)]}
+    """Every endpoint, then every LoRA adapter with ``parent`` = its model (vLLM's way)."""
+    data = [{"id": name, "object": "model", "created": 0, "owned_by": "djl"}
+            for name in sorted(call.manager.endpoints)]
+    for parent, adapters in call.manager.adapter_tables():
+        data += [{"id": a.name, "object": "model", "created": 0, "owned_by": "djl",
+                  "root": a.src, "parent": parent} for a in adapters.table.values()]
+    return {"object": "list", "data": data}
+
+
+def _adapter_owner(call: InferenceCall, name: str | None) -> str | None:
+    """The model whose adapter ``name`` is, when ``model`` names no endpoint."""
+    if name:
+        for parent, adapters in call.manager.adapter_tables():
+            if name in adapters.table:
+                return parent
+    return None
 
 
 async def _generate(call: InferenceCall, api: str) -> codec.Reply:
@@ -63,11 +77,18 @@ async def _generate(call: InferenceCall, api: str) -> codec.Reply:
     if model is not None and not isinstance(model, str):
         raise BadRequest('"model" must be a string')
     name = invocation_target(manager.startup_names, model)
-    call.model = name
+    adapter = None
     if name not in manager.endpoints:
-        raise NotFound(f"The model {name} does not exist")
+        parent = _adapter_owner(call, model)
+        if parent is None:
+            call.model = name
+            raise NotFound(f"The model {name} does not exist")
+        name, adapter = parent, model
+    call.model = name
     workflow = await manager.find_or_load(name, None, inputs)
     inputs.properties[rolling.API] = api
+    if adapter is not None:
+        inputs.properties[adapter_calls.ADAPTER] = adapter
     output = await manager.predict(workflow, inputs, call.watch)
     if output.stream is None:
         return await codec.output_reply(output, call.req_id, call.config)

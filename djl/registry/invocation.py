@@ -8,12 +8,14 @@ to a model's pool and waits for it, watching the client meanwhile (:data:`Watch`
 
 from __future__ import annotations
 
+import math
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 import trio
 
-from djl.errors import WlmError
+from djl import adapters
+from djl.errors import TranslateError, WlmError
 from djl.failures import FailureObserver
 from djl.io import Input, Output
 from djl.registry.endpoints import Model, Workflow
@@ -112,20 +114,26 @@ class Invocation:
         pool = model.pool
         if pool is None or pool.status is not ModelStatus.READY:
             raise WlmError.not_ready(model.model_id)
+        adapters.select(pool.adapters, inputs)
+        done: _Done | None = None
         if watch is None:
             job = pool.submit(inputs, priority_of(inputs))
         else:
             done = _Done()
             job = pool.submit(inputs, priority_of(inputs), done)
         try:
-            if watch is None:
-                await job.done.wait()
-            elif not job.finished():
-                # The waiting task watches itself: no task and no nursery per request.
-                with trio.CancelScope() as done.scope:
-                    await watch()
-                if not job.finished():
-                    await done.wait()
+            # A rolling-batch model's request waits for a place in its worker's batch
+            # no longer than predict_timeout (spec §6.10); once it has one, it runs to
+            # its end (each decode step is bounded by the worker's own timeout).
+            rolling = getattr(pool.command, "rolling_batch_size", 0) > 0
+            admission = pool.config.predict_timeout_s if rolling else math.inf
+            with trio.move_on_after(admission):
+                await _wait(job, watch, done)
+            if not job.finished():
+                if job.queued:
+                    pool.discard(job)
+                    raise TranslateError.admission_timeout(admission)
+                await _wait(job, watch, done)
         except BaseException:
             if not job.finished():
                 pool.discard(job)
@@ -135,6 +143,18 @@ class Invocation:
         if job.error is not None:
             raise job.error
         return job.result
+
+
+async def _wait(job: Any, watch: Watch | None, done: _Done | None) -> None:
+    """Until ``job`` is answered, watching the client meanwhile when there is a watch."""
+    if watch is None or done is None:
+        await job.done.wait()
+    elif not job.finished():
+        # The waiting task watches itself: no task and no nursery per request.
+        with trio.CancelScope() as done.scope:
+            await watch()
+        if not job.finished():
+            await done.wait()
 
 
 __all__ = ["Invocation", "Watch", "watching"]

@@ -1,6 +1,7 @@
 """ModelManager: the composition root of the registry, and the one object the HTTP side
 holds. It builds the rooms, owns the nursery their loads and pools run in, and exposes
-their entry points; it does no work of its own.
+their entry points; it does no work of its own. The error-rate breaker and the async
+results are the app's (``djl.app.ServerParts``), handed in.
 """
 
 from __future__ import annotations
@@ -10,11 +11,14 @@ from collections.abc import Iterator
 import trio
 
 from djl import source_cache
+from djl.adapters import ModelAdapters
 from djl.async_results import AsyncResults
 from djl.breaker import ErrorRateBreaker
 from djl.config import UNREGISTER_GRACE_S, ServerConfig
+from djl.errors import AdapterError
 from djl.failures import FailureObserver
 from djl.metrics import PoolView, ServerMetrics
+from djl.own_nursery import OwnNursery
 from djl.registry.dynamic import DynamicLoading
 from djl.registry.endpoints import Endpoints, Workflow
 from djl.registry.invocation import Invocation
@@ -25,20 +29,19 @@ from djl.registry.pools import Pools, scale
 class ModelManager:
     """The registry of endpoints and the owner of every worker pool."""
 
-    def __init__(self, config: ServerConfig) -> None:
+    def __init__(self, config: ServerConfig, *, breaker: ErrorRateBreaker | None = None,
+                 results: AsyncResults | None = None) -> None:
         self.config = config
-        #: Spec §3.9: inference failures trip /ping to 503.
-        self.breaker = ErrorRateBreaker.from_config(
-            config.error_rate_wlm, config.error_rate_server, config.error_rate_any)
-        #: Spec §3.8: results of x-synchronous: false requests; runs in our nursery.
-        self.results = AsyncResults(
-            max_entries=config.async_result_max_entries,
-            max_bytes=config.async_result_max_bytes, ttl_s=config.async_result_ttl_s,
-            cache_batch=config.cache_batch, chunk_timeout_s=config.chunked_read_timeout_s)
+        #: The app's error-rate breaker (spec §3.9, ``djl.app.ServerParts``): predictions
+        #: count their failures into it and /ping reads it. Without one, no rule applies.
+        self.breaker = breaker if breaker is not None else ErrorRateBreaker()
+        #: The app's results of x-synchronous: false requests (spec §3.8), handed on to the
+        #: HTTP side; the app runs them. None: this manager serves without the app.
+        self.results = results
         #: The Prometheus metrics (SERVING_PROMETHEUS), or None: then nothing is counted.
         self.metrics = ServerMetrics(self._pool_statistics) if config.prometheus else None
         self.failures = FailureObserver(self.breaker, self.metrics)
-        self._nursery: trio.Nursery | None = None
+        self._own = OwnNursery("ModelManager")
 
         # The rooms, each with one job (see their modules).
         self.registry = Endpoints()
@@ -70,14 +73,7 @@ class ModelManager:
         """The manager's nursery: every pool and background load lives here."""
         # Nothing else would ever remove what a crashed run was downloading or deleting.
         await trio.to_thread.run_sync(source_cache.remove_stale_temps, self.config)
-        try:
-            async with trio.open_nursery() as nursery:
-                self._nursery = nursery
-                await nursery.start(self.results.run)
-                task_status.started(self)
-                await trio.sleep_forever()
-        finally:
-            self._nursery = None
+        await self._own.run(task_status, self)
 
     async def aclose(self, grace_s: float = UNREGISTER_GRACE_S) -> None:
         """Shutdown: abort the loads in progress (cancel_loads), then unregister
@@ -89,9 +85,7 @@ class ModelManager:
 
     @property
     def nursery(self) -> trio.Nursery:
-        if self._nursery is None:
-            raise RuntimeError("ModelManager.run is not running")
-        return self._nursery
+        return self._own.nursery
 
     # -- the rest, composed ------------------------------------------------------------
     async def scale(self, name: str, version: str | None, min_workers: int | None,
@@ -99,6 +93,24 @@ class ModelManager:
         """PUT /models/{name}[/{version}] (spec §2.7)."""
         targets = self.registry.endpoint(name).select(version)
         return await scale(targets, name, min_workers, max_workers, device)
+
+    def adapters_of(self, name: str | None) -> ModelAdapters:
+        """The adapter API's model (spec §2.10): ``name``, or the single start-up model."""
+        if name is None:
+            if len(self.startup_names) != 1:
+                raise AdapterError.needs_prefix()
+            name = self.startup_names[0]
+        return self.pools.adapters_of(name, self.registry)
+
+    def adapter_tables(self) -> Iterator[tuple[str, ModelAdapters]]:
+        """(endpoint name, its model's adapters) for each model with LoRA on, start-up
+        models first: what the OpenAI routes list, and search for a ``model`` name."""
+        names = [*self.startup_names, *sorted(set(self.endpoints) - set(self.startup_names))]
+        for name in names:
+            endpoint = self.endpoints.get(name)
+            model = endpoint.versions[-1].single_model if endpoint and endpoint.versions else None
+            if model is not None and model.pool is not None and model.pool.adapters is not None:
+                yield name, model.pool.adapters
 
     def health(self) -> tuple[dict[str, str], bool, bool]:
         """(key → status, any failed, any pending) over every model (spec §3.2)."""

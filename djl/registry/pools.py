@@ -16,11 +16,13 @@ from functools import partial
 import trio
 
 from djl import store
+from djl.adapter_calls import flag
+from djl.adapters import ModelAdapters, built_in
 from djl.config import RAY_DEVICE, UNREGISTER_GRACE_S, ServerConfig
-from djl.errors import DjlError, ModelLoadError, ModelNotFound, ServiceUnavailable
+from djl.errors import AdapterError, DjlError, ModelLoadError, ModelNotFound, ServiceUnavailable
 from djl.metrics import PoolView, ServerMetrics
 from djl.prepare import prepare_model
-from djl.registry.endpoints import Model, Workflow
+from djl.registry.endpoints import Endpoints, Model, Workflow
 from djl.status import ModelStatus
 from djl.wlm.devices import Device
 from djl.wlm.launch import Launcher
@@ -134,6 +136,9 @@ class Pools:
             metrics=metrics.for_model(model.model_id, model.version) if metrics else None,
             launchers=launchers,
         )
+        if flag(prepared.config.options.get("enable_lora"), False):
+            # Before the first workers start: each registers these before serving.
+            pool.adapters = ModelAdapters(pool, {a.name: a for a in built_in(source.model_dir)})
         try:
             await nursery.start(pool.run)
         except ModelLoadError:
@@ -143,6 +148,25 @@ class Pools:
         if metrics is not None:
             metrics.loaded(model.model_id, model.version, trio.current_time() - began)
         return pool
+
+    def adapters_of(self, name: str, registry: Endpoints) -> ModelAdapters:
+        """Spec §2.10: the adapters of worker pool ``name`` (a model id, else an endpoint
+        with a single model); 404, 400 for a workflow, 400 when LoRA is off."""
+        pool = next((s.pool for (model_id, _), s in self.shared.items() if model_id == name),
+                    None)
+        if pool is None:
+            endpoint = registry.by_name.get(name)
+            if endpoint is None or not endpoint.versions:
+                raise AdapterError.model_not_found(name)
+            model = endpoint.versions[-1].single_model
+            if model is None:
+                raise AdapterError.not_a_model(name)
+            pool = model.pool
+            if pool is None:
+                raise AdapterError.model_not_found(name)
+        if pool.adapters is None:
+            raise AdapterError.lora_disabled()
+        return pool.adapters
 
     def statistics(self) -> Iterator[tuple[str, str, PoolView]]:
         """Every pool's snapshot, with its workers' memory (read per metrics scrape)."""

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import math
+from collections import deque
 from collections.abc import Sequence
 from typing import Protocol
 
@@ -29,6 +30,7 @@ from djl.errors import (
 )
 from djl.io import Output, PairList
 from djl.sockio import FastStream
+from djl.wlm import adapter_jobs
 from djl.wlm.chunk_stream import ChunkStream
 from djl.wlm.frame_reader import next_frame, ready_frame
 from djl.wlm.seams import BatchSource
@@ -57,6 +59,8 @@ class BatchWorker(Protocol):
     answering: int
     #: Moving average of seconds per batch in the process (math.inf: not measured yet).
     service_s: float
+    #: Adapter jobs for it alone, sent before any queued job (djl/wlm/adapter_jobs.py).
+    control: deque[_batch.Job]
 
     def hold(self, jobs: list[_batch.Job]) -> None: ...
 
@@ -88,6 +92,9 @@ class BatchSession:
         extra = {"handler": source.command.handler}
         timeout = source.config.predict_timeout_s
         while True:
+            if worker.control:
+                await self._adapter_job()
+                continue
             batch = await source.take_batch(worker)
             if batch is None:
                 return
@@ -131,6 +138,16 @@ class BatchSession:
             worker.answering = 0
             worker.state = WorkerState.IDLE
             worker.last_active = trio.current_time()
+
+    async def _adapter_job(self) -> None:
+        """One adapter job of this worker's own (djl/wlm/adapter_jobs.py)."""
+        worker = self.worker
+        job = worker.control.popleft()
+        worker.hold([job])
+        job.set_result(await adapter_jobs.call(worker, self.stream, self.decoder, job.input,
+                                               rolling_channel=False))
+        worker.inflight = []
+        worker.state = WorkerState.IDLE
 
     def _observe_service(self, seconds: float) -> None:
         """Moving average of the time the process takes per batch."""

@@ -66,6 +66,8 @@ class JobDispatch:
         while True:
             if worker.retiring or self.closing:
                 return None
+            if getattr(worker, "control", None):
+                return []  # its adapter jobs first (Worker.post)
             batch = self.queue.take(size)
             if batch:
                 # The jobs are the worker's from here on: if it is killed while the batch

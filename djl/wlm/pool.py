@@ -50,6 +50,7 @@ from djl.wlm.recycling import Recycling
 from djl.wlm.scaling import Scaling
 from djl.wlm.seams import PooledWorker, WorkerFactory
 from djl.wlm.slots import WorkerSlots
+from djl.wlm.states import WorkerState
 from djl.wlm.statistics import GroupStatistics, PoolStatistics, WorkerStatistics
 from djl.wlm.worker import Worker
 
@@ -104,6 +105,9 @@ class WorkerPool(WorkerSlots, Scaling, Recycling):
         #: first loaded worker reported them; None until then, or when the engine knows
         #: nothing (a model.py handler). Every worker loads the same files, so one is kept.
         self.signature: Signature | None = None
+        #: Its LoRA adapters (djl/adapters.py ModelAdapters) when option.enable_lora=true;
+        #: each worker registers them all before it serves.
+        self.adapters: Any = None
         self._init_slots()
         self._init_scaling()
         self._init_recycling()
@@ -222,6 +226,19 @@ class WorkerPool(WorkerSlots, Scaling, Recycling):
                 job.set_error(WlmError.shutting_down())
             return
         self.dispatch.requeue(jobs)
+
+    def post(self, worker: PooledWorker, inputs: Input) -> _batch.Job:
+        """A job for ``worker`` alone, ahead of the queue (an adapter change)."""
+        job = _batch.Job(inputs, _batch.DEFAULT_PRIORITY, trio.Event())
+        worker.post(job)
+        self.dispatch.wake_all()  # a worker parked in take_batch comes back for it
+        return job
+
+    def loaded_workers(self) -> list[PooledWorker]:
+        """The workers that have loaded and serve (a starting one registers the adapters
+        itself, djl/wlm/adapter_jobs.py)."""
+        return [w for w in self.all_workers()
+                if w.state in (WorkerState.IDLE, WorkerState.BUSY)]
 
     def worker_ready(self, worker: PooledWorker) -> None:
         """A worker finished loading: a burst may still need another one (spec §5.4),

@@ -31,6 +31,7 @@ import trio
 from djl import _batch, rolling
 from djl.errors import FrameError, WorkerDied
 from djl.io import Output, PairList
+from djl.wlm import adapter_jobs
 from djl.wlm.chunk_stream import ChunkStream
 from djl.wlm.states import WorkerState
 
@@ -50,6 +51,10 @@ class RollingWorker(Protocol):
     inflight: list[_batch.Job]
     state: WorkerState
     last_active: float
+    #: Adapter jobs for this worker alone (djl/wlm/adapter_jobs.py), and what it calls
+    #: when one is posted.
+    control: Any
+    wake: Any
 
     async def _next_frame(self, stream: trio.SocketStream,
                           decoder: _batch.FrameDecoder) -> tuple[int, bytes]: ...
@@ -112,8 +117,9 @@ class RollingSession:
     async def _feed(self) -> None:
         worker, source = self.worker, self.worker.source
         extra = {"handler": source.command.handler}
+        worker.wake = self._place_free_set
         while True:
-            while len(self.active) >= self.limit:
+            while len(self.active) >= self.limit and not worker.control:
                 await self._place_free.wait()
                 self._place_free = trio.Event()
             jobs = await source.take_batch(worker)
@@ -123,6 +129,11 @@ class RollingSession:
                 return
             frames = bytearray()
             idle = not self.active
+            while worker.control:  # adapter jobs, with their own handler
+                seq = next(self._ids)
+                job = worker.control.popleft()
+                self.active[seq] = _Sequence(job)
+                frames += adapter_jobs.frame(job, seq)
             for job in jobs:
                 seq = next(self._ids)
                 self.active[seq] = _Sequence(job)
@@ -135,6 +146,9 @@ class RollingSession:
                     # The reader waits without a deadline while nothing is in flight: from
                     # now on an answer is due within predict_timeout.
                     self._reader_scope.cancel()
+
+    def _place_free_set(self) -> None:
+        self._place_free.set()
 
     def _wake_reader(self) -> None:
         """The reader may be waiting for frames while nothing is active: when the feeder
@@ -173,6 +187,7 @@ class RollingSession:
         if metrics is not None and batch:
             metrics.observe_rolling_batch_size(batch)
         over = False
+        generated = 0
         for seq_id, kind, tokens, data in items:
             seq = self.active.get(seq_id)
             if seq is None:
@@ -182,6 +197,7 @@ class RollingSession:
                     metrics.count_prompt_tokens(tokens)
                 continue
             if tokens:
+                generated += tokens
                 self._observe_tokens(seq, tokens, now)
             if kind == rolling.HEAD:
                 self._start_stream(seq, data)
@@ -197,13 +213,14 @@ class RollingSession:
             if kind in rolling.FINAL_KINDS:
                 self._finish(seq_id, seq)
                 over = True
+        if generated and metrics is not None:
+            metrics.count_generated_tokens(generated)  # once a step, not once a sequence
         if over:
             self._sync_worker()
 
     def _observe_tokens(self, seq: _Sequence, tokens: int, now: float) -> None:
         metrics = self.metrics
         if metrics is not None:
-            metrics.count_generated_tokens(tokens)
             if seq.last_token_at is None:
                 if seq.job.enqueued_at:
                     metrics.observe_time_to_first_token_us((now - seq.job.enqueued_at) * 1e6)
@@ -220,7 +237,7 @@ class RollingSession:
         send, receive = trio.open_memory_channel[bytes](math.inf)
         output = Output(code, message)
         output.properties.update(props)
-        output.stream = ChunkStream(receive)  # type: ignore[assignment]
+        output.stream = ChunkStream(receive, join=True)  # type: ignore[assignment]
         seq.send = send
         seq.job.set_result(output)
 

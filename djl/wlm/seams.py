@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+from collections import deque
 from typing import TYPE_CHECKING, Protocol
 
 import trio
@@ -52,6 +53,8 @@ class PooledWorker(Protocol):
     requests: int
     #: What its engine reported of the model's inputs and outputs once loaded.
     signature: Signature | None
+    #: Adapter jobs for it alone, taken before any queued job (djl/wlm/adapter_jobs.py).
+    control: deque[_batch.Job]
 
     @property
     def running(self) -> bool:
@@ -60,6 +63,10 @@ class PooledWorker(Protocol):
 
     def hold(self, jobs: list[_batch.Job]) -> None:
         """The jobs taken for it (BUSY from now on); it answers them should it stop."""
+        ...
+
+    def post(self, job: _batch.Job) -> None:
+        """Queue an adapter job for it alone (``control``)."""
         ...
 
     def retire(self) -> None:

@@ -21,12 +21,15 @@ import itertools
 import logging
 import math
 import os
+from collections import deque
+from collections.abc import Callable
 
 import trio
 
 from djl import _batch
 from djl.errors import DjlError, FrameError, ModelLoadError, WlmError, WorkerDied
 from djl.signature import Signature
+from djl.wlm import adapter_jobs
 from djl.wlm.batches import BatchSession
 from djl.wlm.devices import Device
 from djl.wlm.frame_reader import next_frame
@@ -71,6 +74,10 @@ class Worker:
         #: trio.current_time() of the last finished batch (or start): idle scale-down.
         self.last_active = trio.current_time()
         #: The jobs sent to the process and not yet answered.
+        #: Adapter jobs for this worker alone (djl/wlm/adapter_jobs.py), before any queued
+        #: one; ``wake`` tells a rolling session's feeder that one came.
+        self.control: deque[_batch.Job] = deque()
+        self.wake: Callable[[], None] | None = None
         self.inflight: list[_batch.Job] = []
         #: How many jobs at the head of ``inflight`` the process is answering now; the
         #: rest are pipelined batches it has not started (0: all of them are current).
@@ -100,6 +107,12 @@ class Worker:
     @property
     def label(self) -> str:
         return f"{self.source.model_id}/{self.id}"
+
+    def post(self, job: _batch.Job) -> None:
+        """An adapter job for this worker alone: sent before any queued job."""
+        self.control.append(job)
+        if self.wake is not None:
+            self.wake()
 
     def kill(self) -> None:
         """Stop now: in-flight jobs are answered with ``Worker shutting down``."""
@@ -177,6 +190,7 @@ class Worker:
                             self.signature = await initialise(
                                 stream, decoder, process, self.source.command,
                                 self.source.config)
+                            await adapter_jobs.sync(self, stream, decoder)
                             self.state = WorkerState.IDLE
                             self.last_active = trio.current_time()
                             task_status.started()
@@ -263,7 +277,8 @@ class Worker:
         self.exit_reason = ExitReason.RETIRED
 
     def _fail_inflight(self, error: DjlError) -> None:
-        jobs, self.inflight = self.inflight, []
+        jobs, self.inflight = self.inflight + list(self.control), []
+        self.control.clear()
         for job in jobs:
             job.set_error(error)
 

@@ -18,11 +18,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from serving import model_url, register, running_server
 
-from djl.app import create_app
+from djl.app import ServerParts, create_app
 from djl.config import MAX_REQUEST_HEAD_BYTES, load_server_config
 from djl.http.h1 import Connection
 from djl.http.server import Site
-from djl.registry import ModelManager
 
 _STATUS = re.compile(rb"HTTP/1\.1 (\d{3}) ")
 TEXT = {"content-type": "text/plain"}
@@ -221,9 +220,9 @@ def _site(tmp_path) -> Site:
                                 overrides={"request_head_timeout": "2",
                                            "request_body_timeout": "2",
                                            "max_request_size": "4096"})
-    manager = ModelManager(config)
-    app = create_app(config, manager)
-    return Site(config, manager, "both", app.asgi_app.quart_asgi, "http")
+    parts = ServerParts(config)
+    app = create_app(config, parts)
+    return Site(config, parts.manager, "both", app.asgi_app.quart_asgi, "http")
 
 
 @settings(max_examples=150, deadline=None)

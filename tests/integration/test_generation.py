@@ -12,33 +12,21 @@ import json
 import os
 import shutil
 import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import httpx
 import pytest
 import trio
-from serving import EXAMPLES
+from serving import EXAMPLES, serving_process
 from test_cli import runtime_pids
 
 openai = pytest.importorskip("openai")
 transformers = pytest.importorskip("transformers")
 
 TINYLM = EXAMPLES / "tinylm" / "model"
-ENV = {k: v for k, v in os.environ.items() if not k.startswith("SERVING_")}
 PROMPTS = ["The model server", "Once upon a time there was", "Hello! How are you",
            "The river runs past the old mill, under the stone bridge and into",
            "red", "Numbers count things: one, two", "Tell me a story", "What is"]
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -46,35 +34,8 @@ def server(tmp_path_factory):
     if not (TINYLM / "config.json").is_file():
         pytest.skip("examples/tinylm/model is not built: run make install")
     home = tmp_path_factory.mktemp("gen")
-    port = _free_port()
-    url = f"http://127.0.0.1:{port}"
-    env = {**ENV, "DJL_CACHE_DIR": str(home / "cache"), "MODEL_SERVER_HOME": str(home),
-           "SERVING_INFERENCE_ADDRESS": url, "SERVING_MANAGEMENT_ADDRESS": url,
-           "SERVING_PROMETHEUS": "true", "SERVING_RETRY_THRESHOLD": "10"}
-    proc = subprocess.Popen([sys.executable, "-m", "djl", "--models",
-                             f"tinylm=file:{TINYLM}/"], env=env, cwd=home,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 120
-    try:
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"server exited: {proc.communicate()[1][-3000:]}")
-            try:
-                r = httpx.get(f"{url}/models/tinylm", timeout=2)
-                if r.status_code == 200 and r.json()[0]["models"][0]["status"] == "Healthy":
-                    break
-            except (httpx.HTTPError, KeyError, IndexError):
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail("the tiny LM did not load")
-            time.sleep(0.2)
+    with serving_process(home, "tinylm", TINYLM, {"SERVING_RETRY_THRESHOLD": "10"}) as url:
         yield url
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
 
 
 def tinylm_copy(folder: Path, properties: str = "") -> Path:
@@ -110,7 +71,18 @@ def reference():
             out = model.generate(**ids, max_new_tokens=max_new_tokens, do_sample=False)
         return out[0, ids["input_ids"].shape[1]:].tolist()
 
+    def scored(prompt: str, max_new_tokens: int) -> tuple[list[int], list[float]]:
+        """Greedy ``generate``'s tokens and each one's log probability."""
+        ids = tokenizer(prompt, add_special_tokens=False, return_tensors="pt")
+        with torch.inference_mode():
+            out = model.generate(**ids, max_new_tokens=max_new_tokens, do_sample=False,
+                                 output_scores=True, return_dict_in_generate=True)
+        tokens = out.sequences[0, ids["input_ids"].shape[1]:].tolist()
+        return tokens, [float(torch.log_softmax(score[0].float(), dim=-1)[token])
+                        for score, token in zip(out.scores, tokens, strict=True)]
+
     greedy.tokenizer = tokenizer
+    greedy.scored = scored
     return greedy
 
 
@@ -185,6 +157,47 @@ async def test_concurrent_streams_overlap_and_each_equals_generate(server, refer
     first_ends = min(s[-1] for s in stamps.values())
     assert all(s[0] < first_ends for s in stamps.values()), "the streams did not overlap"
     assert steps - single > 0, "no decode step held more than one sequence"
+
+
+async def test_rows_of_different_padding_decode_at_their_own_positions(server, reference):
+    """Prompts of 2 to ~50 tokens decode in one batch, left-padded to a common width, the
+    long ones joining a batch already running: each row's tokens and their log
+    probabilities equal ``generate`` alone on its prompt. (The tiny model's random weights
+    barely care where a token sits, so greedy tokens alone would hide wrong position ids;
+    the log probabilities do not.)"""
+    long_prompt = " ".join([PROMPTS[3]] * 3)
+    first = {"inputs": "red", "parameters": {"max_new_tokens": 60}}
+    joiners = {"long": (long_prompt, 40), "medium": (PROMPTS[1], 50)}
+    details: dict[str, list[dict]] = {}
+    async with client(server) as c:
+        steps_before = await metric(c, "RollingBatchSize_count")
+        single_before = await metric(c, "RollingBatchSize_bucket{le=\"1.0\"")
+
+        async def join(key: str) -> None:
+            prompt, n = joiners[key]
+            answer = await generate(c, prompt, max_new_tokens=n, details=True)
+            details[key] = answer["details"]["tokens"]
+
+        async with trio.open_nursery() as nursery:
+            async with c.stream("POST", "/predictions/tinylm",
+                                json={**first, "stream": True}) as r:
+                lines = []
+                async for line in r.aiter_lines():
+                    if line:
+                        lines.append(json.loads(line)["token"])
+                        if len(lines) == 2:  # the short one is decoding: the others join
+                            for key in joiners:
+                                nursery.start_soon(join, key)
+        steps = await metric(c, "RollingBatchSize_count") - steps_before
+        single = await metric(c, "RollingBatchSize_bucket{le=\"1.0\"") - single_before
+    assert steps - single > 0, "no decode step held more than one sequence"
+    got = {"short": lines, **details}
+    prompts = {"short": ("red", 60), **joiners}
+    for key, (prompt, n) in prompts.items():
+        tokens, logprobs = reference.scored(prompt, n)
+        assert [t["id"] for t in got[key]] == tokens, key
+        worst = max(abs(t["log_prob"] - lp) for t, lp in zip(got[key], logprobs, strict=True))
+        assert worst < 1e-4, (key, worst)
 
 
 async def test_a_short_request_finishes_while_long_ones_run(server):
@@ -384,6 +397,48 @@ async def test_a_disconnect_frees_its_place_within_a_step(server, one_place):
         assert r.status_code == 200, r.text
         generated = await metric(c, "GeneratedTokens_total", "tiny1")
     assert 5 < generated < 100, generated
+
+
+async def test_a_request_with_no_place_times_out_in_the_queue(server, tmp_path):
+    """One place and predict_timeout=1: a request sent while a long stream holds the
+    place waits in the queue, then gets DJL's 400 ``Time out in: 1`` while that stream
+    goes on to its end untouched."""
+    folder = tinylm_copy(tmp_path / "tiny1t", "option.max_rolling_batch_size=1\n"
+                         "option.predict_timeout=1\n")
+    config = json.loads((folder / "config.json").read_text())
+    config["max_position_embeddings"] = 4096  # room for a stream that outlasts 1 s
+    (folder / "config.json").write_text(json.dumps(config))
+    async with client(server) as c:
+        r = await c.post("/models", params={"url": f"file:{folder}/", "model_name": "tiny1t"})
+        assert r.status_code == 200, r.text
+        try:
+            lines: list[dict] = []
+            late: list[tuple[httpx.Response, int]] = []
+
+            async def behind() -> None:
+                answer = await c.post("/predictions/tiny1t", json={"inputs": "red"})
+                late.append((answer, len(lines)))
+
+            async with trio.open_nursery() as nursery:
+                async with c.stream("POST", "/predictions/tiny1t", json={
+                        "inputs": PROMPTS[2], "stream": True,  # greedy: no EOS for long
+                        "parameters": {"max_new_tokens": 3000, "details": True}}) as stream:
+                    async for line in stream.aiter_lines():
+                        if line:
+                            lines.append(json.loads(line))
+                            if len(lines) == 1:
+                                nursery.start_soon(behind)
+        finally:
+            await c.delete("/models/tiny1t")
+    (answer, streamed), = late
+    assert answer.status_code == 400, answer.text
+    assert answer.json()["message"] == "Time out in: 1"
+    assert answer.json()["code"] == 400 and answer.json()["type"] == "TranslateException"
+    # The race happened: the refusal came while the stream was still going, and the
+    # stream was not cut for it.
+    assert 1 <= streamed < len(lines)
+    assert lines[-1]["details"]["finish_reason"] in ("length", "eos_token")
+    assert lines[-1]["details"]["generated_tokens"] == len(lines)
 
 
 async def test_a_worker_dying_mid_stream_ends_it_with_an_error_line(server, one_place):

@@ -9,7 +9,8 @@ with every sequence's news. Idle, it blocks on the socket.
 Loading (``option.*``): ``dtype`` (fp32 on CPU by default; bf16, fp16), ``trust_remote_code``
 (false: code in a model folder never runs unless set), ``max_rolling_batch_size`` (32),
 ``max_new_tokens`` (30, a request's default), ``output_formatter`` (``sse`` streams
-``text/event-stream``). Everything is read from the folder; nothing is downloaded.
+``text/event-stream``), ``enable_lora`` and ``max_loras`` (LoRA adapters, several in one
+batch: adapters.py, lora.py). Everything is read from the folder; nothing is downloaded.
 """
 
 from __future__ import annotations
@@ -24,9 +25,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from djl import _batch, rolling
-from djl.errors import ERROR_BAD_MODEL, ERROR_LOAD, ERROR_OOM, BadInput, FrameError
+from djl import _batch, adapter_calls, rolling
+from djl.errors import ERROR_BAD_MODEL, ERROR_LOAD, ERROR_OOM, AdapterError, BadInput, FrameError
 from djl.runtime.generation import formats, loader
+from djl.runtime.generation.adapters import AdapterTable
 from djl.runtime.generation.detokenize import Detokenizer
 from djl.runtime.generation.params import (
     CHAT,
@@ -70,6 +72,8 @@ class Call:
     sequences: list[Any] = field(default_factory=list)
     #: Prompts not finished yet.
     running: int = 0
+    #: Each prompt's LoRA adapter (None: the base model).
+    adapters: list[Any] = field(default_factory=list)
 
 
 class GenerationEngine:
@@ -86,6 +90,7 @@ class GenerationEngine:
         self.eos: frozenset[int] = frozenset()
         self.sse = False
         self.model_name = model_dir.name
+        self.adapters = AdapterTable(None)
 
     # -- loading ------------------------------------------------------------------------
     def load(self, properties: dict[str, str]) -> None:
@@ -96,7 +101,13 @@ class GenerationEngine:
         self.context, self.eos = loaded.context, loaded.eos
         self.max_new_tokens = loaded.max_new_tokens
         self.sse = loaded.output_formatter == "sse"
-        self.batch = RollingBatch(self.model, loaded.max_rolling_batch_size)
+        lora = None
+        if loaded.max_loras:
+            from djl.runtime.generation.lora import MultiLora
+
+            lora = MultiLora(self.model, loaded.max_loras)
+        self.adapters = AdapterTable(lora)
+        self.batch = RollingBatch(self.model, loaded.max_rolling_batch_size, lora)
 
     # -- the loop -----------------------------------------------------------------------
     def serve(self, sock: socket.socket, max_frame: int = _batch.MAX_FRAME) -> None:
@@ -157,17 +168,27 @@ class GenerationEngine:
             if call is not None:
                 self.batch.remove(call.sequences)
                 items.append((seq_id, rolling.GONE, 0, b""))
+                self._ended(call, items)
+            return
+        handler = props.get("handler")
+        if handler in adapter_calls.HANDLERS:
+            options = {k: bytes(v).decode("utf-8", "replace")
+                       for k, v in zip(keys, values, strict=True) if k}
+            answer = self.adapters.operate(seq_id, handler, props, options)
+            if answer is not None:
+                items.append(_answer(seq_id, *answer))
             return
         api = props.get(rolling.API, LMI)
         try:
             # The body is the ``data`` item (query parameters come before it, spec §3.3).
             body = values[keys.index("data")] if "data" in keys else (
                 values[-1] if values else b"")
-            call = self._call(seq_id, api, body)
-        except BadInput as exc:
+            call = self._call(seq_id, api, body, props.get(adapter_calls.ADAPTER, ""))
+        except (BadInput, AdapterError) as exc:
+            code = 400 if isinstance(exc, BadInput) else exc.status
             response = _batch.encode_response(
-                400, "Bad Request", {"content-type": formats.JSON}, [None],
-                [formats.error_body(api, exc.message, 400)])
+                code, "Bad Request", {"content-type": formats.JSON}, [None],
+                [formats.error_body(api, exc.message, code)])
             items.append((seq_id, rolling.FULL, 0, bytes(response[5:])))
             return
         self.calls[seq_id] = call
@@ -180,10 +201,13 @@ class GenerationEngine:
             items.append((seq_id, rolling.HEAD, 0, rolling.encode_head(
                 bytes(head[5:]), formats.error_line(call, WORKER_DIED))))
 
-    def _call(self, seq_id: int, api: str, body: bytes) -> Call:
+    def _call(self, seq_id: int, api: str, body: bytes, adapter: str) -> Call:
         from djl.runtime.generation.scheduler import Sequence
 
         request = parse_body(body, api, self.max_new_tokens, self.model_name)
+        # The body's "adapters" first, else what the query or a header selected.
+        names = request.adapters or [adapter] * len(request.prompts)
+        adapters = self.adapters.select(names) if any(names) else [None] * len(names)
         if request.api in (CHAT, OPENAI_CHAT):
             try:
                 request.prompts = [self.tokenizer.apply_chat_template(
@@ -201,8 +225,10 @@ class GenerationEngine:
                 raise BadInput(f"The prompt is {len(ids)} tokens long; the model's context "
                                f"holds {self.context}")
             call.texts.append(Text(prompt, len(ids), Detokenizer(self.tokenizer, ids)))
-            call.sequences.append(Sequence(ids, request.params, call, index))
+            call.sequences.append(Sequence(ids, request.params, call, index, adapters[index]))
         call.running = len(call.sequences)
+        call.adapters = adapters
+        self.adapters.hold(adapters)
         return call
 
     # -- one decode step ----------------------------------------------------------------
@@ -230,6 +256,7 @@ class GenerationEngine:
                 kind = rolling.DATA if call.request.stream else rolling.PROGRESS
             else:
                 del self.calls[seq_id]
+                self._ended(call, items)
                 if call.request.stream:
                     kind = rolling.END
                 else:
@@ -238,6 +265,13 @@ class GenerationEngine:
                         200, "OK", {"content-type": formats.JSON}, [None],
                         [formats.body(call)])[5:])
             items.append((seq_id, kind, count, data))
+
+    def _ended(self, call: Call, items: list[rolling.Item]) -> None:
+        """A request is over: an unregister that waited for it may answer now."""
+        if call.adapters and any(call.adapters):
+            self.adapters.drop(call.adapters)
+            for seq_id, answer in self.adapters.settle():
+                items.append(_answer(seq_id, *answer))
 
     def _grow(self, seq: Any, text: Text, token: int, logprob: float) -> str:
         """Append ``token`` to the text and decide whether the sequence is over."""
@@ -262,6 +296,11 @@ class GenerationEngine:
                                     or len(seq.prompt_ids) + len(seq.ids) >= self.context):
             text.finish = "length"
         return piece
+
+
+def _answer(seq_id: int, code: int, message: str) -> rolling.Item:
+    """An adapter job's answer: DJL's reply is built from the Output's code and message."""
+    return seq_id, rolling.FULL, 0, bytes(_batch.encode_response(code, message, {}, [], [])[5:])
 
 
 def main_serve(sock: socket.socket, model_dir: Path, device_id: str, num_threads: int,

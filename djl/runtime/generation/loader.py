@@ -31,6 +31,8 @@ class LoadedModel:
     max_rolling_batch_size: int
     max_new_tokens: int
     output_formatter: str
+    #: LoRA slots (option.max_loras) when option.enable_lora=true, else 0: no adapters.
+    max_loras: int = 0
 
 
 def _flag(value: str | None) -> bool:
@@ -114,4 +116,5 @@ def load(model_dir: Path, properties: dict[str, str], device_id: int,
         _positive(properties, "max_rolling_batch_size"),
         _positive(properties, "max_new_tokens"),
         (properties.get("output_formatter") or "").strip().lower(),
+        _positive(properties, "max_loras") if _flag(properties.get("enable_lora")) else 0,
     )

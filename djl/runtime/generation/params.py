@@ -58,6 +58,9 @@ class GenerationRequest:
     model: str = ""
     #: Chat messages, rendered into ``prompts[0]`` by the engine (its template).
     messages: list[dict[str, Any]] = field(default_factory=list)
+    #: The body's ``adapters``: one LoRA adapter name per prompt ("" the base model);
+    #: None when the body names none (the request's ``adapter`` property decides).
+    adapters: list[str] | None = None
 
 
 def parse_body(body: bytes, api: str, default_max_new_tokens: int,
@@ -75,6 +78,7 @@ def parse_body(body: bytes, api: str, default_max_new_tokens: int,
         request = _chat_common(data, CHAT, _lmi_params(data.get("parameters", data),
                                                        default_max_new_tokens))
         request.model = _string(data.get("model", model_name), "model")
+        request.adapters = _adapters(data, 1, batched=False)
         return request
     if "inputs" not in data:
         raise BadInput('The request needs "inputs" (a string or a list of strings) '
@@ -96,7 +100,22 @@ def parse_body(body: bytes, api: str, default_max_new_tokens: int,
         details=_flag(parameters.get("details", False), "details"),
         return_full_text=_flag(parameters.get("return_full_text", False),
                                "return_full_text"),
+        adapters=_adapters(data, len(prompts), batched=batched),
     )
+
+
+def _adapters(data: dict[str, Any], count: int, *, batched: bool) -> list[str] | None:
+    """LMI's ``adapters``: a name for every input, or a list of one name per input."""
+    if "adapters" not in data:
+        return None
+    value = data["adapters"]
+    if isinstance(value, str):
+        return [value] * count
+    if (batched and isinstance(value, list) and len(value) == count
+            and all(isinstance(v, str) for v in value)):
+        return list(value)
+    shape = f"or a list of {count} strings, one per input" if batched else ""
+    raise BadInput(f'"adapters" must be a string {shape}'.rstrip())
 
 
 def _lmi_params(p: dict[str, Any], default_max_new_tokens: int) -> SamplingParams:

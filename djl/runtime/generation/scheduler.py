@@ -2,10 +2,13 @@
 
 ``RollingBatch`` holds the sequences being decoded together and their key/value cache
 (one ``DynamicCache`` for the batch, left-padded to a common length, with the 2-D
-attention mask that hides the padding and explicit position ids per sequence). Each
-``step`` decodes one token for every running sequence, then prefills waiting sequences
-(each alone, exactly as ``generate`` would) and joins them to the batch, so a new request
-costs its running neighbours one prefill, not a wait for the batch to drain. A sequence
+attention mask that hides the padding and explicit position ids per sequence: a row's
+positions count its own tokens, never its padding, as ``generate`` counts them for a
+left-padded batch). Each ``step`` decodes one token for every running sequence, then
+prefills every waiting sequence that has a place in one forward (left-padded together;
+one alone runs exactly the forward ``generate`` runs) and joins them to the batch, so new
+requests cost their running neighbours one prefill per step, not one each, nor a wait for
+the batch to drain. A sequence
 that finished or was cancelled is ``remove``d before the next step: its rows leave the
 cache at once, and padding columns no sequence needs any more are trimmed.
 
@@ -18,6 +21,10 @@ equals it token for token. See bench/llm.py for the numbers.
 
 Sampling follows transformers' logits processors (repetition penalty, temperature, top-k,
 top-p) row by row; each sequence draws from its own ``torch.Generator``.
+
+LoRA (lora.py): a sequence may name an adapter; it is admitted once its adapter holds a
+slot (else it waits, and sequences behind it may go first), and before each forward the
+batch tells the adapters which slot each row uses, so one forward serves any mix.
 """
 
 from __future__ import annotations
@@ -30,16 +37,17 @@ from typing import Any
 import torch
 from transformers import DynamicCache
 
+from djl.runtime.generation.lora import Adapter, MultiLora
 from djl.runtime.generation.params import SamplingParams
 
 
 class Sequence:
     """One prompt being continued."""
 
-    __slots__ = ("generator", "ids", "owner", "params", "prompt_ids", "index")
+    __slots__ = ("adapter", "generator", "ids", "owner", "params", "prompt_ids", "index")
 
     def __init__(self, prompt_ids: list[int], params: SamplingParams, owner: Any = None,
-                 index: int = 0) -> None:
+                 index: int = 0, adapter: Adapter | None = None) -> None:
         self.prompt_ids = prompt_ids
         #: The tokens generated so far.
         self.ids: list[int] = []
@@ -48,6 +56,8 @@ class Sequence:
         self.owner = owner
         #: Its place among its request's sequences (a list of inputs).
         self.index = index
+        #: Its LoRA adapter (None: the base model).
+        self.adapter = adapter
         self.generator: torch.Generator | None = None
         if params.do_sample:
             seed = params.seed if params.seed is not None else random.getrandbits(63)
@@ -57,8 +67,12 @@ class Sequence:
 class RollingBatch:
     """The running sequences of one model and their cache; see the module docstring."""
 
-    def __init__(self, model: Any, max_size: int) -> None:
+    def __init__(self, model: Any, max_size: int, lora: MultiLora | None = None) -> None:
         self.model = model
+        self.lora = lora
+        #: What the adapters' rows were last set for: (rows version, lora version).
+        self._rows_set: tuple[int, int] | None = None
+        self._rows_version = 0
         self.device = next(model.parameters()).device
         self.max_size = max(1, max_size)
         #: Decoding together, in cache row order.
@@ -87,6 +101,8 @@ class RollingBatch:
         if self.running:
             assert self._mask is not None and self._positions is not None
             batch = len(self.running)
+            if self.lora is not None:
+                self._set_rows()
             self._mask = torch.cat(
                 [self._mask, self._mask.new_ones((batch, 1))], dim=1)
             out = self.model(
@@ -98,9 +114,8 @@ class RollingBatch:
             tokens, logprobs = self._sample(self.running, out.logits[:, -1, :])
             self._last = torch.tensor(tokens, dtype=torch.long, device=self.device)
             made.extend(zip(self.running, tokens, logprobs, strict=True))
-        while self.waiting and len(self.running) < self.max_size:
-            seq = self.waiting.popleft()
-            made.append(self._prefill(seq))
+        if self.waiting and len(self.running) < self.max_size:
+            self._admit(made)
         for seq, token, _ in made:
             seq.ids.append(token)
         return made
@@ -114,6 +129,11 @@ class RollingBatch:
         keep = [i for i, s in enumerate(self.running) if id(s) not in drop]
         if len(keep) == len(self.running):
             return
+        if self.lora is not None:
+            for seq in self.running:
+                if seq.adapter is not None and id(seq) in drop:
+                    self.lora.release(seq.adapter)
+        self._rows_version += 1
         self.running = [self.running[i] for i in keep]
         if not keep:
             self._cache = self._mask = self._positions = self._last = None
@@ -131,40 +151,80 @@ class RollingBatch:
         self._last = self._last.index_select(0, rows)
 
     # -- internals ----------------------------------------------------------------------
-    def _prefill(self, seq: Sequence) -> tuple[Sequence, int, float]:
-        ids = torch.tensor([seq.prompt_ids], dtype=torch.long, device=self.device)
-        cache = DynamicCache(config=self.model.config)
-        out = self.model(input_ids=ids, cache=cache, use_cache=True)
-        (token,), (logprob,) = self._sample([seq], out.logits[:, -1, :])
-        self._join(seq, cache, len(seq.prompt_ids), token)
-        return seq, token, logprob
+    def _admit(self, made: list[tuple[Sequence, int, float]]) -> None:
+        """Prefill waiting sequences while there is room; one whose adapter finds no free
+        slot keeps its place in line, and those behind it may go first."""
+        held: list[Sequence] = []
+        lora = self.lora
+        admitted: list[Sequence] = []
+        while self.waiting and len(self.running) + len(admitted) < self.max_size:
+            seq = self.waiting.popleft()
+            if seq.adapter is not None and lora is not None and not lora.acquire(seq.adapter):
+                held.append(seq)
+                continue
+            admitted.append(seq)
+        self.waiting.extendleft(reversed(held))
+        if admitted:
+            made.extend(self._prefill(admitted))
 
-    def _join(self, seq: Sequence, cache: DynamicCache, length: int, token: int) -> None:
+    def _set_rows(self) -> None:
+        assert self.lora is not None
+        key = (self._rows_version, self.lora.version)
+        if key != self._rows_set:
+            self.lora.set_rows([s.adapter.slot if s.adapter is not None else 0
+                                for s in self.running])
+            self._rows_set = key
+
+    def _prefill(self, seqs: list[Sequence]) -> list[tuple[Sequence, int, float]]:
+        """One forward over the newcomers' prompts, left-padded to the longest, and their
+        first tokens; then they join the running batch."""
         device = self.device
-        position = torch.tensor([length], dtype=torch.long, device=device)
-        last = torch.tensor([token], dtype=torch.long, device=device)
-        mask = torch.ones((1, length), dtype=torch.long, device=device)
+        lengths = [len(seq.prompt_ids) for seq in seqs]
+        width = max(lengths)
+        ids = torch.zeros((len(seqs), width), dtype=torch.long)
+        mask = torch.zeros((len(seqs), width), dtype=torch.long)
+        for row, (seq, length) in enumerate(zip(seqs, lengths, strict=True)):
+            ids[row, width - length:] = torch.tensor(seq.prompt_ids, dtype=torch.long)
+            mask[row, width - length:] = 1
+        # Positions count each row's tokens from 0 at its first one (padding: 0, unseen).
+        positions = (mask.cumsum(dim=1) - 1).clamp(min=0)
+        ids, mask, positions = ids.to(device), mask.to(device), positions.to(device)
+        cache = DynamicCache(config=self.model.config)
+        if self.lora is not None:
+            self.lora.set_rows([s.adapter.slot if s.adapter is not None else 0 for s in seqs])
+            self._rows_set = None
+        out = self.model(input_ids=ids, attention_mask=mask, position_ids=positions,
+                         cache=cache, use_cache=True, logits_to_keep=1)
+        tokens, logprobs = self._sample(seqs, out.logits[:, -1, :])
+        self._join(seqs, cache, mask, lengths, tokens)
+        return list(zip(seqs, tokens, logprobs, strict=True))
+
+    def _join(self, seqs: list[Sequence], cache: DynamicCache, mask: torch.Tensor,
+              lengths: list[int], tokens: list[int]) -> None:
+        device = self.device
+        positions = torch.tensor(lengths, dtype=torch.long, device=device)
+        last = torch.tensor(tokens, dtype=torch.long, device=device)
+        self._rows_version += 1
         if not self.running:
-            self.running = [seq]
-            self._cache, self._mask, self._positions, self._last = cache, mask, position, last
+            self.running = list(seqs)
+            self._cache, self._mask, self._positions, self._last = cache, mask, positions, last
             return
         assert self._mask is not None and self._cache is not None
-        width = self._mask.shape[1]
-        if length > width:  # the newcomer is longer: pad the batch on the left
-            self._mask = torch.cat([self._mask.new_zeros((len(self.running), length - width)),
-                                    self._mask], dim=1)
+        width, new_width = self._mask.shape[1], mask.shape[1]
+        if new_width > width:  # the newcomers are longer: pad the batch on the left
+            self._mask = _pad_left(self._mask, new_width - width, dim=1)
             for layer in self._cache.layers:
-                layer.keys = _pad_left(layer.keys, length - width)
-                layer.values = _pad_left(layer.values, length - width)
-            width = length
-        self._mask = torch.cat([self._mask, _pad_left(mask, width - length, dim=1)], dim=0)
+                layer.keys = _pad_left(layer.keys, new_width - width)
+                layer.values = _pad_left(layer.values, new_width - width)
+            width = new_width
+        pad = width - new_width
+        self._mask = torch.cat([self._mask, _pad_left(mask, pad, dim=1)], dim=0)
         for mine, new in zip(self._cache.layers, cache.layers, strict=True):
-            mine.keys = torch.cat([mine.keys, _pad_left(new.keys, width - length)], dim=0)
-            mine.values = torch.cat([mine.values, _pad_left(new.values, width - length)],
-                                    dim=0)
-        self._positions = torch.cat([self._positions, position])
+            mine.keys = torch.cat([mine.keys, _pad_left(new.keys, pad)], dim=0)
+            mine.values = torch.cat([mine.values, _pad_left(new.values, pad)], dim=0)
+        self._positions = torch.cat([self._positions, positions])
         self._last = torch.cat([self._last, last])
-        self.running.append(seq)
+        self.running.extend(seqs)
 
     def _sample(self, seqs: Seq[Sequence], logits: torch.Tensor
                 ) -> tuple[list[int], list[float]]:

@@ -15,8 +15,8 @@ none of them), and the ratios Ray / local, total CPU per request included. Round
 interleave: each point measures local then Ray in even rounds, Ray then local in odd
 ones; ratios are of the medians over rounds. Writes bench/results/ray.json.
 
-    .venv/bin/python bench/ray.py            # ~3 min: 3 rounds of 10 s points
-    .venv/bin/python bench/ray.py --quick    # ~1 min: 2 rounds of 3 s points
+    .venv/bin/python bench/ray_vs_local.py            # ~3 min: 3 rounds of 10 s points
+    .venv/bin/python bench/ray_vs_local.py --quick    # ~1 min: 2 rounds of 3 s points
 """
 
 from __future__ import annotations
