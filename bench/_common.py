@@ -18,11 +18,13 @@ Its Java frontend counts as the "server" in CPU per request, its Python backends
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import json
 import multiprocessing
 import os
 import platform
+import random
 import shutil
 import signal
 import socket
@@ -30,12 +32,12 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 
@@ -46,6 +48,7 @@ REPO = BENCH_DIR.parent
 RESULTS_DIR = Path(os.environ.get("DJL_BENCH_RESULTS") or BENCH_DIR / "results")
 PYTHON = sys.executable
 CLK_TCK = os.sysconf("SC_CLK_TCK")
+T = TypeVar("T")
 
 
 # -- machine ------------------------------------------------------------------------------
@@ -725,6 +728,9 @@ def import_ray() -> Any:
 
 
 def write_results(name: str, data: dict[str, Any]) -> Path:
+    """``data`` as RESULTS_DIR/name; its ``machine`` gains the load at the end."""
+    if isinstance(data.get("machine"), dict):
+        data["machine"].setdefault("loadavg_at_end", os.getloadavg())
     RESULTS_DIR.mkdir(parents=True, exist_ok=True)
     path = RESULTS_DIR / name
     path.write_text(json.dumps(data, indent=2) + "\n")
@@ -751,3 +757,138 @@ def timer(label: str) -> Iterator[None]:
     start = time.perf_counter()
     yield
     print(f"[{label}: {time.perf_counter() - start:.1f}s]", flush=True)
+
+
+# -- what every load bench script shares ----------------------------------------------------
+
+#: examples/mlp's model as the MLP benches serve it (torch_mlp, v2, ray): one worker, batch
+#: 32, max_batch_delay 10 ms, one intra-op thread.
+MLP_SETTINGS = """batch_size=32
+max_batch_delay=10
+minWorkers=1
+maxWorkers=1
+option.num_threads=1
+"""
+MLP_DESCRIPTION = "TorchScript Linear(128,256)-ReLU-Linear(256,10), seed 0 (examples/mlp)"
+
+
+def load_parser(doc: str | None, *, duration: float, warmup: float, concurrency: list[int],
+                rounds: int | None, quick: str, client: bool = False) -> argparse.ArgumentParser:
+    """The options every load bench takes: seconds per point and of warm-up, the
+    concurrency levels, interleaved rounds (``rounds`` None: the script has none), the
+    load generator and its threads, ``--quick``. The script adds its own."""
+    parser = argparse.ArgumentParser(description=(doc or "").splitlines()[0])
+    parser.add_argument("--duration", type=float, default=duration, help="seconds per point")
+    parser.add_argument("--warmup", type=float, default=warmup,
+                        help="warm-up seconds per point")
+    parser.add_argument("--concurrency", type=int, nargs="+", default=concurrency)
+    if rounds is not None:
+        parser.add_argument("--rounds", type=int, default=rounds,
+                            help="interleaved rounds (median)")
+    if client:
+        parser.add_argument("--client", choices=["auto", "wrk", "python"], default="auto",
+                            help="load generator (auto: wrk, installed if missing, else Python)")
+    parser.add_argument("--wrk-threads", type=int, default=1,
+                        help="wrk threads (1 leaves the second core to the server)")
+    parser.add_argument("--quick", action="store_true", help=quick)
+    return parser
+
+
+def parse_load_args(parser: argparse.ArgumentParser, argv: list[str] | None,
+                    **quick: Any) -> argparse.Namespace:
+    """``parser``'s arguments, ``--quick`` replacing the named settings by ``quick``'s."""
+    args = parser.parse_args(argv)
+    if args.quick:
+        for name, value in quick.items():
+            setattr(args, name, value)
+    return args
+
+
+def load_client(args: argparse.Namespace, procs: Processes, notes: list[str]) -> Client:
+    """The load generator ``args`` asks for (``--client``, default auto): wrk, installed
+    if missing, else the Python fallback, which ``notes`` then records."""
+    choice = getattr(args, "client", "auto")
+    wrk = None if choice == "python" else ensure_wrk(allow_install=True)
+    if choice == "wrk" and wrk is None:
+        raise SystemExit("wrk is not available and could not be installed")
+    if wrk is None:
+        notes.append("wrk unavailable: the multi-process Python client measured (slower; "
+                     "its numbers are a lower bound)")
+        print(f"NOTE: {notes[-1]}", flush=True)
+    return Client(wrk, threads=args.wrk_threads, tmp=procs.tmp)
+
+
+def interleaved(rounds: int, concurrency: list[int], targets: list[T]
+                ) -> Iterator[tuple[int, int, T]]:
+    """(round, c, target) in the order the benches measure: each round every concurrency,
+    each concurrency every target, the order flipping each round so a drift in the
+    machine's other load hits the first target and the last alike."""
+    for round_no in range(rounds):
+        for c in concurrency:
+            yield from ((round_no, c, t) for t in (targets if round_no % 2 == 0
+                                                   else targets[::-1]))
+
+
+def point_line(name: str, point: dict[str, Any], width: int = 22) -> str:
+    """One measured point as the benches print it while they run."""
+    return (f"{name:<{width}} c={point['concurrency']:<3} {point['rps']:>8,.0f} req/s  "
+            f"p50 {point['p50_ms']:.2f} ms  p99 {point['p99_ms']:.2f} ms  "
+            f"front {point['server_cpu_us_per_req']:,.0f} µs/req  "
+            f"worker {point['workers_cpu_us_per_req']:,.0f} µs/req  "
+            f"other load {point['other_busy_cores']:.2f}  "
+            f"errors {point['errors'] + point['non_2xx']}")
+
+
+def mlp_folder(root: Path, name: str, *, file: str = "model.pt", engine: str = "PyTorch",
+               extra: str = "") -> Path:
+    """``root/name``: examples/mlp's model (same layers, same seed) saved as ``file``
+    (.pt, .pt2 or .onnx: make install's copy when there is one, the export being slow) and
+    a serving.properties of ``engine``, MLP_SETTINGS and ``extra``."""
+    sys.path.insert(0, str(REPO / "examples" / "mlp"))
+    from build import save  # examples/mlp/build.py
+
+    folder = root / name
+    folder.mkdir(parents=True)
+    built = REPO / "examples" / "mlp" / file
+    if file == "model.onnx" and built.is_file():
+        (folder / file).write_bytes(built.read_bytes())
+    else:
+        save(folder / file)
+    (folder / "serving.properties").write_text(f"engine={engine}\n" + MLP_SETTINGS + extra)
+    return folder
+
+
+def mlp_request_body(seed: int = 0, size: int = 128) -> bytes:
+    """A JSON array of ``size`` floats in [-1, 1], the same for every run of a seed."""
+    rng = random.Random(seed)
+    return json.dumps([round(rng.uniform(-1, 1), 4) for _ in range(size)]).encode()
+
+
+def predictions(url: str, body: bytes) -> list[float]:
+    r = httpx.post(url, content=body, headers={"content-type": "application/json"}, timeout=60)
+    r.raise_for_status()
+    return r.json()["predictions"]
+
+
+def report(ratios: dict[str, Any], notes: list[str]) -> None:
+    for key, value in ratios.items():
+        print(f"{key}: {value:.3f}" if isinstance(value, float) else f"{key}: {value}")
+    for note in notes:
+        print(f"NOTE: {note}")
+
+
+def save_results(name: str, data: dict[str, Any]) -> Path:
+    """write_results, and say where."""
+    path = write_results(name, data)
+    print(f"wrote {path}")
+    return path
+
+
+def run_main(main: Callable[[], int | None]) -> None:
+    """The script's ``main``, its exit status the process's; Ctrl-C (or SIGTERM) stops
+    it after ``Processes`` has stopped every server it started."""
+    try:
+        sys.exit(main())
+    except KeyboardInterrupt:
+        print("interrupted: every process this bench started has been stopped", file=sys.stderr)
+        sys.exit(130)

@@ -24,9 +24,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import REPO, machine_info, table, write_results  # noqa: E402
+from _common import REPO, machine_info, mlp_request_body, table, write_results  # noqa: E402
 from engine_worker import MAX_FRAME, MAX_ITEM, batch_payload, cpu_us_per_request  # noqa: E402
-from torch_mlp import request_body  # noqa: E402
 
 from djl import _batch  # noqa: E402
 from djl.runtime.torch_engine import TorchEngine, is_aoti_package  # noqa: E402
@@ -85,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
         load_s = time.monotonic() - start
         script = TorchEngine(root / "script", "model.pt", "-1", 1)
         script.load({})
-        payload = batch_payload(request_body(), 32)
+        payload = batch_payload(mlp_request_body(), 32)
         worst = max(abs(a - b) for x, y in zip(answers(aoti, payload), answers(script, payload),
                                                strict=True) for a, b in zip(x, y, strict=True))
         best = {"TorchScript": float("inf"), "AOTInductor": float("inf")}

@@ -19,8 +19,6 @@ Prints a table and writes bench/results/batching.json.
 from __future__ import annotations
 
 import argparse
-import json
-import random
 import sys
 from pathlib import Path
 from typing import Any
@@ -30,19 +28,22 @@ import httpx
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import (  # noqa: E402
-    Client,
     LoadSpec,
     Processes,
     Server,
-    ensure_wrk,
+    load_client,
+    load_parser,
     machine_info,
     measure,
+    mlp_request_body,
+    parse_load_args,
     register,
+    run_main,
+    save_results,
     start_djl,
     table,
     timer,
     unregister,
-    write_results,
 )
 
 MODEL_PY = '''"""Bench model: a 256-512-256 MLP, one forward per batch (by bench/batching.py)."""
@@ -102,11 +103,6 @@ def write_model(root: Path) -> Path:
     return model_dir
 
 
-def request_body(seed: int = 0) -> bytes:
-    rng = random.Random(seed)
-    return json.dumps([round(rng.uniform(-1, 1), 4) for _ in range(256)]).encode()
-
-
 def model_stats(server: Server, name: str) -> dict[str, int]:
     response = httpx.post(f"{server.base_url}/predictions/{name}", content=b'{"stats": true}',
                           headers={"content-type": "application/json"}, timeout=30)
@@ -115,34 +111,22 @@ def model_stats(server: Server, name: str) -> dict[str, int]:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--duration", type=float, default=10.0, help="seconds per point")
-    parser.add_argument("--warmup", type=float, default=2.0, help="warm-up seconds per point")
-    parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32, 64])
+    parser = load_parser(__doc__, duration=10.0, warmup=2.0, concurrency=[1, 8, 32, 64],
+                         rounds=None, quick="~1 min: 3 s points", client=True)
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 8, 32])
     parser.add_argument("--max-batch-delay", type=int, default=5, help="ms")
-    parser.add_argument("--client", choices=["auto", "wrk", "python"], default="auto")
-    parser.add_argument("--wrk-threads", type=int, default=1)
-    parser.add_argument("--quick", action="store_true", help="~1 min: 3 s points")
-    args = parser.parse_args(argv)
-    if args.quick:
-        args.duration, args.warmup = 3.0, 1.0
-    return args
+    return parse_load_args(parser, argv, duration=3.0, warmup=1.0)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     info = machine_info()
-    body = request_body()
+    body = mlp_request_body(size=256)
     points: list[dict[str, Any]] = []
+    notes: list[str] = []
     with Processes() as procs:
         model_dir = write_model(procs.tmp)  # removed once the server has stopped
-        wrk = None if args.client == "python" else ensure_wrk(allow_install=True)
-        if args.client == "wrk" and wrk is None:
-            raise SystemExit("wrk is not available and could not be installed")
-        client = Client(wrk, threads=args.wrk_threads, tmp=procs.tmp)
-        if wrk is None:
-            print("NOTE: wrk unavailable: using the multi-process Python client", flush=True)
+        client = load_client(args, procs, notes)
         with timer("start djl"):
             server = start_djl(procs)
         for batch_size in args.batch_sizes:
@@ -191,21 +175,17 @@ def main(argv: list[str] | None = None) -> int:
           p["workers_cpu_us_per_req"], p["client_cpu_us_per_req"],
           f"{p['other_busy_cores']:.2f}", p["errors"] + p["non_2xx"]] for p in points],
     ))
-    path = write_results("batching.json", {
+    save_results("batching.json", {
         "bench": "batching",
         "settings": vars(args),
         "client": client_name,
         "model": "MLP Linear(256,512)-ReLU-Linear(512,256), torch.set_num_threads(1)",
         "machine": info,
+        "notes": notes,
         "points": points,
     })
-    print(f"wrote {path}")
     return 0
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except KeyboardInterrupt:
-        print("interrupted: every process this bench started has been stopped", file=sys.stderr)
-        sys.exit(130)
+    run_main(main)

@@ -18,7 +18,8 @@ Starts real servers on free ports of 127.0.0.1, each in its own process:
 * ``djl-main`` / ``djl-main-b1`` (with ``--main DIR``): the same, from another checkout
   (e.g. main's), the baseline of a change measured in the same run;
 * ``djl-cli-b1`` / ``djl-main-cli-b1``: ``echo_b1`` on the app as hypercorn's own CLI
-  serves it (``hypercorn -k trio 'djl.app:create_app()'``), this checkout's and --main's;
+  serves it (``hypercorn -k trio -w 0 'djl.app:create_app()'``), this checkout's and
+  --main's;
 * ``djl-stock`` / ``djl-stock-b1``: ``djl-hypercorn`` with ``SERVING_LEAN_CONNECTIONS=false``,
   hypercorn's own connection class (what ``djl.http.connection`` saves);
 * ``djl-metrics`` / ``djl-metrics-b1``: ``djl`` / ``djl-b1`` with ``SERVING_PROMETHEUS=true``
@@ -52,14 +53,19 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import (  # noqa: E402
     BENCH_DIR,
     REPO,
-    Client,
     LoadSpec,
     Processes,
     Server,
-    ensure_wrk,
+    interleaved,
+    load_client,
+    load_parser,
     machine_info,
     measure,
+    parse_load_args,
+    point_line,
     register,
+    run_main,
+    save_results,
     start_bare,
     start_djl,
     start_torchserve,
@@ -68,7 +74,6 @@ from _common import (  # noqa: E402
     torchserve_archive,
     torchserve_available,
     torchserve_register,
-    write_results,
 )
 
 ECHO_DIR = REPO / "examples" / "echo"
@@ -119,42 +124,21 @@ DEFAULT_TARGETS = ["bare", "h11-floor", "httptools-floor", "djl", "djl-b1", "djl
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--duration", type=float, default=10.0, help="seconds per point")
-    parser.add_argument("--warmup", type=float, default=2.0, help="warm-up seconds per point")
-    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds (median)")
-    parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 64])
+    parser = load_parser(__doc__, duration=10.0, warmup=2.0, concurrency=[1, 64], rounds=3,
+                         quick="~30 s: 1 round of 3 s points", client=True)
     parser.add_argument("--targets", nargs="+", default=DEFAULT_TARGETS, choices=list(TARGETS))
     parser.add_argument("--main", type=Path, help="another checkout for the djl-main rows "
                         "(its djl package runs; default: those rows are skipped)")
     parser.add_argument("--body", default="hello world", help="request body (text/plain)")
-    parser.add_argument("--client", choices=["auto", "wrk", "python"], default="auto",
-                        help="load generator (auto: wrk, installed if missing, else Python)")
-    parser.add_argument("--wrk-threads", type=int, default=1,
-                        help="wrk threads (1 leaves the second core to the server)")
-    parser.add_argument("--quick", action="store_true", help="~30 s: 1 round of 3 s points")
     parser.add_argument("--prewarm", type=float, default=20.0,
                         help="seconds of c64 load on each TorchServe target before the "
                         "first round (its JVM compiles its hot path under load)")
-    args = parser.parse_args(argv)
+    args = parse_load_args(parser, argv, duration=3.0, warmup=1.0, rounds=1, prewarm=0.0)
     if args.main is not None and not any(t.startswith("djl-main") for t in args.targets):
         args.targets += ["djl-main", "djl-main-b1"]
     if args.main is None:
         args.targets = [t for t in args.targets if not t.startswith("djl-main")]
-    if args.quick:
-        args.duration, args.warmup, args.rounds = 3.0, 1.0, 1
     return args
-
-
-def make_client(args: argparse.Namespace, procs: Processes) -> Client:
-    wrk = None if args.client == "python" else ensure_wrk(allow_install=True)
-    if args.client == "wrk" and wrk is None:
-        raise SystemExit("wrk is not available and could not be installed")
-    client = Client(wrk, threads=args.wrk_threads, tmp=procs.tmp)
-    if wrk is None:
-        print("NOTE: wrk unavailable: using the multi-process Python client (slower; its "
-              "numbers are a lower bound)", flush=True)
-    return client
 
 
 def rss_mib(pid: int) -> float:
@@ -263,6 +247,13 @@ def front_targets(points: list[dict[str, Any]]) -> dict[str, float]:
             ("djl-cli-b1", "djl-main-cli-b1", "server_cpu_us_per_req"),
         "djl-hypercorn-b1 server CPU / httptools-floor server CPU":
             ("djl-hypercorn-b1", "httptools-floor", "server_cpu_us_per_req"),
+        # What SERVING_PROMETHEUS=true costs, against the same server with it off.
+        "djl-metrics req/s / djl req/s": ("djl-metrics", "djl", "rps"),
+        "djl-metrics server CPU / djl server CPU":
+            ("djl-metrics", "djl", "server_cpu_us_per_req"),
+        "djl-metrics-b1 req/s / djl-b1 req/s": ("djl-metrics-b1", "djl-b1", "rps"),
+        "djl-metrics-b1 server CPU / djl-b1 server CPU":
+            ("djl-metrics-b1", "djl-b1", "server_cpu_us_per_req"),
     }
     out: dict[str, float] = {}
     for c in sorted({p["concurrency"] for p in points}):
@@ -289,33 +280,28 @@ def main(argv: list[str] | None = None) -> int:
     body = args.body.encode()
     info = machine_info()
     points: list[dict[str, Any]] = []
+    notes: list[str] = []
     with Processes() as procs:
-        client = make_client(args, procs)
+        client = load_client(args, procs, notes)
         with timer("start servers and register"):
             servers = start_servers(args, procs, body)
         args.targets = [t for t in args.targets if TARGETS[t][0] in servers]
         for target in args.targets:
             kind, model, _ = TARGETS[target]
-            if kind == "torchserve" and args.prewarm > 0 and not args.quick:
+            if kind == "torchserve" and args.prewarm > 0:
                 with timer(f"prewarm {target} {args.prewarm:g} s"):
                     client.run(LoadSpec(f"{servers[kind].base_url}/predictions/{model}",
                                         body, "text/plain", 64, args.prewarm))
-        for round_no in range(args.rounds):
-            for c in args.concurrency:
-                for target in args.targets:
-                    kind, model, _ = TARGETS[target]
-                    server = servers[kind]
-                    spec = LoadSpec(f"{server.base_url}/predictions/{model}", body,
-                                    "text/plain", c, args.duration)
-                    point = measure(client, server, spec, args.warmup)
-                    point.update(target=target, round=round_no,
-                                 server_rss_mib=rss_mib(server.front_pid()))
-                    points.append(point)
-                    print(f"round {round_no} c={c:<3} {target:<7} {point['rps']:>9,.0f} req/s"
-                          f"  p50 {point['p50_ms']:.2f} ms  p99 {point['p99_ms']:.2f} ms"
-                          f"  server {point['server_cpu_us_per_req']:.0f} µs/req"
-                          f"  other load {point['other_busy_cores']:.2f} cores"
-                          f"  errors {point['errors'] + point['non_2xx']}", flush=True)
+        for round_no, c, target in interleaved(args.rounds, args.concurrency, args.targets):
+            kind, model, _ = TARGETS[target]
+            server = servers[kind]
+            spec = LoadSpec(f"{server.base_url}/predictions/{model}", body,
+                            "text/plain", c, args.duration)
+            point = measure(client, server, spec, args.warmup)
+            point.update(target=target, round=round_no,
+                         server_rss_mib=rss_mib(server.front_pid()))
+            points.append(point)
+            print(f"round {round_no} {point_line(target, point, width=16)}", flush=True)
         client_name = client.name
     rows = summarise(points, args.targets, args.concurrency)
     print()
@@ -338,7 +324,9 @@ def main(argv: list[str] | None = None) -> int:
     targets = front_targets(points)
     for key, value in targets.items():
         print(f"{key}: {value:.2f}")
-    path = write_results("echo.json", {
+    for note in notes:
+        print(f"NOTE: {note}")
+    save_results("echo.json", {
         "bench": "echo",
         "settings": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
         "client": client_name,
@@ -347,15 +335,11 @@ def main(argv: list[str] | None = None) -> int:
         "machine": info,
         "summary": rows,
         "targets_same_run": targets,
+        "notes": notes,
         "points": points,
     })
-    print(f"wrote {path}")
     return 0
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except KeyboardInterrupt:
-        print("interrupted: every process this bench started has been stopped", file=sys.stderr)
-        sys.exit(130)
+    run_main(main)

@@ -45,8 +45,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import machine_info, table, write_results  # noqa: E402
-from torch_mlp import build_models, request_body  # noqa: E402
+from _common import machine_info, mlp_request_body, table, write_results  # noqa: E402
+from torch_mlp import build_models  # noqa: E402
 
 from djl import _batch  # noqa: E402
 from djl.config import ServerConfig  # noqa: E402
@@ -147,7 +147,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     torch.set_num_threads(1)
-    body = request_body()
+    body = mlp_request_body()
     flush = np.zeros(32 << 20, np.uint8)
 
     def evict() -> None:

@@ -10,7 +10,6 @@ compare ratios within a run only.
 
 from __future__ import annotations
 
-import argparse
 import statistics
 import sys
 from pathlib import Path
@@ -19,15 +18,19 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import (  # noqa: E402
     REPO,
-    Client,
     LoadSpec,
     Processes,
-    ensure_wrk,
+    interleaved,
+    load_client,
+    load_parser,
     machine_info,
     measure,
+    parse_load_args,
+    point_line,
     register,
+    run_main,
+    save_results,
     start_djl,
-    write_results,
 )
 
 TARGETS = {
@@ -39,41 +42,46 @@ TARGETS = {
 }
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--duration", type=float, default=8.0)
-    parser.add_argument("--concurrency", type=int, default=32)
-    args = parser.parse_args()
+def main(argv: list[str] | None = None) -> int:
+    parser = load_parser(__doc__, duration=8.0, warmup=1.0, concurrency=[32], rounds=3,
+                         quick="1 round of 3 s points")
+    args = parse_load_args(parser, argv, duration=3.0, rounds=1)
     info = machine_info()
+    notes: list[str] = []
+    points = []
     with Processes() as procs:
-        client = Client(ensure_wrk(allow_install=True), threads=1, tmp=procs.tmp)
+        client = load_client(args, procs, notes)
         servers = {}
         for name, env in TARGETS.items():
             # The access log must not measure a terminal: the server's log goes to a file.
             servers[name] = server = start_djl(procs, name=name, extra_env=env)
             register(server, REPO / "examples" / "echo", "echo_b1", batch_size="1",
                      min_worker="1", max_worker="1")
-        results: dict[str, list[dict]] = {name: [] for name in TARGETS}
-        for _ in range(args.rounds):
-            for name, server in servers.items():
-                spec = LoadSpec(server.base_url + "/predictions/echo_b1", b"x" * 1024,
-                                "application/octet-stream", args.concurrency, args.duration)
-                results[name].append(measure(client, server, spec, warmup_s=1.0))
-        base = statistics.median(r["rps"] for r in results["default"])
-        print(f"{'target':<14} {'req/s':>8} {'vs default':>10} {'server µs/req':>14}")
-        for name, runs in results.items():
-            rps = statistics.median(r["rps"] for r in runs)
-            cpu = statistics.median(r["server_cpu_us_per_req"] for r in runs)
-            print(f"{name:<14} {rps:>8.0f} {rps / base:>10.3f} {cpu:>14.0f}")
+        for round_no, c, name in interleaved(args.rounds, args.concurrency, list(TARGETS)):
+            server = servers[name]
+            spec = LoadSpec(server.base_url + "/predictions/echo_b1", b"x" * 1024,
+                            "application/octet-stream", c, args.duration)
+            point = measure(client, server, spec, warmup_s=args.warmup)
+            points.append(dict(point, target=name, round=round_no))
+            print(point_line(name, point, width=14), flush=True)
         client_name = client.name
-    path = write_results("operability.json", {
+    print(f"{'target':<14} {'c':>4} {'req/s':>8} {'vs default':>10} {'server µs/req':>14}")
+    for c in args.concurrency:
+        def median(name: str, key: str, c: int = c) -> float:
+            return statistics.median(p[key] for p in points
+                                     if p["target"] == name and p["concurrency"] == c)
+
+        base = median("default", "rps")
+        for name in TARGETS:
+            rps = median(name, "rps")
+            print(f"{name:<14} {c:>4} {rps:>8.0f} {rps / base:>10.3f} "
+                  f"{median(name, 'server_cpu_us_per_req'):>14.0f}")
+    save_results("operability.json", {
         "bench": "operability", "settings": vars(args), "client": client_name,
-        "machine": info, "points": [dict(r, target=name, round=i) for name, runs in
-                                    results.items() for i, r in enumerate(runs)],
+        "machine": info, "notes": notes, "points": points,
     })
-    print(f"wrote {path}")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

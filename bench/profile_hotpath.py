@@ -52,8 +52,9 @@ from _common import (  # noqa: E402
     ensure_wrk,
     free_port,
     machine_info,
+    run_main,
+    save_results,
     table,
-    write_results,
 )
 
 from djl.config import Address, RegisterParams, ServerConfig  # noqa: E402
@@ -394,7 +395,7 @@ def main(argv: list[str] | None = None) -> int:
          for r in results],
     ))
     # The cProfile text is long: keep it in the JSON only.
-    path = write_results("hotpath.json", {
+    save_results("hotpath.json", {
         "bench": "hotpath",
         "settings": vars(args),
         "http_layer_us_reference": HTTP_LAYER_US,
@@ -402,13 +403,8 @@ def main(argv: list[str] | None = None) -> int:
         "results": results,
         "http": http_results,
     })
-    print(f"wrote {path}")
     return 0
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except KeyboardInterrupt:
-        print("interrupted: every process this bench started has been stopped", file=sys.stderr)
-        sys.exit(130)
+    run_main(main)

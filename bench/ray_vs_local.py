@@ -32,38 +32,38 @@ import httpx
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import (  # noqa: E402
-    REPO,
-    Client,
+    MLP_DESCRIPTION,
     LoadSpec,
     Processes,
     cpu_seconds,
     descendants,
-    ensure_wrk,
     import_ray,
+    interleaved,
+    load_client,
+    load_parser,
     machine_info,
     measure,
+    mlp_folder,
+    mlp_request_body,
+    parse_load_args,
+    point_line,
+    predictions,
     register,
+    report,
+    run_main,
+    save_results,
     start_djl,
     table,
     timer,
-    write_results,
 )
-from torch_mlp import SETTINGS, predictions, request_body  # noqa: E402
 
 MIB = 1024 * 1024
 
 
 def build_models(root: Path) -> dict[str, Path]:
-    sys.path.insert(0, str(REPO / "examples" / "mlp"))
-    from build import build  # examples/mlp/build.py: same layers, same seed
-
-    folders = {}
-    for name, extra in (("local", ""), ("ray", "load_on_devices=ray\noption.ray_num_cpus=1\n")):
-        folder = folders[name] = root / f"mlp_{name}"
-        folder.mkdir(parents=True)
-        build().save(str(folder / "model.pt"))
-        (folder / "serving.properties").write_text("engine=PyTorch\n" + SETTINGS + extra)
-    return folders
+    return {name: mlp_folder(root, f"mlp_{name}", extra=extra)
+            for name, extra in (("local", ""),
+                                ("ray", "load_on_devices=ray\noption.ray_num_cpus=1\n"))}
 
 
 def actor_pid(base_url: str, name: str) -> int:
@@ -85,17 +85,9 @@ def ray_pids(cluster: Any, actor: int) -> set[int]:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--duration", type=float, default=10.0, help="seconds per point")
-    parser.add_argument("--warmup", type=float, default=3.0, help="warm-up seconds per point")
-    parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 64])
-    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds (median)")
-    parser.add_argument("--wrk-threads", type=int, default=1)
-    parser.add_argument("--quick", action="store_true", help="2 rounds of 3 s points")
-    args = parser.parse_args(argv)
-    if args.quick:
-        args.duration, args.warmup, args.rounds = 3.0, 1.0, 2
-    return args
+    parser = load_parser(__doc__, duration=10.0, warmup=3.0, concurrency=[1, 64], rounds=3,
+                         quick="2 rounds of 3 s points")
+    return parse_load_args(parser, argv, duration=3.0, warmup=1.0, rounds=2)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -103,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
     Cluster = import_ray().cluster_utils.Cluster  # noqa: N806 — a class
 
     info = machine_info()
-    body = request_body()
+    body = mlp_request_body()
     points: list[dict[str, Any]] = []
     notes: list[str] = []
     with timer("start a 1-node Ray cluster"):
@@ -112,10 +104,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         with Processes() as procs:
             folders = build_models(procs.tmp)
-            wrk = ensure_wrk(allow_install=True)
-            client = Client(wrk, threads=args.wrk_threads, tmp=procs.tmp)
-            if wrk is None:
-                notes.append("wrk unavailable: the multi-process Python client measured")
+            client = load_client(args, procs, notes)
             with timer("start djl"):
                 djl = start_djl(procs, extra_env={"SERVING_RAY_ADDRESS": cluster.address})
             register(djl, folders["local"], "mlp_local")
@@ -127,37 +116,32 @@ def main(argv: list[str] | None = None) -> int:
             worst = max(abs(a - b) for a, b in zip(local, remote, strict=True))
             if worst > 1e-5:
                 raise SystemExit(f"the Ray worker answers differently (max |diff| {worst})")
-            for round_no in range(args.rounds):
-                for c in args.concurrency:
-                    order = list(targets.items())
-                    for name, url in order if round_no % 2 == 0 else order[::-1]:
-                        spec = LoadSpec(url, body, "application/json", c, args.duration)
-                        client.run(LoadSpec(url, body, "application/json", c, args.warmup))
-                        daemons = ray_pids(cluster, pid)
-                        actor0 = cpu_seconds(pid)
-                        daemons0 = sum(cpu_seconds(p) for p in daemons)
-                        point = measure(client, djl, spec, 0)
-                        n = max(point["requests"], 1)
-                        ray_us = (sum(cpu_seconds(p) for p in daemons) - daemons0) / n * 1e6
-                        # Measured in both rows (the local row shows what an idle cluster
-                        # burns meanwhile); only the Ray row is charged with it.
-                        point["ray_daemons_cpu_us_per_req"] = ray_us
-                        if name == "Ray worker":  # not the server's child: count it here
-                            point["workers_cpu_us_per_req"] = (cpu_seconds(pid) - actor0) / n * 1e6
-                            point["other_busy_cores"] = max(
-                                point["other_busy_cores"] - ray_us * n / 1e6
-                                / max(point["seconds"], 1e-9), 0.0)
-                        point["total_cpu_us_per_req"] = (
-                            point["server_cpu_us_per_req"] + point["workers_cpu_us_per_req"]
-                            + (ray_us if name == "Ray worker" else 0.0))
-                        point.update(server=name, round=round_no)
-                        points.append(point)
-                        print(f"{name:<13} c={c:<3} {point['rps']:>8,.0f} req/s  "
-                              f"p50 {point['p50_ms']:.2f} ms  p99 {point['p99_ms']:.2f} ms  "
-                              f"front {point['server_cpu_us_per_req']:,.0f} µs/req  "
-                              f"worker {point['workers_cpu_us_per_req']:,.0f} µs/req  "
-                              f"Ray daemons {ray_us:,.0f} µs/req  "
-                              f"errors {point['errors'] + point['non_2xx']}", flush=True)
+            for round_no, c, name in interleaved(args.rounds, args.concurrency,
+                                                 list(targets)):
+                url = targets[name]
+                spec = LoadSpec(url, body, "application/json", c, args.duration)
+                client.run(LoadSpec(url, body, "application/json", c, args.warmup))
+                daemons = ray_pids(cluster, pid)
+                actor0 = cpu_seconds(pid)
+                daemons0 = sum(cpu_seconds(p) for p in daemons)
+                point = measure(client, djl, spec, 0)
+                n = max(point["requests"], 1)
+                ray_us = (sum(cpu_seconds(p) for p in daemons) - daemons0) / n * 1e6
+                # Measured in both rows (the local row shows what an idle cluster
+                # burns meanwhile); only the Ray row is charged with it.
+                point["ray_daemons_cpu_us_per_req"] = ray_us
+                if name == "Ray worker":  # not the server's child: count it here
+                    point["workers_cpu_us_per_req"] = (cpu_seconds(pid) - actor0) / n * 1e6
+                    point["other_busy_cores"] = max(
+                        point["other_busy_cores"] - ray_us * n / 1e6
+                        / max(point["seconds"], 1e-9), 0.0)
+                point["total_cpu_us_per_req"] = (
+                    point["server_cpu_us_per_req"] + point["workers_cpu_us_per_req"]
+                    + (ray_us if name == "Ray worker" else 0.0))
+                point.update(server=name, round=round_no)
+                points.append(point)
+                print(f"{point_line(name, point, width=13)}  Ray daemons {ray_us:,.0f} µs/req",
+                      flush=True)
             client_name = client.name
     finally:
         cluster.shutdown()
@@ -174,17 +158,13 @@ def main(argv: list[str] | None = None) -> int:
           f"{p['other_busy_cores']:.2f}", p["errors"] + p["non_2xx"]] for p in points],
     ))
     ratios = compute_ratios(points)
-    for key, value in ratios.items():
-        print(f"{key}: {value:.3f}")
-    for note in notes:
-        print(f"NOTE: {note}")
-    path = write_results("ray.json", {
+    report(ratios, notes)
+    save_results("ray.json", {
         "bench": "ray", "settings": vars(args), "client": client_name,
-        "model": "TorchScript Linear(128,256)-ReLU-Linear(256,10), seed 0 (examples/mlp)",
+        "model": MLP_DESCRIPTION,
         "cluster": "ray.cluster_utils.Cluster, 1 node (head) on this machine, 2 logical CPUs",
         "machine": info, "notes": notes, "ratios": ratios, "points": points,
     })
-    print(f"wrote {path}")
     return 0
 
 
@@ -207,4 +187,4 @@ def compute_ratios(points: list[dict[str, Any]]) -> dict[str, float]:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_main(main)

@@ -23,8 +23,7 @@ without it its rows are skipped and the output says so.
 from __future__ import annotations
 
 import argparse
-import json
-import random
+import statistics
 import sys
 from pathlib import Path
 from typing import Any
@@ -34,15 +33,24 @@ import httpx
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import (  # noqa: E402
-    REPO,
-    Client,
+    MLP_SETTINGS,
     LoadSpec,
     Processes,
     Server,
-    ensure_wrk,
+    interleaved,
+    load_client,
+    load_parser,
     machine_info,
     measure,
+    mlp_folder,
+    mlp_request_body,
+    parse_load_args,
+    point_line,
+    predictions,
     register,
+    report,
+    run_main,
+    save_results,
     start_djl,
     start_torchserve,
     table,
@@ -50,17 +58,20 @@ from _common import (  # noqa: E402
     torchserve_archive,
     torchserve_available,
     torchserve_register,
-    write_results,
 )
 
-SETTINGS = """batch_size=32
-max_batch_delay=10
-minWorkers=1
-maxWorkers=1
-option.num_threads=1
-"""
-
 HYPERCORN_ROW = "djl engine, hypercorn"
+
+#: --targets name -> the row it measures.
+ROWS = {
+    "engine": "djl PyTorch engine",
+    "pt2": "djl .pt2 engine",
+    "onnx": "djl ONNX engine",
+    "hypercorn": HYPERCORN_ROW,
+    "handler": "djl model.py handler",
+    "torchserve": "TorchServe 0.12",
+    "torchserve-onnx": "TorchServe 0.12 ONNX",
+}
 
 #: The same model behind djl's Python engine: what a user writes without the engine.
 MODEL_PY = '''"""The MLP as a plain djl handler (bench/torch_mlp.py): JSON in, JSON out."""
@@ -158,26 +169,15 @@ class OnnxMlp(BaseHandler):
 
 
 def build_models(root: Path) -> dict[str, Path]:
-    sys.path.insert(0, str(REPO / "examples" / "mlp"))
-    from build import save  # examples/mlp/build.py: same layers, same seed
-
-    folders = {}
-    for key, file, engine in (("engine", "model.pt", "PyTorch"), ("pt2", "model.pt2", "PyTorch"),
-                              ("onnx", "model.onnx", "OnnxRuntime")):
-        folder = folders[key] = root / f"mlp_{key}"
-        folder.mkdir(parents=True)
-        built = REPO / "examples" / "mlp" / file
-        if file == "model.onnx" and built.is_file():  # make install's (the export is slow)
-            (folder / file).write_bytes(built.read_bytes())
-        else:
-            save(folder / file)
-        (folder / "serving.properties").write_text(f"engine={engine}\n" + SETTINGS)
-    engine = folders["engine"]
+    folders = {key: mlp_folder(root, f"mlp_{key}", file=file, engine=engine)
+               for key, file, engine in (("engine", "model.pt", "PyTorch"),
+                                         ("pt2", "model.pt2", "PyTorch"),
+                                         ("onnx", "model.onnx", "OnnxRuntime"))}
     handler = root / "mlp_handler"
     handler.mkdir()
-    (handler / "model.pt").write_bytes((engine / "model.pt").read_bytes())
+    (handler / "model.pt").write_bytes((folders["engine"] / "model.pt").read_bytes())
     (handler / "model.py").write_text(MODEL_PY)
-    (handler / "serving.properties").write_text("engine=Python\n" + SETTINGS)
+    (handler / "serving.properties").write_text("engine=Python\n" + MLP_SETTINGS)
     ts_handler = root / "ts_handler.py"
     ts_handler.write_text(TS_HANDLER)
     ts_onnx_handler = root / "ts_onnx_handler.py"
@@ -186,66 +186,49 @@ def build_models(root: Path) -> dict[str, Path]:
             "ts_onnx_handler": ts_onnx_handler}
 
 
-def request_body(seed: int = 0) -> bytes:
-    rng = random.Random(seed)
-    return json.dumps([round(rng.uniform(-1, 1), 4) for _ in range(128)]).encode()
-
-
-def predictions(url: str, body: bytes) -> list[float]:
-    r = httpx.post(url, content=body, headers={"content-type": "application/json"}, timeout=60)
-    r.raise_for_status()
-    return r.json()["predictions"]
-
-
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--duration", type=float, default=10.0, help="seconds per point")
-    parser.add_argument("--warmup", type=float, default=3.0, help="warm-up seconds per point")
-    parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 64])
-    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds (median)")
+    parser = load_parser(__doc__, duration=10.0, warmup=3.0, concurrency=[1, 64], rounds=3,
+                         quick="~1 min: 4 s points")
     parser.add_argument("--no-torchserve", action="store_true", help="skip TorchServe")
-    parser.add_argument("--wrk-threads", type=int, default=1)
-    parser.add_argument("--quick", action="store_true", help="~1 min: 4 s points")
-    parser.add_argument("--targets", nargs="+", help="only these rows (their names)")
+    parser.add_argument("--targets", nargs="+", choices=list(ROWS), default=list(ROWS),
+                        help="the rows to measure (default: all; the TorchScript engine's "
+                             "row, the reference, always runs)")
     parser.add_argument("--prewarm", type=float, default=20.0,
                         help="seconds of c64 load on each TorchServe row before the first "
                         "round (its JVM compiles its hot path under load; 3 s for djl's)")
-    args = parser.parse_args(argv)
-    if args.quick:
-        args.duration, args.warmup, args.rounds = 4.0, 1.0, 1
+    args = parse_load_args(parser, argv, duration=4.0, warmup=1.0, rounds=1, prewarm=0.0)
+    if "engine" not in args.targets:
+        args.targets.insert(0, "engine")
+    if args.no_torchserve:
+        args.targets = [t for t in args.targets if not t.startswith("torchserve")]
     return args
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     info = machine_info()
-    body = request_body()
+    body = mlp_request_body()
     points: list[dict[str, Any]] = []
     notes: list[str] = []
     with Processes() as procs:
         paths = build_models(procs.tmp)
-        wrk = ensure_wrk(allow_install=True)
-        client = Client(wrk, threads=args.wrk_threads, tmp=procs.tmp)
-        if wrk is None:
-            notes.append("wrk unavailable: the multi-process Python client measured")
+        client = load_client(args, procs, notes)
         targets: dict[str, tuple[Server, str]] = {}
         with timer("start djl"):
             djl = start_djl(procs)
+        for key in ("engine", "pt2", "onnx", "handler"):
+            if key in args.targets:
+                register(djl, paths[key], f"mlp_{key}")
+                targets[ROWS[key]] = (djl, f"{djl.base_url}/predictions/mlp_{key}")
+        if "hypercorn" in args.targets:
             hyper = start_djl(procs, name="djl-hypercorn",
                               extra_env={"SERVING_HTTP_SERVER": "hypercorn"})
-        register(djl, paths["engine"], "mlp_engine")
-        register(djl, paths["pt2"], "mlp_pt2")
-        register(djl, paths["onnx"], "mlp_onnx")
-        register(djl, paths["handler"], "mlp_handler")
-        register(hyper, paths["engine"], "mlp_engine")
-        targets["djl PyTorch engine"] = (djl, f"{djl.base_url}/predictions/mlp_engine")
-        targets["djl .pt2 engine"] = (djl, f"{djl.base_url}/predictions/mlp_pt2")
-        targets["djl ONNX engine"] = (djl, f"{djl.base_url}/predictions/mlp_onnx")
-        targets[HYPERCORN_ROW] = (hyper, f"{hyper.base_url}/predictions/mlp_engine")
-        targets["djl model.py handler"] = (djl, f"{djl.base_url}/predictions/mlp_handler")
-        if args.no_torchserve or torchserve_available(allow_install=True) is None:
+            register(hyper, paths["engine"], "mlp_engine")
+            targets[HYPERCORN_ROW] = (hyper, f"{hyper.base_url}/predictions/mlp_engine")
+        wants_torchserve = {"torchserve", "torchserve-onnx"} & set(args.targets)
+        if wants_torchserve and torchserve_available(allow_install=True) is None:
             notes.append("TorchServe skipped (not installed: sh bench/setup.sh)")
-        else:
+        elif wants_torchserve:
             with timer("start TorchServe"):
                 store = procs.tmp / "ts_store"
                 torchserve_archive(store, "mlp", paths["ts_handler"],
@@ -255,8 +238,9 @@ def main(argv: list[str] | None = None) -> int:
                 torchserve_archive(store, "mlp_onnx", paths["ts_onnx_handler"],
                                    serialized_file=paths["onnx"] / "model.onnx")
                 torchserve_register(ts, "mlp_onnx.mar", batch_size=32, max_batch_delay_ms=10)
-            targets["TorchServe 0.12"] = (ts, f"{ts.base_url}/predictions/mlp")
-            targets["TorchServe 0.12 ONNX"] = (ts, f"{ts.base_url}/predictions/mlp_onnx")
+            for key, model in (("torchserve", "mlp"), ("torchserve-onnx", "mlp_onnx")):
+                if key in args.targets:
+                    targets[ROWS[key]] = (ts, f"{ts.base_url}/predictions/{model}")
         answers = {}
         for name, (server, url) in targets.items():
             try:
@@ -264,8 +248,12 @@ def main(argv: list[str] | None = None) -> int:
             except httpx.HTTPError as exc:
                 raise SystemExit(f"{name}: {exc}\n{server.log_tail()}") from None
         reference = answers["djl PyTorch engine"]
-        if args.targets:
-            targets = {n: t for n, t in targets.items() if n in args.targets}
+        differences = {}
+        for name, values in answers.items():
+            worst = differences[name] = max(abs(a - b) for a, b in zip(values, reference,
+                                                                          strict=True))
+            if worst > 1e-4:
+                raise SystemExit(f"{name} answers differently (max |diff| {worst})")
         for name, (_, url) in targets.items():
             # TorchServe's rounds showed its JIT warming up (239/483/375 req/s) when each
             # point had only --warmup seconds: every row is warmed once at c64 first.
@@ -273,24 +261,13 @@ def main(argv: list[str] | None = None) -> int:
             if seconds > 0:
                 with timer(f"prewarm {name} {seconds:g} s"):
                     client.run(LoadSpec(url, body, "application/json", 64, seconds))
-        differences = {}
-        for name, values in answers.items():
-            worst = differences[name] = max(abs(a - b) for a, b in zip(values, reference,
-                                                                          strict=True))
-            if worst > 1e-4:
-                raise SystemExit(f"{name} answers differently (max |diff| {worst})")
-        for round_no in range(args.rounds):
-            for c in args.concurrency:
-                for name, (server, url) in targets.items():
-                    spec = LoadSpec(url, body, "application/json", c, args.duration)
-                    point = measure(client, server, spec, args.warmup)
-                    point.update(server=name, round=round_no)
-                    points.append(point)
-                    print(f"{name:<22} c={c:<3} {point['rps']:>8,.0f} req/s  "
-                          f"p50 {point['p50_ms']:.2f} ms  p99 {point['p99_ms']:.2f} ms  "
-                          f"front {point['server_cpu_us_per_req']:,.0f} µs/req  "
-                          f"worker {point['workers_cpu_us_per_req']:,.0f} µs/req  "
-                          f"errors {point['errors'] + point['non_2xx']}", flush=True)
+        for round_no, c, name in interleaved(args.rounds, args.concurrency, list(targets)):
+            server, url = targets[name]
+            point = measure(client, server, LoadSpec(url, body, "application/json", c,
+                                                     args.duration), args.warmup)
+            point.update(server=name, round=round_no)
+            points.append(point)
+            print(point_line(name, point), flush=True)
         client_name = client.name
     print()
     print(f"torch_mlp: MLP 128-256-10 (TorchScript, .pt2, ONNX), 1 worker, batch 32, "
@@ -305,13 +282,10 @@ def main(argv: list[str] | None = None) -> int:
           f"{p['other_busy_cores']:.2f}", p["errors"] + p["non_2xx"]] for p in points],
     ))
     ratios = compute_ratios(points)
-    ratios[".pt2 max |answer - TorchScript's| (target <= 1e-5)"] = differences[
-        "djl .pt2 engine"]
-    for key, value in ratios.items():
-        print(f"{key}: {value:.3f}" if isinstance(value, float) else f"{key}: {value}")
-    for note in notes:
-        print(f"NOTE: {note}")
-    path = write_results("torch_mlp.json", {
+    if ROWS["pt2"] in differences:
+        ratios[".pt2 max |answer - TorchScript's| (target <= 1e-5)"] = differences[ROWS["pt2"]]
+    report(ratios, notes)
+    save_results("torch_mlp.json", {
         "bench": "torch_mlp",
         "settings": vars(args),
         "client": client_name,
@@ -323,7 +297,6 @@ def main(argv: list[str] | None = None) -> int:
         "ratios": ratios,
         "points": points,
     })
-    print(f"wrote {path}")
     return 0
 
 
@@ -368,6 +341,9 @@ def compute_ratios(points: list[dict[str, Any]]) -> dict[str, Any]:
         if onnx_rps and engine_rps:
             out[f"c{c} ONNX engine / TorchScript engine req/s (target >= 1 at c64)"] = (
                 onnx_rps / engine_rps)
+            paired = paired_ratios(points, ROWS["onnx"], ROWS["engine"], c, "rps")
+            out[f"c{c} ONNX engine / TorchScript engine req/s, median of the "
+                f"{len(paired)} same-round ratios"] = statistics.median(paired)
         if onnx_worker is not None and engine_worker:
             out[f"c{c} ONNX engine / TorchScript engine worker CPU (target <= 1 at c64)"] = (
                 onnx_worker / engine_worker)
@@ -381,5 +357,17 @@ def compute_ratios(points: list[dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
+def paired_ratios(points: list[dict[str, Any]], row: str, reference: str, c: int,
+                  key: str) -> list[float]:
+    """``row / reference`` within each round (the two measured minutes apart at most),
+    which a drift in the machine's other load moves far less than the ratio of medians."""
+    def by_round(server: str) -> dict[int, float]:
+        return {p["round"]: p[key] for p in points
+                if p["server"] == server and p["concurrency"] == c}
+
+    ours, theirs = by_round(row), by_round(reference)
+    return [ours[r] / theirs[r] for r in sorted(ours) if theirs.get(r)]
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    run_main(main)

@@ -37,34 +37,28 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import (  # noqa: E402
-    REPO,
-    Client,
+    MLP_DESCRIPTION,
     LoadSpec,
     Processes,
-    ensure_wrk,
+    interleaved,
+    load_client,
+    load_parser,
     machine_info,
     measure,
+    mlp_folder,
+    parse_load_args,
+    point_line,
     register,
+    report,
+    run_main,
+    save_results,
     start_djl,
     table,
     timer,
-    write_results,
 )
-from torch_mlp import SETTINGS  # noqa: E402  (the same model settings as that bench)
 
 MODEL = "mlp"
 PATHS = ("v2 binary", "v2 JSON", "DJL npz", "DJL JSON")
-
-
-def build_model(root: Path) -> Path:
-    sys.path.insert(0, str(REPO / "examples" / "mlp"))
-    from build import build  # examples/mlp/build.py: same layers, same seed
-
-    folder = root / MODEL
-    folder.mkdir(parents=True)
-    build().save(str(folder / "model.pt"))
-    (folder / "serving.properties").write_text("engine=PyTorch\n" + SETTINGS)
-    return folder
 
 
 def requests(row: np.ndarray) -> dict[str, tuple[str, bytes, str, tuple[tuple[str, str], ...]]]:
@@ -107,17 +101,9 @@ def answer(name: str, r: httpx.Response) -> np.ndarray:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--duration", type=float, default=8.0, help="seconds per point")
-    parser.add_argument("--warmup", type=float, default=2.0, help="warm-up seconds per point")
-    parser.add_argument("--concurrency", type=int, nargs="+", default=[64])
-    parser.add_argument("--rounds", type=int, default=1)
-    parser.add_argument("--wrk-threads", type=int, default=1)
-    parser.add_argument("--quick", action="store_true", help="~40 s: 3 s points")
-    args = parser.parse_args(argv)
-    if args.quick:
-        args.duration, args.warmup = 3.0, 1.0
-    return args
+    parser = load_parser(__doc__, duration=8.0, warmup=2.0, concurrency=[64], rounds=1,
+                         quick="~40 s: 3 s points")
+    return parse_load_args(parser, argv, duration=3.0, warmup=1.0)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -129,11 +115,8 @@ def main(argv: list[str] | None = None) -> int:
     points: list[dict[str, Any]] = []
     notes: list[str] = []
     with Processes() as procs:
-        folder = build_model(procs.tmp)
-        wrk = ensure_wrk(allow_install=True)
-        client = Client(wrk, threads=args.wrk_threads, tmp=procs.tmp)
-        if wrk is None:
-            notes.append("wrk unavailable: the multi-process Python client measured")
+        folder = mlp_folder(procs.tmp, MODEL)
+        client = load_client(args, procs, notes)
         with timer("start djl"):
             djl = start_djl(procs)
         register(djl, folder, MODEL)
@@ -146,19 +129,13 @@ def main(argv: list[str] | None = None) -> int:
             worst = float(np.max(np.abs(values - results["DJL npz"])))
             if worst > 1e-5:
                 raise SystemExit(f"{name} answers differently (max |diff| {worst})")
-        for round_no in range(args.rounds):
-            for c in args.concurrency:
-                for name, (route, body, content_type, headers) in bodies.items():
-                    spec = LoadSpec(djl.base_url + route, body, content_type, c,
-                                    args.duration, headers)
-                    point = measure(client, djl, spec, args.warmup)
-                    point.update(path=name, round=round_no, body_bytes=len(body))
-                    points.append(point)
-                    print(f"{name:<10} c={c:<3} {point['rps']:>8,.0f} req/s  "
-                          f"p50 {point['p50_ms']:.2f} ms  p99 {point['p99_ms']:.2f} ms  "
-                          f"server {point['server_cpu_us_per_req']:,.0f} µs/req  "
-                          f"worker {point['workers_cpu_us_per_req']:,.0f} µs/req  "
-                          f"errors {point['errors'] + point['non_2xx']}", flush=True)
+        for round_no, c, name in interleaved(args.rounds, args.concurrency, list(bodies)):
+            route, body, content_type, headers = bodies[name]
+            spec = LoadSpec(djl.base_url + route, body, content_type, c, args.duration, headers)
+            point = measure(client, djl, spec, args.warmup)
+            point.update(path=name, round=round_no, body_bytes=len(body))
+            points.append(point)
+            print(point_line(name, point, width=10), flush=True)
         client_name = client.name
     print()
     print(f"v2: MLP 128-256-10 TorchScript, 1 worker, batch 32, max_batch_delay 10 ms, "
@@ -172,21 +149,17 @@ def main(argv: list[str] | None = None) -> int:
           f"{p['other_busy_cores']:.2f}", p["errors"] + p["non_2xx"]] for p in points],
     ))
     ratios = compute_ratios(points)
-    for key, value in ratios.items():
-        print(f"{key}: {value:.3f}")
-    for note in notes:
-        print(f"NOTE: {note}")
-    path = write_results("v2.json", {
+    report(ratios, notes)
+    save_results("v2.json", {
         "bench": "v2",
         "settings": vars(args),
         "client": client_name,
-        "model": "TorchScript Linear(128,256)-ReLU-Linear(256,10), seed 0 (examples/mlp)",
+        "model": MLP_DESCRIPTION,
         "machine": info,
         "notes": notes,
         "ratios": ratios,
         "points": points,
     })
-    print(f"wrote {path}")
     return 0
 
 
@@ -214,4 +187,4 @@ def compute_ratios(points: list[dict[str, Any]]) -> dict[str, float]:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_main(main)

@@ -1,6 +1,6 @@
 # cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
-"""The hot path, shared by both ends of the worker pipe: one extension module of five
-jobs, each in the file this index includes (the constants below are shared by all).
+"""The hot path, shared by both ends of the worker pipe: one extension module whose
+jobs each have the file this index includes (the constants below are shared by all).
 
 * Queue (server side, ``_queue.pxi``): ``Job`` and ``JobQueue``, the per-model priority
   queue. FIFO within a priority, lower priority first, the queue-full rule of spec §5.3,
@@ -21,8 +21,10 @@ jobs, each in the file this index includes (the constants below are shared by al
   write the answers, ``input_format`` / ``output_format`` pick the formats, and
   ``parse_ndlist_any`` backs ``djl.ndlist``. Their formats are described there; it
   includes the Open Inference Protocol's tensors (``_v2.pxi``).
-* Answer heads (server side, ``_answer.pxi``): the HTTP/1.1 answer head of
-  ``djl.http.answer``.
+* HTTP in C (server side), each beside its Python twin: ``_answer.pxi``, the HTTP/1.1
+  answer head of ``djl.http.answer``; ``_head.pxi``, a request head's headers
+  (``djl.http.h1_intake``, ``codec.parsing``); ``_json.pxi``, the Gson-style JSON bodies
+  (``codec.replies``).
 
 Frame layout (all integers big-endian)::
 

@@ -244,7 +244,7 @@ async def dispatch(manager: ModelManager, config: ServerConfig,
                 return codec.to_response(await inference.handle(routed))
             finally:
                 scope[MODEL_KEY] = routed.model
-        call = management.Call(req, method, segments, query, req_id, config, manager)
+        call = management.Call(method, segments, query, req_id, config, manager, req)
         if role == "inference":
             raise NotFound.resource()
         if _ADAPTERS.match(uri):

@@ -34,6 +34,7 @@ RUNS = [
                      "--warmup", "0"], "batching.json", None),
     ("torch_mlp.py", ["--no-torchserve", "--concurrency", "2", "--duration", "1",
                       "--warmup", "0"], "torch_mlp.json", "heavy"),
+    ("lora.py", ["--quick", "--streams", "4"], "lora.json", None),
     ("operability.py", ["--rounds", "1", "--duration", "1", "--concurrency", "2"],
      "operability.json", None),
     ("profile_hotpath.py", ["--requests", "200", "--profile-requests", "100",

@@ -14,6 +14,17 @@ from djl.config.parsing import parse_int, parse_java_bool
 from djl.config.server import ServerConfig
 from djl.errors import BadRequest
 
+#: RegisterParams' number fields, each by the register parameter that sets it (spec §2.2),
+#: in the order they are read (the first bad one is the one reported).
+QUERY_NUMBERS = {
+    "job_queue_size": "job_queue_size",
+    "batch_size": "batch_size",
+    "max_batch_delay_ms": "max_batch_delay",
+    "max_idle_time_s": "max_idle_time",
+    "min_workers": "min_worker",
+    "max_workers": "max_worker",
+}
+
 
 @dataclass(frozen=True)
 class RegisterParams:
@@ -41,9 +52,6 @@ class RegisterParams:
         if not url:
             raise BadRequest("Parameter url is required.")
 
-        def number(name: str) -> int | None:
-            return parse_int(get(name))
-
         sync = get("synchronous")
         return cls(
             url=str(url),
@@ -51,12 +59,7 @@ class RegisterParams:
             model_version=get("model_version") or None,
             engine=get("engine") or None,
             device=get("device") or None,
-            job_queue_size=number("job_queue_size"),
-            batch_size=number("batch_size"),
-            max_batch_delay_ms=number("max_batch_delay"),
-            max_idle_time_s=number("max_idle_time"),
-            min_workers=number("min_worker"),
-            max_workers=number("max_worker"),
+            **{name: parse_int(get(key)) for name, key in QUERY_NUMBERS.items()},
             synchronous=parse_java_bool(None if sync is None else str(sync), True),
         )
 

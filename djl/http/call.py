@@ -15,8 +15,9 @@ from djl.registry import ModelManager, Watch
 
 
 @dataclass(slots=True)
-class InferenceCall:
-    """One inference request as the routes see it."""
+class RouteCall:
+    """What every route sees of its request: method, path segments, query and id, with
+    the settings and the registry that answer it."""
 
     method: str
     segments: list[str]
@@ -24,6 +25,11 @@ class InferenceCall:
     req_id: str
     config: ServerConfig
     manager: ModelManager
+
+
+@dataclass(slots=True)
+class InferenceCall(RouteCall):
+    """One inference request as the routes see it."""
     #: A request header by lower-case name (the first one), or None.
     header: Callable[[str], str | None]
     #: The request as an Input (reads the body; spec §3.3).
@@ -47,4 +53,4 @@ def invocation_target(startup_names: list[str], *candidates: str | None) -> str:
     raise BadRequest("Parameter model_name is required.")
 
 
-__all__ = ["InferenceCall", "invocation_target"]
+__all__ = ["InferenceCall", "RouteCall", "invocation_target"]

@@ -9,28 +9,22 @@ from typing import Any
 
 from quart import Request, Response
 
-from djl.config import RegisterParams, ServerConfig, parse_int, parse_java_bool
+from djl.config import RegisterParams, parse_int, parse_java_bool
 from djl.errors import BadRequest, IllegalArgument, MethodNotAllowed, NotFound
 from djl.http import codec
+from djl.http.call import RouteCall
 from djl.log_levels import python_level
 from djl.metrics import CONTENT_TYPE
-from djl.registry import ModelManager
 from djl.workflow.templates import load_template
 
 log = logging.getLogger("djl.http")
 
 
-@dataclass
-class Call:
-    """One HTTP request as the route functions see it."""
+@dataclass(slots=True)
+class Call(RouteCall):
+    """One management request as the route functions see it (Quart's request too)."""
 
     request: Request
-    method: str
-    segments: list[str]
-    query: codec.Query
-    req_id: str
-    config: ServerConfig
-    manager: ModelManager
 
     def status(self, text: str, code: int = 200) -> Response:
         return codec.status_response(text, code, self.req_id, self.config)

@@ -71,7 +71,16 @@ class OnnxEngine(TensorEngine):
         try:
             self.session = ort.InferenceSession(str(path), options, providers=providers)
         except Exception as exc:  # noqa: BLE001 — onnxruntime's reason is the answer
-            raise TensorLoadError(f"{self.model_file}: {reason(exc)}") from None
+            on = f"Cannot load on gpu{self.device_id}: " if self.device_id >= 0 else ""
+            raise TensorLoadError(f"{on}{self.model_file}: {reason(exc)}") from None
+        started = self.session.get_providers()
+        if self.device_id >= 0 and started[0] != "CUDAExecutionProvider":
+            # onnxruntime falls back to the CPU, with a warning only, when its CUDA provider
+            # cannot start (no device visible, a driver or cuDNN missing).
+            raise TensorLoadError(
+                f"Cannot load on gpu{self.device_id}: onnxruntime's CUDA provider did not "
+                f"start (the session runs on {', '.join(started)})"
+            )
         inputs, outputs = self.session.get_inputs(), self.session.get_outputs()
         self._input_names = [i.name for i in inputs]
         self._output_names = [o.name for o in outputs]

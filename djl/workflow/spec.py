@@ -258,6 +258,18 @@ def _parse_models(raw: Any) -> dict[str, ModelRef]:
     return models
 
 
+#: RegisterParams' number fields by their name in a workflow's model object (Java's
+#: ModelInfo), in the order they are read.
+_MODEL_INFO_NUMBERS = {
+    "job_queue_size": "queueSize",
+    "batch_size": "batchSize",
+    "max_batch_delay_ms": "maxBatchDelayMillis",
+    "max_idle_time_s": "maxIdleSeconds",
+    "min_workers": "minWorkers",
+    "max_workers": "maxWorkers",
+}
+
+
 def _model_object(name: str, raw: Mapping[str, Any]) -> ModelRef:
     """The object form of a model (Java's ModelInfo field names; unknown keys ignored)."""
     url = raw.get("modelUrl")
@@ -292,12 +304,7 @@ def _model_object(name: str, raw: Mapping[str, Any]) -> ModelRef:
         model_version=version,
         engine=text("engineName"),
         device=text("loadOnDevices"),
-        job_queue_size=number("queueSize"),
-        batch_size=number("batchSize"),
-        max_batch_delay_ms=number("maxBatchDelayMillis"),
-        max_idle_time_s=number("maxIdleSeconds"),
-        min_workers=number("minWorkers"),
-        max_workers=number("maxWorkers"),
+        **{field: number(key) for field, key in _MODEL_INFO_NUMBERS.items()},
     )
     return ModelRef(
         name,

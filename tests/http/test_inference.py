@@ -136,14 +136,18 @@ async def test_queue_full_gives_503_to_the_overflow(tmp_path):
         c = server.client
         await register(server, "slow", "behave", job_queue_size="1", max_worker="1")
         statuses = []
+        mark = tmp_path / "sleeping"
 
         async def call():
-            r = await c.post("/predictions/slow", params={"action": "sleep", "seconds": "1"})
+            r = await c.post("/predictions/slow", params={
+                "action": "sleep", "seconds": "2", "mark": str(mark)})
             statuses.append((r.status_code, r.json() if r.status_code == 503 else None))
 
         async with trio.open_nursery() as nursery:
             nursery.start_soon(call)
-            await trio.sleep(0.3)
+            with trio.fail_after(30):  # the first is inside the model, not merely sent
+                while not mark.exists():
+                    await trio.sleep(0.02)
             nursery.start_soon(call)
         assert sorted(s for s, _ in statuses) == [200, 503]
         [body] = [b for s, b in statuses if s == 503]

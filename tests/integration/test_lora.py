@@ -237,7 +237,8 @@ async def test_an_unknown_adapter_is_424_naming_it(server, registered):
 async def test_mixed_concurrent_requests_each_get_their_adapter(server, registered,
                                                                 reference, folders):
     """Base and four adapters (more than the two slots) at once: each answer is PEFT's."""
-    _, _, paths = folders
+    _, model, paths = folders
+    workers = runtime_pids(str(model))
     async with client(server) as c:
         r = await c.post("/adapters", params={"name": "a3", "src": str(paths["a3"])})
         assert r.status_code == 200, r.text
@@ -258,12 +259,15 @@ async def test_mixed_concurrent_requests_each_get_their_adapter(server, register
         assert counts["a3"] == len(PROMPTS)
         r = await c.delete("/adapters/a3")
         assert r.json() == {"status": "Adapter a3 unregistered"}
+        assert await generate(c, PROMPTS[0], adapters="a1") == reference("a1", PROMPTS[0])
+    assert runtime_pids(str(model)) == workers  # no worker died on the way
 
 
 # -- the management API ----------------------------------------------------------------------
 async def test_register_describe_list_update_unregister(server, folders, reference):
-    _, _, paths = folders
+    _, model, paths = folders
     src = str(paths["a3"])
+    workers = runtime_pids(str(model))
     async with client(server) as c:
         r = await c.post("/models/tinylm/adapters", params={"name": "life", "src": src},
                          headers={"X-Amzn-SageMaker-Adapter-Alias": "nick"})
@@ -306,6 +310,7 @@ async def test_register_describe_list_update_unregister(server, folders, referen
         assert r.status_code == 424
         r = await c.get("/server/metrics", params={"name[]": "LoadAdapter"})
         assert 'LoadAdapter_count{Model="tinylm",Version=""}' in r.text
+    assert runtime_pids(str(model)) == workers  # no worker died on the way
 
 
 async def test_refusals(server, folders, tmp_path):
@@ -377,7 +382,7 @@ async def test_workers_started_later_know_every_adapter(server, registered, refe
                                                          folders):
     """Scale up to two workers, then kill the first: the second (and the first's
     replacement) answer with the adapters registered before they started."""
-    _, model, _ = folders
+    _, model, paths = folders
     prompt = PROMPTS[3]
     async with client(server) as c:
         before = set(runtime_pids(str(model)))
@@ -391,6 +396,18 @@ async def test_workers_started_later_know_every_adapter(server, registered, refe
             await trio.sleep(0.1)
         else:
             pytest.fail("the second worker did not start")
+        # A registration reaches both live workers before it answers.
+        r = await c.post("/adapters", params={"name": "both", "src": str(paths["a3"])})
+        assert r.status_code == 200, r.text
+        got = {}
+
+        async def one(i: int) -> None:
+            got[i] = await generate(c, PROMPTS[i % len(PROMPTS)], adapters="both")
+
+        async with trio.open_nursery() as nursery:
+            for i in range(8):
+                nursery.start_soon(one, i)
+        assert all(got[i] == reference("a3", PROMPTS[i % len(PROMPTS)]) for i in range(8))
         ids = {w["id"] for w in workers}
         for pid in before:
             os.kill(pid, signal.SIGKILL)
@@ -402,6 +419,7 @@ async def test_workers_started_later_know_every_adapter(server, registered, refe
             await trio.sleep(0.05)
         for adapter in ("a1", "a2", "builtin", ""):
             assert await generate(c, prompt, adapters=adapter) == reference(adapter, prompt)
+        await c.delete("/adapters/both")
         await c.put("/models/tinylm", params={"min_worker": 1, "max_worker": 1})
 
 
@@ -434,3 +452,53 @@ async def test_registering_while_serving_drops_nothing(server, registered, folde
         await c.delete("/adapters/hot")
     assert overlap == [4, 4]  # requests were decoding as it registered
     assert got == [reference("a1", PROMPTS[0])] * len(got)
+
+
+async def test_unregister_waits_for_the_requests_using_it(server, folders):
+    """DELETE while a stream decodes with the adapter: the DELETE answers only once the
+    stream's sequence is over (tokens keep coming while it waits), and new requests for
+    the adapter are refused meanwhile."""
+    _, _, paths = folders
+    async with client(server) as c:
+        r = await c.post("/adapters", params={"name": "busy", "src": str(paths["a2"])})
+        assert r.status_code == 200, r.text
+        first = trio.Event()
+        deleted = trio.Event()
+        lines = {"total": 0, "while_deleting": 0}
+        refused = []
+
+        async def stream() -> None:
+            body = {"inputs": PROMPTS[1], "adapters": "busy", "stream": True,
+                    "parameters": {"max_new_tokens": 200}}
+            async with c.stream("POST", "/invocations", json=body) as r:
+                assert r.status_code == 200
+                async for line in r.aiter_lines():
+                    if line:
+                        lines["total"] += 1
+                        if first.is_set() and not deleted.is_set():
+                            lines["while_deleting"] += 1
+                        first.set()
+
+        async def delete() -> None:
+            r = await c.delete("/adapters/busy")
+            assert r.json() == {"status": "Adapter busy unregistered"}
+            deleted.set()
+
+        async def unregister() -> None:
+            await first.wait()
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(delete)
+                # Once the name is gone (and the DELETE still waits), a new request for it
+                # is refused.
+                while (await c.get("/adapters/busy")).status_code != 404:
+                    await trio.sleep(0.005)
+                r = await c.post("/invocations", json={"inputs": "x", "adapters": "busy"})
+                refused.append((r.status_code, deleted.is_set()))
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(stream)
+            nursery.start_soon(unregister)
+    assert lines["total"] >= 100  # a long stream (the model's EOS did not end it early)
+    # An unregister that did not wait answers within a token or two.
+    assert lines["while_deleting"] >= lines["total"] // 2, lines
+    assert refused == [(424, False)]

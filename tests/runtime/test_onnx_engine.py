@@ -1,11 +1,14 @@
 """djl/runtime/onnx_engine.py in-process: session options, and a batch whose requests
-the graph's declared ranks split into stacked, concatenated and refused ones."""
+the graph's declared ranks split into stacked, concatenated and refused ones; the CUDA
+provider (bench/gpu_check.sh runs the ``gpu`` ones where a GPU is)."""
 
 from __future__ import annotations
 
 import io
 import json
+import os
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnx_models
@@ -86,3 +89,67 @@ def test_a_json_request_takes_the_declared_dtype(tmp_path: Path) -> None:
     assert json.loads(bytes(json_answer.content.get("data"))) == {"predictions": [2, 4, 6]}
     assert isinstance(float_npz, ItemError)
     assert "Unexpected input data type" in float_npz.message
+
+
+# -- CUDA ---------------------------------------------------------------------------------------
+
+#: Set by bench/gpu_check.sh: there, a missing GPU or CUDA provider fails, never skips.
+GPU_REQUIRED = os.environ.get("DJL_GPU_CHECK") == "1"
+HAS_CUDA_PROVIDER = "CUDAExecutionProvider" in ort.get_available_providers()
+
+
+def _npz_batch(arrays: list[np.ndarray]) -> Any:
+    return batch(*[({"content-type": "tensor/npz"}, [("data", npz(a))]) for a in arrays])
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not HAS_CUDA_PROVIDER and not GPU_REQUIRED,
+                    reason="this onnxruntime has no CUDA provider (bench/gpu_check.sh)")
+def test_a_batch_runs_on_the_cuda_provider_of_each_gpu(tmp_path: Path) -> None:
+    """gpuN is a session on CUDA device N, not one that fell back to the CPU; four
+    requests are one forward there, each answered its own rows."""
+    import torch
+
+    onnx_models.linear(tmp_path)
+    assert HAS_CUDA_PROVIDER, f"onnxruntime {ort.__version__}: {ort.get_available_providers()}"
+    assert torch.cuda.device_count() > 0
+    rows = [np.full(4, i, np.float32) for i in range(4)]
+    for index in range(torch.cuda.device_count()):
+        engine = OnnxEngine(tmp_path, "model.onnx", str(index), 1)
+        engine.load({})
+        assert engine.session.get_providers()[0] == "CUDAExecutionProvider"
+        options = engine.session.get_provider_options()["CUDAExecutionProvider"]
+        assert options["device_id"] == str(index), options
+        for x, answer in zip(rows, engine.invoke(_npz_batch(rows)), strict=True):
+            with np.load(io.BytesIO(bytes(answer.content.get("data")))) as f:
+                np.testing.assert_allclose(f["y"], onnx_models.expected(x), rtol=1e-5)
+                assert f["rows"].flat[0] == 4  # one forward for the four
+
+
+def test_onnx_on_a_gpu_without_cuda_is_a_load_failure(tmp_path: Path) -> None:
+    """Here (onnxruntime without its CUDA provider) loading on gpu0 names what is missing;
+    under bench/gpu_check.sh (CUDA_VISIBLE_DEVICES="") the provider is there but cannot
+    start, and that is a load failure too, never a session quietly on the CPU."""
+    onnx_models.linear(tmp_path)
+    with pytest.raises(TensorLoadError, match="Cannot load on gpu0: ") as info:
+        OnnxEngine(tmp_path, "model.onnx", "0", 1).load({})
+    if HAS_CUDA_PROVIDER:
+        assert "CUDA" in str(info.value)
+    else:
+        assert "has no CUDA provider, only " in str(info.value)
+
+
+def test_a_cuda_provider_that_falls_back_to_the_cpu_is_a_load_failure(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """onnxruntime given a CUDA provider it cannot start builds the session on the CPU
+    with a warning only: what a GPU asked of it must then fail to load. This onnxruntime
+    is told it has the provider; the session it builds really falls back."""
+    if HAS_CUDA_PROVIDER:
+        pytest.skip("this onnxruntime can start CUDA: the gpu_without_cuda run covers it")
+    onnx_models.linear(tmp_path)
+    monkeypatch.setattr(ort, "get_available_providers",
+                        lambda: ["CUDAExecutionProvider", "CPUExecutionProvider"])
+    with pytest.raises(TensorLoadError, match=(
+            r"Cannot load on gpu1: onnxruntime's CUDA provider did not start \(the session "
+            r"runs on CPUExecutionProvider\)")):
+        OnnxEngine(tmp_path, "model.onnx", "1", 1).load({})

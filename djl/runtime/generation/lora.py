@@ -6,17 +6,20 @@ r``, or ``/ sqrt(r)`` with ``use_rslora``), so the layer computes
 ``base(x) + (x Aᵀ) Bᵀ · scale``, as PEFT's ``LoraLayer`` does.
 
 Multi-LoRA batching (the idea of punica and vLLM): ``max_loras`` *slots*; each target module
-keeps the slots' A and B stacked, ``A [slots·R, in]`` and ``B [out, slots·R]`` (R the largest
-rank loaded, smaller ones zero-padded), and a forward hook adds, for the whole batch at
-once, ``((x Aᵀ) ⊙ mask) Bᵀ · scale_row``: ``mask [rows, 1, slots·R]`` keeps, on each row,
-only the columns of that row's slot, so a row with no adapter (slot 0) gets an exact zero
-and the others their own adapter's delta. Two small matmuls per module for any mix of
-adapters; no weights are swapped between steps. The row → slot map changes only when a
-sequence joins or leaves, so ``set_rows`` rebuilds the mask (and each module's per-row
-scale) then, not per step. With no adapter row in a forward the hooks return at once.
+keeps the slots' A and B stacked, ``Aᵀ [in, slots·R]`` and ``Bᵀ [slots·R, out]`` (R the
+largest rank loaded, smaller ones zero-padded), and a forward hook adds, for the whole
+batch at once, ``((x Aᵀ) ⊙ mask) Bᵀ`` onto the base output: ``mask [rows, 1, slots·R]``
+holds, on each row, its adapter's scale in the columns of its slot and 0 elsewhere, so a
+row with no adapter (slot 0) gets an exact zero and the others their own adapter's delta.
+Three ops per module for any mix of adapters (a matmul, a multiply and an ``addmm_`` in
+place); no weights are swapped between steps. The row → slot map changes only when a
+sequence joins or leaves, so ``set_rows`` rebuilds the masks then, not per step. With no
+adapter row in a forward the hooks return at once.
 
-Slots are taken when a sequence is admitted and given back when it leaves; an adapter
-not used by a running sequence may be evicted (least recently used first) unless pinned.
+The slots are changed in place, so always under ``torch.inference_mode`` (the scheduler's
+forward runs in it, and tensors made there may only be changed there). Slots are taken
+when a sequence is admitted and given back when it leaves; an adapter not used by a
+running sequence may be evicted (least recently used first) unless pinned.
 A sequence whose adapter finds no free slot waits (the scheduler admits it later).
 """
 
@@ -148,16 +151,18 @@ def read_weights(src: Path, modules: dict[str, nn.Linear], dtype: torch.dtype,
 
 
 class _Stack:
-    """One module's slots: A and B stacked, and each slot's scale (index 0: no adapter)."""
+    """One module's slots: Aᵀ ``[in, slots·R]`` and Bᵀ ``[slots·R, out]`` stacked, each
+    column's scale (its slot's), and the next forward's per-row mask of columns."""
 
-    __slots__ = ("a", "b", "row_scale", "scale")
+    __slots__ = ("a_t", "b_t", "columns", "mask")
 
     def __init__(self, layer: nn.Linear, slots: int, rank: int) -> None:
         weight = layer.weight
-        self.a = weight.new_zeros((slots * rank, layer.in_features))
-        self.b = weight.new_zeros((layer.out_features, slots * rank))
-        self.scale = weight.new_zeros((slots + 1,))
-        self.row_scale: torch.Tensor | None = None
+        self.a_t = weight.new_zeros((layer.in_features, slots * rank))
+        self.b_t = weight.new_zeros((slots * rank, layer.out_features))
+        self.columns = weight.new_zeros((slots * rank,))
+        #: [rows, 1, slots·R]: on each row its slot's scale in its slot's columns, else 0.
+        self.mask: torch.Tensor | None = None
 
 
 class MultiLora:
@@ -192,6 +197,7 @@ class MultiLora:
     def pinned(self) -> int:
         return sum(1 for a in self.slots if a is not None and a.pin)
 
+    @torch.inference_mode()
     def acquire(self, adapter: Adapter) -> bool:
         """A slot for one more running sequence of ``adapter``; False when every slot is
         held by an adapter in use (or pinned): the sequence waits."""
@@ -219,6 +225,7 @@ class MultiLora:
         if adapter.users == 0 and adapter.retired:
             self.unload(adapter)
 
+    @torch.inference_mode()
     def unload(self, adapter: Adapter) -> None:
         """Free the adapter's slot (it must have no running sequence)."""
         slot = adapter.slot
@@ -231,6 +238,7 @@ class MultiLora:
         self.version += 1
 
     # -- rows -----------------------------------------------------------------------
+    @torch.inference_mode()
     def set_rows(self, slots: Sequence[int]) -> None:
         """The slot of each row of the next forward (0: the base model)."""
         if not any(slots):
@@ -241,7 +249,7 @@ class MultiLora:
         owner = columns // self.rank + 1  # the slot each stacked column belongs to
         self.mask = (owner.view(1, -1) == rows.view(-1, 1)).to(self.dtype).unsqueeze(1)
         for stack in self.stacks.values():
-            stack.row_scale = stack.scale.index_select(0, rows).view(-1, 1, 1)
+            stack.mask = self.mask * stack.columns
 
     # -- internals ------------------------------------------------------------------
     def _load(self, adapter: Adapter, slot: int) -> None:
@@ -258,18 +266,18 @@ class MultiLora:
             if module in adapter.weights:
                 a, b, scale = adapter.weights[module]
                 at = (slot - 1) * self.rank
-                stack.a[at:at + a.shape[0]] = a
-                stack.b[:, at:at + a.shape[0]] = b
-                stack.scale[slot] = scale
+                stack.a_t[:, at:at + a.shape[0]] = a.T
+                stack.b_t[at:at + a.shape[0]] = b.T
+                stack.columns[at:at + self.rank] = scale
         self.slots[slot - 1] = adapter
         adapter.slot = slot
         self.version += 1
 
     def _clear(self, stack: _Stack, slot: int) -> None:
         at = (slot - 1) * self.rank
-        stack.a[at:at + self.rank] = 0
-        stack.b[:, at:at + self.rank] = 0
-        stack.scale[slot] = 0
+        stack.a_t[:, at:at + self.rank] = 0
+        stack.b_t[at:at + self.rank] = 0
+        stack.columns[at:at + self.rank] = 0
 
     def _grow(self, rank: int) -> None:
         """A larger rank than any loaded: re-lay every stack with ``rank`` columns a slot."""
@@ -277,8 +285,6 @@ class MultiLora:
         self.rank = rank
         for module in self.stacks:
             stack = _Stack(self.modules[module], self.max_loras, rank)
-            old = self.stacks[module]
-            stack.scale = old.scale
             self.stacks[module] = stack
             self._hooks[module].remove()
             self._hooks[module] = self.modules[module].register_forward_hook(
@@ -289,9 +295,13 @@ class MultiLora:
     def _hook(self, stack: _Stack) -> Any:
         def hook(_module: nn.Module, args: tuple[torch.Tensor, ...],
                  output: torch.Tensor) -> torch.Tensor | None:
-            mask = self.mask
-            if mask is None:
+            if self.mask is None:
                 return None
-            hidden = torch.matmul(args[0], stack.a.T) * mask
-            return output + torch.matmul(hidden, stack.b.T) * stack.row_scale
+            # Three ops for any mix of rows: x Aᵀ for every slot, each row keeps its own
+            # slot's columns (times its scale), and B adds them onto the base output.
+            hidden = torch.matmul(args[0], stack.a_t)
+            hidden.mul_(stack.mask)
+            output.view(-1, output.shape[-1]).addmm_(hidden.view(-1, hidden.shape[-1]),
+                                                     stack.b_t)
+            return output
         return hook
