@@ -317,10 +317,12 @@ def start_bare(procs: Processes, body: bytes, *, app: str = "quart", worker: str
 
 
 def start_djl(procs: Processes, *, name: str = "djl", source: Path = REPO,
-              extra_env: Mapping[str, str] | None = None) -> Server:
+              extra_env: Mapping[str, str] | None = None,
+              hypercorn_cli: bool = False) -> Server:
     """``python -m djl`` on a free port with no start-up models; ``source``: the checkout
     whose ``djl`` runs (e.g. main's, for a baseline in the same run); ``extra_env``:
-    ``SERVING_*`` settings."""
+    ``SERVING_*`` settings; ``hypercorn_cli``: ``hypercorn -k trio
+    'djl.app:create_app()'`` instead."""
     port = free_port()
     address = f"http://127.0.0.1:{port}"
     env = {
@@ -333,7 +335,14 @@ def start_djl(procs: Processes, *, name: str = "djl", source: Path = REPO,
     # The workers too: they must not pick up another checkout's installed djl.
     env["PYTHONPATH"] = str(source)
     env.update(extra_env or {})
-    return procs.start(name, [PYTHON, "-m", "djl"], env, port=port, cwd=source)
+    argv = [PYTHON, "-m", "djl"]
+    if hypercorn_cli:
+        # The app as hypercorn's own CLI serves it (djl-serving not involved); -w 0 serves
+        # in the process started (the same worker_serve as its default one spawned
+        # worker), so its CPU is the process's.
+        argv = [PYTHON, "-m", "hypercorn", "-k", "trio", "-w", "0", "-b",
+                f"127.0.0.1:{port}", "djl.app:create_app()"]
+    return procs.start(name, argv, env, port=port, cwd=source)
 
 
 def register(server: Server, model_dir: Path, name: str, **params: Any) -> dict[str, Any]:

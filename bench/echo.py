@@ -17,6 +17,9 @@ Starts real servers on free ports of 127.0.0.1, each in its own process:
   best setting (``lean_connections``: LeanTCPServer and LeanConfig);
 * ``djl-main`` / ``djl-main-b1`` (with ``--main DIR``): the same, from another checkout
   (e.g. main's), the baseline of a change measured in the same run;
+* ``djl-cli-b1`` / ``djl-main-cli-b1``: ``echo_b1`` on the app as hypercorn's own CLI
+  serves it (``hypercorn -k trio -w 0 'djl.app:create_app()'``), this checkout's and
+  --main's;
 * ``djl-stock`` / ``djl-stock-b1``: ``djl-hypercorn`` with ``SERVING_LEAN_CONNECTIONS=false``,
   hypercorn's own connection class (what ``djl.http.connection`` saves);
 * ``djl-metrics`` / ``djl-metrics-b1``: ``djl`` / ``djl-b1`` with ``SERVING_PROMETHEUS=true``
@@ -90,6 +93,10 @@ TARGETS: dict[str, tuple[str, str, dict[str, Any]]] = {
     "djl-hypercorn-b1": ("djl-hypercorn", "echo_b1", _B1),
     "djl-main": ("djl-main", "echo", _ONE),
     "djl-main-b1": ("djl-main", "echo_b1", _B1),
+    # The app under hypercorn's own CLI (hypercorn -k trio 'djl.app:create_app()'): this
+    # checkout's and --main's.
+    "djl-cli-b1": ("djl-cli", "echo_b1", _B1),
+    "djl-main-cli-b1": ("djl-main-cli", "echo_b1", _B1),
     "torchserve": ("torchserve", "echo", {"batch_size": 8}),
     "torchserve-b1": ("torchserve", "echo_b1", {"batch_size": 1}),
     # Connection A/B (issue 10.4): hypercorn's own TCPServer instead of LeanTCPServer.
@@ -105,7 +112,7 @@ TARGETS: dict[str, tuple[str, str, dict[str, Any]]] = {
 _HYPERCORN = {"SERVING_HTTP_SERVER": "hypercorn"}
 #: djl servers: name → SERVING_* settings.
 DJL_SERVERS: dict[str, dict[str, str]] = {
-    "djl": {}, "djl-main": {},
+    "djl": {}, "djl-main": {}, "djl-cli": {}, "djl-main-cli": {},
     "djl-hypercorn": _HYPERCORN,
     "djl-stock": {**_HYPERCORN, "SERVING_LEAN_CONNECTIONS": "false"},
     "djl-nofreeze": {"SERVING_GC_FREEZE": "false"},
@@ -123,7 +130,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--main", type=Path, help="another checkout for the djl-main rows "
                         "(its djl package runs; default: those rows are skipped)")
     parser.add_argument("--body", default="hello world", help="request body (text/plain)")
-    args = parse_load_args(parser, argv, duration=3.0, warmup=1.0, rounds=1)
+    parser.add_argument("--prewarm", type=float, default=20.0,
+                        help="seconds of c64 load on each TorchServe target before the "
+                        "first round (its JVM compiles its hot path under load)")
+    args = parse_load_args(parser, argv, duration=3.0, warmup=1.0, rounds=1, prewarm=0.0)
     if args.main is not None and not any(t.startswith("djl-main") for t in args.targets):
         args.targets += ["djl-main", "djl-main-b1"]
     if args.main is None:
@@ -156,7 +166,8 @@ def start_servers(args: argparse.Namespace, procs: Processes,
     for name, settings in DJL_SERVERS.items():
         if name in wanted:
             servers[name] = start_djl(procs, name=name, extra_env=settings,
-                                      source=args.main if name == "djl-main" else REPO)
+                                      source=args.main if name.startswith("djl-main")
+                                      else REPO, hypercorn_cli=name.endswith("-cli"))
             for target in args.targets:
                 kind, model, overrides = TARGETS[target]
                 if kind == name:
@@ -229,6 +240,11 @@ def front_targets(points: list[dict[str, Any]]) -> dict[str, float]:
         "djl req/s / torchserve req/s (target >= 3)": ("djl", "torchserve", "rps"),
         "djl-b1 req/s / torchserve-b1 req/s": ("djl-b1", "torchserve-b1", "rps"),
         "djl-b1 req/s / djl-hypercorn-b1 req/s": ("djl-b1", "djl-hypercorn-b1", "rps"),
+        "djl-hypercorn-b1 req/s / djl-main-b1 req/s": ("djl-hypercorn-b1", "djl-main-b1",
+                                                       "rps"),
+        "djl-cli-b1 req/s / djl-main-cli-b1 req/s": ("djl-cli-b1", "djl-main-cli-b1", "rps"),
+        "djl-cli-b1 server CPU / djl-main-cli-b1 server CPU":
+            ("djl-cli-b1", "djl-main-cli-b1", "server_cpu_us_per_req"),
         "djl-hypercorn-b1 server CPU / httptools-floor server CPU":
             ("djl-hypercorn-b1", "httptools-floor", "server_cpu_us_per_req"),
         # What SERVING_PROMETHEUS=true costs, against the same server with it off.
@@ -270,6 +286,12 @@ def main(argv: list[str] | None = None) -> int:
         with timer("start servers and register"):
             servers = start_servers(args, procs, body)
         args.targets = [t for t in args.targets if TARGETS[t][0] in servers]
+        for target in args.targets:
+            kind, model, _ = TARGETS[target]
+            if kind == "torchserve" and args.prewarm > 0:
+                with timer(f"prewarm {target} {args.prewarm:g} s"):
+                    client.run(LoadSpec(f"{servers[kind].base_url}/predictions/{model}",
+                                        body, "text/plain", 64, args.prewarm))
         for round_no, c, target in interleaved(args.rounds, args.concurrency, args.targets):
             kind, model, _ = TARGETS[target]
             server = servers[kind]

@@ -7,9 +7,18 @@ import trio
 
 from djl import _batch
 from djl.errors import WorkerDied
+from djl.sockio import FastStream
 
 
-async def next_frame(stream: trio.SocketStream, decoder: _batch.FrameDecoder
+def ready_frame(decoder: _batch.FrameDecoder) -> tuple[int, bytes] | None:
+    """The next whole frame already read (a pipelined batch's answer often came in with
+    the one before it), or None."""
+    for frame in decoder:
+        return frame
+    return None
+
+
+async def next_frame(stream: trio.SocketStream | FastStream, decoder: _batch.FrameDecoder
                      ) -> tuple[int, bytes]:
     """The next whole frame ``(kind, payload)``; WorkerDied when the process hung up."""
     while True:
@@ -21,4 +30,4 @@ async def next_frame(stream: trio.SocketStream, decoder: _batch.FrameDecoder
         decoder.feed(data)
 
 
-__all__ = ["next_frame"]
+__all__ = ["next_frame", "ready_frame"]

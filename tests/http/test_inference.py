@@ -209,10 +209,13 @@ async def test_lower_x_priority_is_served_first(tmp_path):
                 while not mark.exists():  # the worker is busy with the blocker now
                     await trio.sleep(0.01)
             # Each count proves the race was staged: each request is queued before the
-            # next is sent, so equal priorities must leave in arrival order (FIFO).
+            # next is sent, so equal priorities must leave in arrival order (FIFO). Each
+            # takes 0.3 s in the model, so the answers reach their clients in the order
+            # the worker served them (not as two clients' wake-ups happen to fall).
             for n, (label, priority) in enumerate(
                     [("low-1", "5"), ("low-2", "5"), ("high", "1")], start=1):
-                nursery.start_soon(call, label, None, {"x-priority": priority})
+                nursery.start_soon(call, label, {"action": "sleep", "seconds": "0.3"},
+                                   {"x-priority": priority})
                 await queued(n)
             assert finished == [], "all three must be queued while the blocker runs"
         assert finished == ["blocker", "high", "low-1", "low-2"]
