@@ -264,6 +264,14 @@ async def test_management_token_guards_every_management_route(tmp_path):
         ("PUT", "/server/logging", {"level": "debug"}),
         ("DELETE", "/models/echo", {}),  # last: the routes above need the model
     ]
+    # The adapter API: echo has no LoRA, so with the token each answers its own 400.
+    adapter_routes = [
+        ("GET", "/models/echo/adapters", {}),
+        ("POST", "/models/echo/adapters", {"name": "a", "src": str(tmp_path)}),
+        ("GET", "/models/echo/adapters/a", {}),
+        ("POST", "/models/echo/adapters/a/update", {"src": str(tmp_path)}),
+        ("DELETE", "/models/echo/adapters/a", {}),
+    ]
     good = {"Authorization": "Bearer s3cret"}
     async with running_server(tmp_path, management_token="s3cret",
                               env={"SERVING_PROMETHEUS": "true"}) as server:
@@ -272,7 +280,7 @@ async def test_management_token_guards_every_management_route(tmp_path):
         assert r.status_code == 200, r.text
         level = logging.getLogger("djl").level
         for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": "s3cret"}):
-            for method, path, params in routes:
+            for method, path, params in adapter_routes + routes:
                 r = await c.request(method, path, params=params, headers=headers)
                 assert (r.status_code, body_of(r)) == (401, refused), (method, path, headers)
         # Nothing the refused calls asked for happened.
@@ -286,6 +294,10 @@ async def test_management_token_guards_every_management_route(tmp_path):
                          headers={"content-type": "text/plain"})
         assert r.status_code == 200 and r.text == "open"
         # With the token every route does its job.
+        for method, path, params in adapter_routes:
+            r = await c.request(method, path, params=params, headers=good)
+            assert (r.status_code, body_of(r)["message"]) == (400, "LoRA is not enabled."), \
+                (method, path, r.text)
         for method, path, params in routes:
             r = await c.request(method, path, params=params, headers=good)
             assert r.status_code == 200, (method, path, r.text)
